@@ -76,13 +76,21 @@ function messageBlock(m: DescriptorProto, indent: string): string[] {
   const out = [`${indent}message ${m.name} {`];
   for (const e of m.enumType) out.push(...enumBlock(e, i));
   for (const n of m.nestedType) out.push(...messageBlock(n, i));
+  // Declaration order is kept (a oneof is printed where its first field stood),
+  // so the compiled descriptor matches the package's field for field.
   const inOneof = (f: FieldDescriptorProto) => isFieldSet(f, FieldDescriptorProtoSchema.field.oneofIndex);
-  for (const f of m.field.filter((x) => !inOneof(x))) out.push(`${i}${label(f)}${field(f)}`);
-  m.oneofDecl.forEach((o, idx) => {
-    out.push(`${i}oneof ${o.name} {`);
-    for (const f of m.field.filter((x) => inOneof(x) && x.oneofIndex === idx)) out.push(`${i}  ${field(f)}`);
+  const printedOneofs = new Set<number>();
+  for (const f of m.field) {
+    if (!inOneof(f)) {
+      out.push(`${i}${label(f)}${field(f)}`);
+      continue;
+    }
+    if (printedOneofs.has(f.oneofIndex)) continue;
+    printedOneofs.add(f.oneofIndex);
+    out.push(`${i}oneof ${m.oneofDecl[f.oneofIndex]?.name} {`);
+    for (const g of m.field.filter((x) => inOneof(x) && x.oneofIndex === f.oneofIndex)) out.push(`${i}  ${field(g)}`);
     out.push(`${i}}`);
-  });
+  }
   out.push(...ranges("extensions", m.extensionRange, true).map((l) => `${i}${l}`));
   out.push(...ranges("reserved", m.reservedRange, true).map((l) => `${i}${l}`));
   if (m.reservedName.length) out.push(`${i}reserved ${m.reservedName.map((n) => JSON.stringify(n)).join(", ")};`);
