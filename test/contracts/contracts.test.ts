@@ -13,7 +13,7 @@ import {
   getOption,
   hasOption,
 } from "@bufbuild/protobuf";
-import { FieldRulesSchema, field as fieldRules } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { FieldRulesSchema, Ignore, field as fieldRules } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { createValidator } from "@bufbuild/protovalidate";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -70,7 +70,7 @@ describe("every RPC of the mesh", () => {
   });
 
   it("marks reads as NO_SIDE_EFFECTS", () => {
-    const reads = methods().filter((m) => readOnlyPrefixes.some((p) => m.name.startsWith(p)) && m.methodKind === "unary");
+    const reads = methods().filter((m) => readOnlyPrefixes.some((p) => m.name.replace(/^Admin/, "").startsWith(p)) && m.methodKind === "unary");
     expect(reads.length).toBeGreaterThan(30);
     const unmarked = reads.filter((m) => m.idempotency !== MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS);
     expect(unmarked.map((m) => `${m.parent.typeName}.${m.name}`)).toEqual([]);
@@ -108,6 +108,7 @@ describe("every RPC of the mesh", () => {
         for (const f of msg.fields) {
           const r = rulesOf(f);
           const where = `${msg.typeName}.${f.name}`;
+          if (r.ignore === Ignore.ALWAYS) continue; // output-only field of a resource used in an update
           if (f.fieldKind === "list" && r.type.case !== "repeated") problems.push(`${where}: repeated without max_items`);
           if (f.fieldKind === "list" && r.type.case === "repeated" && r.type.value.maxItems === undefined)
             problems.push(`${where}: repeated without max_items`);
@@ -166,7 +167,7 @@ describe("every event of the mesh", () => {
 
   it("starts with event_id and occurred_at", () => {
     for (const m of events) {
-      const [id, at] = [m.field.event_id, m.field.occurred_at];
+      const [id, at] = [m.fields.find((f) => f.name === "event_id"), m.fields.find((f) => f.name === "occurred_at")];
       expect(id?.number, `${m.typeName}.event_id`).toBe(1);
       expect(id?.fieldKind === "scalar" && id.scalar === 9, `${m.typeName}.event_id is a string`).toBe(true);
       expect(at?.number, `${m.typeName}.occurred_at`).toBe(2);
@@ -213,5 +214,15 @@ describe("validation rules in the contracts", () => {
       expect(result.kind, `${m.input.typeName}: ${result.kind === "error" ? String(result.error) : ""}`).not.toBe("error");
     }
     expect(checked.size).toBeGreaterThanOrEqual(10);
+  });
+});
+
+describe("the documentation of the contracts", () => {
+  it("lists every event subject in docs/contracts.md", async () => {
+    const { readFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const doc = readFileSync(join(import.meta.dirname, "..", "..", "docs", "contracts.md"), "utf8");
+    const missing = events.map((m) => getOption(m, event).subject).filter((subject) => !doc.includes(subject));
+    expect(missing).toEqual([]);
   });
 });
