@@ -1,0 +1,75 @@
+/**
+ * The one auth interceptor: verifies the bearer token and enforces the access
+ * policy each RPC declares in its contract (ecommerce.common.v1.access).
+ * An RPC without a policy is refused: the default is deny.
+ */
+import { getOption, hasOption } from "@bufbuild/protobuf";
+import type { Interceptor } from "@connectrpc/connect";
+import { AccessPolicy, access } from "../../gen/ecommerce/common/v1/access_pb.js";
+import { permissionDenied, unauthenticated } from "../errors.ts";
+import { adminRole, callerKey, type Principal, runAsCaller } from "./principal.ts";
+import type { TokenVerifier } from "./verifier.ts";
+
+/** Header carrying the end user's token on a service-to-service call made on their behalf. */
+export const onBehalfOfHeader = "x-end-user-authorization";
+
+/** gRPC's own health and reflection services carry no policy and are open (infrastructure). */
+const openPackages = ["grpc.health.v1.", "grpc.reflection."];
+
+function bearer(value: string | null): string | undefined {
+  if (!value) return undefined;
+  const m = /^Bearer\s+(\S+)$/i.exec(value.trim());
+  if (!m) throw unauthenticated("the Authorization header must be 'Bearer <token>'", "TOKEN_INVALID");
+  return m[1];
+}
+
+/**
+ * @param credentialExempt RPCs ("pkg.Service/Method") reachable without a token
+ *   although INTERNAL: only Auth's IssueServiceToken, which is how a service gets one.
+ */
+export function authInterceptor(verifier: TokenVerifier, credentialExempt: string[] = []): Interceptor {
+  return (next) => async (req) => {
+    const service = req.method.parent.typeName;
+    if (openPackages.some((p) => service.startsWith(p))) return next(req);
+    if (credentialExempt.includes(`${service}/${req.method.name}`)) return next(req);
+
+    const policy = hasOption(req.method, access) ? getOption(req.method, access) : AccessPolicy.UNSPECIFIED;
+    if (policy === AccessPolicy.UNSPECIFIED) {
+      throw permissionDenied(`${service}/${req.method.name} declares no access policy and is refused`, "NO_ACCESS_POLICY");
+    }
+
+    const token = bearer(req.header.get("authorization"));
+    let caller: Principal | undefined = token ? await verifier.verify(token) : undefined;
+
+    if (caller?.kind === "service") {
+      const endUser = bearer(req.header.get(onBehalfOfHeader));
+      if (endUser) {
+        const user = await verifier.verify(endUser);
+        if (user.kind === "user") caller = { ...caller, onBehalfOf: user };
+      }
+    }
+
+    switch (policy) {
+      case AccessPolicy.PUBLIC:
+        break;
+      case AccessPolicy.CUSTOMER:
+        if (!caller) throw unauthenticated("sign in first: this call needs an access token (Authorization: Bearer <token>)");
+        if (caller.kind !== "user" && !caller.onBehalfOf) throw permissionDenied("this call acts for a signed-in customer");
+        break;
+      case AccessPolicy.ADMIN:
+        if (!caller) throw unauthenticated("sign in first: this call needs an admin's access token");
+        if (caller.kind !== "user" || !caller.roles.includes(adminRole)) {
+          throw permissionDenied("this call needs the admin role", "ADMIN_ROLE_REQUIRED");
+        }
+        break;
+      case AccessPolicy.INTERNAL:
+        if (!caller) throw unauthenticated("this call is internal to the mesh and needs a service credential", "SERVICE_CREDENTIAL_REQUIRED");
+        if (caller.kind !== "service") throw permissionDenied("this call is internal to the mesh", "INTERNAL_ONLY");
+        break;
+      default:
+        throw permissionDenied(`unknown access policy ${policy as number}`, "NO_ACCESS_POLICY");
+    }
+    req.contextValues.set(callerKey, caller);
+    return runAsCaller(caller, () => next(req));
+  };
+}

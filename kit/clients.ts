@@ -1,0 +1,96 @@
+/**
+ * Generated clients for calls between services: gRPC over HTTP/2 with a
+ * deadline on every call, retries only for side-effect-free RPCs on UNAVAILABLE,
+ * the trace and request id passed on, a service credential on INTERNAL RPCs and
+ * the end user's token forwarded, and a clear error naming the peer when it is down.
+ */
+import { type DescService, getOption, hasOption } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AccessPolicy, access } from "../gen/ecommerce/common/v1/access_pb.js";
+import { onBehalfOfHeader } from "./auth/interceptor.ts";
+import type { ServiceTokenSource } from "./auth/credentials.ts";
+import { currentCaller } from "./auth/principal.ts";
+import { type ServiceName, serviceCatalog } from "./catalog.ts";
+import { propagationHeaders } from "./context.ts";
+
+export interface PeerClientOptions {
+  peers: Record<ServiceName, string>;
+  timeoutMs: number;
+  credentials?: ServiceTokenSource;
+  /** Attempts for retryable calls, including the first. */
+  maxAttempts?: number;
+}
+
+/** Which service of the catalog serves a descriptor, by its proto package. */
+export function peerOf(service: DescService): ServiceName {
+  const pkg = service.file.proto.package;
+  const name = (Object.keys(serviceCatalog) as ServiceName[]).find((n) => serviceCatalog[n].protoPackage === pkg);
+  if (!name) throw new Error(`${service.typeName} belongs to no service of the catalog`);
+  return name;
+}
+
+/** The same error with a message that names the peer; details and metadata kept. */
+function withPeer(ce: ConnectError, message: string): ConnectError {
+  const wrapped = new ConnectError(message, ce.code, ce.metadata, undefined, ce);
+  wrapped.details.push(...ce.details);
+  return wrapped;
+}
+
+function outbound(peer: string, url: string, options: PeerClientOptions): Interceptor {
+  const attempts = options.maxAttempts ?? 3;
+  return (next) => async (req) => {
+    for (const [k, v] of Object.entries(propagationHeaders())) req.header.set(k, v);
+    const caller = currentCaller();
+    const userToken = caller?.kind === "user" ? caller.token : caller?.kind === "service" ? caller.onBehalfOf?.token : undefined;
+    const internal = hasOption(req.method, access) && getOption(req.method, access) === AccessPolicy.INTERNAL;
+    if (internal) {
+      if (!options.credentials) throw new ConnectError(`no service credential configured to call ${peer}`, Code.Internal);
+      req.header.set("authorization", `Bearer ${await options.credentials.token()}`);
+      if (userToken) req.header.set(onBehalfOfHeader, `Bearer ${userToken}`);
+    } else if (userToken && !req.header.has("authorization")) {
+      req.header.set("authorization", `Bearer ${userToken}`);
+    }
+    const retryable = !req.stream && req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await next(req);
+      } catch (error) {
+        const ce = ConnectError.from(error);
+        if (ce.code === Code.Unavailable && retryable && attempt < attempts && !req.signal.aborted) {
+          await new Promise((r) => setTimeout(r, 100 * 3 ** (attempt - 1)));
+          continue;
+        }
+        if (ce.code === Code.Unavailable) throw withPeer(ce, `${peer} service unavailable at ${url}: ${ce.rawMessage}`);
+        if (ce.code === Code.DeadlineExceeded) throw withPeer(ce, `${peer} service did not answer in time (${url}): ${ce.rawMessage}`);
+        throw ce;
+      }
+    }
+  };
+}
+
+/** Creates clients of other services; one HTTP/2 connection per peer, reused by all calls. */
+export class PeerClients {
+  private readonly transports = new Map<ServiceName, ReturnType<typeof createGrpcTransport>>();
+  private readonly options: PeerClientOptions;
+
+  constructor(options: PeerClientOptions) {
+    this.options = options;
+  }
+
+  client<S extends DescService>(service: S): Client<S> {
+    const peer = peerOf(service);
+    let transport = this.transports.get(peer);
+    if (!transport) {
+      const url = this.options.peers[peer];
+      transport = createGrpcTransport({
+        baseUrl: url,
+        defaultTimeoutMs: this.options.timeoutMs,
+        interceptors: [outbound(peer, url, this.options)],
+      });
+      this.transports.set(peer, transport);
+    }
+    return createClient(service, transport);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Service configuration from environment variables, with the defaults of
+ * ARCHITECTURE.md. Every value is checked at start; all bad values are reported
+ * at once, each with what was expected, so a misconfigured service never starts.
+ */
+import { peerUrlVariable, type ServiceName, serviceCatalog, serviceNames } from "./catalog.ts";
+
+export interface ServiceConfig {
+  service: ServiceName;
+  host: string;
+  port: number;
+  databaseUrl: string;
+  natsUrl: string;
+  logLevel: string;
+  /** Base URLs of the other services (gRPC over HTTP/2 cleartext). */
+  peers: Record<ServiceName, string>;
+  /** This service's secret, presented to Auth's IssueServiceToken for a service credential. */
+  serviceSecret: string;
+  limits: {
+    /** Largest request or response message, in bytes. */
+    maxMessageBytes: number;
+    /** Upper bound on a client's requested deadline, in ms. */
+    maxTimeoutMs: number;
+    /** Deadline of outbound calls to other services, in ms. */
+    callTimeoutMs: number;
+    /** How long shutdown waits for in-flight calls, in ms. */
+    shutdownGraceMs: number;
+  };
+  events: {
+    /** Deliveries of one event before it goes to the dead-letter store. */
+    maxDeliveries: number;
+    /** How long JetStream waits for an ack before redelivering, in ms. */
+    ackWaitMs: number;
+  };
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+class EnvReader {
+  readonly problems: string[] = [];
+  private readonly env: Env;
+  constructor(env: Env) {
+    this.env = env;
+  }
+
+  string(name: string, fallback: string): string {
+    const v = this.env[name];
+    return v === undefined || v === "" ? fallback : v;
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.env[name];
+    if (raw === undefined || raw === "") return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+      return fallback;
+    }
+    return n;
+  }
+
+  url(name: string, fallback: string, protocols: string[]): string {
+    const value = this.string(name, fallback);
+    try {
+      const u = new URL(value);
+      if (!protocols.includes(u.protocol)) throw new Error("protocol");
+    } catch {
+      this.problems.push(`${name} must be a ${protocols.join(" or ")} URL, got "${value}"`);
+    }
+    return value;
+  }
+
+  oneOf(name: string, fallback: string, allowed: string[]): string {
+    const value = this.string(name, fallback);
+    if (!allowed.includes(value)) this.problems.push(`${name} must be one of ${allowed.join(", ")}, got "${value}"`);
+    return value;
+  }
+}
+
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/**
+ * Development-only service secrets, known to Auth's default SERVICE_CREDENTIALS.
+ * Production deployments set SERVICE_SECRET (and Auth's SERVICE_CREDENTIALS) from a secret store.
+ */
+export function developmentServiceSecret(service: string): string {
+  return `dev-only-service-secret-${service}-do-not-use-in-production`;
+}
+
+export function loadConfig(service: ServiceName, env: Env = process.env): ServiceConfig {
+  const r = new EnvReader(env);
+  const defaults = serviceCatalog[service];
+  const peers = Object.fromEntries(
+    serviceNames.map((name) => [
+      name,
+      r.url(peerUrlVariable(name), `http://127.0.0.1:${serviceCatalog[name].port}`, ["http:", "https:"]),
+    ]),
+  ) as Record<ServiceName, string>;
+  const config: ServiceConfig = {
+    service,
+    host: r.string("HOST", "127.0.0.1"),
+    port: r.int("PORT", defaults.port, 0, 65535),
+    databaseUrl: r.url("DATABASE_URL", `postgres://postgres@127.0.0.1:5432/${defaults.database}`, ["postgres:", "postgresql:"]),
+    natsUrl: r.url("NATS_URL", "nats://127.0.0.1:4222", ["nats:", "tls:"]),
+    logLevel: r.oneOf("LOG_LEVEL", "info", logLevels),
+    peers,
+    serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
+    limits: {
+      maxMessageBytes: r.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+      maxTimeoutMs: r.int("MAX_TIMEOUT_MS", 30_000, 100, 600_000),
+      callTimeoutMs: r.int("CALL_TIMEOUT_MS", 5_000, 50, 120_000),
+      shutdownGraceMs: r.int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+    },
+    events: {
+      maxDeliveries: r.int("EVENT_MAX_DELIVERIES", 5, 1, 100),
+      ackWaitMs: r.int("EVENT_ACK_WAIT_MS", 30_000, 1_000, 600_000),
+    },
+  };
+  if (config.serviceSecret.length < 32) r.problems.push("SERVICE_SECRET must be at least 32 characters");
+  if (env.NODE_ENV === "production" && config.serviceSecret === developmentServiceSecret(service)) {
+    r.problems.push("SERVICE_SECRET must be set in production (it is the development default)");
+  }
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return config;
+}

@@ -1,0 +1,110 @@
+/**
+ * One PostgreSQL database per service through MikroORM: the database is created
+ * when missing, committed migrations are applied at start (kit infrastructure
+ * tables first, then the service's own), and each RPC gets its own forked
+ * EntityManager (request-scoped identity map).
+ */
+import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import type { MigrationObject } from "@mikro-orm/core";
+import { Migrator } from "@mikro-orm/migrations";
+import { type EntityManager, MikroORM, type Options } from "@mikro-orm/postgresql";
+import pg from "pg";
+import type { Logger } from "./logger.ts";
+
+export type { EntityManager };
+
+/** A committed migration: `name` is sortable and unique within the service ("0001_auth_tables"), never renamed. */
+export type MigrationEntry = MigrationObject;
+
+export interface DatabaseOptions {
+  url: string;
+  entities: NonNullable<Options["entities"]>;
+  migrations: MigrationEntry[];
+  log: Logger;
+  poolSize?: number;
+}
+
+function databaseName(url: string): string {
+  const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ""));
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name)) throw new Error(`database name "${name}" in DATABASE_URL is not a plain identifier`);
+  return name;
+}
+
+/** Creates the service's database if it does not exist (connecting to the server's `postgres` database). */
+export async function ensureDatabase(url: string, log: Logger): Promise<void> {
+  const name = databaseName(url);
+  const admin = new URL(url);
+  admin.pathname = "/postgres";
+  const client = new pg.Client({ connectionString: admin.toString() });
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new Error(
+      `cannot reach PostgreSQL at ${admin.host}: ${(error as Error).message}. Start it, or set DATABASE_URL (npm start starts an embedded one when none answers).`,
+    );
+  }
+  try {
+    const { rowCount } = await client.query("select 1 from pg_database where datname = $1", [name]);
+    if (rowCount === 0) {
+      try {
+        await client.query(`create database "${name}"`);
+        log.info({ database: name }, "created database");
+      } catch (error) {
+        // Another replica created it between the check and the create.
+        if ((error as { code?: string }).code !== "42P04") throw error;
+      }
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> {
+  await ensureDatabase(options.url, options.log);
+  const orm = await MikroORM.init({
+    clientUrl: options.url,
+    entities: options.entities,
+    extensions: [Migrator],
+    pool: { min: 0, max: options.poolSize ?? 10 },
+    migrations: {
+      migrationsList: options.migrations,
+      transactional: true,
+      allOrNothing: true,
+      snapshot: false,
+      silent: true,
+    },
+    // Identity maps are per request (forked EntityManagers); the global one is never used.
+    allowGlobalContext: false,
+    debug: false,
+  });
+  const applied = await orm.migrator.up();
+  if (applied.length > 0) options.log.info({ migrations: applied.map((m) => m.name) }, "applied migrations");
+  return orm;
+}
+
+const emKey = createContextKey<EntityManager | undefined>(undefined, { description: "request-scoped EntityManager" });
+
+/** Gives every RPC its own EntityManager fork. */
+export function entityManagerInterceptor(orm: MikroORM): Interceptor {
+  return (next) => async (req) => {
+    req.contextValues.set(emKey, orm.em.fork());
+    return next(req);
+  };
+}
+
+/** The request's EntityManager. */
+export function emOf(ctx: HandlerContext): EntityManager {
+  const em = ctx.values.get(emKey);
+  if (!em) throw new Error("no EntityManager in this context: is the service started through runService?");
+  return em;
+}
+
+/** Cheap liveness probe used by the health service. */
+export async function pingDatabase(orm: MikroORM): Promise<boolean> {
+  try {
+    await orm.em.fork().getConnection().execute("select 1");
+    return true;
+  } catch {
+    return false;
+  }
+}

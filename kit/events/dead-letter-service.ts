@@ -1,0 +1,68 @@
+/**
+ * ecommerce.common.v1.DeadLetterService, served by every service with event
+ * consumers: list dead-lettered events, replay one after fixing the cause.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { type DeadLetter, DeadLetterSchema, DeadLetterService } from "../../gen/ecommerce/common/v1/dead_letter_pb.js";
+import { notFound } from "../errors.ts";
+import { decodePageToken, encodePageToken, pageSizeOf } from "../paging.ts";
+import type { EventConsumers } from "./consumer.ts";
+
+interface Row {
+  id: string;
+  event_id: string;
+  subject: string;
+  consumer: string;
+  delivery_count: number;
+  last_error: string;
+  payload: Buffer;
+  dead_lettered_at: Date;
+  replayed_at: Date | null;
+}
+
+const toMessage = (r: Row): DeadLetter =>
+  create(DeadLetterSchema, {
+    id: r.id,
+    eventId: r.event_id,
+    subject: r.subject,
+    consumer: r.consumer,
+    deliveryCount: r.delivery_count,
+    lastError: r.last_error,
+    payload: new Uint8Array(r.payload),
+    deadLetteredAt: timestampFromDate(r.dead_lettered_at),
+    ...(r.replayed_at ? { replayedAt: timestampFromDate(r.replayed_at) } : {}),
+  });
+
+export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers: EventConsumers): void {
+  const select = "select id, event_id, subject, consumer, delivery_count, last_error, payload, dead_lettered_at, replayed_at from dead_letters";
+  router.service(DeadLetterService, {
+    async listDeadLetters(req) {
+      const size = pageSizeOf(req.pageSize);
+      const cursor = decodePageToken<{ id: string }>(req.pageToken, ["id"]);
+      // UUIDv7 ids sort by creation time: newest first is id descending.
+      const rows = await orm.em
+        .fork()
+        .getConnection()
+        .execute<Row[]>(
+          `${select} where (? or replayed_at is null) and (?::uuid is null or id < ?::uuid) order by id desc limit ?`,
+          [req.includeReplayed, cursor?.id ?? null, cursor?.id ?? null, size + 1],
+        );
+      const page = rows.slice(0, size);
+      return {
+        deadLetters: page.map(toMessage),
+        nextPageToken: rows.length > size ? encodePageToken({ id: page[page.length - 1]!.id }) : "",
+      };
+    },
+    async replayDeadLetter(req) {
+      const em = orm.em.fork();
+      const exists = await em.getConnection().execute<Row[]>(`${select} where id = ?`, [req.id]);
+      if (exists.length === 0) throw notFound("dead letter", req.id);
+      await consumers.replay(req.id);
+      const [row] = await em.getConnection().execute<Row[]>(`${select} where id = ?`, [req.id]);
+      return { deadLetter: toMessage(row!) };
+    },
+  });
+}

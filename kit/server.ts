@@ -1,0 +1,242 @@
+/**
+ * The one server bootstrap of the mesh. A service module declares its domain
+ * (entities, migrations, routes, event consumers, jobs); `runService` wires the
+ * rest the same way for all ten: config, logs, metrics, database, outbox relay,
+ * consumers, interceptors, health, reflection, and one port that serves gRPC
+ * (HTTP/2 cleartext) and Connect / gRPC-Web (HTTP/1.1) side by side.
+ */
+import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import { createServer as createNetServer, type Socket } from "node:net";
+import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { authInterceptor } from "./auth/interceptor.ts";
+import { ServiceCredentials, type ServiceTokenSource } from "./auth/credentials.ts";
+import { type PublicKeySource, TokenVerifier } from "./auth/verifier.ts";
+import type { ServiceName } from "./catalog.ts";
+import { PeerClients } from "./clients.ts";
+import { loadConfig, type ServiceConfig } from "./config.ts";
+import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
+import { entityManagerInterceptor, type MigrationEntry, openDatabase, pingDatabase, type DatabaseOptions } from "./db.ts";
+import { EventBus } from "./events/bus.ts";
+import { EventConsumers, type EventHandler } from "./events/consumer.ts";
+import { streamOf } from "./events/contracts.ts";
+import { deadLetterRoutes } from "./events/dead-letter-service.ts";
+import { OutboxRelay } from "./events/outbox.ts";
+import { infrastructureMigration, OutboxEvent } from "./events/schema.ts";
+import { healthRoutes, HealthState } from "./health.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { ServiceMetrics } from "./metrics.ts";
+import { observeInterceptor } from "./observe.ts";
+import { reflectionRoutes } from "./reflection.ts";
+import { validationInterceptor } from "./validation.ts";
+
+/** What a service's domain code gets to work with. */
+export interface ServiceContext {
+  config: ServiceConfig;
+  log: Logger;
+  metrics: ServiceMetrics;
+  orm: MikroORM;
+  bus: EventBus;
+  /** Clients of the other services (gRPC, deadlines, credentials). */
+  peers: PeerClients;
+  verifier: TokenVerifier;
+}
+
+/** A background job started with the service and stopped before its database closes. */
+export interface Job {
+  name: string;
+  stop(): Promise<void>;
+}
+
+export interface ServiceDefinition {
+  name: ServiceName;
+  entities: DatabaseOptions["entities"];
+  /** The service's own migrations, in order (the kit's infrastructure migration runs first). */
+  migrations: MigrationEntry[];
+  /** Name of the table of processed events (default `event_inbox`). */
+  inboxTable?: string;
+  /** The events.proto this service publishes: its stream is created at start. */
+  publishes?: DescFile;
+  routes(router: ConnectRouter, ctx: ServiceContext): void;
+  consumers?(ctx: ServiceContext): EventHandler[];
+  jobs?(ctx: ServiceContext): Job[] | Promise<Job[]>;
+  /** Where public keys come from; default: Auth's GetJwks over gRPC. Auth serves its own. */
+  publicKeys?(ctx: Omit<ServiceContext, "verifier" | "peers">): PublicKeySource;
+  /** How this service gets its service credential; default: Auth's IssueServiceToken. */
+  serviceCredentials?(ctx: Omit<ServiceContext, "verifier" | "peers">): ServiceTokenSource;
+  /** INTERNAL RPCs callable without a service token (only Auth's IssueServiceToken). */
+  credentialExempt?: string[];
+}
+
+export interface RunningService {
+  name: ServiceName;
+  port: number;
+  /** Base URL of the server, e.g. http://127.0.0.1:50051. */
+  url: string;
+  ctx: ServiceContext;
+  health: HealthState;
+  stop(): Promise<void>;
+}
+
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export async function runService(def: ServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
+  const config = loadConfig(def.name, env);
+  const log = createLogger(def.name, config.logLevel);
+  const metrics = new ServiceMetrics(def.name);
+  const inboxTable = def.inboxTable ?? "event_inbox";
+
+  const orm = await openDatabase({
+    url: config.databaseUrl,
+    entities: [OutboxEvent, ...def.entities],
+    migrations: [infrastructureMigration(inboxTable), ...def.migrations],
+    log,
+  });
+  const bus = new EventBus(config.natsUrl, `${def.name}-service`, log);
+  const base = { config, log, metrics, orm, bus };
+  const credentials = def.serviceCredentials?.(base) ?? new ServiceCredentials(def.name, config.serviceSecret, config.peers.auth, config.limits.callTimeoutMs);
+  const peers = new PeerClients({ peers: config.peers, timeoutMs: config.limits.callTimeoutMs, credentials });
+  const keys = def.publicKeys?.(base) ?? (async () => (await peers.client(AuthService).getJwks({})).keys.map((k) => ({ ...k, $typeName: undefined })));
+  const verifier = new TokenVerifier(keys);
+  const ctx: ServiceContext = { ...base, peers, verifier };
+
+  if (def.publishes) {
+    const stream = streamOf(def.publishes);
+    void bus.ensureStream(stream).catch((error) => log.warn({ err: (error as Error).message, stream: stream.name }, "stream not ensured yet; the relay retries"));
+  }
+  const relay = new OutboxRelay(orm, bus, log, metrics);
+  const consumers = new EventConsumers(
+    { service: def.name, orm, bus, log, metrics, inboxTable, maxDeliveries: config.events.maxDeliveries, ackWaitMs: config.events.ackWaitMs },
+    def.consumers?.(ctx) ?? [],
+  );
+  const health = new HealthState(async () => bus.connected && (await pingDatabase(orm)));
+
+  const served: DescService[] = [];
+  const shutdown = new AbortController();
+  const interceptors: Interceptor[] = [
+    observeInterceptor(log, metrics),
+    authInterceptor(verifier, def.credentialExempt),
+    validationInterceptor,
+    entityManagerInterceptor(orm),
+  ];
+  const handler = connectNodeAdapter({
+    routes(router) {
+      const recording: ConnectRouter = new Proxy(router, {
+        get(target, prop, receiver) {
+          if (prop === "service") {
+            return (service: DescService, impl: unknown, options?: unknown) => {
+              served.push(service);
+              return (target.service as (...a: unknown[]) => ConnectRouter)(service, impl, options);
+            };
+          }
+          return Reflect.get(target, prop, receiver);
+        },
+      });
+      def.routes(recording, ctx);
+      if (def.consumers) deadLetterRoutes(recording, orm, consumers);
+      healthRoutes(router, health);
+      for (const s of served) health.services.add(s.typeName);
+      reflectionRoutes(router, createRegistry(...new Set<DescFile>(served.map((s) => s.file))), [
+        ...served.map((s) => s.typeName),
+        "grpc.health.v1.Health",
+      ]);
+    },
+    interceptors,
+    readMaxBytes: config.limits.maxMessageBytes,
+    writeMaxBytes: config.limits.maxMessageBytes,
+    maxTimeoutMs: config.limits.maxTimeoutMs,
+    shutdownSignal: shutdown.signal,
+    fallback(req, res) {
+      if (req.method === "GET" && req.url === "/metrics") {
+        void metrics.registry.metrics().then((text) => {
+          res.writeHead(200, { "content-type": metrics.registry.contentType });
+          res.end(text);
+        });
+        return;
+      }
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found\n");
+    },
+  });
+
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) drained?.();
+    });
+    handler(req as IncomingMessage, res as ServerResponse);
+  };
+  const h2 = createHttp2Server({}, tracked);
+  const h1 = createHttp1Server(tracked);
+  h1.keepAliveTimeout = 65_000;
+  const sockets = new Set<Socket>();
+  // One port, two protocols: HTTP/2 clients open with the connection preface.
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("readable", () => {
+      const head: Buffer | null = socket.read(Math.min(socket.readableLength, h2Preface.length)) ?? socket.read();
+      if (head) socket.unshift(head);
+      const isH2 = head !== null && head.length >= 3 && h2Preface.subarray(0, Math.min(head.length, h2Preface.length)).equals(head.subarray(0, Math.min(head.length, h2Preface.length)));
+      (isH2 ? h2 : h1).emit("connection", socket);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const url = `http://${config.host}:${port}`;
+
+  relay.start();
+  consumers.start();
+  const jobs = (await def.jobs?.(ctx)) ?? [];
+  health.start();
+  log.info({ url, services: served.map((s) => s.typeName) }, `${def.name} service listening`);
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info("shutting down: draining in-flight calls");
+      health.shutdown();
+      server.close();
+      if (inFlight > 0) {
+        await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, config.limits.shutdownGraceMs))]);
+      }
+      shutdown.abort(); // ends long streams (WatchOrder, health Watch)
+      for (const s of sockets) s.destroy();
+      await consumers.stop();
+      for (const job of jobs) await job.stop().catch((error) => log.warn({ job: job.name, err: (error as Error).message }, "job did not stop cleanly"));
+      await relay.stop();
+      await bus.close();
+      await orm.close();
+      log.info("stopped");
+    })());
+
+  return { name: def.name, port, url, ctx, health, stop };
+}
+
+/** Entry point of a service process: runs it and stops cleanly on SIGINT/SIGTERM. */
+export async function main(def: ServiceDefinition): Promise<void> {
+  let running: RunningService;
+  try {
+    running = await runService(def);
+  } catch (error) {
+    console.error(`${def.name} service failed to start: ${(error as Error).message}`);
+    process.exit(1);
+  }
+  const stop = async (signal: string) => {
+    running.ctx.log.info({ signal }, "stop requested");
+    await running.stop();
+    process.exit(0);
+  };
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+}
