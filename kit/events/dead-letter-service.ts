@@ -3,10 +3,10 @@
  * consumers: list dead-lettered events, replay one after fixing the cause.
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { type DeadLetter, DeadLetterSchema, DeadLetterService } from "../../gen/ecommerce/common/v1/dead_letter_pb.js";
+import { timestampOf } from "../convert.ts";
 import { notFound } from "../errors.ts";
 import { decodePageToken, encodePageToken, pageSizeOf } from "../paging.ts";
 import type { EventConsumers } from "./consumer.ts";
@@ -19,8 +19,8 @@ interface Row {
   delivery_count: number;
   last_error: string;
   payload: Buffer;
-  dead_lettered_at: Date;
-  replayed_at: Date | null;
+  dead_lettered_at: Date | string;
+  replayed_at: Date | string | null;
 }
 
 const toMessage = (r: Row): DeadLetter =>
@@ -32,8 +32,8 @@ const toMessage = (r: Row): DeadLetter =>
     deliveryCount: r.delivery_count,
     lastError: r.last_error,
     payload: new Uint8Array(r.payload),
-    deadLetteredAt: timestampFromDate(r.dead_lettered_at),
-    ...(r.replayed_at ? { replayedAt: timestampFromDate(r.replayed_at) } : {}),
+    deadLetteredAt: timestampOf(r.dead_lettered_at),
+    replayedAt: timestampOf(r.replayed_at),
   });
 
 export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers: EventConsumers): void {

@@ -1,0 +1,39 @@
+/**
+ * A test token issuer with the claims Auth issues (ES256, kid, iss, aud), for
+ * testing services without the Auth service. Real Auth tests use real logins.
+ */
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
+import { serviceRole, tokenAudience, tokenIssuer } from "../auth/principal.ts";
+
+export class TestIssuer {
+  private readonly kid = `test-${Math.random().toString(36).slice(2, 8)}`;
+  private keys: Awaited<ReturnType<typeof generateKeyPair>> | undefined;
+
+  private async pair() {
+    this.keys ??= await generateKeyPair("ES256", { extractable: true });
+    return this.keys;
+  }
+
+  async jwks(): Promise<JWK[]> {
+    const jwk = await exportJWK((await this.pair()).publicKey);
+    return [{ ...jwk, kid: this.kid, alg: "ES256", use: "sig" }];
+  }
+
+  async sign(claims: Record<string, unknown>, ttlSeconds = 900): Promise<string> {
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: "ES256", kid: this.kid, typ: "JWT" })
+      .setIssuer(tokenIssuer)
+      .setAudience(tokenAudience)
+      .setIssuedAt()
+      .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
+      .sign((await this.pair()).privateKey);
+  }
+
+  user(userId: string, roles = ["customer"], email = `${userId.slice(0, 8)}@example.test`) {
+    return this.sign({ sub: userId, roles, email, email_verified: true });
+  }
+
+  service(name: string) {
+    return this.sign({ sub: `service:${name}`, roles: [serviceRole], svc: name });
+  }
+}
