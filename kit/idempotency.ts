@@ -1,0 +1,90 @@
+/**
+ * Idempotency keys for mutating RPCs that must not run twice (PlaceOrder,
+ * AuthorizePayment, RefundPayment ...). The key row is inserted in the same
+ * transaction as the work: a concurrent call with the same key waits on the row
+ * lock and then returns the stored response; a failed call stores nothing, so a
+ * retry runs again. The same key with a different request is an error.
+ */
+import { createHash } from "node:crypto";
+import { type DescMessage, fromBinary, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { Code } from "@connectrpc/connect";
+import { domainError } from "./errors.ts";
+
+export interface IdempotencyOptions<Req extends DescMessage, Res extends DescMessage> {
+  /** What the key is scoped to: the RPC and the caller, e.g. "PlaceOrder:user:<id>". */
+  scope: string;
+  key: string;
+  requestSchema: Req;
+  request: MessageShape<Req>;
+  responseSchema: Res;
+  /** How long the stored response answers retries (default 24 h). */
+  ttlMs?: number;
+}
+
+/** Canonical hash of a request: JSON with sorted keys, so map order does not matter. */
+export function requestHash<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
+  const canonical = JSON.stringify(toJson(schema, message), (_k, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b))) : v,
+  );
+  return createHash("sha256").update(canonical).digest("hex");
+}
+
+/**
+ * Runs `work` once per (scope, key). `work` receives the transaction's
+ * EntityManager and must do its database writes through it.
+ */
+export async function idempotent<Req extends DescMessage, Res extends DescMessage>(
+  em: EntityManager,
+  options: IdempotencyOptions<Req, Res>,
+  work: (tx: EntityManager) => Promise<MessageShape<Res>>,
+): Promise<MessageShape<Res>> {
+  const hash = requestHash(options.requestSchema, options.request);
+  const ttlMs = options.ttlMs ?? 24 * 3600 * 1000;
+  return em.transactional(async (tx) => {
+    const conn = tx.getConnection();
+    const trx = tx.getTransactionContext();
+    await conn.execute("delete from idempotency_keys where scope = ? and key = ? and expires_at < now()", [options.scope, options.key], "run", trx);
+    // Blocks while another transaction holds the same key; then sees its committed row.
+    const inserted = await conn.execute<unknown[]>(
+      `insert into idempotency_keys (scope, key, request_hash, expires_at)
+       values (?, ?, ?, now() + (? * interval '1 millisecond'))
+       on conflict (scope, key) do nothing returning key`,
+      [options.scope, options.key, hash, ttlMs],
+      "all",
+      trx,
+    );
+    if (inserted.length === 0) {
+      const [row] = await conn.execute<{ request_hash: string; response: Buffer | null }[]>(
+        "select request_hash, response from idempotency_keys where scope = ? and key = ?",
+        [options.scope, options.key],
+        "all",
+        trx,
+      );
+      if (!row) throw domainError(Code.Aborted, "the idempotency key changed concurrently; retry", { reason: "CONCURRENT_MODIFICATION" });
+      if (row.request_hash !== hash) {
+        throw domainError(Code.FailedPrecondition, "this idempotency key was used with a different request; use a new key for a new request", {
+          reason: "IDEMPOTENCY_KEY_REUSED",
+          field: "idempotency_key",
+        });
+      }
+      if (!row.response) throw domainError(Code.Aborted, "a call with this idempotency key is still in progress; retry shortly", { reason: "IN_PROGRESS" });
+      return fromBinary(options.responseSchema, row.response);
+    }
+    const response = await work(tx);
+    await tx.flush();
+    await conn.execute(
+      "update idempotency_keys set response = ?, completed_at = now() where scope = ? and key = ?",
+      [Buffer.from(toBinary(options.responseSchema, response)), options.scope, options.key],
+      "run",
+      trx,
+    );
+    return response;
+  });
+}
+
+/** Deletes expired keys; run periodically by services that use idempotency keys. */
+export async function pruneIdempotencyKeys(em: EntityManager): Promise<number> {
+  const rows = await em.getConnection().execute<unknown[]>("delete from idempotency_keys where expires_at < now() returning key");
+  return rows.length;
+}
