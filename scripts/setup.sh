@@ -29,9 +29,9 @@ fi
 # The `node` devDependency puts Node 24 in node_modules/.bin. The first pass may
 # run on an older system Node; the second runs on Node 24 so that every package
 # (and every install script) sees the Node version the project targets.
-if [ ! -x node_modules/.bin/node ]; then
-  log "bootstrapping Node 24 from the npm registry"
-  npm install --ignore-scripts --no-audit --no-fund --loglevel=error
+if ! { [ -x node_modules/.bin/node ] && node_modules/.bin/node --version | grep -q '^v24\.'; }; then
+  log "bootstrapping Node 24 from the npm registry (the node package's own install script fetches nothing: its binary is a registry package)"
+  npm install --no-audit --no-fund --loglevel=error
 fi
 export PATH="$PWD/node_modules/.bin:$PATH"
 log "npm install on $(node --version)"
