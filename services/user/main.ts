@@ -1,0 +1,4 @@
+import { main } from "../../kit/server.ts";
+import { userService } from "./service.ts";
+
+await main(userService);

@@ -1,0 +1,172 @@
+/**
+ * Rows to contract messages and the seed's strings to contract enums, in one
+ * place. Optional text is null in the database and "" in messages.
+ */
+import { create } from "@bufbuild/protobuf";
+import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js";
+import {
+  type Address,
+  AddressSchema,
+  AddressType,
+  CardBrand,
+  Gender,
+  type PaymentMethod,
+  PaymentMethodSchema,
+  PaymentMethodType,
+  type Preference,
+  PreferenceSchema,
+  type UserProfile,
+  UserProfileSchema,
+  type WishlistItem,
+  WishlistItemSchema,
+} from "../../gen/ecommerce/user/v1/user_pb.js";
+import { timestampOf } from "../../kit/convert.ts";
+import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
+
+const text = (v: string | null | undefined) => v ?? "";
+export const nullIfEmpty = (v: string) => (v === "" ? null : v);
+
+function twoWay<E extends number>(pairs: [E, string][]) {
+  const toDb = new Map(pairs);
+  const fromDb = new Map(pairs.map(([e, s]) => [s, e]));
+  return { toDb: (e: E) => toDb.get(e), fromDb: (s: string | null | undefined) => (s ? fromDb.get(s) : undefined) };
+}
+
+export const genders = twoWay<Gender>([
+  [Gender.FEMALE, "female"],
+  [Gender.MALE, "male"],
+  [Gender.DIVERSE, "diverse"],
+  [Gender.PREFER_NOT_TO_SAY, "prefer_not_to_say"],
+]);
+
+export const addressTypes = twoWay<AddressType>([
+  [AddressType.SHIPPING, "shipping"],
+  [AddressType.BILLING, "billing"],
+  [AddressType.BOTH, "both"],
+]);
+
+export const paymentMethodTypes = twoWay<PaymentMethodType>([
+  [PaymentMethodType.CREDIT_CARD, "credit_card"],
+  [PaymentMethodType.DEBIT_CARD, "debit_card"],
+  [PaymentMethodType.PAYPAL, "paypal"],
+]);
+
+export const cardBrands = twoWay<CardBrand>([
+  [CardBrand.VISA, "visa"],
+  [CardBrand.MASTERCARD, "mastercard"],
+  [CardBrand.AMEX, "amex"],
+  [CardBrand.DISCOVER, "discover"],
+  [CardBrand.DINERS, "diners"],
+  [CardBrand.JCB, "jcb"],
+  [CardBrand.UNIONPAY, "unionpay"],
+  [CardBrand.MAESTRO, "maestro"],
+  [CardBrand.OTHER, "other"],
+]);
+
+/** Whether an address of this type may be the default for shipping / billing. */
+export const coversShipping = (type: string) => type === "shipping" || type === "both";
+export const coversBilling = (type: string) => type === "billing" || type === "both";
+
+export function profileMessage(row: UserProfileRow): UserProfile {
+  return create(UserProfileSchema, {
+    id: row.id,
+    userId: row.userId,
+    email: row.email,
+    firstName: row.firstName,
+    lastName: row.lastName,
+    phone: text(row.phone),
+    avatarUrl: text(row.avatarUrl),
+    dateOfBirth: text(row.dateOfBirth),
+    gender: genders.fromDb(row.gender) ?? Gender.UNSPECIFIED,
+    preferredCurrency: text(row.preferredCurrency),
+    preferredLanguage: text(row.preferredLanguage),
+    newsletterSubscribed: row.newsletterSubscribed,
+    marketingOptIn: row.marketingOptIn,
+    isActive: row.isActive,
+    emailVerified: row.emailVerified,
+    createdAt: timestampOf(row.createdAt),
+    updatedAt: timestampOf(row.updatedAt),
+    lastLoginAt: timestampOf(row.lastLoginAt),
+  });
+}
+
+export function addressMessage(row: AddressRow): Address {
+  return create(AddressSchema, {
+    id: row.id,
+    type: addressTypes.fromDb(row.type) ?? AddressType.UNSPECIFIED,
+    postalAddress: create(PostalAddressSchema, {
+      firstName: row.firstName,
+      lastName: row.lastName,
+      company: text(row.company),
+      addressLine1: row.addressLine1,
+      addressLine2: text(row.addressLine2),
+      city: row.city,
+      state: text(row.state),
+      postalCode: text(row.postalCode),
+      countryCode: row.country,
+      phone: text(row.phone),
+    }),
+    isDefaultShipping: row.isDefaultShipping,
+    isDefaultBilling: row.isDefaultBilling,
+    createdAt: timestampOf(row.createdAt),
+    updatedAt: timestampOf(row.updatedAt),
+  });
+}
+
+/** True when the card's expiry month has passed (UTC); never for PayPal. */
+export function isExpired(expiryYear: number | null | undefined, expiryMonth: number | null | undefined, at = new Date()): boolean {
+  if (!expiryYear || !expiryMonth) return false;
+  return expiryYear * 12 + expiryMonth < at.getUTCFullYear() * 12 + (at.getUTCMonth() + 1);
+}
+
+/** Display data only: the provider token is never part of the message. */
+export function paymentMethodMessage(row: PaymentMethodRow): PaymentMethod {
+  return create(PaymentMethodSchema, {
+    id: row.id,
+    type: paymentMethodTypes.fromDb(row.type) ?? PaymentMethodType.UNSPECIFIED,
+    isDefault: row.isDefault,
+    cardBrand: cardBrands.fromDb(row.cardType) ?? CardBrand.UNSPECIFIED,
+    last4: text(row.last4),
+    expiryMonth: row.expiryMonth ?? 0,
+    expiryYear: row.expiryYear ?? 0,
+    cardholderName: text(row.cardholderName),
+    billingAddressId: text(row.billingAddressId),
+    expired: isExpired(row.expiryYear, row.expiryMonth),
+    createdAt: timestampOf(row.createdAt),
+    updatedAt: timestampOf(row.updatedAt),
+  });
+}
+
+export function preferenceMessage(row: PreferenceRow): Preference {
+  return create(PreferenceSchema, { key: row.key, value: row.value, createdAt: timestampOf(row.createdAt), updatedAt: timestampOf(row.updatedAt) });
+}
+
+export function wishlistItemMessage(row: WishlistItemRow): WishlistItem {
+  return create(WishlistItemSchema, {
+    id: row.id,
+    productId: row.productId,
+    productName: text(row.productName),
+    productImageUrl: text(row.productImageUrl),
+    productPrice:
+      row.productPriceMinor !== null && row.productPriceMinor !== undefined && row.productPriceCurrency
+        ? { amountMinor: BigInt(row.productPriceMinor), currencyCode: row.productPriceCurrency }
+        : undefined,
+    // Unknown stock (no product event seen yet) reads as not in stock: never promise what we do not know.
+    inStock: row.inStock ?? false,
+    productAvailable: row.productAvailable,
+    notes: text(row.notes),
+    createdAt: timestampOf(row.createdAt),
+    updatedAt: timestampOf(row.updatedAt),
+  });
+}
+
+/** Defaults first (shipping, then billing), then newest first: the order every address list uses. */
+export function compareAddresses(a: AddressRow, b: AddressRow): number {
+  const rank = (r: AddressRow) => (r.isDefaultShipping ? 0 : r.isDefaultBilling ? 1 : 2);
+  return rank(a) - rank(b) || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+/** The default first, then newest first. */
+export function comparePaymentMethods(a: PaymentMethodRow, b: PaymentMethodRow): number {
+  return Number(b.isDefault) - Number(a.isDefault) || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}

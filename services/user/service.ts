@@ -1,0 +1,70 @@
+/**
+ * The User service: profiles (from Auth's events), address book, saved
+ * payment methods, preferences and wishlist (ecommerce.user.v1.UserService).
+ * Publishes user.updated on USER_EVENTS; its inbox is user_event_logs.
+ */
+import { file_ecommerce_user_v1_events } from "../../gen/ecommerce/user/v1/events_pb.js";
+import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { callerOf, requireUser } from "../../kit/auth/principal.ts";
+import { emOf } from "../../kit/db.ts";
+import type { ServiceDefinition } from "../../kit/server.ts";
+import { addAddress, deleteAddress, getAddress, getDefaultAddress, listAddresses, setDefaultAddress, updateAddress } from "./addresses.ts";
+import { loadUserConfig } from "./config.ts";
+import { userConsumers } from "./consumers.ts";
+import { userEntities } from "./entities.ts";
+import { UserTables } from "./migrations/0001_user_tables.ts";
+import { addPaymentMethod, deletePaymentMethod, getPaymentMethodToken, listPaymentMethods, setDefaultPaymentMethod } from "./payment-methods.ts";
+import { deletePreferences, getPreferences, setPreferences } from "./preferences.ts";
+import { findProfile, getProfile, listProfiles, updateMyProfile } from "./profiles.ts";
+import { profileMessage } from "./mapping.ts";
+import { TokenCipher } from "./token-cipher.ts";
+import { addToWishlist, listWishlist, removeFromWishlist } from "./wishlist.ts";
+
+/** The User service reading its own settings from `env` (process.env by default). */
+export function createUserService(env: Record<string, string | undefined> = process.env): ServiceDefinition {
+  return {
+    name: "user",
+    entities: userEntities,
+    migrations: [{ name: "0001_user_tables", class: UserTables }],
+    inboxTable: "user_event_logs",
+    publishes: file_ecommerce_user_v1_events,
+    consumers: () => userConsumers(),
+    routes(router) {
+      const config = loadUserConfig(env);
+      const cipher = new TokenCipher(config.dataKey, config.decryptionKeys);
+      const me = (ctx: Parameters<typeof requireUser>[0]) => requireUser(ctx).userId;
+      router.service(UserService, {
+        getMyProfile: async (_req, ctx) => ({ profile: profileMessage(await findProfile(emOf(ctx), me(ctx))) }),
+        updateMyProfile: (req, ctx) => updateMyProfile(emOf(ctx), config, me(ctx), req),
+
+        addAddress: (req, ctx) => addAddress(emOf(ctx), me(ctx), req),
+        updateAddress: (req, ctx) => updateAddress(emOf(ctx), me(ctx), req),
+        deleteAddress: async (req, ctx) => (await deleteAddress(emOf(ctx), me(ctx), req), {}),
+        listAddresses: (req, ctx) => listAddresses(emOf(ctx), me(ctx), req),
+        setDefaultAddress: (req, ctx) => setDefaultAddress(emOf(ctx), me(ctx), req),
+
+        addPaymentMethod: (req, ctx) => addPaymentMethod(emOf(ctx), cipher, me(ctx), req),
+        deletePaymentMethod: async (req, ctx) => (await deletePaymentMethod(emOf(ctx), me(ctx), req), {}),
+        listPaymentMethods: (_req, ctx) => listPaymentMethods(emOf(ctx), me(ctx)),
+        setDefaultPaymentMethod: (req, ctx) => setDefaultPaymentMethod(emOf(ctx), me(ctx), req),
+
+        getPreferences: (req, ctx) => getPreferences(emOf(ctx), me(ctx), req),
+        setPreferences: (req, ctx) => setPreferences(emOf(ctx), me(ctx), req),
+        deletePreferences: async (req, ctx) => (await deletePreferences(emOf(ctx), me(ctx), req), {}),
+
+        addToWishlist: (req, ctx) => addToWishlist(emOf(ctx), me(ctx), req),
+        removeFromWishlist: async (req, ctx) => (await removeFromWishlist(emOf(ctx), me(ctx), req), {}),
+        listWishlist: (req, ctx) => listWishlist(emOf(ctx), me(ctx), req),
+
+        // ADMIN and INTERNAL: the kit's interceptor enforced the policy; the user is the request's.
+        getProfile: (req, ctx) => getProfile(emOf(ctx), req.userId),
+        listProfiles: (req, ctx) => listProfiles(emOf(ctx), req),
+        getAddress: (req, ctx) => getAddress(emOf(ctx), req),
+        getDefaultAddress: (req, ctx) => getDefaultAddress(emOf(ctx), req),
+        getPaymentMethodToken: (req, ctx) => getPaymentMethodToken(emOf(ctx), cipher, callerOf(ctx), req),
+      });
+    },
+  };
+}
+
+export const userService: ServiceDefinition = createUserService();
