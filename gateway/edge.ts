@@ -1,0 +1,378 @@
+/**
+ * The TypeScript edge: what envoy.yaml does in production, for local runs and
+ * tests (Envoy is not installable on our machines). fastify routes by the route
+ * table; @fastify/reply-from forwards to the services over HTTP/2 cleartext, one
+ * session per upstream. Browsers speak Connect (JSON or binary, unary or server
+ * streaming) and gRPC-Web over HTTP/1.1; gRPC clients speak HTTP/2 on the same
+ * port. The edge adds CORS, a body limit, an upstream timeout, x-request-id and
+ * x-forwarded-* headers, and answers its own errors in the caller's protocol.
+ */
+import { randomUUID } from "node:crypto";
+import { subscribe } from "node:diagnostics_channel";
+import { createServer as createHttp1Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server } from "node:http";
+import {
+  type ClientHttp2Stream,
+  constants as http2Constants,
+  createServer as createHttp2Server,
+  type Http2ServerResponse,
+  type Http2Session,
+  type IncomingHttpHeaders as Http2IncomingHttpHeaders,
+} from "node:http2";
+import { createServer as createNetServer, type Socket } from "node:net";
+import replyFrom from "@fastify/reply-from";
+import { type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController, type RawServerBase, type RouteGenericInterface } from "fastify";
+import { type ServiceName, serviceNames } from "../kit/catalog.ts";
+import { createLogger, type Logger } from "../kit/logger.ts";
+import { type ErrorCode, errorResponse, protocolOf } from "./protocol.ts";
+import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute } from "./routes.ts";
+
+export interface EdgeOptions {
+  /** Default 8080; 0 picks a free port. */
+  port?: number;
+  host?: string;
+  /** Base URL of each service (http://, HTTP/2 cleartext). A service left out answers `unavailable`. */
+  upstreams: Partial<Record<ServiceName, string>>;
+  /** Exact origins ("*" for any) browsers may call from; default: localhost origins only. */
+  allowedOrigins?: string[];
+  maxBodyBytes?: number;
+  /** How long a unary call may wait on its service. */
+  upstreamTimeoutMs?: number;
+  /** Idle timeout of server streams; 0 for none. */
+  streamTimeoutMs?: number;
+  /** How long stop() lets in-flight calls finish. */
+  shutdownGraceMs?: number;
+  logLevel?: string;
+  logger?: Logger;
+  /** Default: loaded from gen/ecommerce. */
+  routes?: RouteTable;
+}
+
+export interface RunningEdge {
+  url: string;
+  port: number;
+  routes: RouteTable;
+  stop(): Promise<void>;
+}
+
+type EdgeRequest = FastifyRequest<RouteGenericInterface, RawServerBase>;
+type EdgeReply = FastifyReply<RouteGenericInterface, RawServerBase>;
+
+const requestIdPattern = /^[\w.:-]{1,128}$/;
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** Tells HTTP/2 clients (gRPC) from HTTP/1.1 ones by the connection preface, as the services do. */
+function dualProtocolServer(handler: Parameters<typeof createHttp1Server>[1] & object) {
+  const h1 = createHttp1Server(handler);
+  h1.keepAliveTimeout = 65_000;
+  const h2 = createHttp2Server({}, handler as unknown as Parameters<typeof createHttp2Server>[1]);
+  const sockets = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("readable", () => {
+      const head: Buffer | null = socket.read(Math.min(socket.readableLength, h2Preface.length)) ?? socket.read();
+      if (head) socket.unshift(head);
+      const n = head ? Math.min(head.length, h2Preface.length) : 0;
+      const isH2 = head !== null && head.length >= 3 && h2Preface.subarray(0, n).equals(head.subarray(0, n));
+      (isH2 ? h2 : h1).emit("connection", socket);
+    });
+  });
+  return { server, sockets };
+}
+
+/**
+ * reply-from listens for errors on its upstream HTTP/2 session only until the
+ * session connects; a connection reset later would be an unhandled 'error' and
+ * end the process. Give such sessions a listener (the streams on them fail on
+ * their own and are answered `unavailable`). Sessions that already have error
+ * listeners (gRPC clients of the services themselves) are left alone.
+ */
+let guardingSessions = false;
+function guardUpstreamSessions(log: Logger): void {
+  if (guardingSessions) return;
+  guardingSessions = true;
+  const guarded = new WeakSet<Http2Session>();
+  const guard = (session: Http2Session) => {
+    if (guarded.has(session) || session.listenerCount("error") > 0) return;
+    guarded.add(session);
+    session.on("error", (error: Error & { code?: string }) => log.warn({ err: error.message, code: error.code }, "upstream HTTP/2 session failed"));
+  };
+  subscribe("http2.client.stream.created", (message) => {
+    const session = (message as { stream: ClientHttp2Stream }).stream.session;
+    if (!session) return;
+    if (session.connecting) session.once("connect", () => guard(session));
+    else guard(session);
+  });
+}
+
+function originMatcher(allowed: string[] | undefined): (origin: string) => boolean {
+  if (!allowed) {
+    const pattern = new RegExp(edgePolicy.defaultOriginPattern);
+    return (origin) => pattern.test(origin);
+  }
+  if (allowed.includes("*")) return () => true;
+  const set = new Set(allowed);
+  return (origin) => set.has(origin);
+}
+
+function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, message: string, httpStatus?: number): void {
+  if (reply.raw.headersSent) {
+    // Too late for an error response: a response still running (a stream failed midway) is cut so the
+    // client sees it fail; a finished one stays as it is (its upstream stream failed after the end).
+    if (!reply.raw.writableEnded) reply.raw.destroy();
+    return;
+  }
+  const contentType = request.headers["content-type"];
+  const response = errorResponse(contentType, code, message, httpStatus);
+  if (protocolOf(contentType) === "grpc" && request.raw.httpVersionMajor === 2) {
+    // gRPC wants a trailers-only response: one HEADERS frame that ends the stream.
+    reply.headers(response.headers).hijack();
+    const raw = reply.raw as unknown as Http2ServerResponse;
+    raw.stream.respond({ ...(reply.getHeaders() as OutgoingHttpHeaders), ":status": response.status }, { endStream: true });
+    return;
+  }
+  void reply.code(response.status).headers(response.headers).send(response.body);
+}
+
+/** Relays a gRPC response to an HTTP/2 client with its trailers (grpc-status), which fastify's reply does not carry. */
+function relayGrpc(reply: EdgeReply, status: number, upstream: ClientHttp2Stream): void {
+  reply.hijack();
+  const raw = reply.raw as unknown as Http2ServerResponse;
+  raw.writeHead(status, reply.getHeaders() as OutgoingHttpHeaders);
+  upstream.once("trailers", (trailers: Http2IncomingHttpHeaders) => {
+    raw.addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => !name.startsWith(":"))) as OutgoingHttpHeaders);
+  });
+  upstream.once("error", () => raw.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR));
+  raw.once("close", () => {
+    if (!upstream.destroyed) upstream.close(http2Constants.NGHTTP2_CANCEL);
+  });
+  upstream.pipe(raw);
+}
+
+const failureWords: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host not found",
+  EHOSTUNREACH: "host unreachable",
+  ETIMEDOUT: "connection timed out",
+};
+
+/** The root cause of a failed upstream call, in words (reply-from wraps it, Node's http2 wraps it again). */
+function failureReason(error: Error): string {
+  let current: (Error & { code?: string; cause?: unknown }) | undefined = error;
+  let reason = error.message;
+  while (current) {
+    if (current.code) reason = failureWords[current.code] ?? current.code;
+    current = current.cause instanceof Error ? current.cause : undefined;
+  }
+  return reason;
+}
+
+export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
+  const log = options.logger ?? createLogger("edge", options.logLevel ?? "info");
+  const table = options.routes ?? (await loadRouteTable());
+  const maxBodyBytes = options.maxBodyBytes ?? edgePolicy.maxBodyBytes;
+  const upstreamTimeoutMs = options.upstreamTimeoutMs ?? edgePolicy.upstreamTimeoutMs;
+  const streamTimeoutMs = options.streamTimeoutMs ?? edgePolicy.streamTimeoutMs;
+  const originAllowed = originMatcher(options.allowedOrigins);
+  guardUpstreamSessions(log);
+
+  let network: ReturnType<typeof dualProtocolServer> | undefined;
+  const app: FastifyInstance = fastify({
+    loggerInstance: log,
+    // One line per request is logged below, with the route and upstream.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: maxBodyBytes,
+    exposeHeadRoutes: false,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
+    },
+    serverFactory: (handler) => {
+      network = dualProtocolServer(handler);
+      return network.server as unknown as Http1Server;
+    },
+  }) as unknown as FastifyInstance;
+
+  // Bodies are relayed as they came (one message per call: no client streaming in the contracts).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+
+  const routeOf = new WeakMap<FastifyRequest, RpcRoute>();
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+
+  app.addHook("onRequest", (request, reply, done) => {
+    const started = performance.now();
+    const remote = request.ip;
+    inFlight++;
+    reply.raw.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) drained?.();
+      const route = routeOf.get(request);
+      const grpcStatus = reply.getHeader("grpc-status");
+      const fields = {
+        request_id: request.id,
+        method: request.method,
+        path: request.url.split("?")[0],
+        status: reply.raw.statusCode,
+        ...(grpcStatus !== undefined ? { grpc_status: Number(grpcStatus) } : {}),
+        ...(route ? { rpc: route.rpc, upstream: route.service } : {}),
+        remote,
+        duration_ms: Math.round((performance.now() - started) * 10) / 10,
+      };
+      if (fields.path === "/healthz") log.debug(fields, "edge request");
+      else log.info(fields, "edge request");
+    });
+
+    reply.header("x-request-id", request.id);
+    const origin = request.headers.origin;
+    const allowed = typeof origin === "string" && originAllowed(origin);
+    if (origin) reply.header("vary", "Origin");
+    if (allowed) {
+      reply.header("access-control-allow-origin", origin);
+      reply.header("access-control-expose-headers", edgePolicy.corsExposeHeaders.join(", "));
+    }
+    if (request.method === "OPTIONS" && request.headers["access-control-request-method"]) {
+      if (!allowed) {
+        void reply.code(403).send();
+        return;
+      }
+      reply.header("access-control-allow-methods", edgePolicy.corsAllowMethods.join(", "));
+      reply.header("access-control-allow-headers", edgePolicy.corsAllowHeaders.join(", "));
+      reply.header("access-control-max-age", String(edgePolicy.corsMaxAgeSeconds));
+      void reply.code(204).send();
+      return;
+    }
+    done();
+  });
+
+  app.get("/healthz", (_request, reply) => {
+    void reply.send({ status: "ok" });
+  });
+
+  const upstreamHeaders = (request: EdgeRequest, headers: IncomingHttpHeaders | Http2IncomingHttpHeaders) => {
+    const out: Record<string, string | string[] | undefined> = { ...headers };
+    for (const name of edgePolicy.strippedRequestHeaders) delete out[name];
+    out["x-request-id"] = request.id;
+    const prior = headers["x-forwarded-for"];
+    out["x-forwarded-for"] = prior ? `${[prior].flat().join(", ")}, ${request.ip}` : request.ip;
+    out["x-forwarded-proto"] = "http";
+    out["x-forwarded-host"] = request.host;
+    return out as IncomingHttpHeaders;
+  };
+
+  const forward = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
+    routeOf.set(request, route);
+    const timeout = route.kind === "unary" ? upstreamTimeoutMs : streamTimeoutMs;
+    const body = Buffer.isBuffer(request.body) ? request.body : undefined;
+    reply.from(route.upstreamPath, {
+      ...(body && request.method === "POST" ? { body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : {}),
+      timeout,
+      // No retries: most RPCs are not idempotent, and clients own their retry policy.
+      retryDelay: () => null,
+      rewriteRequestHeaders: upstreamHeaders,
+      onResponse: (req, rep, res) => {
+        const upstream = res.stream as unknown as ClientHttp2Stream;
+        if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
+          relayGrpc(rep, res.statusCode, upstream);
+        } else {
+          void rep.send(upstream);
+        }
+      },
+      onError: (rep, { error }) => {
+        const timedOut = (error as Error & { statusCode?: number }).statusCode === 504;
+        const reason = timedOut ? "timeout" : failureReason(error);
+        log.warn({ request_id: request.id, upstream: route.service, rpc: route.rpc, reason }, "upstream call failed");
+        if (timedOut) sendError(request, rep, "deadline_exceeded", `the ${route.service} service did not answer within ${timeout} ms`);
+        else sendError(request, rep, "unavailable", `the ${route.service} service is unavailable (${reason})`);
+      },
+    });
+  };
+
+  const notConfigured = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
+    routeOf.set(request, route);
+    sendError(request, reply, "unavailable", `the ${route.service} service is unavailable (the edge has no address for it)`);
+  };
+
+  // Before the routes: fastify handlers are inherited by the scopes registered after them.
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split("?")[0]!;
+    const route = table.byPath.get(path);
+    if (route?.exposed) {
+      const allow = route.readOnly ? "GET, POST" : "POST";
+      reply.header("allow", allow);
+      sendError(request, reply, "unimplemented", `${route.rpc} is called with ${allow}, not ${request.method}`, 405);
+      return;
+    }
+    // An INTERNAL RPC looks exactly like an unknown path from outside.
+    if (route) log.info({ request_id: request.id, rpc: route.rpc, access: route.access }, "refused an RPC the edge does not expose");
+    sendError(request, reply, "not_found", `no RPC is served at ${path}`, 404);
+  });
+
+  app.setErrorHandler((error: Error & { code?: string; statusCode?: number }, request, reply) => {
+    if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      sendError(request, reply, "resource_exhausted", `the request body is larger than the edge's limit of ${maxBodyBytes} bytes`, 413);
+    } else if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
+      sendError(request, reply, "invalid_argument", error.message, error.statusCode);
+    } else {
+      log.error({ request_id: request.id, err: error }, "edge error");
+      sendError(request, reply, "internal", `internal error at the edge; quote request id ${request.id} when reporting it`);
+    }
+  });
+
+  for (const service of serviceNames) {
+    const routes = table.routes.filter((r) => r.exposed && r.service === service);
+    if (routes.length === 0) continue;
+    const base = options.upstreams[service];
+    // One reply-from per upstream: with http2 it keeps one session to its base URL.
+    await app.register(async (scope) => {
+      if (base) {
+        await scope.register(replyFrom, {
+          base,
+          http2: { sessionTimeout: 0, requestTimeout: upstreamTimeoutMs },
+          disableRequestLogging: true,
+        });
+      }
+      for (const route of routes) {
+        scope.route({
+          method: route.readOnly ? ["GET", "POST"] : ["POST"],
+          url: route.path,
+          // reply-from logs each failed call with its stack at warn; the edge logs it once, shorter.
+          logLevel: "error",
+          handler: base ? forward(route) : notConfigured(route),
+        });
+      }
+    });
+  }
+
+  await app.ready();
+  const { server, sockets } = network!;
+  const host = options.host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? edgePolicy.port, host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : (options.port ?? edgePolicy.port);
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  log.info({ url, routes: table.routes.filter((r) => r.exposed).length, upstreams: options.upstreams }, "edge listening");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info("edge shutting down: draining in-flight calls");
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      if (inFlight > 0) {
+        await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, options.shutdownGraceMs ?? 10_000))]);
+      }
+      for (const socket of sockets) socket.destroy();
+      await closed;
+      await app.close(); // closes the upstream sessions
+      log.info("edge stopped");
+    })());
+
+  return { url, port, routes: table, stop };
+}

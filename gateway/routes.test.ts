@@ -1,0 +1,151 @@
+/**
+ * The route table against the contracts (every RPC accounted for, INTERNAL ones
+ * never exposed) and envoy.yaml against the route table (current, and routing
+ * each path where the TypeScript edge does).
+ */
+import { readFileSync } from "node:fs";
+import { type DescFile, getOption, hasOption } from "@bufbuild/protobuf";
+import { beforeAll, describe, expect, it } from "vitest";
+import { AccessPolicy, access } from "../gen/ecommerce/common/v1/access_pb.js";
+import { type ServiceName, serviceCatalog, serviceNames } from "../kit/catalog.ts";
+import { loadGeneratedFiles } from "../test/contracts/registry.ts";
+import { envoyConfigPath, renderEnvoyYaml } from "./generate-envoy.ts";
+import { buildRouteTable, deadLetterPrefix, deadLetterServiceName, edgePolicy, loadRouteTable, type RouteTable } from "./routes.ts";
+
+let files: DescFile[];
+let table: RouteTable;
+
+beforeAll(async () => {
+  files = await loadGeneratedFiles();
+  table = await loadRouteTable();
+});
+
+/** Every RPC of the contracts, read independently of routes.ts. */
+function contractRpcs() {
+  const owner = new Map<string, ServiceName>(serviceNames.map((n) => [serviceCatalog[n].protoPackage, n]));
+  return files
+    .filter((f) => f.proto.package.startsWith("ecommerce."))
+    .flatMap((f) =>
+      f.services.flatMap((s) =>
+        s.methods.map((m) => ({
+          path: `/${s.typeName}/${m.name}`,
+          serviceType: s.typeName,
+          owner: owner.get(f.proto.package),
+          policy: hasOption(m, access) ? getOption(m, access) : AccessPolicy.UNSPECIFIED,
+        })),
+      ),
+    );
+}
+
+describe("route table", () => {
+  it("exposes every PUBLIC, CUSTOMER and ADMIN RPC of every service at its canonical path, routed to its owner", () => {
+    const rpcs = contractRpcs().filter((r) => r.serviceType !== deadLetterServiceName);
+    expect(rpcs.length).toBeGreaterThan(150);
+    for (const rpc of rpcs) {
+      const route = table.byPath.get(rpc.path);
+      expect(route, rpc.path).toBeDefined();
+      expect(route!.service, rpc.path).toBe(rpc.owner);
+      expect(route!.upstreamPath).toBe(rpc.path);
+      expect(route!.exposed, rpc.path).toBe([AccessPolicy.PUBLIC, AccessPolicy.CUSTOMER, AccessPolicy.ADMIN].includes(rpc.policy));
+    }
+    for (const name of serviceNames) expect(table.routes.some((r) => r.exposed && r.service === name && r.path.startsWith(`/${serviceCatalog[name].protoPackage}.`)), name).toBe(true);
+  });
+
+  it("never exposes an INTERNAL RPC", () => {
+    const internal = contractRpcs().filter((r) => r.policy === AccessPolicy.INTERNAL);
+    expect(internal.length).toBeGreaterThan(10);
+    for (const rpc of internal) expect(table.byPath.get(rpc.path)?.exposed, rpc.path).toBe(false);
+    expect(table.routes.filter((r) => r.exposed).every((r) => r.access !== "internal" && r.access !== "unspecified")).toBe(true);
+    for (const path of [
+      "/ecommerce.auth.v1.AuthService/IssueServiceToken",
+      "/ecommerce.user.v1.UserService/GetAddress",
+      "/ecommerce.product.v1.InventoryService/ReserveStock",
+      "/ecommerce.payment.v1.PaymentService/AuthorizePayment",
+    ]) {
+      expect(table.byPath.get(path), path).toMatchObject({ access: "internal", exposed: false });
+    }
+  });
+
+  it("exposes each service's DeadLetterService to admins under /admin/<service>, and no health or reflection", () => {
+    const methods = contractRpcs().filter((r) => r.serviceType === deadLetterServiceName);
+    expect(methods.length).toBe(2);
+    for (const name of serviceNames) {
+      for (const m of methods) {
+        const route = table.byPath.get(`${deadLetterPrefix(name)}${m.path.split("/").pop()}`);
+        expect(route).toMatchObject({ service: name, upstreamPath: m.path, access: "admin", exposed: true });
+      }
+    }
+    expect(table.byPath.has(`/${deadLetterServiceName}/ListDeadLetters`)).toBe(false);
+    expect(table.routes.some((r) => r.path.includes("grpc."))).toBe(false);
+    expect(table.byPath.get("/ecommerce.order.v1.OrderService/WatchOrder")).toMatchObject({ kind: "server_streaming", readOnly: true, exposed: true });
+  });
+
+  it("refuses to build when a package has no owning service", () => {
+    const stray = { ...files.find((f) => f.services.length > 0 && f.proto.package.startsWith("ecommerce.user."))! };
+    const renamed = { ...stray, proto: { ...stray.proto, package: "ecommerce.loyalty.v1" } } as DescFile;
+    expect(() => buildRouteTable([renamed])).toThrow(/ecommerce\.loyalty\.v1/);
+  });
+});
+
+describe("envoy.yaml", () => {
+  type EnvoyRoute = {
+    name: string;
+    match: { path?: string; prefix?: string };
+    route?: { cluster: string; prefix_rewrite?: string; timeout: string };
+    direct_response?: { status: number; body: { inline_string: string } };
+  };
+  const parse = (text: string) => JSON.parse(text.replace(/^#.*\n/gm, "")) as Record<string, any>;
+  const hcmOf = (config: Record<string, any>) => config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+
+  it("is what gateway/generate-envoy.ts writes from the current route table (run it when this fails)", () => {
+    expect(readFileSync(envoyConfigPath, "utf8")).toBe(renderEnvoyYaml(table));
+  });
+
+  it("routes every path where the TypeScript edge does: exposed RPCs to their service, everything else 404", () => {
+    const config = parse(readFileSync(envoyConfigPath, "utf8"));
+    const routes = hcmOf(config).route_config.virtual_hosts[0].routes as EnvoyRoute[];
+    // Envoy takes the first route that matches.
+    const first = (path: string) => routes.find((r) => (r.match.path !== undefined ? r.match.path === path : path.startsWith(r.match.prefix!)))!;
+    for (const route of table.routes) {
+      const hit = first(route.path);
+      if (route.exposed) {
+        expect(hit.route?.cluster, route.path).toBe(route.service);
+        const rewritten = hit.route!.prefix_rewrite === undefined ? route.path : hit.route!.prefix_rewrite + route.path.slice((hit.match.prefix ?? hit.match.path)!.length);
+        expect(rewritten).toBe(route.upstreamPath);
+        expect(hit.route!.timeout).toBe(route.kind === "unary" ? `${edgePolicy.upstreamTimeoutMs / 1000}s` : "0s");
+      } else {
+        expect(hit.direct_response?.status, route.path).toBe(404);
+        expect(JSON.parse(hit.direct_response!.body.inline_string)).toMatchObject({ code: "not_found" });
+      }
+    }
+    for (const path of ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", `/${deadLetterServiceName}/ListDeadLetters`, "/nope"]) {
+      expect(first(path).direct_response?.status, path).toBe(404);
+    }
+  });
+
+  it("has the listener, filters, limits, CORS and one HTTP/2 cluster per service of docker-compose", () => {
+    const config = parse(readFileSync(envoyConfigPath, "utf8"));
+    expect(config.static_resources.listeners[0].address.socket_address.port_value).toBe(8080);
+    const hcm = hcmOf(config);
+    expect(hcm.http_filters.map((f: { name: string }) => f.name)).toEqual([
+      "envoy.filters.http.grpc_web",
+      "envoy.filters.http.cors",
+      "envoy.filters.http.buffer",
+      "envoy.filters.http.router",
+    ]);
+    expect(hcm.http_filters[2].typed_config.max_request_bytes).toBe(edgePolicy.maxBodyBytes);
+    expect(hcm.route_config.request_headers_to_remove).toEqual(["x-end-user-authorization"]);
+    const cors = hcm.route_config.virtual_hosts[0].typed_per_filter_config["envoy.filters.http.cors"];
+    expect(cors.allow_headers.split(", ")).toEqual(expect.arrayContaining(["content-type", "connect-protocol-version", "grpc-timeout", "x-grpc-web", "authorization", "traceparent"]));
+    expect(cors.expose_headers.split(", ")).toEqual(["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"]);
+    const compose = readFileSync(new URL("../docker-compose.yml", import.meta.url), "utf8");
+    const clusters = config.static_resources.clusters as Array<Record<string, any>>;
+    expect(clusters.map((c) => c.name)).toEqual(serviceNames);
+    for (const c of clusters) {
+      const address = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address;
+      expect(address).toEqual({ address: c.name, port_value: serviceCatalog[c.name as ServiceName].port });
+      expect(compose).toMatch(new RegExp(`^  ${c.name}:$`, "m"));
+      expect(c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config).toHaveProperty("http2_protocol_options");
+    }
+  });
+});
