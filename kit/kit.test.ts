@@ -254,6 +254,13 @@ describe("events", () => {
       return seen.length > 0 ? seen : undefined;
     }, 20_000, "user.updated published after NATS returned");
     expect(seen).toEqual(["During"]);
+    // Published rows are marked, so the relay does not send them again.
+    await eventually(async () => {
+      const [row] = await mesh.services.user!.ctx.orm.em.fork().getConnection().execute<{ n: number }[]>(
+        "select count(*)::int as n from outbox_events where published_at is null",
+      );
+      return row?.n === 0 ? true : undefined;
+    }, 10_000, "outbox drained");
   });
 
   it("dead-letters an event that keeps failing, and replays it after the fix", async () => {

@@ -36,6 +36,8 @@ import { validationInterceptor } from "./validation.ts";
 /** What a service's domain code gets to work with. */
 export interface ServiceContext {
   config: ServiceConfig;
+  /** The environment the service was started with: service-specific settings are read from here. */
+  env: Record<string, string | undefined>;
   log: Logger;
   metrics: ServiceMetrics;
   orm: MikroORM;
@@ -81,6 +83,16 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** Opens a service's database with the kit's tables and migrations first, then the service's own. */
+export function openServiceDatabase(def: ServiceDefinition, url: string, log: Logger): Promise<MikroORM> {
+  return openDatabase({
+    url,
+    entities: [OutboxEvent, ...def.entities],
+    migrations: [infrastructureMigration(def.inboxTable ?? "event_inbox"), ...def.migrations],
+    log,
+  });
+}
+
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 export async function runService(def: ServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
@@ -89,14 +101,9 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
   const metrics = new ServiceMetrics(def.name);
   const inboxTable = def.inboxTable ?? "event_inbox";
 
-  const orm = await openDatabase({
-    url: config.databaseUrl,
-    entities: [OutboxEvent, ...def.entities],
-    migrations: [infrastructureMigration(inboxTable), ...def.migrations],
-    log,
-  });
+  const orm = await openServiceDatabase(def, config.databaseUrl, log);
   const bus = new EventBus(config.natsUrl, `${def.name}-service`, log);
-  const base = { config, log, metrics, orm, bus };
+  const base = { config, env, log, metrics, orm, bus };
   const credentials = def.serviceCredentials?.(base) ?? new ServiceCredentials(def.name, config.serviceSecret, config.peers.auth, config.limits.callTimeoutMs);
   const peers = new PeerClients({ peers: config.peers, timeoutMs: config.limits.callTimeoutMs, credentials });
   const keys = def.publicKeys?.(base) ?? (async () => (await peers.client(AuthService).getJwks({})).keys.map((k) => ({ ...k, $typeName: undefined })));

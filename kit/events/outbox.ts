@@ -147,7 +147,7 @@ export class OutboxRelay {
       if (done.length > 0) {
         await tx
           .getConnection()
-          .execute("update outbox_events set published_at = now(), attempts = attempts + 1 where id = any(?)", [done], "run", tx.getTransactionContext());
+          .execute("update outbox_events set published_at = now(), attempts = attempts + 1 where id in (?)", [done], "run", tx.getTransactionContext());
       }
       if (failure && rows[done.length]) {
         await tx

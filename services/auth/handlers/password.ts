@@ -1,0 +1,136 @@
+/** Password reset by email and password change by the signed-in user. */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext } from "@connectrpc/connect";
+import { LockMode } from "@mikro-orm/postgresql";
+import { decodeJwt } from "jose";
+import { v7 as uuidv7 } from "uuid";
+import {
+  type ChangePasswordRequest,
+  type ChangePasswordResponse,
+  ChangePasswordResponseSchema,
+  type RequestPasswordResetRequest,
+  type RequestPasswordResetResponse,
+  RequestPasswordResetResponseSchema,
+  type ResetPasswordRequest,
+  type ResetPasswordResponse,
+  ResetPasswordResponseSchema,
+  SecurityAction,
+} from "../../../gen/ecommerce/auth/v1/auth_pb.js";
+import { PasswordChangeMethod, UserPasswordChangedSchema, UserPasswordResetRequestedSchema } from "../../../gen/ecommerce/auth/v1/events_pb.js";
+import { requireUser } from "../../../kit/auth/principal.ts";
+import { timestampOf } from "../../../kit/convert.ts";
+import { emOf } from "../../../kit/db.ts";
+import { invalidArgument, notFound } from "../../../kit/errors.ts";
+import { publishEvent } from "../../../kit/events/outbox.ts";
+import { audit, clientOf } from "../audit.ts";
+import { PasswordResetToken, User } from "../entities.ts";
+import { accountDisabled, accountLocked, tokenExpired, tokenInvalid } from "../failures.ts";
+import { recordFailedPassword } from "../lockout.ts";
+import { requireStrongPassword } from "../passwords.ts";
+import { enforceRateLimit } from "../rate-limit.ts";
+import type { AuthRuntime } from "../runtime.ts";
+import { newSecret, revokeSessions, sha256 } from "../sessions.ts";
+import { lockedUntil, lockUser, normalizeEmail, query } from "../users.ts";
+import { markEmailVerified } from "./email.ts";
+
+export async function requestPasswordReset(rt: AuthRuntime, req: RequestPasswordResetRequest, ctx: HandlerContext): Promise<RequestPasswordResetResponse> {
+  const client = clientOf(ctx);
+  // Per IP only: a per-email limit would tell a caller that someone else asked for this address.
+  enforceRateLimit(rt.limits, client.ip);
+  const email = normalizeEmail(req.email);
+  await emOf(ctx).transactional(async (tx) => {
+    const user = await tx.findOne(User, { email });
+    if (!user || !user.isActive) return; // same answer: accounts cannot be enumerated
+    await query(tx, "update password_reset_tokens set superseded_at = now() where user_id = ? and not used and superseded_at is null", [user.id]);
+    const token = newSecret();
+    const expiresAt = new Date(Date.now() + rt.config.passwordResetTtlMs);
+    tx.persist(
+      tx.create(PasswordResetToken, {
+        id: uuidv7(),
+        tokenHash: sha256(token),
+        userId: user.id,
+        expiresAt,
+        used: false,
+        usedAt: null,
+        supersededAt: null,
+        createdAt: new Date(),
+      }),
+    );
+    audit(tx, SecurityAction.PASSWORD_RESET_REQUESTED, { userId: user.id, client });
+    publishEvent(tx, UserPasswordResetRequestedSchema, { userId: user.id, email: user.email, token, expiresAt: timestampOf(expiresAt) });
+  });
+  return create(RequestPasswordResetResponseSchema, {});
+}
+
+export async function resetPassword(rt: AuthRuntime, req: ResetPasswordRequest, ctx: HandlerContext): Promise<ResetPasswordResponse> {
+  const client = clientOf(ctx);
+  enforceRateLimit(rt.limits, client.ip);
+  const em = emOf(ctx);
+  const tokenHash = sha256(req.token);
+  const usable = async (tx: typeof em, lock: boolean) => {
+    const token = await tx.findOne(PasswordResetToken, { tokenHash }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true } : {});
+    if (!token || token.used || token.supersededAt) throw tokenInvalid();
+    if (token.expiresAt.getTime() <= Date.now()) throw tokenExpired();
+    const user = await (lock ? lockUser(tx, token.userId) : tx.findOne(User, { id: token.userId }));
+    if (!user || !user.isActive) throw tokenInvalid();
+    return { token, user };
+  };
+  // Check first (the token is not spent by a weak password), hash outside the transaction, then re-check under lock.
+  const { user: before } = await usable(em, false);
+  requireStrongPassword(req.newPassword, before.email, "new_password");
+  const passwordHash = await rt.passwords.hash(req.newPassword);
+  await em.transactional(async (tx) => {
+    const { token, user } = await usable(tx, true);
+    token.used = true;
+    token.usedAt = new Date();
+    user.passwordHash = passwordHash;
+    user.failedLoginAttempts = 0;
+    user.lockedUntil = null;
+    const sessions = await revokeSessions(tx, { userId: user.id }, "password_reset");
+    audit(tx, SecurityAction.PASSWORD_RESET, { userId: user.id, client, metadata: { sessions_revoked: String(sessions) } });
+    publishEvent(tx, UserPasswordChangedSchema, { userId: user.id, email: user.email, method: PasswordChangeMethod.RESET });
+    // The token came through the mailbox, which proves control of the address.
+    markEmailVerified(tx, user, client, "password_reset");
+  });
+  return create(ResetPasswordResponseSchema, {});
+}
+
+/** The session id of the caller's access token (verified by the interceptor already). */
+function sessionOf(token: string): string | undefined {
+  const sid = decodeJwt(token).sid;
+  return typeof sid === "string" ? sid : undefined;
+}
+
+export async function changePassword(rt: AuthRuntime, req: ChangePasswordRequest, ctx: HandlerContext): Promise<ChangePasswordResponse> {
+  const me = requireUser(ctx);
+  const client = clientOf(ctx);
+  const em = emOf(ctx);
+  const user = await em.findOne(User, { id: me.userId });
+  if (!user) throw notFound("user", me.userId);
+  if (!user.isActive) throw accountDisabled();
+  const locked = lockedUntil(user);
+  if (locked) throw accountLocked(locked);
+  if (!(await rt.passwords.verify(user.passwordHash, req.currentPassword))) {
+    // Counts towards the lockout, so a stolen access token cannot be used to guess the password.
+    const lockedNow = await recordFailedPassword(rt, em, user.id, client, "invalid_current_password");
+    if (lockedNow) throw accountLocked(lockedNow);
+    throw invalidArgument("current_password", "the current password is wrong", "INVALID_CURRENT_PASSWORD");
+  }
+  requireStrongPassword(req.newPassword, user.email, "new_password");
+  const passwordHash = await rt.passwords.hash(req.newPassword);
+  const ownSession = sessionOf(me.token);
+  await em.transactional(async (tx) => {
+    const locked = await lockUser(tx, me.userId);
+    if (!locked) throw notFound("user", me.userId);
+    locked.passwordHash = passwordHash;
+    locked.failedLoginAttempts = 0;
+    const sessions = await revokeSessions(tx, ownSession ? { userId: me.userId, exceptSessionId: ownSession } : { userId: me.userId }, "password_changed");
+    audit(tx, SecurityAction.PASSWORD_CHANGED, {
+      userId: me.userId,
+      client,
+      metadata: { ...(ownSession ? { session_id: ownSession } : {}), sessions_revoked: String(sessions) },
+    });
+    publishEvent(tx, UserPasswordChangedSchema, { userId: me.userId, email: locked.email, method: PasswordChangeMethod.CHANGED });
+  });
+  return create(ChangePasswordResponseSchema, {});
+}

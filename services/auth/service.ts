@@ -1,0 +1,85 @@
+/**
+ * The Auth service: accounts, sign-in, sessions, tokens and their keys,
+ * email verification, password reset, the security audit log and service
+ * credentials (ecommerce.auth.v1.AuthService). It verifies tokens with its own
+ * key store and mints its own service token, never calling itself.
+ */
+import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
+import { file_ecommerce_auth_v1_events } from "../../gen/ecommerce/auth/v1/events_pb.js";
+import type { ServiceTokenSource } from "../../kit/auth/credentials.ts";
+import type { ServiceDefinition } from "../../kit/server.ts";
+import { authEntities } from "./entities.ts";
+import { getMe, login, logout, refreshToken, register } from "./handlers/account.ts";
+import {
+  assignRole,
+  getUser,
+  listRoles,
+  listSecurityAuditLogs,
+  listUsers,
+  revokeRole,
+  revokeUserSessions,
+  setUserActive,
+  unlockUser,
+} from "./handlers/admin.ts";
+import { resendVerification, verifyEmail } from "./handlers/email.ts";
+import { getJwks, introspectToken, issueServiceToken } from "./handlers/internal.ts";
+import { changePassword, requestPasswordReset, resetPassword } from "./handlers/password.ts";
+import { authJobs } from "./jobs.ts";
+import { authMigrations } from "./migrations/index.ts";
+import { type AuthRuntime, authRuntime } from "./runtime.ts";
+import { signServiceToken } from "./sessions.ts";
+
+/** Auth's own service token, signed locally and renewed at 80% of its life. */
+function ownServiceToken(rt: AuthRuntime): ServiceTokenSource {
+  let cached: { token: string; renewAt: number } | undefined;
+  return {
+    async token() {
+      if (cached && Date.now() < cached.renewAt) return cached.token;
+      const signed = await signServiceToken(rt, "auth");
+      const life = signed.expiresAt.getTime() - Date.now();
+      cached = { token: signed.token, renewAt: Date.now() + life * 0.8 };
+      return signed.token;
+    },
+  };
+}
+
+export const authService: ServiceDefinition = {
+  name: "auth",
+  entities: authEntities,
+  migrations: authMigrations,
+  publishes: file_ecommerce_auth_v1_events,
+  credentialExempt: ["ecommerce.auth.v1.AuthService/IssueServiceToken"],
+  publicKeys: (ctx) => {
+    const rt = authRuntime(ctx);
+    return () => rt.keys.publicJwks();
+  },
+  serviceCredentials: (ctx) => ownServiceToken(authRuntime(ctx)),
+  routes(router, ctx) {
+    const rt = authRuntime(ctx);
+    router.service(AuthService, {
+      register: (req, hc) => register(rt, req, hc),
+      login: (req, hc) => login(rt, req, hc),
+      refreshToken: (req, hc) => refreshToken(rt, req, hc),
+      logout: (req, hc) => logout(rt, req, hc),
+      verifyEmail: (req, hc) => verifyEmail(rt, req, hc),
+      resendVerification: (_req, hc) => resendVerification(rt, hc),
+      requestPasswordReset: (req, hc) => requestPasswordReset(rt, req, hc),
+      resetPassword: (req, hc) => resetPassword(rt, req, hc),
+      changePassword: (req, hc) => changePassword(rt, req, hc),
+      getJwks: () => getJwks(rt),
+      getMe: (_req, hc) => getMe(rt, hc),
+      listUsers: (req, hc) => listUsers(req, hc),
+      getUser: (req, hc) => getUser(req, hc),
+      setUserActive: (req, hc) => setUserActive(req, hc),
+      assignRole: (req, hc) => assignRole(req, hc),
+      revokeRole: (req, hc) => revokeRole(req, hc),
+      listRoles: (_req, hc) => listRoles(hc),
+      listSecurityAuditLogs: (req, hc) => listSecurityAuditLogs(req, hc),
+      unlockUser: (req, hc) => unlockUser(req, hc),
+      revokeUserSessions: (req, hc) => revokeUserSessions(req, hc),
+      issueServiceToken: (req, hc) => issueServiceToken(rt, req, hc),
+      introspectToken: (req, hc) => introspectToken(rt, req, hc),
+    });
+  },
+  jobs: (ctx) => authJobs(authRuntime(ctx), ctx),
+};
