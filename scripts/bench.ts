@@ -5,14 +5,16 @@
  *
  * Runs on a private nats-server and throwaway databases on the local PostgreSQL
  * (like the tests), so it needs what `npm test` needs. BENCH_SECONDS sets the
- * duration of each measurement (default 5).
+ * duration of each measurement (default 5). The servers (and the edge) run in this
+ * process's main thread; each load generator runs in a worker thread with its own
+ * event loop. On the 2-core machines, client, servers and PostgreSQL share the cores.
  */
 import { createServer } from "node:http";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
@@ -20,7 +22,7 @@ import { startEdge } from "../gateway/edge.ts";
 import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
 import { userService } from "../services/user/service.ts";
-import { type LoadResult, measure, printTable } from "./bench/load.ts";
+import { type LoadResult, measureInWorker, printTable } from "./bench/load.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const concurrencies = [8, 64];
@@ -37,7 +39,6 @@ try {
   const userId = registered.user!.id;
   const headers = { authorization: `Bearer ${token}` };
   const direct = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
-  const viaEdge = createClient(UserService, createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" }));
   await eventually(() => direct.getMyProfile({}, { headers }).catch(() => undefined), 15_000, "profile");
 
   // Baseline: the same read as GetMyProfile, from a bare node:http + pg handler on the same database.
@@ -55,9 +56,14 @@ try {
   const results: LoadResult[] = [];
   for (const c of concurrencies) {
     say(`GetMyProfile at concurrency ${c} (${seconds} s each)`);
-    results.push(await measure("baseline node:http+pg", c, seconds * 1000, async () => (await fetch(baselineUrl)).arrayBuffer()));
-    results.push(await measure("GetMyProfile gRPC direct", c, seconds * 1000, () => direct.getMyProfile({}, { headers })));
-    results.push(await measure("GetMyProfile Connect via edge", c, seconds * 1000, () => viaEdge.getMyProfile({}, { headers })));
+    const durationMs = seconds * 1000;
+    results.push(await measureInWorker({ name: "baseline node:http+pg", concurrency: c, durationMs, target: { kind: "http-get", url: baselineUrl } }));
+    results.push(
+      await measureInWorker({ name: "GetMyProfile gRPC direct", concurrency: c, durationMs, target: { kind: "grpc", baseUrl: mesh.url("user"), rpc: "getMyProfile", headers } }),
+    );
+    results.push(
+      await measureInWorker({ name: "GetMyProfile Connect via edge", concurrency: c, durationMs, target: { kind: "connect", baseUrl: edge.url, rpc: "getMyProfile", headers } }),
+    );
   }
   console.log();
   printTable(results, "baseline node:http+pg");

@@ -64,8 +64,26 @@ export class TokenVerifier {
     return key;
   }
 
+  /**
+   * Verified tokens, until they expire: a signature check costs more than the rest of a
+   * simple read. Safe because access tokens are immutable and, by design, not revocable
+   * before they expire. Bounded; the oldest entries go first.
+   */
+  private readonly verified = new Map<string, { principal: Principal; expiresAt: number }>();
+  private static readonly cacheLimit = 10_000;
+
   /** Verifies a token and returns its principal; UNAUTHENTICATED when it is bad, expired or forged. */
   async verify(token: string): Promise<Principal> {
+    const hit = this.verified.get(token);
+    if (hit && hit.expiresAt > Date.now()) return hit.principal;
+    if (hit) this.verified.delete(token);
+    const { principal, expiresAt } = await this.verifyUncached(token);
+    if (this.verified.size >= TokenVerifier.cacheLimit) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, { principal, expiresAt });
+    return principal;
+  }
+
+  private async verifyUncached(token: string): Promise<{ principal: Principal; expiresAt: number }> {
     let kid: string | undefined;
     try {
       kid = decodeProtectedHeader(token).kid;
@@ -81,7 +99,7 @@ export class TokenVerifier {
       if (error instanceof joseErrors.JWTExpired) throw unauthenticated("the access token has expired; refresh it", "TOKEN_EXPIRED");
       throw unauthenticated("the access token is invalid", "TOKEN_INVALID");
     }
-    return principalFromClaims(payload, token);
+    return { principal: principalFromClaims(payload, token), expiresAt: (payload.exp ?? 0) * 1000 };
   }
 }
 

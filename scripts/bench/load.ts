@@ -66,3 +66,16 @@ export function printTable(results: LoadResult[], baselineName: string): void {
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows) console.log(line(r));
 }
+
+/** Runs a measurement in a worker thread (see worker.ts). */
+export async function measureInWorker(job: import("./worker.ts").Job): Promise<LoadResult> {
+  const { Worker } = await import("node:worker_threads");
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: job });
+  return new Promise((resolve, reject) => {
+    worker.once("message", (r: LoadResult) => {
+      void worker.terminate();
+      resolve(r);
+    });
+    worker.once("error", reject);
+  });
+}
