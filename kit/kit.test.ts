@@ -24,12 +24,14 @@ import { emOf } from "./db.ts";
 import { notFound } from "./errors.ts";
 import { onEvent } from "./events/consumer.ts";
 import { publishEvent } from "./events/outbox.ts";
+import { ConfigError, loadConfig } from "./config.ts";
 import type { ServiceDefinition } from "./server.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
 const issuer = new TestIssuer();
 let failingEmails = true;
+let slowCallStarted: () => void = () => undefined;
 
 class FixtureTables extends Migration {
   override async up(): Promise<void> {
@@ -58,6 +60,10 @@ const fixture: ServiceDefinition = {
       },
       async updateMyProfile(req, ctx) {
         const me = requireUser(ctx);
+        if (req.profile?.firstName === "slow") {
+          slowCallStarted();
+          await new Promise((r) => setTimeout(r, 800));
+        }
         await emOf(ctx).transactional(async (em) => {
           await em
             .getConnection()
@@ -109,7 +115,7 @@ beforeAll(async () => {
   mesh = await startMesh([fixture], { EVENT_MAX_DELIVERIES: "2", MAX_MESSAGE_BYTES: "4096" });
   grpc = createGrpcTransport({ baseUrl: mesh.url("user") });
   connectJson = createConnectTransport({ baseUrl: mesh.url("user"), httpVersion: "1.1", useBinaryFormat: false });
-  nc = await natsConnect({ servers: mesh.nats.url });
+  nc = await natsConnect({ servers: mesh.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
 });
 
 afterAll(async () => {
@@ -284,5 +290,81 @@ describe("events", () => {
     expect(profile.profile?.email).toBe("fail@example.test");
     const open = await dlq.listDeadLetters({}, auth(admin));
     expect(open.deadLetters.find((d) => d.id === letter.id)).toBeUndefined();
+  });
+});
+
+describe("operations", () => {
+  it("passes the caller's trace on to the events it causes", async () => {
+    const userId = crypto.randomUUID();
+    await publishRegistered(userId, "trace@example.test");
+    const token = await issuer.user(userId);
+    const users = createClient(UserService, grpc);
+    await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined));
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const sub = nc.subscribe("user.updated");
+    await users.updateMyProfile(
+      { profile: { firstName: "Traced" }, updateMask: { paths: ["first_name"] } },
+      { headers: { authorization: `Bearer ${token}`, traceparent: `00-${traceId}-00f067aa0ba902b7-01` } },
+    );
+    for await (const m of sub) {
+      if (fromBinary(UserUpdatedSchema, m.data).userId !== userId) continue;
+      expect(m.headers?.get("traceparent")).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      break;
+    }
+  });
+
+  it("reports NOT_SERVING on Check and Watch while NATS is down, and SERVING again after", async () => {
+    const health = createClient(Health, grpc);
+    const abort = new AbortController();
+    const seen: HealthCheckResponse_ServingStatus[] = [];
+    const watching = (async () => {
+      try {
+        for await (const r of health.watch({ service: "" }, { signal: abort.signal })) {
+          seen.push(r.status);
+          if (seen.includes(HealthCheckResponse_ServingStatus.NOT_SERVING) && r.status === HealthCheckResponse_ServingStatus.SERVING) break;
+        }
+      } catch {
+        // aborted
+      }
+    })();
+    await mesh.nats.pause();
+    await eventually(async () => ((await health.check({ service: "" })).status === HealthCheckResponse_ServingStatus.NOT_SERVING ? true : undefined));
+    await mesh.nats.resume();
+    await eventually(async () => ((await health.check({ service: "" })).status === HealthCheckResponse_ServingStatus.SERVING ? true : undefined), 15_000);
+    await Promise.race([watching, new Promise((r) => setTimeout(r, 5_000))]);
+    abort.abort();
+    expect(seen[0]).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    expect(seen).toContain(HealthCheckResponse_ServingStatus.NOT_SERVING);
+    expect(seen.at(-1)).toBe(HealthCheckResponse_ServingStatus.SERVING);
+  });
+
+  it("refuses to start with bad configuration, naming every bad value", () => {
+    expect(() => loadConfig("user", { PORT: "http", DATABASE_URL: "mysql://x", LOG_LEVEL: "loud" })).toThrow(ConfigError);
+    try {
+      loadConfig("user", { PORT: "http", DATABASE_URL: "mysql://x", LOG_LEVEL: "loud" });
+    } catch (error) {
+      const problems = (error as ConfigError).problems.join("\n");
+      expect(problems).toMatch(/PORT must be an integer/);
+      expect(problems).toMatch(/DATABASE_URL must be a postgres: or postgresql: URL/);
+      expect(problems).toMatch(/LOG_LEVEL must be one of/);
+    }
+    expect(loadConfig("user", {}).port).toBe(50052);
+  });
+
+  // Last: it stops the service.
+  it("drains an in-flight call on shutdown, then refuses new ones", async () => {
+    const userId = crypto.randomUUID();
+    await publishRegistered(userId, "drain@example.test");
+    const token = await issuer.user(userId);
+    const users = createClient(UserService, grpc);
+    await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined));
+    const started = new Promise<void>((resolve) => (slowCallStarted = resolve));
+    const slow = users.updateMyProfile({ profile: { firstName: "slow" }, updateMask: { paths: ["first_name"] } }, auth(token));
+    await started; // the call is inside its handler when shutdown begins
+    const stopped = mesh.services.user!.stop();
+    await expect(slow).resolves.toMatchObject({ profile: { firstName: "slow" } });
+    await stopped;
+    const fresh = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
+    await expect(fresh.getMyProfile({}, auth(token))).rejects.toMatchObject({ code: Code.Unavailable });
   });
 });

@@ -123,7 +123,22 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
 
   const served: DescService[] = [];
   const shutdown = new AbortController();
+  // Unary calls in flight, which shutdown waits for; streams (WatchOrder, health Watch)
+  // are ended by the shutdown signal instead, or they would hold the drain forever.
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const drainTracker: Interceptor = (next) => async (req) => {
+    if (req.method.methodKind !== "unary") return next(req);
+    inFlight++;
+    try {
+      return await next(req);
+    } finally {
+      inFlight--;
+      if (inFlight === 0) drained?.();
+    }
+  };
   const interceptors: Interceptor[] = [
+    drainTracker,
     observeInterceptor(log, metrics),
     authInterceptor(verifier, def.credentialExempt),
     validationInterceptor,
@@ -169,17 +184,14 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     },
   });
 
-  let inFlight = 0;
-  let drained: (() => void) | undefined;
-  const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
-    inFlight++;
-    res.once("close", () => {
-      inFlight--;
-      if (inFlight === 0) drained?.();
-    });
+  const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
     handler(req as IncomingMessage, res as ServerResponse);
-  };
   const h2 = createHttp2Server({}, tracked);
+  const sessions = new Set<import("node:http2").ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
   const h1 = createHttp1Server(tracked);
   h1.keepAliveTimeout = 65_000;
   const sockets = new Set<Socket>();
@@ -211,13 +223,19 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      log.info("shutting down: draining in-flight calls");
+      log.info({ in_flight: inFlight }, "shutting down: draining in-flight calls");
       health.shutdown();
       server.close();
       if (inFlight > 0) {
         await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, config.limits.shutdownGraceMs))]);
       }
       shutdown.abort(); // ends long streams (WatchOrder, health Watch)
+      // Let finished calls flush their responses: HTTP/2 sessions close gracefully (GOAWAY,
+      // existing streams complete), idle HTTP/1.1 connections close; stragglers are cut after 2 s.
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      const deadline = Date.now() + 2_000;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const s of sockets) s.destroy();
       await consumers.stop();
       for (const job of jobs) await job.stop().catch((error) => log.warn({ job: job.name, err: (error as Error).message }, "job did not stop cleanly"));
