@@ -15,6 +15,8 @@ import { AuthService, LoginRequestSchema, LoginResponseSchema } from "../../gen/
 import { UserEmailVerificationRequestedSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { GetMyProfileRequestSchema, GetMyProfileResponseSchema, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { PeerClients } from "../../kit/clients.ts";
 import { startEdge, type RunningEdge } from "../../gateway/edge.ts";
 import { authService } from "../../services/auth/service.ts";
 import { userService } from "../../services/user/service.ts";
@@ -200,6 +202,24 @@ describe("who may do what, through the edge", () => {
     const huge = await failure(auth.register({ email: newEmail(), password: "x".repeat(2 * 1024 * 1024) }));
     expect(huge.code).toBe(Code.ResourceExhausted);
     await expect(auth.getJwks({})).resolves.toMatchObject({ keys: expect.any(Array) });
+  });
+});
+
+describe("calls between services", () => {
+  it("carry a service credential from Auth on INTERNAL RPCs", async () => {
+    const r = await createClient(AuthService, viaEdge()).register({ email: newEmail(), password });
+    // The user service calling Auth's INTERNAL IntrospectToken: it first obtains its own
+    // service token from IssueServiceToken (development secret), then calls with it.
+    const answer = await mesh.services.user!.ctx.peers.client(AuthService).introspectToken({ token: r.tokens!.accessToken });
+    expect(answer.active).toBe(true);
+    expect(answer.claims?.userId).toBe(r.user!.id);
+  });
+
+  it("fail with UNAVAILABLE naming the peer when it is down", async () => {
+    const peers = new PeerClients({ peers: { ...mesh.services.user!.ctx.config.peers, product: "http://127.0.0.1:9" }, timeoutMs: 1_000 });
+    const error = await failure(peers.client(ProductService).getProduct({ lookup: { case: "id", value: crypto.randomUUID() } }));
+    expect(error.code).toBe(Code.Unavailable);
+    expect(error.rawMessage).toMatch(/^product service unavailable at http:\/\/127.0.0.1:9/);
   });
 });
 
