@@ -6,7 +6,7 @@
  * its rotation age, so verifiers see it in GetJwks before it signs anything.
  * A retired key stays listed until every token it signed has expired.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { keyFingerprint, openText, sealText } from "../../kit/sealing.ts";
 import { type CryptoKey, exportJWK, exportPKCS8, generateKeyPair, importPKCS8, type JWK, SignJWT } from "jose";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
@@ -32,24 +32,10 @@ export interface SignedToken {
   expiresAt: Date;
 }
 
-export function keyFingerprint(key: Buffer): string {
-  return createHash("sha256").update(key).digest("hex").slice(0, 16);
-}
+export { keyFingerprint };
 
-function encrypt(key: Buffer, kid: string, plaintext: string): Buffer {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  cipher.setAAD(Buffer.from(kid));
-  const body = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
-  return Buffer.concat([iv, cipher.getAuthTag(), body]);
-}
-
-function decrypt(key: Buffer, kid: string, sealed: Buffer): string {
-  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
-  decipher.setAAD(Buffer.from(kid));
-  decipher.setAuthTag(sealed.subarray(12, 28));
-  return Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString("utf8");
-}
+const encrypt = (key: Buffer, kid: string, plaintext: string): Buffer => sealText(key, plaintext, kid);
+const decrypt = (key: Buffer, kid: string, sealed: Buffer): string => openText(key, sealed, kid);
 
 export class KeyStore {
   private keys: KeyRecord[] = []; // by activation time, oldest first

@@ -12,6 +12,7 @@
  *   profile's preferred currency must be one of them). Default EUR,USD,GBP.
  */
 import { createHash } from "node:crypto";
+import { keyFingerprint } from "../../kit/sealing.ts";
 
 export interface DataKey {
   /** Stored with each ciphertext, so rows written under an older key stay readable after a rotation. */
@@ -35,7 +36,7 @@ export const developmentUserDataKey: Buffer = createHash("sha256").update("dev-o
 
 /** A key's id: a fingerprint of the key (not reversible), so ids can never disagree with keys. */
 export function dataKeyId(key: Buffer): string {
-  return `k1-${createHash("sha256").update("user-data-key-id:").update(key).digest("hex").slice(0, 16)}`;
+  return `k1-${keyFingerprint(key, "user-data-key-id:")}`;
 }
 
 type Env = Record<string, string | undefined>;

@@ -4,11 +4,8 @@
  * in its own column. The associated data binds a ciphertext to its payment
  * method and user, so a ciphertext copied onto another row does not decrypt.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { openText, sealText } from "../../kit/sealing.ts";
 import type { DataKey } from "./config.ts";
-
-const nonceBytes = 12;
-const tagBytes = 16;
 
 export interface SealedToken {
   ciphertext: Buffer;
@@ -26,24 +23,14 @@ export class TokenCipher {
   }
 
   seal(token: string, boundTo: string): SealedToken {
-    const nonce = randomBytes(nonceBytes);
-    const cipher = createCipheriv("aes-256-gcm", this.current.key, nonce, { authTagLength: tagBytes });
-    cipher.setAAD(Buffer.from(boundTo, "utf8"));
-    const body = Buffer.concat([cipher.update(token, "utf8"), cipher.final()]);
-    return { ciphertext: Buffer.concat([nonce, cipher.getAuthTag(), body]), keyId: this.current.id };
+    return { ciphertext: sealText(this.current.key, token, boundTo), keyId: this.current.id };
   }
 
   /** Throws when the key is unknown or the ciphertext was tampered with or moved to another row. */
   open(sealed: SealedToken, boundTo: string): string {
     const key = this.byId.get(sealed.keyId);
     if (!key) throw new Error(`payment token encrypted with unknown data key ${sealed.keyId}: add it to USER_DATA_PREVIOUS_KEYS`);
-    const nonce = sealed.ciphertext.subarray(0, nonceBytes);
-    const tag = sealed.ciphertext.subarray(nonceBytes, nonceBytes + tagBytes);
-    const body = sealed.ciphertext.subarray(nonceBytes + tagBytes);
-    const decipher = createDecipheriv("aes-256-gcm", key, nonce, { authTagLength: tagBytes });
-    decipher.setAAD(Buffer.from(boundTo, "utf8"));
-    decipher.setAuthTag(tag);
-    return Buffer.concat([decipher.update(body), decipher.final()]).toString("utf8");
+    return openText(key, sealed.ciphertext, boundTo);
   }
 }
 
