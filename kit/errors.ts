@@ -62,6 +62,12 @@ export function errorReason(error: unknown): string | undefined {
   return ce.findDetails(ErrorInfoSchema)[0]?.reason;
 }
 
+/** True for a PostgreSQL unique-constraint violation, raw or wrapped by MikroORM. */
+export function isUniqueViolation(error: unknown): boolean {
+  const e = error as { name?: string; code?: string } | null;
+  return e?.name === "UniqueConstraintViolationException" || e?.code === "23505";
+}
+
 /**
  * Maps errors that are not ConnectErrors to one, by kind: database constraint
  * and concurrency failures get their meaningful codes; anything else is INTERNAL
@@ -71,7 +77,7 @@ export function toConnectError(error: unknown, requestId: string): { error: Conn
   if (error instanceof ConnectError) return { error, unexpected: false };
   const name = (error as { name?: string } | null)?.name ?? "";
   const code = (error as { code?: string } | null)?.code;
-  if (name === "UniqueConstraintViolationException" || code === "23505") {
+  if (isUniqueViolation(error)) {
     return { error: domainError(Code.AlreadyExists, "the resource already exists", { reason: "ALREADY_EXISTS" }), unexpected: false };
   }
   if (name === "OptimisticLockError" || code === "40001" || code === "40P01") {

@@ -21,10 +21,7 @@ export const tokenInvalid = () => failedPrecondition("the token is unknown, used
 
 export const tokenExpired = () => failedPrecondition("the token has expired; request a new one", "TOKEN_EXPIRED");
 
-export function isUniqueViolation(error: unknown): boolean {
-  const e = error as { name?: string; code?: string } | null;
-  return e?.name === "UniqueConstraintViolationException" || e?.code === "23505";
-}
+export { isUniqueViolation } from "../../kit/errors.ts";
 
 export const refreshTokenReused = () =>
   unauthenticated("this refresh token was already used: the session is revoked for safety; sign in again", "REFRESH_TOKEN_REUSED");
