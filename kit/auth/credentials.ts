@@ -1,7 +1,9 @@
 /**
- * This service's own credential for INTERNAL calls: a short-lived service token
- * from Auth's IssueServiceToken, cached and renewed when 80% of its life has passed.
+ * This service's own credential for INTERNAL calls: a short-lived service token,
+ * cached and renewed when 80% of its life has passed. Services get it from
+ * Auth's IssueServiceToken; Auth mints its own (RenewingToken with a local signer).
  */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
@@ -11,36 +13,48 @@ export interface ServiceTokenSource {
   token(): Promise<string>;
 }
 
-export class ServiceCredentials implements ServiceTokenSource {
+export interface MintedToken {
+  token: string;
+  expiresAt: Date;
+}
+
+/** Caches a minted token and mints a new one once 80% of its life has passed; one mint at a time. */
+export class RenewingToken implements ServiceTokenSource {
   private cached: { token: string; renewAt: number } | undefined;
   private inflight: Promise<string> | undefined;
-  private readonly client: Client<typeof AuthService>;
-  private readonly service: string;
-  private readonly secret: string;
-  private readonly authUrl: string;
+  private readonly mint: () => Promise<MintedToken>;
 
-  constructor(service: string, secret: string, authUrl: string, timeoutMs: number) {
-    this.service = service;
-    this.secret = secret;
-    this.authUrl = authUrl;
-    this.client = createClient(AuthService, createGrpcTransport({ baseUrl: authUrl, defaultTimeoutMs: timeoutMs }));
+  constructor(mint: () => Promise<MintedToken>) {
+    this.mint = mint;
   }
 
   async token(): Promise<string> {
     if (this.cached && Date.now() < this.cached.renewAt) return this.cached.token;
     this.inflight ??= (async () => {
       try {
-        const res = await this.client.issueServiceToken({ serviceName: this.service, serviceSecret: this.secret });
-        const issuedAt = Date.now();
-        const lifeMs = res.expiresIn ? Number(res.expiresIn.seconds) * 1000 : 60_000;
-        this.cached = { token: res.accessToken, renewAt: issuedAt + lifeMs * 0.8 };
-        return res.accessToken;
-      } catch (error) {
-        throw unavailable(`cannot obtain a service credential from auth at ${this.authUrl}: ${(error as Error).message}`, "SERVICE_CREDENTIAL_UNAVAILABLE", 1000);
+        const now = Date.now();
+        const minted = await this.mint();
+        this.cached = { token: minted.token, renewAt: now + (minted.expiresAt.getTime() - now) * 0.8 };
+        return minted.token;
       } finally {
         this.inflight = undefined;
       }
     })();
     return this.inflight;
+  }
+}
+
+/** The service credential of every service but Auth: Auth's IssueServiceToken with the service's secret. */
+export class ServiceCredentials extends RenewingToken {
+  constructor(service: string, secret: string, authUrl: string, timeoutMs: number) {
+    const client: Client<typeof AuthService> = createClient(AuthService, createGrpcTransport({ baseUrl: authUrl, defaultTimeoutMs: timeoutMs }));
+    super(async () => {
+      try {
+        const res = await client.issueServiceToken({ serviceName: service, serviceSecret: secret });
+        return { token: res.accessToken, expiresAt: res.expiresAt ? timestampDate(res.expiresAt) : new Date(Date.now() + 60_000) };
+      } catch (error) {
+        throw unavailable(`cannot obtain a service credential from auth at ${authUrl}: ${(error as Error).message}`, "SERVICE_CREDENTIAL_UNAVAILABLE", 1000);
+      }
+    });
   }
 }

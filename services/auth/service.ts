@@ -6,7 +6,7 @@
  */
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { file_ecommerce_auth_v1_events } from "../../gen/ecommerce/auth/v1/events_pb.js";
-import type { ServiceTokenSource } from "../../kit/auth/credentials.ts";
+import { RenewingToken } from "../../kit/auth/credentials.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { authEntities } from "./entities.ts";
 import { getMe, login, logout, refreshToken, register } from "./handlers/account.ts";
@@ -29,20 +29,6 @@ import { authMigrations } from "./migrations/index.ts";
 import { type AuthRuntime, authRuntime } from "./runtime.ts";
 import { signServiceToken } from "./sessions.ts";
 
-/** Auth's own service token, signed locally and renewed at 80% of its life. */
-function ownServiceToken(rt: AuthRuntime): ServiceTokenSource {
-  let cached: { token: string; renewAt: number } | undefined;
-  return {
-    async token() {
-      if (cached && Date.now() < cached.renewAt) return cached.token;
-      const signed = await signServiceToken(rt, "auth");
-      const life = signed.expiresAt.getTime() - Date.now();
-      cached = { token: signed.token, renewAt: Date.now() + life * 0.8 };
-      return signed.token;
-    },
-  };
-}
-
 export const authService: ServiceDefinition = {
   name: "auth",
   entities: authEntities,
@@ -53,7 +39,11 @@ export const authService: ServiceDefinition = {
     const rt = authRuntime(ctx);
     return () => rt.keys.publicJwks();
   },
-  serviceCredentials: (ctx) => ownServiceToken(authRuntime(ctx)),
+  // Auth's own service token, signed locally: it never calls itself.
+  serviceCredentials: (ctx) => {
+    const rt = authRuntime(ctx);
+    return new RenewingToken(() => signServiceToken(rt, "auth"));
+  },
   routes(router, ctx) {
     const rt = authRuntime(ctx);
     router.service(AuthService, {
