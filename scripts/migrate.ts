@@ -9,10 +9,8 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { serviceNames, type ServiceName } from "../kit/catalog.ts";
 import { loadConfig } from "../kit/config.ts";
-import { openDatabase } from "../kit/db.ts";
-import { infrastructureMigration, OutboxEvent } from "../kit/events/schema.ts";
 import { createLogger } from "../kit/logger.ts";
-import type { ServiceDefinition } from "../kit/server.ts";
+import { openServiceDatabase, type ServiceDefinition } from "../kit/server.ts";
 
 const root = join(import.meta.dirname, "..");
 const requested = process.argv.slice(2) as ServiceName[];
@@ -29,12 +27,7 @@ for (const name of targets) {
   if (!def) throw new Error(`services/${name}/service.ts exports no ServiceDefinition named "${name}"`);
   const config = loadConfig(name);
   const log = createLogger(`migrate:${name}`, "info");
-  const orm = await openDatabase({
-    url: config.databaseUrl,
-    entities: [OutboxEvent, ...def.entities],
-    migrations: [infrastructureMigration(def.inboxTable ?? "event_inbox"), ...def.migrations],
-    log,
-  });
+  const orm = await openServiceDatabase(def, config.databaseUrl, log);
   await orm.close();
   console.log(`${name}: database ${new URL(config.databaseUrl).pathname.slice(1)} is up to date`);
 }

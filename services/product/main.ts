@@ -1,0 +1,4 @@
+import { main } from "../../kit/server.ts";
+import { productService } from "./service.ts";
+
+await main(productService);

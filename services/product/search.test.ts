@@ -1,0 +1,154 @@
+/**
+ * Search through the public contract, against a real server and PostgreSQL
+ * full text and trigram indexes: relevance, visibility, highlights, typo
+ * suggestions, facets that agree with the filters, sorting and paging.
+ */
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { SearchFacet, SearchOrderBy } from "../../gen/ecommerce/product/v1/search_pb.js";
+import { activeProduct, auth, failure, type ProductHarness, startProductHarness, unique } from "./testing.ts";
+
+let h: ProductHarness;
+const usd = (amountMinor: bigint) => ({ amountMinor, currencyCode: "USD" });
+const ids: Record<string, string> = {};
+let footwear: string;
+let sneakers: string;
+
+beforeAll(async () => {
+  h = await startProductHarness();
+  const category = async (name: string, parentId = "") => (await h.categories.createCategory({ name, parentId, isActive: true }, auth(h.admin))).category!.id;
+  footwear = await category("Footwear");
+  sneakers = await category("Sneakers", footwear);
+  const kitchen = await category("Kitchen");
+  const make = async (key: string, init: Record<string, unknown>, stock = 0) => {
+    ids[key] = (await activeProduct(h, init, stock)).id;
+  };
+  await make("trail", {
+    name: "Trail Running Shoe Pro",
+    description: "A running shoe for rough trails, with a grippy sole.",
+    price: usd(12_000n),
+    categoryIds: [sneakers],
+    attributes: { colour: "blue", brand: "Acme" },
+    tags: ["running", "outdoor"],
+  }, 3);
+  await make("exact", {
+    name: "Running Shoe",
+    shortDescription: "Light & fast everyday trainer (5 < 10 km)",
+    price: usd(5_000n),
+    categoryIds: [sneakers],
+    attributes: { colour: "red", brand: "Acme" },
+    tags: ["running"],
+  }, 5);
+  await make("cleaner", { name: "Running Shoe Cleaner Kit", price: usd(1_500n), categoryIds: [footwear], tags: ["care"] });
+  await make("canvas", { name: "Canvas Sneakers", description: "Classic canvas sneakers.", price: usd(4_000n), categoryIds: [sneakers], attributes: { brand: "Plimsoll" } }, 2);
+  await h.products.createVariant({ productId: ids.canvas!, sku: unique("CV"), price: usd(4_000n), attributes: { colour: "red" } }, auth(h.admin));
+  await h.products.createVariant({ productId: ids.canvas!, sku: unique("CV"), price: usd(4_500n), attributes: { colour: "white" } }, auth(h.admin));
+  await make("knife", { name: "Chef Knife", price: usd(8_000n), categoryIds: [kitchen], attributes: { colour: "black" } }, 1);
+  ids.draft = (await h.products.createProduct({ sku: unique("DRAFT"), name: "Running Shoe Prototype", price: usd(9_900n), categoryIds: [sneakers] }, auth(h.admin))).product!.id;
+});
+
+afterAll(async () => {
+  await h?.stop();
+});
+
+describe("relevance and visibility", () => {
+  it("ranks an exact name match first, finds by SKU and never shows drafts to customers", async () => {
+    const res = await h.search.searchProducts({ query: "running shoe" }, {});
+    const found = res.hits.map((hit) => hit.product!.id);
+    expect(found[0]).toBe(ids.exact);
+    expect(found).toEqual(expect.arrayContaining([ids.trail, ids.cleaner]));
+    expect(found).not.toContain(ids.draft);
+    expect(res.totalCount).toBe(found.length);
+
+    const nameMark = res.hits[0]!.highlights.find((x) => x.field === "name");
+    expect(nameMark?.snippet).toBe("<mark>Running</mark> <mark>Shoe</mark>");
+
+    const admin = await h.search.searchProducts({ query: "running shoe", statuses: [ProductStatus.DRAFT] }, auth(h.admin));
+    expect(admin.hits.map((hit) => hit.product!.id)).toEqual([ids.draft]);
+    expect(await failure(h.search.searchProducts({ query: "shoe", statuses: [ProductStatus.DRAFT] }, auth(h.customer)))).toMatchObject({
+      code: Code.PermissionDenied,
+    });
+
+    const { product } = await h.products.getProduct({ lookup: { case: "id", value: ids.knife! } }, {});
+    const bySku = await h.search.searchProducts({ query: product!.sku.toLowerCase() }, {});
+    expect(bySku.hits[0]!.product!.id).toBe(ids.knife);
+  });
+
+  it("escapes highlighted text as HTML", async () => {
+    const res = await h.search.searchProducts({ query: "everyday trainer" }, {});
+    expect(res.hits[0]!.product!.id).toBe(ids.exact);
+    const snippet = res.hits[0]!.highlights.find((x) => x.field === "short_description")!.snippet;
+    expect(snippet).toBe("Light &amp; fast <mark>everyday</mark> <mark>trainer</mark> (5 &lt; 10 km)");
+  });
+});
+
+describe("typos", () => {
+  it("suggests the right spelling and matching products for a misspelled prefix", async () => {
+    const suggested = await h.search.suggestProducts({ prefix: "snaekers" }, {});
+    expect(suggested.queryCompletions).toContain("sneakers");
+    expect(suggested.products.map((p) => p.id)).toContain(ids.canvas);
+    expect(suggested.categories.map((c) => c.categoryId)).toContain(sneakers);
+
+    const completions = await h.search.suggestProducts({ prefix: "runn" }, {});
+    expect(completions.queryCompletions).toContain("running");
+    expect(completions.products.map((p) => p.id)).toContain(ids.exact);
+    expect(completions.products.map((p) => p.id)).not.toContain(ids.draft);
+
+    const res = await h.search.searchProducts({ query: "snaekers" }, {});
+    expect(res.didYouMean).toContain("sneakers");
+  });
+});
+
+describe("filters, facets, sorting and paging", () => {
+  it("counts facets that agree with the filtered results", async () => {
+    const res = await h.search.searchProducts(
+      { categoryId: footwear, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] },
+      {},
+    );
+    expect(res.totalCount).toBe(4);
+    expect(res.hits.map((x) => x.product!.id).sort()).toEqual([ids.trail, ids.exact, ids.cleaner, ids.canvas].sort());
+
+    expect(res.categoryFacet).toMatchObject([{ categoryId: sneakers, name: "Sneakers", count: 3 }]);
+    expect((await h.search.searchProducts({ categoryId: sneakers }, {})).totalCount).toBe(3);
+
+    expect(res.priceBandFacet).toHaveLength(6);
+    expect(res.priceBandFacet.reduce((s, b) => s + b.count, 0)).toBe(res.totalCount);
+    expect(res.priceBandFacet[0]).toMatchObject({ maxPrice: { amountMinor: 2_000n }, count: 1 });
+
+    const colour = res.attributeFacets.find((f) => f.key === "colour")!;
+    expect(colour.values).toEqual(expect.arrayContaining([expect.objectContaining({ value: "red", count: 2 }), expect.objectContaining({ value: "blue", count: 1 })]));
+    for (const v of colour.values) {
+      const filtered = await h.search.searchProducts({ categoryId: footwear, attributeFilters: [{ key: "colour", values: [v.value] }], facetAttributeKeys: ["colour"] }, {});
+      expect(filtered.totalCount, v.value).toBe(v.count);
+      // The colour facet ignores its own filter, so the other colours stay countable.
+      expect(filtered.attributeFacets[0]!.values).toEqual(colour.values);
+    }
+    const running = res.tagFacet.find((t) => t.tag === "running")!;
+    expect(running.count).toBe((await h.search.searchProducts({ categoryId: footwear, tags: ["Running"] }, {})).totalCount);
+  });
+
+  it("filters by price (product or variant), stock, and sorts by price", async () => {
+    const cheap = await h.search.searchProducts({ maxPrice: usd(4_200n), orderBy: SearchOrderBy.PRICE_ASC }, {});
+    expect(cheap.hits.map((x) => x.product!.id)).toEqual([ids.cleaner, ids.canvas]);
+    const variantPriced = await h.search.searchProducts({ minPrice: usd(4_400n), maxPrice: usd(4_600n) }, {});
+    expect(variantPriced.hits.map((x) => x.product!.id)).toEqual([ids.canvas]);
+    const inStock = await h.search.searchProducts({ inStockOnly: true, orderBy: SearchOrderBy.PRICE_DESC }, {});
+    expect(inStock.hits.map((x) => x.product!.id)).toEqual([ids.trail, ids.knife, ids.exact]);
+    expect(await failure(h.search.searchProducts({ minPrice: { amountMinor: 1n, currencyCode: "EUR" } }, {}))).toMatchObject({ reason: "CURRENCY_MISMATCH" });
+  });
+
+  it("pages deterministically without repeats and refuses a token of another search", async () => {
+    const all = await h.search.searchProducts({ pageSize: 100 }, {});
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await h.search.searchProducts({ pageSize: 2, pageToken }, {});
+      seen.push(...page.hits.map((x) => x.product!.id));
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(seen).toEqual(all.hits.map((x) => x.product!.id));
+    const first = await h.search.searchProducts({ pageSize: 2 }, {});
+    expect(await failure(h.search.searchProducts({ pageSize: 2, pageToken: first.nextPageToken, query: "shoe" }, {}))).toMatchObject({ reason: "INVALID_PAGE_TOKEN" });
+  });
+});

@@ -1,0 +1,131 @@
+/**
+ * Test harness of the Product service: a real server on a throwaway database
+ * and a private nats-server (kit/testing), tokens from a TestIssuer instead of
+ * Auth, gRPC clients of the five services, and readers of PRODUCT_EVENTS.
+ * Other services are not started unless a test passes stand-ins for them.
+ */
+import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { jetstream } from "@nats-io/jetstream";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { v7 as uuidv7 } from "uuid";
+import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
+import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
+import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
+import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
+import { subjectOf } from "../../kit/events/contracts.ts";
+import type { ServiceDefinition } from "../../kit/server.ts";
+import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { TestIssuer } from "../../kit/testing/tokens.ts";
+import { createProductService } from "./service.ts";
+
+export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+export interface ProductHarness {
+  mesh: TestMesh;
+  issuer: TestIssuer;
+  nc: NatsConnection;
+  products: ReturnType<typeof createClient<typeof ProductService>>;
+  categories: ReturnType<typeof createClient<typeof CategoryService>>;
+  inventory: ReturnType<typeof createClient<typeof InventoryService>>;
+  reviews: ReturnType<typeof createClient<typeof ReviewService>>;
+  search: ReturnType<typeof createClient<typeof SearchService>>;
+  /** An admin's token, a customer's, and a service credential (for INTERNAL RPCs). */
+  admin: string;
+  adminId: string;
+  customer: string;
+  service: string;
+  sql<T>(query: string, params?: unknown[]): Promise<T[]>;
+  stop(): Promise<void>;
+}
+
+/** `peers` are stand-ins for other services (started after Product), sharing the test issuer. */
+export async function startProductHarness(env: Record<string, string> = {}, peers: ServiceDefinition[] = []): Promise<ProductHarness> {
+  const issuer = new TestIssuer();
+  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
+    ...def,
+    publicKeys: () => () => issuer.jwks(),
+    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
+  });
+  const mesh = await startMesh([createProductService(env), ...peers].map(withIssuer), env);
+  const nc = await natsConnect({ servers: mesh.nats.url });
+  const transport = createGrpcTransport({ baseUrl: mesh.url("product") });
+  const adminId = uuidv7();
+  return {
+    mesh,
+    issuer,
+    nc,
+    products: createClient(ProductService, transport),
+    categories: createClient(CategoryService, transport),
+    inventory: createClient(InventoryService, transport),
+    reviews: createClient(ReviewService, transport),
+    search: createClient(SearchService, transport),
+    admin: await issuer.user(adminId, ["customer", "admin"]),
+    adminId,
+    customer: await issuer.user(uuidv7()),
+    service: await issuer.service("order"),
+    sql: <T>(query: string, params: unknown[] = []) => mesh.services.product!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
+    async stop() {
+      await nc.close();
+      await mesh.stop();
+    },
+  };
+}
+
+/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
+export async function failure(call: Promise<unknown>) {
+  const error = await call.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
+  if (!error) throw new Error("expected the call to fail");
+  const info = error.findDetails(ErrorInfoSchema)[0];
+  return { code: error.code, reason: info?.reason, field: info?.field, metadata: info?.metadata, message: error.rawMessage, error };
+}
+
+let counter = 0;
+/** A unique SKU / name suffix for a test. */
+export const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}`;
+
+/** An ACTIVE, visible product with `stock` units at the default location. */
+export async function activeProduct(h: ProductHarness, init: Record<string, unknown> = {}, stock = 0) {
+  const { product } = await h.products.createProduct(
+    {
+      sku: unique("SKU"),
+      name: unique("Product"),
+      price: { amountMinor: 1999n, currencyCode: "USD" },
+      status: ProductStatus.ACTIVE,
+      isVisible: true,
+      ...init,
+    },
+    auth(h.admin),
+  );
+  if (stock > 0) {
+    await h.inventory.adjustStock(
+      { idempotencyKey: unique("adj"), productId: product!.id, change: { case: "delta", value: stock }, reason: 1 },
+      auth(h.admin),
+    );
+  }
+  return product!;
+}
+
+/** Every event of one type currently on PRODUCT_EVENTS, oldest first. */
+export async function productEvents<D extends DescMessage>(h: ProductHarness, schema: D): Promise<MessageShape<D>[]> {
+  const js = jetstream(h.nc);
+  const jsm = await js.jetstreamManager();
+  const info = await jsm.streams.info("PRODUCT_EVENTS").catch(() => undefined);
+  if (!info || info.state.messages === 0) return [];
+  // An ordered consumer over the whole stream (the machines' nats-server predates filter_subjects).
+  const consumer = await js.consumers.get("PRODUCT_EVENTS");
+  const subject = subjectOf(schema);
+  const events: MessageShape<D>[] = [];
+  const batch = await consumer.fetch({ max_messages: info.state.messages, expires: 2_000 });
+  for await (const m of batch) {
+    if (m.subject === subject) events.push(fromBinary(schema, m.data));
+    if (m.info.pending === 0) break;
+  }
+  return events;
+}
