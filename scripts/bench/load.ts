@@ -53,13 +53,18 @@ export async function measure(name: string, concurrency: number, durationMs: num
   };
 }
 
-export function printTable(results: LoadResult[], baselineName: string): void {
+/**
+ * Prints every result; each scenario's ratios are against the row named "<scenario> baseline"
+ * at the same concurrency (the scenario is the name's first word).
+ */
+export function printTable(results: LoadResult[]): void {
+  const scenario = (name: string) => name.split(" ")[0]!;
   const rows = results.map((r) => {
-    const base = results.find((b) => b.name === baselineName && b.concurrency === r.concurrency);
-    const ratio = base && base !== r ? `${(r.rps / base.rps).toFixed(2)}x rps, ${(r.p99Ms / base.p99Ms).toFixed(2)}x p99` : "(baseline)";
+    const base = results.find((b) => b.name === `${scenario(r.name)} baseline` && b.concurrency === r.concurrency);
+    const ratio = base && base !== r ? `${(r.rps / base.rps).toFixed(2)}x req/s, ${(r.p99Ms / base.p99Ms).toFixed(2)}x p99` : "(baseline)";
     return [r.name, String(r.concurrency), r.rps.toFixed(0), r.p50Ms.toFixed(2), r.p99Ms.toFixed(2), String(r.errors), ratio];
   });
-  const header = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", `vs ${baselineName}`];
+  const header = ["target", "conc", "req/s", "p50 ms", "p99 ms", "errors", "vs baseline"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
   console.log(line(header));

@@ -1,30 +1,13 @@
 /**
- * The Product service's part of `npm run bench` (wired by scripts/bench.ts):
- * loads a few hundred products through the public RPCs (its own, with a run
- * prefix, so runs never collide), then measures
- * - GetProduct through the edge (Connect JSON over HTTP/1.1, as a browser),
- * - SearchProducts with facets through the edge,
- * - ReserveStock under contention, directly over gRPC with a service
- *   credential (INTERNAL RPCs are not routed by the edge): every call takes
- *   one unit of one of a few hot products, with its own order id.
+ * The Product service's bench catalog for `npm run bench` (scripts/bench/product.ts
+ * measures): a few hundred products loaded through the public RPCs, with a run
+ * prefix, so runs never collide.
  */
 import { type Client, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { v7 as uuidv7 } from "uuid";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
 import { InventoryService, StockAdjustmentReason } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
-import { SearchFacet, SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
-import type { LoadResult, measure as measureFn } from "../../scripts/bench/load.ts";
-
-export interface ProductBenchOptions {
-  /** Products to load first (default 300). */
-  products?: number;
-  /** Measured time per scenario, in ms (default 5000). */
-  durationMs?: number;
-  /** Concurrent callers per scenario (default 16; ReserveStock uses twice as many). */
-  concurrency?: number;
-}
 
 const words = ["merino", "canvas", "leather", "sneakers", "jacket", "lamp", "knife", "speaker", "tent", "notebook", "wool", "cotton"];
 const nouns = ["Sneakers", "Jacket", "Desk Lamp", "Chef Knife", "Bluetooth Speaker", "Tent", "Notebook", "Sweater"];
@@ -79,34 +62,15 @@ async function loadCatalog(products: Client<typeof ProductService>, categories: 
   });
 }
 
-export async function runProductBench(
-  measure: typeof measureFn,
-  urls: { edge: string; direct: string },
-  adminToken: string,
-  serviceToken: string,
-  options: ProductBenchOptions = {},
-): Promise<LoadResult[]> {
-  const durationMs = options.durationMs ?? 5_000;
-  const concurrency = options.concurrency ?? 16;
+/**
+ * Loads `count` active, stocked products through the public RPCs (an admin's token),
+ * the first ten with a deep stock for contention runs; returns their ids.
+ */
+export async function loadBenchCatalog(productUrl: string, adminToken: string, count = 300): Promise<string[]> {
   const admin = { headers: { authorization: `Bearer ${adminToken}` } };
-  const service = { headers: { authorization: `Bearer ${serviceToken}` } };
-  const direct = createGrpcTransport({ baseUrl: urls.direct });
-  const edge = createConnectTransport({ baseUrl: urls.edge, httpVersion: "1.1" });
-
-  const ids = await loadCatalog(createClient(ProductService, direct), createClient(CategoryService, direct), createClient(InventoryService, direct), options.products ?? 300, admin);
-  const hot = ids.slice(0, 10);
-  const pick = <T>(list: readonly T[]) => list[Math.floor(Math.random() * list.length)]!;
-
-  const edgeProducts = createClient(ProductService, edge);
-  const edgeSearch = createClient(SearchService, edge);
-  const inventory = createClient(InventoryService, direct);
-  return [
-    await measure("product GetProduct (edge)", concurrency, durationMs, () => edgeProducts.getProduct({ lookup: { case: "id", value: pick(ids) } })),
-    await measure("product SearchProducts (edge)", concurrency, durationMs, () =>
-      edgeSearch.searchProducts({ query: pick(words), pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] }),
-    ),
-    await measure("product ReserveStock contended (direct)", concurrency * 2, durationMs, () =>
-      inventory.reserveStock({ orderId: uuidv7(), lines: [{ productId: pick(hot), quantity: 1 }] }, service),
-    ),
-  ];
+  const direct = createGrpcTransport({ baseUrl: productUrl });
+  return loadCatalog(createClient(ProductService, direct), createClient(CategoryService, direct), createClient(InventoryService, direct), count, admin);
 }
+
+/** Search words the bench catalog's products contain. */
+export const benchSearchWords = words;
