@@ -842,8 +842,9 @@ export declare const ReviewService: GenService<{
    * when the caller has a delivered order containing the product (asked of
    * the Order service). Errors: NOT_FOUND when the product does not exist or
    * is not ACTIVE and visible; ALREADY_EXISTS with reason REVIEW_EXISTS when
-   * the caller already reviewed the product (edit it with UpdateMyReview);
-   * UNAVAILABLE when the purchase check cannot be made now (retry later).
+   * the caller already reviewed the product (edit it with UpdateMyReview).
+   * When the Order service cannot answer in time, the review is still stored,
+   * with is_verified_purchase false: a review is never lost to an outage.
    *
    * @generated from rpc ecommerce.product.v1.ReviewService.CreateReview
    */
