@@ -1,5 +1,6 @@
 /**
- * MikroORM entities of the User service (tables in migrations/0001_user_tables.ts).
+ * MikroORM entities of the User service (tables in migrations/0001_user_tables.ts,
+ * wishlist snapshot times in 0002).
  * Optional text is null in the database and "" in the contract.
  */
 import type { InferEntity } from "@mikro-orm/core";
@@ -114,6 +115,10 @@ export const WishlistItemEntity = defineEntity({
     /** Null while unknown (no stock event seen yet). */
     inStock: p.boolean().nullable(),
     productAvailable: p.boolean().default(true),
+    /** The catalog's time of name, image, price and availability: older product events are ignored. */
+    snapshotAt: p.datetime().nullable(),
+    /** The catalog's time of inStock. */
+    stockAt: p.datetime().nullable(),
     notes: p.text().nullable(),
     createdAt: p.datetime().onCreate(now),
     updatedAt: p.datetime().onCreate(now),

@@ -1,8 +1,11 @@
 /**
  * The User service: profiles (from Auth's events), address book, saved
  * payment methods, preferences and wishlist (ecommerce.user.v1.UserService).
- * Publishes user.updated on USER_EVENTS; its inbox is user_event_logs.
+ * Publishes user.updated on USER_EVENTS; consumes Auth's user events and the
+ * catalog's product events (wishlist snapshots); its inbox is user_event_logs.
+ * Calls the Product service's BatchGetProducts when a product is wishlisted.
  */
+import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { file_ecommerce_user_v1_events } from "../../gen/ecommerce/user/v1/events_pb.js";
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
@@ -13,26 +16,34 @@ import { loadUserConfig } from "./config.ts";
 import { userConsumers } from "./consumers.ts";
 import { userEntities } from "./entities.ts";
 import { UserTables } from "./migrations/0001_user_tables.ts";
+import { WishlistSnapshotTimes } from "./migrations/0002_wishlist_snapshot_times.ts";
 import { addPaymentMethod, deletePaymentMethod, getPaymentMethodToken, listPaymentMethods, setDefaultPaymentMethod } from "./payment-methods.ts";
 import { deletePreferences, getPreferences, setPreferences } from "./preferences.ts";
 import { findProfile, getProfile, listProfiles, updateMyProfile } from "./profiles.ts";
 import { profileMessage } from "./mapping.ts";
 import { TokenCipher } from "./token-cipher.ts";
-import { addToWishlist, listWishlist, removeFromWishlist } from "./wishlist.ts";
+import { addToWishlist, listWishlist, type ProductLookup, removeFromWishlist } from "./wishlist.ts";
+import { wishlistSnapshotConsumers } from "./wishlist-snapshots.ts";
 
 /** The User service reading its own settings from `env` (process.env by default). */
 export function createUserService(env: Record<string, string | undefined> = process.env): ServiceDefinition {
   return {
     name: "user",
     entities: userEntities,
-    migrations: [{ name: "0001_user_tables", class: UserTables }],
+    migrations: [
+      { name: "0001_user_tables", class: UserTables },
+      { name: "0002_wishlist_snapshot_times", class: WishlistSnapshotTimes },
+    ],
     inboxTable: "user_event_logs",
     publishes: file_ecommerce_user_v1_events,
-    consumers: () => userConsumers(),
-    routes(router) {
+    consumers: () => [...userConsumers(), ...wishlistSnapshotConsumers()],
+    routes(router, svc) {
       const config = loadUserConfig(env);
       const cipher = new TokenCipher(config.dataKey, config.decryptionKeys);
       const me = (ctx: Parameters<typeof requireUser>[0]) => requireUser(ctx).userId;
+      // The caller's token is forwarded: the catalog answers with what this customer may see.
+      const lookupProduct: ProductLookup = async (productId) =>
+        (await svc.peers.client(ProductService).batchGetProducts({ ids: [productId] })).products.find((p) => p.id === productId);
       router.service(UserService, {
         getMyProfile: async (_req, ctx) => ({ profile: profileMessage(await findProfile(emOf(ctx), me(ctx))) }),
         updateMyProfile: (req, ctx) => updateMyProfile(emOf(ctx), config, me(ctx), req),
@@ -52,7 +63,7 @@ export function createUserService(env: Record<string, string | undefined> = proc
         setPreferences: (req, ctx) => setPreferences(emOf(ctx), me(ctx), req),
         deletePreferences: async (req, ctx) => (await deletePreferences(emOf(ctx), me(ctx), req), {}),
 
-        addToWishlist: (req, ctx) => addToWishlist(emOf(ctx), me(ctx), req),
+        addToWishlist: (req, ctx) => addToWishlist(emOf(ctx), lookupProduct, me(ctx), req),
         removeFromWishlist: async (req, ctx) => (await removeFromWishlist(emOf(ctx), me(ctx), req), {}),
         listWishlist: (req, ctx) => listWishlist(emOf(ctx), me(ctx), req),
 

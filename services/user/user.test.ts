@@ -2,7 +2,8 @@
  * The User service against a real server, PostgreSQL and a private
  * nats-server. Auth is not started: its events are published onto AUTH_EVENTS
  * as Auth would (Nats-Msg-Id = event id, binary protobuf), and callers' tokens
- * come from a TestIssuer.
+ * come from a TestIssuer. The Product service runs beside it because
+ * AddToWishlist checks the product (snapshots: wishlist.test.ts).
  */
 import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -22,11 +23,14 @@ import {
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
 import { type UserUpdated, UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
+import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { AddressType, CardBrand, Gender, PaymentMethodType, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
+import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { dataKeyId, developmentUserDataKey } from "./config.ts";
+import { createProductService } from "../product/service.ts";
 import { createUserService } from "./service.ts";
 import { TokenCipher, tokenBinding } from "./token-cipher.ts";
 import { randomBytes } from "node:crypto";
@@ -36,6 +40,7 @@ let mesh: TestMesh;
 let nc: NatsConnection;
 let js: JetStreamClient;
 let users: ReturnType<typeof createClient<typeof UserService>>;
+let products: ReturnType<typeof createClient<typeof ProductService>>;
 
 const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
@@ -110,17 +115,18 @@ const card = (over: Record<string, unknown> = {}) => ({
 });
 
 beforeAll(async () => {
-  const def = {
-    ...createUserService({}),
+  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
+    ...def,
     publicKeys: () => () => issuer.jwks(),
-    serviceCredentials: () => ({ token: () => issuer.service("user") }),
-  };
-  mesh = await startMesh([def], { EVENT_MAX_DELIVERIES: "10" });
+    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
+  });
+  mesh = await startMesh([createProductService({}), createUserService({})].map(withIssuer), { EVENT_MAX_DELIVERIES: "10" });
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const authStream = streamOf(file_ecommerce_auth_v1_events);
   await (await js.jetstreamManager()).streams.add({ name: authStream.name, subjects: authStream.subjects }).catch(() => undefined);
   users = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
+  products = createClient(ProductService, createGrpcTransport({ baseUrl: mesh.url("product") }));
 });
 
 afterAll(async () => {
@@ -511,10 +517,19 @@ describe("preferences and wishlist", () => {
 
   it("adds products once, pages newest first and removes idempotently", async () => {
     const { token } = await registeredUser();
-    const products = Array.from({ length: 5 }, () => uuidv7());
-    for (const productId of products) await users.addToWishlist({ productId }, auth(token));
-    const again = await users.addToWishlist({ productId: products[0]!, notes: "for Anna's birthday" }, auth(token));
-    expect(again.item).toMatchObject({ productId: products[0], notes: "for Anna's birthday", productName: "", productAvailable: true });
+    const admin = auth(await issuer.user(uuidv7(), ["customer", "admin"]));
+    const productIds: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const sku = `WISH-${randomBytes(4).toString("hex")}`;
+      const { product } = await products.createProduct(
+        { sku, name: `Wished ${sku}`, price: { amountMinor: 1000n, currencyCode: "USD" }, status: ProductStatus.ACTIVE, isVisible: true },
+        admin,
+      );
+      productIds.push(product!.id);
+    }
+    for (const productId of productIds) await users.addToWishlist({ productId }, auth(token));
+    const again = await users.addToWishlist({ productId: productIds[0]!, notes: "for Anna's birthday" }, auth(token));
+    expect(again.item).toMatchObject({ productId: productIds[0], notes: "for Anna's birthday", productAvailable: true });
 
     const seen: string[] = [];
     let pageToken = "";
@@ -524,10 +539,10 @@ describe("preferences and wishlist", () => {
       seen.push(...page.items.map((i) => i.productId));
       pageToken = page.nextPageToken;
     } while (pageToken);
-    expect(seen).toEqual([...products].reverse());
+    expect(seen).toEqual([...productIds].reverse());
 
-    await users.removeFromWishlist({ productId: products[1]! }, auth(token));
-    await users.removeFromWishlist({ productId: products[1]! }, auth(token));
+    await users.removeFromWishlist({ productId: productIds[1]! }, auth(token));
+    await users.removeFromWishlist({ productId: productIds[1]! }, auth(token));
     expect((await users.listWishlist({}, auth(token))).totalSize).toBe(4);
     expect(await failure(users.listWishlist({ pageToken: "garbage" }, auth(token)))).toMatchObject({ code: Code.InvalidArgument, field: "page_token" });
   });

@@ -1,12 +1,15 @@
 /**
  * The wishlist: at most 200 products per user, one item per product.
  *
- * The product snapshot (name, image, price, stock, availability) is not
- * filled yet: the Product service does not exist, so AddToWishlist stores the
- * product id and notes only, cannot check that the product exists (the
- * contract's PRODUCT_NOT_FOUND is not returned yet), and the snapshot columns
- * stay empty until a later issue consumes product.created / updated /
- * archived / out_of_stock / back_in_stock (and asks BatchGetProducts at add time).
+ * Adding a product asks the Product service (BatchGetProducts, on behalf of
+ * the caller) for it and stores its snapshot (name, primary image, price,
+ * stock, availability) with the catalog's updated_at as the snapshot's time;
+ * a product that does not exist or is not on sale (archived, draft, hidden)
+ * is NOT_FOUND PRODUCT_NOT_FOUND. When the Product service cannot answer, the
+ * add fails with its UNAVAILABLE (naming the peer) rather than storing an
+ * unchecked product. Re-adding a product already on the list does not ask
+ * the catalog: it only changes the notes. From then on the snapshot follows
+ * the product events (wishlist-snapshots.ts).
  */
 import { v7 as uuidv7 } from "uuid";
 import type {
@@ -17,15 +20,33 @@ import type {
   RemoveFromWishlistRequest,
 } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
+import type { Product } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { dateOf } from "../../kit/convert.ts";
 import { Code, domainError } from "../../kit/errors.ts";
 import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
 import { WishlistItemEntity } from "./entities.ts";
 import { nullIfEmpty, wishlistItemMessage } from "./mapping.ts";
 import { findProfile } from "./profiles.ts";
+import { factsOfProduct } from "./wishlist-snapshots.ts";
 
 export const maxWishlistItems = 200;
 
-export async function addToWishlist(em: EntityManager, userId: string, req: AddToWishlistRequest): Promise<Omit<AddToWishlistResponse, "$typeName">> {
+/** The product as the catalog shows it to the caller; undefined when it does not exist or is not visible to them. */
+export type ProductLookup = (productId: string) => Promise<Product | undefined>;
+
+const productNotFound = (productId: string) =>
+  domainError(Code.NotFound, `product ${productId} does not exist or is not on sale`, { reason: "PRODUCT_NOT_FOUND", field: "product_id" });
+
+export async function addToWishlist(
+  em: EntityManager,
+  lookupProduct: ProductLookup,
+  userId: string,
+  req: AddToWishlistRequest,
+): Promise<Omit<AddToWishlistResponse, "$typeName">> {
+  await findProfile(em, userId);
+  // Asked before the transaction opens, so no row lock waits on the network.
+  const onList = await em.findOne(WishlistItemEntity, { userId, productId: req.productId });
+  let product = onList ? undefined : await lookupProduct(req.productId);
   return em.transactional(async (tx) => {
     await findProfile(tx, userId, true);
     const existing = await tx.findOne(WishlistItemEntity, { userId, productId: req.productId });
@@ -41,13 +62,27 @@ export async function addToWishlist(em: EntityManager, userId: string, req: AddT
     if ((await tx.count(WishlistItemEntity, { userId })) >= maxWishlistItems) {
       throw domainError(Code.ResourceExhausted, `a wishlist holds at most ${maxWishlistItems} products; remove one first`, { reason: "WISHLIST_LIMIT_REACHED" });
     }
+    // Removed by a concurrent call since we looked: the catalog was not asked yet.
+    product ??= await lookupProduct(req.productId);
+    if (!product) throw productNotFound(req.productId);
+    const facts = factsOfProduct(product);
+    // An admin's token sees drafts and archived products too: only what customers can buy may be added.
+    if (!facts.available) throw productNotFound(req.productId);
     const now = new Date();
+    const catalogTime = dateOf(product.updatedAt) ?? null;
     const item = tx.create(WishlistItemEntity, {
       id: uuidv7(),
       userId,
       productId: req.productId,
-      notes: nullIfEmpty(req.notes),
+      productName: facts.name,
+      productImageUrl: facts.imageUrl,
+      productPriceMinor: facts.priceMinor,
+      productPriceCurrency: facts.priceCurrency,
+      inStock: facts.inStock,
       productAvailable: true,
+      snapshotAt: catalogTime,
+      stockAt: catalogTime,
+      notes: nullIfEmpty(req.notes),
       createdAt: now,
       updatedAt: now,
     });
