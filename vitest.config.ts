@@ -10,5 +10,6 @@ export default defineConfig({
     // the 2-core machines CI uses, tests inside a file stay sequential.
     fileParallelism: false,
     reporters: ["default"],
+    globalSetup: ["kit/testing/global-setup.ts"],
   },
 });

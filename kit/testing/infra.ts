@@ -112,3 +112,28 @@ export class TestDatabases {
     }
   }
 }
+
+/** Drops test databases left behind by test processes that no longer run (a crashed or killed run). */
+export async function dropStaleTestDatabases(): Promise<string[]> {
+  const client = new pg.Client({ connectionString: postgresAdminUrl });
+  await client.connect();
+  const dropped: string[] = [];
+  try {
+    const { rows } = await client.query<{ datname: string }>("select datname from pg_database where datname ~ '^t[0-9]+_[a-z0-9]{6}_'");
+    for (const { datname } of rows) {
+      const pid = Number(/^t(\d+)_/.exec(datname)![1]);
+      let alive = true;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+      if (alive) continue;
+      await client.query(`drop database if exists "${datname}" with (force)`);
+      dropped.push(datname);
+    }
+  } finally {
+    await client.end();
+  }
+  return dropped;
+}
