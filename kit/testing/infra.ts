@@ -4,7 +4,7 @@
  * PostgreSQL databases on the machine's server, dropped afterwards.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -136,4 +136,28 @@ export async function dropStaleTestDatabases(): Promise<string[]> {
     await client.end();
   }
   return dropped;
+}
+
+/** Stops test nats-servers orphaned by a crashed run (their parent is gone; Linux /proc only). */
+export function stopOrphanedTestNats(): number {
+  let stopped = 0;
+  let pids: string[] = [];
+  try {
+    pids = readdirSync("/proc").filter((d) => /^\d+$/.test(d));
+  } catch {
+    return 0;
+  }
+  for (const pid of pids) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (!cmdline[0]?.endsWith("nats-server") || !cmdline.some((a) => a.includes(`${tmpdir()}/nats-test-`))) continue;
+      const ppid = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+      if (ppid !== 1) continue;
+      process.kill(Number(pid), "SIGTERM");
+      stopped++;
+    } catch {
+      // the process went away meanwhile
+    }
+  }
+  return stopped;
 }
