@@ -18,6 +18,19 @@ import { formatter } from "./local/logs.ts";
 const root = join(import.meta.dirname, "..");
 const say = (line: string) => console.log(`\x1b[1m[start]\x1b[0m ${line}`);
 
+/**
+ * PORT_OFFSET (0..9999, default 0) shifts every port npm start uses (services, edge,
+ * embedded PostgreSQL, local nats-server), so two stacks can run side by side;
+ * START_DATA_DIR (default .data) holds the embedded PostgreSQL's and nats-server's data.
+ */
+const offset = Number(process.env.PORT_OFFSET ?? 0);
+if (!Number.isInteger(offset) || offset < 0 || offset > 9999) {
+  console.error(`PORT_OFFSET must be an integer from 0 to 9999, got "${process.env.PORT_OFFSET}"`);
+  process.exit(2);
+}
+const portOf = (name: ServiceName) => serviceCatalog[name].port + offset;
+const dataDir = process.env.START_DATA_DIR ?? join(root, ".data");
+
 const implemented = serviceNames.filter((n) => existsSync(join(root, "services", n, "main.ts")));
 const missing = serviceNames.filter((n) => !implemented.includes(n));
 
@@ -26,12 +39,12 @@ async function main() {
     say("no service is implemented yet (services/<name>/main.ts); nothing to start");
     return;
   }
-  const infra = await ensureInfra(join(root, ".data"), say);
+  const infra = await ensureInfra(dataDir, offset, say);
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     NATS_URL: infra.natsUrl,
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
-    ...Object.fromEntries(serviceNames.map((n) => [peerUrlVariable(n), process.env[peerUrlVariable(n)] ?? `http://127.0.0.1:${serviceCatalog[n].port}`])),
+    ...Object.fromEntries(serviceNames.map((n) => [peerUrlVariable(n), process.env[peerUrlVariable(n)] ?? `http://127.0.0.1:${portOf(n)}`])),
   };
   const width = Math.max(...[...implemented, "edge"].map((n) => n.length));
   const children: { name: string; proc: ChildProcess }[] = [];
@@ -69,13 +82,14 @@ async function main() {
   say(`starting ${implemented.join(", ")}${missing.length ? ` (not implemented yet: ${missing.join(", ")})` : ""}`);
   implemented.forEach((name, i) => {
     const db = serviceCatalog[name].database;
-    launch(name, join("services", name, "main.ts"), { PORT: String(serviceCatalog[name].port), DATABASE_URL: `${infra.postgresBase}/${db}` }, i);
+    launch(name, join("services", name, "main.ts"), { PORT: String(portOf(name)), DATABASE_URL: `${infra.postgresBase}/${db}` }, i);
   });
 
   await Promise.all(implemented.map((name) => waitServing(name)));
   if (existsSync(join(root, "gateway", "main.ts"))) {
-    launch("edge", join("gateway", "main.ts"), { PORT: String(edgePort) }, implemented.length);
-    say(`edge on http://127.0.0.1:${edgePort} (Connect and gRPC-Web); services on ${implemented.map((n) => `${n}:${serviceCatalog[n].port}`).join(", ")}`);
+    launch("edge", join("gateway", "main.ts"), { PORT: String(edgePort + offset) }, implemented.length);
+    await waitEdge(`http://127.0.0.1:${edgePort + offset}/healthz`);
+    say(`edge on http://127.0.0.1:${edgePort + offset} (Connect and gRPC-Web); services on ${implemented.map((n) => `${n}:${portOf(n)}`).join(", ")}`);
   }
   say("ready. Ctrl-C stops everything.");
 
@@ -83,8 +97,17 @@ async function main() {
   process.once("SIGTERM", () => void stop(0));
 }
 
+async function waitEdge(url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the edge did not answer ${url} within ${timeoutMs / 1000} s; see its log lines above`);
+}
+
 async function waitServing(name: ServiceName, timeoutMs = 60_000): Promise<void> {
-  const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${serviceCatalog[name].port}` }));
+  const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${portOf(name)}` }));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const status = await health.check({ service: "" }, { timeoutMs: 1_000 }).then((r) => r.status).catch(() => undefined);

