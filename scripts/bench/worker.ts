@@ -5,9 +5,8 @@
  * with JSON requests (a "$uuid" string becomes a fresh UUIDv7 on every call).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { createRegistry, fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import http2 from "node:http2";
+import { createRegistry, fromJson, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { v7 as uuidv7 } from "uuid";
 import { loadContractFiles } from "../../gateway/routes.ts";
 import { measure } from "./load.ts";
@@ -32,19 +31,48 @@ function fresh(value: JsonValue): JsonValue {
   return value;
 }
 
+/**
+ * Lean clients, so the load generator costs about the same for the RPCs as for the
+ * fetch-based baselines: Connect unary is a plain JSON POST with fetch; gRPC is one
+ * HTTP/2 session with length-prefixed protobuf frames and the grpc-status trailer checked.
+ */
 async function callerFor(target: Target): Promise<() => Promise<unknown>> {
   if (target.kind === "http") {
-    return async () => (await fetch(pick(target.urls), { method: target.method ?? "GET" })).arrayBuffer();
+    return async () => {
+      const res = await fetch(pick(target.urls), { method: target.method ?? "GET" });
+      await res.arrayBuffer();
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    };
   }
   const [serviceName, methodName] = target.method.split("/") as [string, string];
   const registry = createRegistry(...(await loadContractFiles()));
-  const service = registry.getService(serviceName);
-  const method = service?.methods.find((m) => m.name === methodName);
-  if (!service || !method) throw new Error(`unknown RPC ${target.method}`);
-  const transport = target.protocol === "grpc" ? createGrpcTransport({ baseUrl: target.baseUrl }) : createConnectTransport({ baseUrl: target.baseUrl, httpVersion: "1.1" });
-  const client = createClient(service, transport) as unknown as Record<string, (req: unknown, opts: unknown) => Promise<unknown>>;
-  const call = client[method.localName]!;
-  return () => call(fromJson(method.input, fresh(pick(target.requests))), { headers: target.headers ?? {} });
+  const method = registry.getService(serviceName)?.methods.find((m) => m.name === methodName);
+  if (!method) throw new Error(`unknown RPC ${target.method}`);
+  const headers = target.headers ?? {};
+  if (target.protocol === "connect") {
+    const url = `${target.baseUrl}/${target.method}`;
+    return async () => {
+      const res = await fetch(url, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(fresh(pick(target.requests))) });
+      await res.arrayBuffer();
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    };
+  }
+  const session = http2.connect(target.baseUrl);
+  return () =>
+    new Promise<void>((resolve, reject) => {
+      const payload = toBinary(method.input, fromJson(method.input, fresh(pick(target.requests))));
+      const frame = Buffer.alloc(5 + payload.length);
+      frame.writeUInt32BE(payload.length, 1);
+      frame.set(payload, 5);
+      const stream = session.request({ ":method": "POST", ":path": `/${target.method}`, "content-type": "application/grpc", te: "trailers", ...headers });
+      let status: string | undefined;
+      stream.on("response", (h) => (status = h["grpc-status"] as string | undefined ?? status));
+      stream.on("trailers", (t) => (status = t["grpc-status"] as string | undefined));
+      stream.on("data", () => undefined);
+      stream.on("error", reject);
+      stream.on("end", () => (status === "0" ? resolve() : reject(new Error(`grpc-status ${status}`))));
+      stream.end(frame);
+    });
 }
 
 if (parentPort) {
