@@ -24,6 +24,17 @@ export function workspaceAtRef(ref: string): string {
   const dir = mkdtempSync(join(tmpdir(), "proto-at-ref-"));
   const tar = execFileSync("git", ["archive", "--format=tar", ref, "proto"], { maxBuffer: 256 << 20 });
   execFileSync("tar", ["-x", "-C", dir], { input: tar });
+  return completeWorkspace(dir);
+}
+
+/** Builds a buf workspace in a temporary folder from a copy of a proto/ folder. */
+export function workspaceFromFolder(protoDir: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "proto-copy-"));
+  cpSync(protoDir, join(dir, "proto"), { recursive: true });
+  return completeWorkspace(dir);
+}
+
+function completeWorkspace(dir: string): string {
   cpSync(".build/protovalidate", join(dir, "protovalidate"), { recursive: true });
   writeFileSync(join(dir, "buf.yaml"), againstWorkspaceYaml);
   return dir;

@@ -4,22 +4,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js";
-import {
-  type Address,
-  AddressSchema,
-  AddressType,
-  CardBrand,
-  Gender,
-  type PaymentMethod,
-  PaymentMethodSchema,
-  PaymentMethodType,
-  type Preference,
-  PreferenceSchema,
-  type UserProfile,
-  UserProfileSchema,
-  type WishlistItem,
-  WishlistItemSchema,
-} from "../../gen/ecommerce/user/v1/user_pb.js";
+import { type Address, AddressSchema, AddressType, Gender, type PaymentMethod, PaymentMethodSchema, type Preference, PreferenceSchema, type UserProfile, UserProfileSchema, type WishlistItem, WishlistItemSchema } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
 import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
 

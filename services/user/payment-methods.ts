@@ -5,17 +5,8 @@
  * one default (partial unique index); changes take the profile lock first.
  */
 import { v7 as uuidv7 } from "uuid";
-import {
-  type AddPaymentMethodRequest,
-  type AddPaymentMethodResponse,
-  type DeletePaymentMethodRequest,
-  type GetPaymentMethodTokenRequest,
-  type GetPaymentMethodTokenResponse,
-  type ListPaymentMethodsResponse,
-  PaymentMethodType,
-  type SetDefaultPaymentMethodRequest,
-  type SetDefaultPaymentMethodResponse,
-} from "../../gen/ecommerce/user/v1/user_pb.js";
+import { type AddPaymentMethodRequest, type AddPaymentMethodResponse, type DeletePaymentMethodRequest, type GetPaymentMethodTokenRequest, type GetPaymentMethodTokenResponse, type ListPaymentMethodsResponse, type SetDefaultPaymentMethodRequest, type SetDefaultPaymentMethodResponse } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import type { Principal } from "../../kit/auth/principal.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, notFound, permissionDenied } from "../../kit/errors.ts";

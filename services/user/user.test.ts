@@ -24,7 +24,8 @@ import {
 import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
 import { type UserUpdated, UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
-import { AddressType, CardBrand, Gender, PaymentMethodType, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { breakingAgainst, workspaceAtRef } from "../../scripts/breaking.ts";
+import { breakingAgainst, workspaceAtRef, workspaceFromFolder } from "../../scripts/breaking.ts";
 import { genDir, protoFiles, repoRoot } from "./registry.ts";
 
 const bin = join(repoRoot, "node_modules", ".bin");
@@ -59,14 +59,17 @@ describe("contract toolchain", () => {
     expect(readFileSync(set).length).toBeGreaterThan(1000);
   });
 
-  it("npm run breaking passes against HEAD and reports a deleted field", () => {
-    const ws = workspaceAtRef("HEAD");
-    temps.push(ws);
-    expect(breakingAgainst(ws)).toEqual({ ok: true, report: "" });
+  it("npm run breaking finds no break against the same contracts and reports a deleted field", () => {
+    const head = workspaceAtRef("HEAD");
+    temps.push(head);
+    expect(readFileSync(join(head, "proto/ecommerce/common/v1/money.proto"), "utf8")).toMatch(/message Money/);
+    const same = workspaceFromFolder(join(repoRoot, "proto"));
+    temps.push(same);
+    expect(breakingAgainst(same)).toEqual({ ok: true, report: "" });
     // Give the "old" side a field the working tree lacks: to buf that is a deletion.
-    const money = join(ws, "proto/ecommerce/common/v1/money.proto");
+    const money = join(same, "proto/ecommerce/common/v1/money.proto");
     writeFileSync(money, readFileSync(money, "utf8").replace(/\}\s*$/, "  // Old.\n  string legacy_note = 3;\n}\n"));
-    const result = breakingAgainst(ws);
+    const result = breakingAgainst(same);
     expect(result.ok).toBe(false);
     expect(result.report).toMatch(/"legacy_note" on message "Money" was deleted/);
   });

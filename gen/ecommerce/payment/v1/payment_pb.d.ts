@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Money } from "../../common/v1/money_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { CardBrand, PaymentMethodType } from "../../common/v1/payment_method_pb.js";
 import type { PostalAddress } from "../../common/v1/address_pb.js";
 
 /**
@@ -225,14 +226,14 @@ export declare type PaymentMethodDetails = Message<"ecommerce.payment.v1.Payment
   /**
    * Kind of method.
    *
-   * @generated from field: ecommerce.payment.v1.PaymentMethodType type = 1;
+   * @generated from field: ecommerce.common.v1.PaymentMethodType type = 1;
    */
   type: PaymentMethodType;
 
   /**
    * Card network; UNSPECIFIED for PayPal.
    *
-   * @generated from field: ecommerce.payment.v1.CardBrand card_brand = 2;
+   * @generated from field: ecommerce.common.v1.CardBrand card_brand = 2;
    */
   cardBrand: CardBrand;
 
@@ -1742,129 +1743,6 @@ export enum PaymentStatus {
  * Describes the enum ecommerce.payment.v1.PaymentStatus.
  */
 export declare const PaymentStatusSchema: GenEnum<PaymentStatus>;
-
-/**
- * The kind of a payment method. Same values as the User service's
- * PaymentMethodType.
- *
- * @generated from enum ecommerce.payment.v1.PaymentMethodType
- */
-export enum PaymentMethodType {
-  /**
-   * Not known.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * A credit card.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_CREDIT_CARD = 1;
-   */
-  CREDIT_CARD = 1,
-
-  /**
-   * A debit card.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_DEBIT_CARD = 2;
-   */
-  DEBIT_CARD = 2,
-
-  /**
-   * A PayPal account.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_PAYPAL = 3;
-   */
-  PAYPAL = 3,
-}
-
-/**
- * Describes the enum ecommerce.payment.v1.PaymentMethodType.
- */
-export declare const PaymentMethodTypeSchema: GenEnum<PaymentMethodType>;
-
-/**
- * A card network. Same values as the User service's CardBrand.
- *
- * @generated from enum ecommerce.payment.v1.CardBrand
- */
-export enum CardBrand {
-  /**
-   * Not set; also the value for non-card payment methods.
-   *
-   * @generated from enum value: CARD_BRAND_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * Visa.
-   *
-   * @generated from enum value: CARD_BRAND_VISA = 1;
-   */
-  VISA = 1,
-
-  /**
-   * Mastercard.
-   *
-   * @generated from enum value: CARD_BRAND_MASTERCARD = 2;
-   */
-  MASTERCARD = 2,
-
-  /**
-   * American Express.
-   *
-   * @generated from enum value: CARD_BRAND_AMEX = 3;
-   */
-  AMEX = 3,
-
-  /**
-   * Discover.
-   *
-   * @generated from enum value: CARD_BRAND_DISCOVER = 4;
-   */
-  DISCOVER = 4,
-
-  /**
-   * Diners Club.
-   *
-   * @generated from enum value: CARD_BRAND_DINERS = 5;
-   */
-  DINERS = 5,
-
-  /**
-   * JCB.
-   *
-   * @generated from enum value: CARD_BRAND_JCB = 6;
-   */
-  JCB = 6,
-
-  /**
-   * UnionPay.
-   *
-   * @generated from enum value: CARD_BRAND_UNIONPAY = 7;
-   */
-  UNIONPAY = 7,
-
-  /**
-   * Maestro.
-   *
-   * @generated from enum value: CARD_BRAND_MAESTRO = 8;
-   */
-  MAESTRO = 8,
-
-  /**
-   * Any other network.
-   *
-   * @generated from enum value: CARD_BRAND_OTHER = 9;
-   */
-  OTHER = 9,
-}
-
-/**
- * Describes the enum ecommerce.payment.v1.CardBrand.
- */
-export declare const CardBrandSchema: GenEnum<CardBrand>;
 
 /**
  * The kind of a provider operation on a payment.

@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { PostalAddress } from "../../common/v1/address_pb.js";
+import type { CardBrand, PaymentMethodType } from "../../common/v1/payment_method_pb.js";
 import type { Money } from "../../common/v1/money_pb.js";
 
 /**
@@ -244,7 +245,7 @@ export declare type PaymentMethod = Message<"ecommerce.user.v1.PaymentMethod"> &
   /**
    * Card or PayPal.
    *
-   * @generated from field: ecommerce.user.v1.PaymentMethodType type = 2;
+   * @generated from field: ecommerce.common.v1.PaymentMethodType type = 2;
    */
   type: PaymentMethodType;
 
@@ -258,7 +259,7 @@ export declare type PaymentMethod = Message<"ecommerce.user.v1.PaymentMethod"> &
   /**
    * Card network; CARD_BRAND_UNSPECIFIED for PayPal.
    *
-   * @generated from field: ecommerce.user.v1.CardBrand card_brand = 4;
+   * @generated from field: ecommerce.common.v1.CardBrand card_brand = 4;
    */
   cardBrand: CardBrand;
 
@@ -773,7 +774,7 @@ export declare type AddPaymentMethodRequest = Message<"ecommerce.user.v1.AddPaym
   /**
    * Card or PayPal.
    *
-   * @generated from field: ecommerce.user.v1.PaymentMethodType type = 1;
+   * @generated from field: ecommerce.common.v1.PaymentMethodType type = 1;
    */
   type: PaymentMethodType;
 
@@ -790,7 +791,7 @@ export declare type AddPaymentMethodRequest = Message<"ecommerce.user.v1.AddPaym
   /**
    * Card network, as the SDK reported it. Required for cards.
    *
-   * @generated from field: ecommerce.user.v1.CardBrand card_brand = 3;
+   * @generated from field: ecommerce.common.v1.CardBrand card_brand = 3;
    */
   cardBrand: CardBrand;
 
@@ -1629,128 +1630,6 @@ export enum AddressType {
  * Describes the enum ecommerce.user.v1.AddressType.
  */
 export declare const AddressTypeSchema: GenEnum<AddressType>;
-
-/**
- * Kind of a saved payment method.
- *
- * @generated from enum ecommerce.user.v1.PaymentMethodType
- */
-export enum PaymentMethodType {
-  /**
-   * Not set. Never valid input.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * A credit card.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_CREDIT_CARD = 1;
-   */
-  CREDIT_CARD = 1,
-
-  /**
-   * A debit card.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_DEBIT_CARD = 2;
-   */
-  DEBIT_CARD = 2,
-
-  /**
-   * A PayPal account (billing agreement); no card fields.
-   *
-   * @generated from enum value: PAYMENT_METHOD_TYPE_PAYPAL = 3;
-   */
-  PAYPAL = 3,
-}
-
-/**
- * Describes the enum ecommerce.user.v1.PaymentMethodType.
- */
-export declare const PaymentMethodTypeSchema: GenEnum<PaymentMethodType>;
-
-/**
- * Card network of a card, for display (the logo).
- *
- * @generated from enum ecommerce.user.v1.CardBrand
- */
-export enum CardBrand {
-  /**
-   * Not set; also the value for non-card payment methods.
-   *
-   * @generated from enum value: CARD_BRAND_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * Visa.
-   *
-   * @generated from enum value: CARD_BRAND_VISA = 1;
-   */
-  VISA = 1,
-
-  /**
-   * Mastercard.
-   *
-   * @generated from enum value: CARD_BRAND_MASTERCARD = 2;
-   */
-  MASTERCARD = 2,
-
-  /**
-   * American Express.
-   *
-   * @generated from enum value: CARD_BRAND_AMEX = 3;
-   */
-  AMEX = 3,
-
-  /**
-   * Discover.
-   *
-   * @generated from enum value: CARD_BRAND_DISCOVER = 4;
-   */
-  DISCOVER = 4,
-
-  /**
-   * Diners Club.
-   *
-   * @generated from enum value: CARD_BRAND_DINERS = 5;
-   */
-  DINERS = 5,
-
-  /**
-   * JCB.
-   *
-   * @generated from enum value: CARD_BRAND_JCB = 6;
-   */
-  JCB = 6,
-
-  /**
-   * UnionPay.
-   *
-   * @generated from enum value: CARD_BRAND_UNIONPAY = 7;
-   */
-  UNIONPAY = 7,
-
-  /**
-   * Maestro.
-   *
-   * @generated from enum value: CARD_BRAND_MAESTRO = 8;
-   */
-  MAESTRO = 8,
-
-  /**
-   * Any other network.
-   *
-   * @generated from enum value: CARD_BRAND_OTHER = 9;
-   */
-  OTHER = 9,
-}
-
-/**
- * Describes the enum ecommerce.user.v1.CardBrand.
- */
-export declare const CardBrandSchema: GenEnum<CardBrand>;
 
 /**
  * A customer's own data beyond the account: the profile, the address book,
