@@ -28,8 +28,14 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-afterAll(() => {
-  if (child && child.exitCode === null) child.kill("SIGKILL");
+afterAll(async () => {
+  // After a failure, stop it the way a person would, so its PostgreSQL and nats-server go too.
+  if (child && child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child!.once("exit", r));
+    child.kill("SIGINT");
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
   rmSync(dataDir, { recursive: true, force: true });
 });
 
