@@ -20,7 +20,8 @@ import {
   RatingSummarySchema,
 } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
-import { money, moneyOrUndefined, productStatuses, stockStatuses, type Viewer } from "./mapping.ts";
+import { productStatuses, stockStatuses, type Viewer } from "./mapping.ts";
+import { money, moneyOrUndefined } from "../../kit/money.ts";
 import { pgArray, type Sql } from "../../kit/sql.ts";
 
 export interface ProductDbRow {

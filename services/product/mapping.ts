@@ -2,9 +2,7 @@
  * Shared conversions: the seed's status strings to contract enums, money to
  * and from bigint minor units, who is looking (admin or not), tags and slugs.
  */
-import { create } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
-import { type Money, MoneySchema } from "../../gen/ecommerce/common/v1/money_pb.js";
 import { ReservationStatus, StockAdjustmentReason } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductStatus, StockStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { ReviewStatus } from "../../gen/ecommerce/product/v1/review_pb.js";
@@ -62,13 +60,6 @@ export const adjustmentReasons = twoWay<StockAdjustmentReason>([
   [StockAdjustmentReason.OTHER, "other"],
 ]);
 
-export function money(amountMinor: bigint | string | number, currency: string): Money {
-  return create(MoneySchema, { amountMinor: BigInt(amountMinor), currencyCode: currency });
-}
-
-export function moneyOrUndefined(amountMinor: bigint | string | number | null | undefined, currency: string): Money | undefined {
-  return amountMinor === null || amountMinor === undefined ? undefined : money(amountMinor, currency);
-}
 
 /** Who is looking at the catalog: admins see every status and the cost price. */
 export interface Viewer {

@@ -36,7 +36,8 @@ import { v7 as uuidv7 } from "uuid";
 import { loadProduct, loadProducts, productRow, productSnapshot, refreshPriceRange } from "./catalog.ts";
 import { categorySubtree } from "./categories.ts";
 import { allocateSlug, checkCategoriesExist, checkSkuFree, checkSlugFree, guarded } from "./guards.ts";
-import { customerVisible, money, normalizeTags, productStatuses, slugify, type Viewer } from "./mapping.ts";
+import { customerVisible, normalizeTags, productStatuses, slugify, type Viewer } from "./mapping.ts";
+import { money } from "../../kit/money.ts";
 import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
 import { refreshProductStock, refreshVariantStatuses } from "./stock-state.ts";
 

@@ -37,7 +37,8 @@ import { requestHash } from "../../kit/idempotency.ts";
 import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
 import { type SummaryDbRow, summaryColumns, summaryMessage } from "./catalog.ts";
 import { categorySubtree } from "./categories.ts";
-import { customerVisible, money, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
+import { customerVisible, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
+import { money } from "../../kit/money.ts";
 import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;

@@ -14,7 +14,8 @@
  */
 import { ProductBackInStockSchema, ProductLowStockSchema, ProductOutOfStockSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
 import { publishEvent } from "../../kit/events/outbox.ts";
-import { money, stockStatuses } from "./mapping.ts";
+import { stockStatuses } from "./mapping.ts";
+import { money } from "../../kit/money.ts";
 import { pgArray, type Sql } from "../../kit/sql.ts";
 
 export interface ItemKey {

@@ -19,7 +19,8 @@ import { alreadyExists, Code, domainError, failedPrecondition, invalidArgument, 
 import { v7 as uuidv7 } from "uuid";
 import { productRow, refreshPriceRange, type VariantDbRow, variantColumns, variantMessage } from "./catalog.ts";
 import { checkSkuFree, guarded } from "./guards.ts";
-import { money, nullIfEmpty, type Viewer } from "./mapping.ts";
+import { nullIfEmpty, type Viewer } from "./mapping.ts";
+import { money } from "../../kit/money.ts";
 import { publishProductUpdated } from "./products.ts";
 import { type Sql, sqlOf } from "../../kit/sql.ts";
 import { refreshProductStock } from "./stock-state.ts";

@@ -7,6 +7,7 @@ import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js
 import { type Address, AddressSchema, AddressType, Gender, type PaymentMethod, PaymentMethodSchema, type Preference, PreferenceSchema, type UserProfile, UserProfileSchema, type WishlistItem, WishlistItemSchema } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
+import { moneyOrUndefined } from "../../kit/money.ts";
 import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
 
 const text = (v: string | null | undefined) => v ?? "";
@@ -133,10 +134,7 @@ export function wishlistItemMessage(row: WishlistItemRow): WishlistItem {
     productId: row.productId,
     productName: text(row.productName),
     productImageUrl: text(row.productImageUrl),
-    productPrice:
-      row.productPriceMinor !== null && row.productPriceMinor !== undefined && row.productPriceCurrency
-        ? { amountMinor: BigInt(row.productPriceMinor), currencyCode: row.productPriceCurrency }
-        : undefined,
+    productPrice: moneyOrUndefined(row.productPriceMinor, row.productPriceCurrency),
     // Unknown stock (no product event seen yet) reads as not in stock: never promise what we do not know.
     inStock: row.inStock ?? false,
     productAvailable: row.productAvailable,
