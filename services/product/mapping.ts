@@ -1,6 +1,6 @@
 /**
- * Shared conversions: the seed's status strings to contract enums, money to
- * and from bigint minor units, who is looking (admin or not), tags and slugs.
+ * Shared conversions: the seed's status strings to contract enums, who is
+ * looking (admin or not), tags and slugs. Money comes from kit/money.ts.
  */
 import type { HandlerContext } from "@connectrpc/connect";
 import { ReservationStatus, StockAdjustmentReason } from "../../gen/ecommerce/product/v1/inventory_pb.js";
