@@ -17,8 +17,13 @@ export interface ServiceConfig {
   /** This service's secret, presented to Auth's IssueServiceToken for a service credential. */
   serviceSecret: string;
   limits: {
-    /** Largest request or response message, in bytes. */
+    /** Largest request message a client may send, in bytes. */
     maxMessageBytes: number;
+    /**
+     * Largest response message, in bytes. Separate from the request limit: a server
+     * that only takes small requests still answers reflection's descriptor sets.
+     */
+    maxResponseBytes: number;
     /** Upper bound on a client's requested deadline, in ms. */
     maxTimeoutMs: number;
     /** Deadline of outbound calls to other services, in ms. */
@@ -116,6 +121,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
     limits: {
       maxMessageBytes: r.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+      maxResponseBytes: r.int("MAX_RESPONSE_BYTES", 4 * 1024 * 1024, 256 * 1024, 64 * 1024 * 1024),
       maxTimeoutMs: r.int("MAX_TIMEOUT_MS", 30_000, 100, 600_000),
       callTimeoutMs: r.int("CALL_TIMEOUT_MS", 5_000, 50, 120_000),
       shutdownGraceMs: r.int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),

@@ -11,6 +11,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { Migration } from "@mikro-orm/migrations";
 import { toBinary, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserRegisteredSchema } from "../gen/ecommerce/auth/v1/events_pb.js";
 import { DeadLetterService } from "../gen/ecommerce/common/v1/dead_letter_pb.js";
@@ -156,6 +157,21 @@ describe("one port, every protocol", () => {
     expect(names).toEqual(expect.arrayContaining(["ecommerce.user.v1.UserService", "ecommerce.common.v1.DeadLetterService", "grpc.health.v1.Health"]));
   });
 
+  it("answers grpcurl's describe: the file declaring a symbol, with its imports", async () => {
+    const reflection = createClient(ServerReflection, grpc);
+    async function* ask() {
+      yield { host: "", messageRequest: { case: "fileContainingSymbol" as const, value: "ecommerce.user.v1.UserService.GetMyProfile" } };
+      yield { host: "", messageRequest: { case: "fileContainingSymbol" as const, value: "no.such.Symbol" } };
+    }
+    const answers = [];
+    for await (const res of reflection.serverReflectionInfo(ask())) answers.push(res.messageResponse);
+    expect(answers[0]?.case).toBe("fileDescriptorResponse");
+    const files = answers[0]?.case === "fileDescriptorResponse" ? answers[0].value.fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b).name) : [];
+    expect(files[0]).toBe("ecommerce/user/v1/user.proto");
+    expect(files).toEqual(expect.arrayContaining(["ecommerce/common/v1/access.proto", "buf/validate/validate.proto", "google/protobuf/timestamp.proto"]));
+    expect(answers[1]).toMatchObject({ case: "errorResponse", value: { errorCode: 5 } });
+  });
+
   it("exposes Prometheus metrics with RPC counts", async () => {
     const text = await (await fetch(`${mesh.url("user")}/metrics`)).text();
     expect(text).toMatch(/rpc_requests_total\{[^}]*method="grpc.health.v1.Health\/Check"/);
@@ -281,6 +297,9 @@ describe("events", () => {
     expect(letter.consumer).toBe("create-profile");
     expect(letter.deliveryCount).toBe(2);
     expect(letter.lastError).toMatch(/cannot handle fail@example.test/);
+    const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
+    expect(metricsText).toMatch(/dead_letters_total\{[^}]*consumer="create-profile"[^}]*\} 1/);
+    expect(metricsText).toMatch(/event_redeliveries_total\{[^}]*consumer="create-profile"[^}]*\} [1-9]/);
 
     failingEmails = false;
     const replayed = await dlq.replayDeadLetter({ id: letter.id }, auth(admin));

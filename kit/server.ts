@@ -168,7 +168,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     },
     interceptors,
     readMaxBytes: config.limits.maxMessageBytes,
-    writeMaxBytes: config.limits.maxMessageBytes,
+    writeMaxBytes: config.limits.maxResponseBytes,
     maxTimeoutMs: config.limits.maxTimeoutMs,
     shutdownSignal: shutdown.signal,
     fallback(req, res) {
