@@ -44,7 +44,11 @@ export class RenewingToken implements ServiceTokenSource {
   }
 }
 
-/** The service credential of every service but Auth: Auth's IssueServiceToken with the service's secret. */
+/**
+ * The service credential of every service but Auth: Auth's IssueServiceToken with the service's secret.
+ * It has its own plain transport rather than a PeerClients client, because PeerClients attaches this
+ * very credential to INTERNAL calls (IssueServiceToken is the one INTERNAL RPC called without one).
+ */
 export class ServiceCredentials extends RenewingToken {
   constructor(service: string, secret: string, authUrl: string, timeoutMs: number) {
     const client: Client<typeof AuthService> = createClient(AuthService, createGrpcTransport({ baseUrl: authUrl, defaultTimeoutMs: timeoutMs }));
