@@ -14,8 +14,8 @@ export const OutboxEvent = defineEntity({
   properties: {
     /** The event id: also the Nats-Msg-Id, so JetStream drops a re-publish. */
     id: p.uuid().primary(),
-    subject: p.string(),
-    eventType: p.string(),
+    subject: p.text(),
+    eventType: p.text(),
     payload: p.blob(),
     headers: p.json<Record<string, string>>(),
     createdAt: p.datetime().onCreate(() => new Date()),

@@ -10,7 +10,7 @@ export const User = defineEntity({
   properties: {
     id: p.uuid().primary(),
     /** Lower-cased; unique. */
-    email: p.string(),
+    email: p.text(),
     /** argon2id, PHC string. */
     passwordHash: p.text(),
     emailVerified: p.boolean().default(false),
@@ -32,7 +32,7 @@ export const Role = defineEntity({
   tableName: "roles",
   properties: {
     id: p.uuid().primary(),
-    name: p.string(),
+    name: p.text(),
     description: p.text(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p
@@ -134,11 +134,11 @@ export const SigningKey = defineEntity({
   name: "SigningKey",
   tableName: "signing_keys",
   properties: {
-    kid: p.string().primary(),
-    algorithm: p.string(),
+    kid: p.text().primary(),
+    algorithm: p.text(),
     publicJwk: p.json<Record<string, string>>(),
     privateKeyEncrypted: p.blob(),
-    encryptionKeyFingerprint: p.string(),
+    encryptionKeyFingerprint: p.text(),
     /** When it starts signing; before that it is only published. */
     activatesAt: p.datetime(),
     createdAt: p.datetime().onCreate(() => new Date()),

@@ -41,7 +41,7 @@ export const ProductEntity = defineEntity({
     slug: p.text().unique(),
     description: p.text().default(""),
     shortDescription: p.text().default(""),
-    currency: p.string().length(3),
+    currency: p.string().columnType("char(3)"),
     priceMinor: p.bigint("bigint"),
     compareAtPriceMinor: p.bigint("bigint").nullable(),
     /** Admin-only. */

@@ -22,7 +22,7 @@ export const UserProfileEntity = defineEntity({
     /** "YYYY-MM-DD". */
     dateOfBirth: p.date().nullable(),
     gender: p.text().nullable(),
-    preferredCurrency: p.string().length(3).nullable(),
+    preferredCurrency: p.string().columnType("char(3)").nullable(),
     preferredLanguage: p.text().nullable(),
     newsletterSubscribed: p.boolean().default(false),
     marketingOptIn: p.boolean().default(false),
@@ -54,7 +54,7 @@ export const AddressEntity = defineEntity({
     city: p.text(),
     state: p.text().nullable(),
     postalCode: p.text().nullable(),
-    country: p.string().length(2),
+    country: p.string().columnType("char(2)"),
     phone: p.text().nullable(),
     createdAt: p.datetime().onCreate(now),
     updatedAt: p.datetime().onCreate(now),
@@ -73,7 +73,7 @@ export const PaymentMethodEntity = defineEntity({
     isDefault: p.boolean().default(false),
     /** The card network (contract: card_brand); null for PayPal. */
     cardType: p.text().nullable(),
-    last4: p.string().length(4).nullable(),
+    last4: p.string().columnType("char(4)").nullable(),
     expiryMonth: p.smallint().nullable(),
     expiryYear: p.smallint().nullable(),
     cardholderName: p.text().nullable(),
@@ -111,7 +111,7 @@ export const WishlistItemEntity = defineEntity({
     productName: p.text().nullable(),
     productImageUrl: p.text().nullable(),
     productPriceMinor: p.bigint("bigint").nullable(),
-    productPriceCurrency: p.string().length(3).nullable(),
+    productPriceCurrency: p.string().columnType("char(3)").nullable(),
     /** Null while unknown (no stock event seen yet). */
     inStock: p.boolean().nullable(),
     productAvailable: p.boolean().default(true),
