@@ -4,6 +4,9 @@
  * at once, each with what was expected, so a misconfigured service never starts.
  */
 import { peerUrlVariable, type ServiceName, serviceCatalog, serviceNames } from "./catalog.ts";
+import { ConfigError, type Env, EnvReader } from "./env.ts";
+
+export { ConfigError, type Env, EnvReader };
 
 export interface ServiceConfig {
   service: ServiceName;
@@ -37,58 +40,6 @@ export interface ServiceConfig {
     /** How long JetStream waits for an ack before redelivering, in ms. */
     ackWaitMs: number;
   };
-}
-
-export class ConfigError extends Error {
-  readonly problems: string[];
-  constructor(problems: string[]) {
-    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-    this.name = "ConfigError";
-    this.problems = problems;
-  }
-}
-
-type Env = Record<string, string | undefined>;
-
-class EnvReader {
-  readonly problems: string[] = [];
-  private readonly env: Env;
-  constructor(env: Env) {
-    this.env = env;
-  }
-
-  string(name: string, fallback: string): string {
-    const v = this.env[name];
-    return v === undefined || v === "" ? fallback : v;
-  }
-
-  int(name: string, fallback: number, min: number, max: number): number {
-    const raw = this.env[name];
-    if (raw === undefined || raw === "") return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      this.problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-      return fallback;
-    }
-    return n;
-  }
-
-  url(name: string, fallback: string, protocols: string[]): string {
-    const value = this.string(name, fallback);
-    try {
-      const u = new URL(value);
-      if (!protocols.includes(u.protocol)) throw new Error("protocol");
-    } catch {
-      this.problems.push(`${name} must be a ${protocols.join(" or ")} URL, got "${value}"`);
-    }
-    return value;
-  }
-
-  oneOf(name: string, fallback: string, allowed: string[]): string {
-    const value = this.string(name, fallback);
-    if (!allowed.includes(value)) this.problems.push(`${name} must be one of ${allowed.join(", ")}, got "${value}"`);
-    return value;
-  }
 }
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];

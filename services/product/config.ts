@@ -12,6 +12,7 @@
  * - VERIFIED_PURCHASE_TIMEOUT_MS: deadline of the Order service's
  *   CheckVerifiedPurchase during CreateReview, 50 to 30000. Default 1500.
  */
+import { type Env, EnvReader } from "../../kit/env.ts";
 
 export interface ProductServiceConfig {
   shopCurrency: string;
@@ -20,29 +21,16 @@ export interface ProductServiceConfig {
   verifiedPurchaseTimeoutMs: number;
 }
 
-type Env = Record<string, string | undefined>;
-
-function intOf(env: Env, name: string, fallback: number, min: number, max: number, problems: string[]): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-    return fallback;
-  }
-  return n;
-}
-
+/** Reads the Product service's settings; every problem is reported at once. */
 export function loadProductConfig(env: Env = process.env): ProductServiceConfig {
-  const problems: string[] = [];
-  const shopCurrency = env.SHOP_CURRENCY || "USD";
-  if (!/^[A-Z]{3}$/.test(shopCurrency)) problems.push(`SHOP_CURRENCY must be an ISO 4217 code like USD, got "${shopCurrency}"`);
-  const config: ProductServiceConfig = {
-    shopCurrency,
-    reservationTtlSeconds: intOf(env, "RESERVATION_TTL_SECONDS", 900, 1, 3600, problems),
-    sweepIntervalMs: intOf(env, "RESERVATION_SWEEP_INTERVAL_MS", 15_000, 50, 3_600_000, problems),
-    verifiedPurchaseTimeoutMs: intOf(env, "VERIFIED_PURCHASE_TIMEOUT_MS", 1_500, 50, 30_000, problems),
-  };
-  if (problems.length > 0) throw new Error(`invalid product service configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  return config;
+  const r = new EnvReader(env);
+  return r.done(
+    {
+      shopCurrency: r.currency("SHOP_CURRENCY", "USD"),
+      reservationTtlSeconds: r.int("RESERVATION_TTL_SECONDS", 900, 1, 3600),
+      sweepIntervalMs: r.int("RESERVATION_SWEEP_INTERVAL_MS", 15_000, 50, 3_600_000),
+      verifiedPurchaseTimeoutMs: r.int("VERIFIED_PURCHASE_TIMEOUT_MS", 1_500, 50, 30_000),
+    },
+    "product service configuration",
+  );
 }

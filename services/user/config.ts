@@ -12,6 +12,7 @@
  *   profile's preferred currency must be one of them). Default EUR,USD,GBP.
  */
 import { createHash } from "node:crypto";
+import { type Env, EnvReader } from "../../kit/env.ts";
 import { keyFingerprint } from "../../kit/sealing.ts";
 
 export interface DataKey {
@@ -39,41 +40,13 @@ export function dataKeyId(key: Buffer): string {
   return `k1-${keyFingerprint(key, "user-data-key-id:")}`;
 }
 
-type Env = Record<string, string | undefined>;
-
-function parseKey(name: string, raw: string, problems: string[]): Buffer | undefined {
-  const trimmed = raw.trim();
-  const key = Buffer.from(trimmed, "base64");
-  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(trimmed) || key.length !== 32) {
-    problems.push(`${name} must be base64 of exactly 32 bytes (e.g. \`openssl rand -base64 32\`), got ${key.length} bytes`);
-    return undefined;
-  }
-  return key;
-}
-
+/** Reads the User service's settings; every problem is reported at once. */
 export function loadUserConfig(env: Env = process.env): UserServiceConfig {
-  const problems: string[] = [];
-  const rawKey = env.USER_DATA_KEY ?? "";
-  let current = developmentUserDataKey;
-  if (rawKey !== "") current = parseKey("USER_DATA_KEY", rawKey, problems) ?? developmentUserDataKey;
-  else if (env.NODE_ENV === "production") problems.push("USER_DATA_KEY must be set in production (the development key is public)");
-
-  const previous = (env.USER_DATA_PREVIOUS_KEYS ?? "")
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s !== "")
-    .map((s, i) => parseKey(`USER_DATA_PREVIOUS_KEYS[${i}]`, s, problems))
-    .filter((k): k is Buffer => k !== undefined);
-
-  const currencies = (env.SHOP_CURRENCIES ?? "EUR,USD,GBP")
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s !== "");
-  for (const c of currencies) if (!/^[A-Z]{3}$/.test(c)) problems.push(`SHOP_CURRENCIES must list ISO 4217 codes like EUR, got "${c}"`);
-  if (currencies.length === 0) problems.push("SHOP_CURRENCIES must name at least one currency");
-
-  if (problems.length > 0) throw new Error(`invalid user service configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  const r = new EnvReader(env);
+  const current = r.key("USER_DATA_KEY", developmentUserDataKey);
+  const previous = r.keys("USER_DATA_PREVIOUS_KEYS");
+  const currencies = r.currencies("SHOP_CURRENCIES", ["EUR", "USD", "GBP"]);
   const dataKey = { id: dataKeyId(current), key: current };
   const decryptionKeys = [dataKey, ...previous.map((key) => ({ id: dataKeyId(key), key }))];
-  return { dataKey, decryptionKeys, shopCurrencies: new Set(currencies) };
+  return r.done({ dataKey, decryptionKeys, shopCurrencies: new Set(currencies) }, "user service configuration");
 }
