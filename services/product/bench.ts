@@ -1,7 +1,8 @@
 /**
- * The Product service's bench catalog for `npm run bench` (scripts/bench/product.ts
- * measures): a few hundred products loaded through the public RPCs, with a run
- * prefix, so runs never collide.
+ * The Product service's bench products for `npm run bench` (scripts/bench/product.ts
+ * measures): products loaded through the public RPCs, with a run prefix, so runs
+ * never collide; the bench uses them for contended ReserveStock (the catalog-wide
+ * rows read the seeded catalog of seed.ts).
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
