@@ -73,5 +73,5 @@ export async function loadBenchCatalog(productUrl: string, adminToken: string, c
   return loadCatalog(createClient(ProductService, direct), createClient(CategoryService, direct), createClient(InventoryService, direct), count, admin);
 }
 
-/** Search words the bench catalog's products contain. */
+/** Search words that the bench products and the seeded catalog (seed.ts) contain. */
 export const benchSearchWords = words;
