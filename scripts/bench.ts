@@ -1,14 +1,18 @@
 /**
- * `npm run bench`: throughput and latency of the mesh's hot paths, each beside a
- * baseline measured in the same run on the same machine: the same SQL served by a
- * bare node:http + pg handler. It is a benchmark, not a test: it prints figures.
+ * `npm run bench`: throughput, latency and cost per request of the mesh's hot paths,
+ * each beside two references measured in the same run on the same machine: a bare
+ * node:http + pg handler and a bare Connect server (connect-node, no interceptors)
+ * running the same SQL. It is a benchmark, not a test: it prints figures, and the
+ * goals of issue 8 as PASS/FAIL (docs/bench.md says what each column means).
  *
  * Runs on a private nats-server and throwaway databases on the local PostgreSQL
  * (like the tests), so it needs what `npm test` needs. BENCH_SECONDS sets the
- * duration of each measurement (default 5). The servers (and the edge) run in this
- * process's main thread; each load generator runs in a worker thread with its own
- * event loop. On the 2-core machines, client, servers and PostgreSQL share the cores.
+ * duration of each measurement (default 5), BENCH_PRODUCTS the seeded catalog
+ * (default 100000). The servers (and the edge) run in this process, which meters its
+ * own CPU; each load generator is a child process. On the 2-core machines,
+ * generators, servers and PostgreSQL share the cores.
  */
+import { cpus, loadavg } from "node:os";
 import { createServer } from "node:http";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -16,17 +20,30 @@ import pg from "pg";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import { startEdge } from "../gateway/edge.ts";
+import { postgresAdminUrl } from "../kit/testing/infra.ts";
 import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
-import { type LoadResult, measureInWorker, printTable } from "./bench/load.ts";
+import { bareUserServer } from "./bench/bare.ts";
+import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { productBench } from "./bench/product.ts";
+import { goalsOf, printGoals, printTable } from "./bench/report.ts";
+import { Bench, openLoopShare } from "./bench/run.ts";
+
+/**
+ * ReserveStock's statements per RPC when issue 8 was opened, for its "half" goal: 20.8 in this
+ * bench's sequential phase on branch k8-bench (about 16 statements of its own, plus 1.2 relay
+ * passes of 4 statements each that its commit triggers).
+ */
+const reserveStatementsBefore = 21;
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const concurrencies = [8, 64];
 const say = (line: string) => console.log(`[bench] ${line}`);
 
+// Before any service opens its pool: every statement this process sends is counted.
+installSqlCounter();
 say("starting auth, user, product and the edge (private NATS, throwaway databases)");
 const mesh = await startMesh([authService, userService, productService]);
 const edge = await startEdge({
@@ -35,16 +52,22 @@ const edge = await startEdge({
   upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product") },
   logLevel: "silent",
 });
+const meter = await Meter.start(postgresAdminUrl, mesh);
+const bench = new Bench(meter, seconds, concurrencies, say);
 
 try {
   const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
   const registered = await auth.register({ email: `bench${Date.now()}@example.test`, password: "quartz lantern bench river 8812" });
+  const userId = registered.user!.id;
   const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
   const direct = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
   await eventually(() => direct.getMyProfile({}, { headers }).catch(() => undefined), 15_000, "profile");
+  say("measuring the servers' background while idle (3 s)");
+  await bench.calibrate();
 
   // Baseline: the same read as GetMyProfile, from a bare node:http + pg handler on the same database.
-  const pool = new pg.Pool({ connectionString: mesh.services.user!.ctx.config.databaseUrl, max: 10 });
+  const userDb = mesh.services.user!.ctx.config.databaseUrl;
+  const pool = new pg.Pool({ connectionString: userDb, max: 10 });
   const baseline = createServer(async (req, res) => {
     const id = new URL(req.url ?? "/", "http://x").searchParams.get("user_id");
     const { rows } = await pool.query("select * from user_profiles where user_id = $1", [id]);
@@ -52,28 +75,33 @@ try {
     res.end(JSON.stringify(rows[0] ?? {}));
   });
   await new Promise<void>((r) => baseline.listen(0, "127.0.0.1", r));
-  const baselineUrl = `http://127.0.0.1:${(baseline.address() as { port: number }).port}/profile?user_id=${registered.user!.id}`;
+  const baselineUrl = `http://127.0.0.1:${(baseline.address() as { port: number }).port}/profile?user_id=${userId}`;
+  const bare = await bareUserServer(userDb, userId);
 
-  const results: LoadResult[] = [];
-  const durationMs = seconds * 1000;
   const getMyProfile = { method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers };
-  for (const c of concurrencies) {
-    say(`GetMyProfile at concurrency ${c} (${seconds} s each)`);
-    results.push(await measureInWorker({ name: "GetMyProfile baseline", concurrency: c, durationMs, target: { kind: "http", urls: [baselineUrl] } }));
-    results.push(
-      await measureInWorker({ name: "GetMyProfile gRPC direct", concurrency: c, durationMs, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("user"), ...getMyProfile } }),
-    );
-    results.push(
-      await measureInWorker({ name: "GetMyProfile via edge", concurrency: c, durationMs, target: { kind: "rpc", protocol: "connect", baseUrl: edge.url, ...getMyProfile } }),
-    );
+  try {
+    await bench.measure({ scenario: "GetMyProfile", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: [baselineUrl] } });
+    await bench.measure({ scenario: "GetMyProfile", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getMyProfile } });
+    await bench.measure({ scenario: "GetMyProfile", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("user"), ...getMyProfile } });
+    await bench.measure({ scenario: "GetMyProfile", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edge.url, ...getMyProfile } });
+  } finally {
+    await bare.stop();
+    baseline.close();
+    await pool.end();
   }
-  baseline.close();
-  await pool.end();
 
-  results.push(...(await productBench(mesh, edge.url, seconds, concurrencies, say)));
+  const product = await productBench(bench, mesh, edge.url, say);
   console.log();
-  printTable(results);
+  const idle = bench.idle;
+  console.log(
+    `${cpus().length} CPUs, load average ${loadavg()[0]!.toFixed(2)}; ${seconds} s per phase; open loop at ${openLoopShare * 100}% of the best closed-loop req/s; ` +
+      `idle background of the servers: ${(idle.cpuUs / 1000).toFixed(1)} ms CPU/s, ${idle.statements.toFixed(1)} statements/s (subtracted from SQL, RT, relay, peer)`,
+  );
+  printTable(bench.rows);
+  console.log();
+  printGoals(goalsOf({ rows: bench.rows, concurrencies, products: product.products, searchSeqScans: product.searchSeqScans, reserveStatementsBefore }));
 } finally {
+  await meter.close();
   await edge.stop();
   await mesh.stop();
 }

@@ -1,6 +1,8 @@
 /**
- * The Product part of `npm run bench`: GetProduct and SearchProducts through the
- * edge (as a browser), ReserveStock under contention directly over gRPC (INTERNAL:
+ * The Product part of `npm run bench`: GetProduct (gRPC direct, through the edge, and
+ * a bare Connect server), SearchProducts through the edge over a seeded catalog of
+ * BENCH_PRODUCTS products (default 100000, services/product/seed.ts) with EXPLAIN of
+ * its statements, and ReserveStock under contention directly over gRPC (INTERNAL:
  * with a service credential), each beside a bare node:http + pg baseline that runs
  * the same SQL on the same database.
  */
@@ -11,10 +13,14 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
+import { SearchFacet, SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { developmentServiceSecret } from "../../kit/config.ts";
 import type { TestMesh } from "../../kit/testing/mesh.ts";
 import { benchSearchWords, loadBenchCatalog } from "../../services/product/bench.ts";
-import { type LoadResult, measureInWorker } from "./load.ts";
+import { seedCatalog } from "../../services/product/seed.ts";
+import { bareProductServer } from "./bare.ts";
+import { captureStatements } from "./meter.ts";
+import type { Bench } from "./run.ts";
 
 /** A signed-in admin: registered, promoted with the documented create-admin command, signed in again. */
 async function adminToken(mesh: TestMesh): Promise<string> {
@@ -73,71 +79,88 @@ function baselineServer(pool: pg.Pool): Server {
   });
 }
 
-export async function productBench(mesh: TestMesh, edgeUrl: string, seconds: number, concurrencies: number[], say: (l: string) => void): Promise<LoadResult[]> {
-  say("product: signing in an admin and loading the bench catalog");
+/** Products the catalog-wide rows ask for: a random sample of what customers can see. */
+async function sampleProductIds(pool: pg.Pool, n: number): Promise<string[]> {
+  const { rows } = await pool.query<{ id: string }>("select id from products where status = 'active' and is_visible order by random() limit $1", [n]);
+  return rows.map((r) => r.id);
+}
+
+const searchRequest = (query: string) => ({ query, pageSize: 20, facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] });
+
+/**
+ * EXPLAIN (no ANALYZE) of every statement one SearchProducts call sends, as sent;
+ * prints the plans and returns how many Seq Scans on products they contain.
+ */
+async function explainSearch(mesh: TestMesh, pool: pg.Pool, say: (l: string) => void): Promise<number> {
+  const search = createClient(SearchService, createGrpcTransport({ baseUrl: mesh.url("product") }));
+  const word = benchSearchWords[0]!;
+  const statements = await captureStatements(() => search.searchProducts({ query: word, pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] }));
+  let seqScans = 0;
+  say(`SearchProducts "${word}": EXPLAIN of its ${statements.length} statements`);
+  for (const text of statements.filter((t) => /^\s*(select|with)\b/i.test(t))) {
+    const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`);
+    const plan = rows.map((r) => r["QUERY PLAN"]);
+    const flagged = plan.filter((l) => /Seq Scan on products\b/.test(l)).length;
+    seqScans += flagged;
+    console.log(`  ${flagged > 0 ? "SEQ SCAN ON PRODUCTS  " : ""}${text.replace(/\s+/g, " ").slice(0, 110)}…`);
+    for (const l of plan) console.log(`      ${/Seq Scan on products\b/.test(l) ? "!! " : ""}${l}`);
+  }
+  return seqScans;
+}
+
+export async function productBench(bench: Bench, mesh: TestMesh, edgeUrl: string, say: (l: string) => void): Promise<{ products: number; searchSeqScans: number }> {
+  const productDb = mesh.services.product!.ctx.config.databaseUrl;
+  const products = Number(process.env.BENCH_PRODUCTS ?? 100_000);
+  say(`product: seeding ${products} products (BENCH_PRODUCTS) with services/product/seed.ts`);
+  const seedStart = performance.now();
+  await seedCatalog(productDb, { products, progress: (line, final) => (final ? say(line.trim()) : undefined) });
+  say(`product: seeded in ${((performance.now() - seedStart) / 1000).toFixed(1)} s; signing in an admin and loading the contended products`);
   const admin = await adminToken(mesh);
-  const ids = await loadBenchCatalog(mesh.url("product"), admin, 300);
-  const hot = ids.slice(0, 10);
+  const hot = await loadBenchCatalog(mesh.url("product"), admin, 10);
   const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
   const service = await auth.issueServiceToken({ serviceName: "order", serviceSecret: developmentServiceSecret("order") });
 
-  const pool = new pg.Pool({ connectionString: mesh.services.product!.ctx.config.databaseUrl, max: 10 });
+  const pool = new pg.Pool({ connectionString: productDb, max: 10 });
   const server = baselineServer(pool);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  const durationMs = seconds * 1000;
-  const results: LoadResult[] = [];
+  const bare = await bareProductServer(productDb);
+  let searchSeqScans = 0;
   try {
-    for (const c of concurrencies) {
-      say(`product scenarios at concurrency ${c} (${seconds} s each)`);
-      results.push(await measureInWorker({ name: "GetProduct baseline", concurrency: c, durationMs, target: { kind: "http", urls: ids.map((id) => `${base}/product?id=${id}`) } }));
-      results.push(
-        await measureInWorker({
-          name: "GetProduct via edge",
-          concurrency: c,
-          durationMs,
-          target: { kind: "rpc", protocol: "connect", baseUrl: edgeUrl, method: "ecommerce.product.v1.ProductService/GetProduct", requests: ids.map((id) => ({ id })) },
-        }),
-      );
-      results.push(
-        await measureInWorker({ name: "SearchProducts baseline", concurrency: c, durationMs, target: { kind: "http", urls: benchSearchWords.map((w) => `${base}/search?q=${w}`) } }),
-      );
-      results.push(
-        await measureInWorker({
-          name: "SearchProducts via edge",
-          concurrency: c,
-          durationMs,
-          target: {
-            kind: "rpc",
-            protocol: "connect",
-            baseUrl: edgeUrl,
-            method: "ecommerce.product.v1.SearchService/SearchProducts",
-            requests: benchSearchWords.map((query) => ({ query, pageSize: 20, facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] })),
-          },
-        }),
-      );
-      results.push(
-        await measureInWorker({ name: "ReserveStock baseline", concurrency: c, durationMs, target: { kind: "http", method: "POST", urls: hot.map((id) => `${base}/reserve?id=${id}`) } }),
-      );
-      results.push(
-        await measureInWorker({
-          name: "ReserveStock gRPC contended",
-          concurrency: c,
-          durationMs,
-          target: {
-            kind: "rpc",
-            protocol: "grpc",
-            baseUrl: mesh.url("product"),
-            method: "ecommerce.product.v1.InventoryService/ReserveStock",
-            requests: hot.map((productId) => ({ orderId: "$uuid", lines: [{ productId, quantity: 1 }] })),
-            headers: { authorization: `Bearer ${service.accessToken}` },
-          },
-        }),
-      );
-    }
+    const ids = await sampleProductIds(pool, 300);
+    const getProduct = { method: "ecommerce.product.v1.ProductService/GetProduct", requests: ids.map((id) => ({ id })) };
+    await bench.measure({ scenario: "GetProduct", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: ids.map((id) => `${base}/product?id=${id}`) } });
+    await bench.measure({ scenario: "GetProduct", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getProduct } });
+    await bench.measure({ scenario: "GetProduct", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("product"), ...getProduct } });
+    await bench.measure({ scenario: "GetProduct", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edgeUrl, ...getProduct } });
+
+    await bench.measure({ scenario: "SearchProducts", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: benchSearchWords.map((w) => `${base}/search?q=${w}`) } });
+    await bench.measure({
+      scenario: "SearchProducts",
+      variant: "via edge",
+      servedByMesh: true,
+      target: { kind: "rpc", protocol: "connect", baseUrl: edgeUrl, method: "ecommerce.product.v1.SearchService/SearchProducts", requests: benchSearchWords.map(searchRequest) },
+    });
+    searchSeqScans = await explainSearch(mesh, pool, say);
+
+    await bench.measure({ scenario: "ReserveStock", variant: "node:http", servedByMesh: false, target: { kind: "http", method: "POST", urls: hot.map((id) => `${base}/reserve?id=${id}`) } });
+    await bench.measure({
+      scenario: "ReserveStock",
+      variant: "gRPC contended",
+      servedByMesh: true,
+      target: {
+        kind: "rpc",
+        protocol: "grpc",
+        baseUrl: mesh.url("product"),
+        method: "ecommerce.product.v1.InventoryService/ReserveStock",
+        requests: hot.map((productId) => ({ orderId: "$uuid", lines: [{ productId, quantity: 1 }] })),
+        headers: { authorization: `Bearer ${service.accessToken}` },
+      },
+    });
   } finally {
+    await bare.stop();
     server.close();
     await pool.end();
   }
-  return results;
+  return { products, searchSeqScans };
 }

@@ -1,7 +1,8 @@
 /**
- * The Product service's bench catalog for `npm run bench` (scripts/bench/product.ts
- * measures): a few hundred products loaded through the public RPCs, with a run
- * prefix, so runs never collide.
+ * The Product service's bench products for `npm run bench` (scripts/bench/product.ts
+ * measures): products loaded through the public RPCs, with a run prefix, so runs
+ * never collide; the bench uses them for contended ReserveStock (the catalog-wide
+ * rows read the seeded catalog of seed.ts).
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -72,5 +73,5 @@ export async function loadBenchCatalog(productUrl: string, adminToken: string, c
   return loadCatalog(createClient(ProductService, direct), createClient(CategoryService, direct), createClient(InventoryService, direct), count, admin);
 }
 
-/** Search words the bench catalog's products contain. */
+/** Search words that the bench products and the seeded catalog (seed.ts) contain. */
 export const benchSearchWords = words;

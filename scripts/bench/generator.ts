@@ -1,26 +1,20 @@
 /**
- * Runs one load measurement in a worker thread, so the load generator has its
- * own event loop and does not steal the servers' (they run in the main thread).
+ * A load generator: a child process of the bench (load.ts starts it), so that its
+ * CPU is not the servers' (they run in the bench's main process, which meters its
+ * own CPU). It sets up one target, says "ready", then runs the phases it is sent
+ * over IPC and answers each with what it measured; it exits when the channel closes.
  * Targets are plain data: an HTTP URL, or an RPC named "pkg.Service/Method"
  * with JSON requests (a "$uuid" string becomes a fresh UUIDv7 on every call).
  */
-import { parentPort, workerData } from "node:worker_threads";
 import http2 from "node:http2";
 import { createRegistry, fromJson, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { v7 as uuidv7 } from "uuid";
 import { loadContractFiles } from "../../gateway/routes.ts";
-import { measure } from "./load.ts";
+import { type Phase, runPhase } from "./load.ts";
 
 export type Target =
   | { kind: "http"; urls: string[]; method?: "GET" | "POST" }
   | { kind: "rpc"; protocol: "grpc" | "connect"; baseUrl: string; method: string; requests: JsonValue[]; headers?: Record<string, string> };
-
-export interface Job {
-  name: string;
-  target: Target;
-  concurrency: number;
-  durationMs: number;
-}
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)]!;
 
@@ -75,8 +69,15 @@ async function callerFor(target: Target): Promise<() => Promise<unknown>> {
     });
 }
 
-if (parentPort) {
-  const job = workerData as Job;
-  const result = await measure(job.name, job.concurrency, job.durationMs, await callerFor(job.target));
-  parentPort.postMessage(result);
+if (import.meta.main && process.send) {
+  const send = process.send.bind(process);
+  const call = await callerFor(JSON.parse(process.argv[2]!) as Target);
+  process.on("message", (m: { id: number; phase: Phase }) => {
+    runPhase(call, m.phase).then(
+      (result) => send({ id: m.id, result }),
+      (error: unknown) => send({ id: m.id, error: (error as Error).message }),
+    );
+  });
+  process.on("disconnect", () => process.exit(0));
+  send("ready");
 }

@@ -1,0 +1,96 @@
+/**
+ * The "bare Connect" rows of `npm run bench`: a minimal connect-node server
+ * (connectNodeAdapter on an h2c server, gRPC, no interceptors) answering one RPC
+ * with the same SQL as the service through a plain pg pool, mapped to the generated
+ * response message by the service's own mapping code, so the answer has the same
+ * wire shape. What the real service costs beyond it is what the kit costs: auth,
+ * validation, logging, metrics, the EntityManager, MikroORM's connection layer.
+ * It does no authentication: the user of GetMyProfile is the bench's.
+ */
+import { createServer, type Http2Server, type ServerHttp2Session } from "node:http2";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import pg from "pg";
+import { type GetProductRequest, ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import type { EntityManager } from "../../kit/db.ts";
+import { notFound } from "../../kit/errors.ts";
+import type { Sql } from "../../kit/sql.ts";
+import { loadProduct } from "../../services/product/catalog.ts";
+import type { UserProfileRow } from "../../services/user/entities.ts";
+import { profileMessage } from "../../services/user/mapping.ts";
+
+export interface BareServer {
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function serve(databaseUrl: string, routes: (router: ConnectRouter, pool: pg.Pool) => void): Promise<BareServer> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10 });
+  const server: Http2Server = createServer(connectNodeAdapter({ routes: (router) => routes(router, pool) }));
+  const sessions = new Set<ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    async stop() {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const s of sessions) s.close(); // the generators' sessions would hold the server open
+      await closed;
+      await pool.end();
+    },
+  };
+}
+
+/** The kit's Sql over a plain pg pool: `?` placeholders (the only `?` in the text, see kit/sql.ts) become $n. */
+function poolSql(pool: pg.Pool): Sql {
+  const numbered = (query: string) => {
+    let n = 0;
+    return query.replace(/\?/g, () => `$${++n}`);
+  };
+  const all = async <T>(query: string, params: unknown[] = []) => (await pool.query(numbered(query), params)).rows as T[];
+  return {
+    em: undefined as unknown as EntityManager, // loadProduct never uses it
+    all,
+    one: async <T>(query: string, params: unknown[] = []) => (await all<T>(query, params))[0],
+    run: async (query: string, params: unknown[] = []) => (await pool.query(numbered(query), params)).rowCount ?? 0,
+  };
+}
+
+/** The columns of UserProfileEntity under their property names (the date as text, as MikroORM reads it). */
+const profileColumns = `id, user_id as "userId", email, first_name as "firstName", last_name as "lastName", phone, avatar_url as "avatarUrl",
+  date_of_birth::text as "dateOfBirth", gender, preferred_currency as "preferredCurrency", preferred_language as "preferredLanguage",
+  newsletter_subscribed as "newsletterSubscribed", marketing_opt_in as "marketingOptIn", is_active as "isActive",
+  email_verified as "emailVerified", active_synced_at as "activeSyncedAt", created_at as "createdAt", updated_at as "updatedAt",
+  last_login_at as "lastLoginAt"`;
+
+/** GetMyProfile for `userId`: the service's one query (a profile by user id), mapped by the service's profileMessage. */
+export function bareUserServer(databaseUrl: string, userId: string): Promise<BareServer> {
+  return serve(databaseUrl, (router, pool) =>
+    router.service(UserService, {
+      async getMyProfile() {
+        const { rows } = await pool.query(`select ${profileColumns} from user_profiles where user_id = $1 limit 1`, [userId]);
+        if (!rows[0]) throw notFound("profile", userId);
+        return { profile: profileMessage(rows[0] as UserProfileRow) };
+      },
+    }),
+  );
+}
+
+/** GetProduct by id for an anonymous caller: the service's own loadProduct (its statements) over a plain pool. */
+export function bareProductServer(databaseUrl: string): Promise<BareServer> {
+  return serve(databaseUrl, (router, pool) => {
+    const db = poolSql(pool);
+    router.service(ProductService, {
+      async getProduct(req: GetProductRequest) {
+        const id = req.lookup.case === "id" ? req.lookup.value : "";
+        const product = await loadProduct(db, id, { admin: false });
+        if (!product) throw notFound("product", id);
+        return { product };
+      },
+    });
+  });
+}
