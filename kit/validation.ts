@@ -1,6 +1,6 @@
 /**
  * One interceptor applies the contracts' protovalidate rules to every request
- * message, and refuses text no service can store: INVALID_ARGUMENT with one
+ * message, and refuses control characters in every string: INVALID_ARGUMENT with one
  * BadRequest field violation per invalid field, before any handler runs.
  */
 import type { DescField, DescMessage, Message } from "@bufbuild/protobuf";
@@ -26,22 +26,18 @@ function quote(key: string): string {
   return JSON.stringify(key).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
-// ---------------------------------------------------------------------------
 // Text every string field must be (docs/contracts.md, "Text"): no NUL (PostgreSQL
-// refuses it in text columns), no other C0/C1 control character except tab, line
-// feed and carriage return, and no unpaired UTF-16 surrogate (Connect JSON can carry
-// "\ud800"; it is not Unicode text and cannot be encoded as UTF-8).
-// ---------------------------------------------------------------------------
-
-const badText = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// refuses it in text columns), and no other C0/C1 control character except tab, line
+// feed and carriage return. Unpaired UTF-16 surrogates never get this far: protobuf-es
+// decodes binary strings as UTF-8 (an encoded surrogate becomes U+FFFD) and refuses
+// them in JSON ("invalid UTF8", INVALID_ARGUMENT).
+const controlCharacter = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
 
 function textProblem(s: string): string | undefined {
   if (s.length === 0) return undefined;
-  const m = badText.exec(s);
+  const m = controlCharacter.exec(s);
   if (!m) return undefined;
-  const unit = m[0].charCodeAt(0);
-  const at = `U+${unit.toString(16).toUpperCase().padStart(4, "0")} at index ${m.index}`;
-  if (unit >= 0xd800 && unit <= 0xdfff) return `contains an unpaired surrogate (${at}); send valid Unicode text`;
+  const at = `U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")} at index ${m.index}`;
   return `contains the control character ${at}; send text without control characters (tab, line feed and carriage return are allowed)`;
 }
 
