@@ -10,7 +10,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
 import { DeadLetterService } from "../gen/ecommerce/common/v1/dead_letter_pb.js";
-import { ErrorInfoSchema } from "../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { OrderSchema, OrderService, OrderStatus } from "../gen/ecommerce/order/v1/order_pb.js";
 import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import { requireUser } from "../kit/auth/principal.ts";

@@ -15,7 +15,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserRegisteredSchema } from "../gen/ecommerce/auth/v1/events_pb.js";
 import { DeadLetterService } from "../gen/ecommerce/common/v1/dead_letter_pb.js";
-import { ErrorInfoSchema } from "../gen/ecommerce/common/v1/errors_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { file_ecommerce_user_v1_events, UserUpdatedSchema } from "../gen/ecommerce/user/v1/events_pb.js";
 import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
@@ -211,7 +211,7 @@ describe("policies and validation", () => {
     const admin = await issuer.user(crypto.randomUUID(), ["admin"]);
     const err = ConnectError.from(await client().getProfile({ userId: "not-a-uuid" }, auth(admin)).catch((e) => e));
     expect(err.code).toBe(Code.InvalidArgument);
-    expect(err.findDetails(ErrorInfoSchema)[0]?.field).toBe("user_id");
+    expect(err.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.field).toBe("user_id");
     expect(err.rawMessage).toMatch(/user_id/);
     const huge = "x".repeat(10_000);
     const big = await client()

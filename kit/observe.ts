@@ -6,7 +6,7 @@
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { newSpanId, runWithTrace, type TraceContext, traceFrom } from "./context.ts";
-import { toConnectError } from "./errors.ts";
+import { toConnectError, withDomain } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import type { ServiceMetrics } from "./metrics.ts";
 
@@ -33,7 +33,8 @@ export function observeInterceptor(log: Logger, metrics: ServiceMetrics): Interc
     const mapError = (error: unknown): ConnectError => {
       const { error: mapped, unexpected } = toConnectError(error, trace.requestId);
       if (unexpected) runWithTrace(trace, () => log.error({ err: error, method }, "unexpected error"));
-      return mapped;
+      // ErrorInfo.domain names the service's package here, once, instead of in every throw.
+      return withDomain(mapped, req.method.parent.file.proto.package);
     };
 
     try {

@@ -4,8 +4,8 @@
  * FILE rules from buf.yaml.
  *
  * The ref's proto/ is exported with `git archive` into a temporary workspace
- * beside the same buf/validate module, so both sides resolve imports alike
- * (.build/ is git-ignored and would be missing from a plain `.git#ref=` input).
+ * beside the same vendored third_party/proto module, so both sides resolve imports alike
+ * (the imports a plain `.git#ref=` input of proto/ alone would miss).
  * Until v1 is declared stable this is informational; then .ci/run gates on it.
  */
 import { execFileSync } from "node:child_process";
@@ -16,7 +16,7 @@ import { join } from "node:path";
 const againstWorkspaceYaml = `version: v2
 modules:
   - path: proto
-  - path: protovalidate
+  - path: third_party
 `;
 
 /** Builds a buf workspace in a temporary folder from proto/ at a git ref. */
@@ -35,7 +35,7 @@ export function workspaceFromFolder(protoDir: string): string {
 }
 
 function completeWorkspace(dir: string): string {
-  cpSync(".build/protovalidate", join(dir, "protovalidate"), { recursive: true });
+  cpSync("third_party/proto", join(dir, "third_party"), { recursive: true });
   writeFileSync(join(dir, "buf.yaml"), againstWorkspaceYaml);
   return dir;
 }

@@ -10,8 +10,9 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { type ConsumerMessages, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
-import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { TokenVerifier } from "../../kit/auth/verifier.ts";
+import { errorFields } from "../../kit/errors.ts";
 import { subjectOf } from "../../kit/events/contracts.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
 
@@ -34,7 +35,7 @@ export async function failureOf(call: Promise<unknown>): Promise<ConnectError> {
 }
 
 export const reasonOf = (e: ConnectError) => e.findDetails(ErrorInfoSchema)[0]?.reason;
-export const fieldOf = (e: ConnectError) => e.findDetails(ErrorInfoSchema)[0]?.field;
+export const fieldOf = (e: ConnectError) => errorFields(e)[0];
 export function retryAfterMs(e: ConnectError): number | undefined {
   const delay = e.findDetails(RetryInfoSchema)[0]?.retryDelay;
   return delay ? Number(delay.seconds) * 1000 + Math.round(delay.nanos / 1e6) : undefined;

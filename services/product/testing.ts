@@ -10,12 +10,13 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { jetstream } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
-import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
+import { errorFields } from "../../kit/errors.ts";
 import { subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -83,7 +84,7 @@ export async function failure(call: Promise<unknown>) {
   );
   if (!error) throw new Error("expected the call to fail");
   const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: info?.field, metadata: info?.metadata, message: error.rawMessage, error };
+  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage, error };
 }
 
 let counter = 0;

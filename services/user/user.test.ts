@@ -21,11 +21,12 @@ import {
   UserReactivatedSchema,
   UserRegisteredSchema,
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
-import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { type UserUpdated, UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
+import { errorFields } from "../../kit/errors.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -75,7 +76,7 @@ async function failure(call: Promise<unknown>) {
   );
   if (!error) throw new Error("expected the call to fail");
   const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: info?.field, metadata: info?.metadata, message: error.rawMessage };
+  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
 }
 
 /** Every user.updated for a user currently on USER_EVENTS, oldest first. */

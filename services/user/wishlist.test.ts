@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_ecommerce_auth_v1_events, UserRegisteredSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
-import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ProductOutOfStockSchema, ProductUpdatedSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
 import { InventoryService, StockAdjustmentReason } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus, StockStatus } from "../../gen/ecommerce/product/v1/product_pb.js";

@@ -1264,7 +1264,7 @@ export declare const InventoryService: GenService<{
    * lines, that reservation is returned unchanged; when its only earlier
    * reservation EXPIRED, a new one is attempted.
    * Errors: FAILED_PRECONDITION with ErrorInfo reason OUT_OF_STOCK when any
-   * line cannot be covered: nothing is reserved, ErrorInfo.field names the
+   * line cannot be covered: nothing is reserved, a BadRequest violation names the
    * first short line ("lines[2].quantity"), ErrorInfo.metadata holds
    * "lines[i].available" for every short line, and a StockShortage detail
    * lists every short line with its available quantity. FAILED_PRECONDITION
