@@ -12,6 +12,8 @@ log() { printf '[setup] %s\n' "$*"; }
 # nats-server: `npm start` runs a local one when no NATS answers on 127.0.0.1:4222.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# google/protobuf/*.proto (well-known types) for plain protoc; a Recommends of protobuf-compiler.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
