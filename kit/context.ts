@@ -6,7 +6,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
-import type { Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
 export interface TraceContext {
   requestId: string;
@@ -97,12 +97,26 @@ export function connectTimeoutMs(value: string): number | undefined {
   return /^\d{1,10}$/.test(value) ? Number(value) : undefined;
 }
 
-/** Runs each call inside its deadline scope, read from the (already clamped) timeout header. */
+/**
+ * Runs each call inside its deadline scope, read from the (already clamped) timeout
+ * header. Whatever work fails after the call ended (a cancelled statement, a peer call
+ * cut short) is reported as what it is, DEADLINE_EXCEEDED or CANCELLED, not as INTERNAL.
+ */
 export function deadlineInterceptor(maxTimeoutMs: number): Interceptor {
   return (next) => (req) => {
     const grpc = req.header.get("grpc-timeout");
     const connect = req.header.get("connect-timeout-ms");
     const timeout = (grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined) ?? maxTimeoutMs;
-    return calls.run({ signal: req.signal, deadline: Date.now() + Math.min(timeout, maxTimeoutMs) }, () => next(req));
+    const deadline = Date.now() + Math.min(timeout, maxTimeoutMs);
+    return calls.run({ signal: req.signal, deadline }, async () => {
+      try {
+        return await next(req);
+      } catch (error) {
+        if (!req.signal.aborted || error instanceof ConnectError) throw error;
+        throw Date.now() >= deadline
+          ? new ConnectError("the call's deadline passed before it completed", Code.DeadlineExceeded)
+          : new ConnectError("the call was cancelled", Code.Canceled);
+      }
+    });
   };
 }
