@@ -124,9 +124,10 @@ function bindingOf(scope: PagingScope, req: object): Buffer {
 
 /**
  * The page a List RPC is asked for: its size, where the previous page ended, and how
- * to write the next token. `req` is the RPC's request; `schema` declares the cursor.
+ * to write the next token. `req` is the RPC's request (with fields that match without
+ * regard to spelling normalized, so they may change between pages); `schema` declares the cursor.
  */
-export function pageOf<S extends CursorSchema>(req: { pageToken: string; pageSize: number; $typeName: string }, schema: S): Page<CursorOf<S>> {
+export function pageOf<S extends CursorSchema, R extends { pageToken: string; pageSize: number; $typeName: string }>(req: R, schema: S): Page<CursorOf<S>> {
   const scope = scopes.getStore();
   if (!scope) throw new Error("pageOf outside an RPC: is the service started through runService?");
   if (req.$typeName !== scope.method.input.typeName) throw new Error(`pageOf: ${req.$typeName} is not the request of ${scope.method.name}`);

@@ -77,7 +77,8 @@ export async function listUsers(req: ListUsersRequest, ctx: HandlerContext): Pro
   // Without a direction, email sorts A to Z and the times newest first.
   const [field, dir] = (req.orderBy || "created_at desc").split(" ") as [keyof typeof sortKeys, string | undefined];
   const descending = (dir ?? (field === "email" ? "asc" : "desc")) === "desc";
-  const pages = pageOf(req, { k: sortCasts[field], id: "uuid" });
+  // email_contains matches case-insensitively: its case may change between pages.
+  const pages = pageOf({ ...req, emailContains: req.emailContains.toLowerCase() }, { k: sortCasts[field], id: "uuid" });
   const { after: cursor, size } = pages;
 
   const where: string[] = [];
