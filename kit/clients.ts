@@ -1,19 +1,20 @@
 /**
  * Generated clients for calls between services: gRPC over HTTP/2 with a
- * deadline on every call, retries only for side-effect-free RPCs on UNAVAILABLE,
+ * deadline on every call (CALL_TIMEOUT_MS, or less: what is left of the inbound
+ * call that makes it, whose cancellation cancels it too), retries only for side-effect-free RPCs on UNAVAILABLE,
  * the trace and request id passed on, a service credential on INTERNAL RPCs and
  * the end user's token forwarded, and a clear error naming the peer when it is down.
  */
 import { type DescService, getOption, hasOption } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AccessPolicy, access } from "../gen/ecommerce/common/v1/access_pb.js";
 import { onBehalfOfHeader } from "./auth/interceptor.ts";
 import type { ServiceTokenSource } from "./auth/credentials.ts";
 import { currentCaller } from "./auth/principal.ts";
 import { type ServiceName, serviceCatalog } from "./catalog.ts";
-import { propagationHeaders } from "./context.ts";
+import { currentCall, propagationHeaders } from "./context.ts";
 
 export interface PeerClientOptions {
   peers: Record<ServiceName, string>;
@@ -70,9 +71,37 @@ function outbound(peer: string, url: string, options: PeerClientOptions): Interc
   };
 }
 
+/**
+ * The deadline of an outbound call: min(CALL_TIMEOUT_MS, time left of the inbound call
+ * that makes it), so a peer never works for a caller that has given up; the inbound
+ * call's cancellation cancels the outbound one.
+ */
+function boundedByCall(timeoutMs: number | undefined, signal: AbortSignal | undefined, callTimeoutMs: number, peer: string) {
+  const call = currentCall();
+  if (!call) return { timeoutMs: timeoutMs ?? callTimeoutMs, signal };
+  const left = call.deadline - Date.now();
+  if (left <= 0 || call.signal.aborted) {
+    throw new ConnectError(`not calling ${peer}: the deadline of the call that needs it has passed`, Code.DeadlineExceeded);
+  }
+  return { timeoutMs: Math.min(timeoutMs ?? callTimeoutMs, left), signal: signal ? AbortSignal.any([signal, call.signal]) : call.signal };
+}
+
+function deadlineBound(transport: Transport, callTimeoutMs: number, peer: string): Transport {
+  return {
+    async unary(method, signal, timeoutMs, header, input, contextValues) {
+      const bound = boundedByCall(timeoutMs, signal, callTimeoutMs, peer);
+      return transport.unary(method, bound.signal, bound.timeoutMs, header, input, contextValues);
+    },
+    async stream(method, signal, timeoutMs, header, input, contextValues) {
+      const bound = boundedByCall(timeoutMs, signal, callTimeoutMs, peer);
+      return transport.stream(method, bound.signal, bound.timeoutMs, header, input, contextValues);
+    },
+  };
+}
+
 /** Creates clients of other services; one HTTP/2 connection per peer, reused by all calls. */
 export class PeerClients {
-  private readonly transports = new Map<ServiceName, ReturnType<typeof createGrpcTransport>>();
+  private readonly transports = new Map<ServiceName, Transport>();
   private readonly options: PeerClientOptions;
 
   constructor(options: PeerClientOptions) {
@@ -84,11 +113,15 @@ export class PeerClients {
     let transport = this.transports.get(peer);
     if (!transport) {
       const url = this.options.peers[peer];
-      transport = createGrpcTransport({
-        baseUrl: url,
-        defaultTimeoutMs: this.options.timeoutMs,
-        interceptors: [outbound(peer, url, this.options)],
-      });
+      transport = deadlineBound(
+        createGrpcTransport({
+          baseUrl: url,
+          defaultTimeoutMs: this.options.timeoutMs,
+          interceptors: [outbound(peer, url, this.options)],
+        }),
+        this.options.timeoutMs,
+        peer,
+      );
       this.transports.set(peer, transport);
     }
     return createClient(service, transport);

@@ -19,6 +19,11 @@ export interface ServiceConfig {
   peers: Record<ServiceName, string>;
   /** This service's secret, presented to Auth's IssueServiceToken for a service credential. */
   serviceSecret: string;
+  /**
+   * Secret page tokens are signed with (PAGE_TOKEN_KEY); by default the service secret.
+   * The same on every replica, so any replica continues a list another one started.
+   */
+  pageTokenKey: string;
   limits: {
     /** Largest request message a client may send, in bytes. */
     maxMessageBytes: number;
@@ -70,6 +75,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     logLevel: r.oneOf("LOG_LEVEL", "info", logLevels),
     peers,
     serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
+    pageTokenKey: r.string("PAGE_TOKEN_KEY", r.string("SERVICE_SECRET", developmentServiceSecret(service))),
     limits: {
       maxMessageBytes: r.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxResponseBytes: r.int("MAX_RESPONSE_BYTES", 4 * 1024 * 1024, 256 * 1024, 64 * 1024 * 1024),
@@ -83,6 +89,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     },
   };
   if (config.serviceSecret.length < 32) r.problems.push("SERVICE_SECRET must be at least 32 characters");
+  if (config.pageTokenKey.length < 32) r.problems.push("PAGE_TOKEN_KEY must be at least 32 characters");
   if (env.NODE_ENV === "production" && config.serviceSecret === developmentServiceSecret(service)) {
     r.problems.push("SERVICE_SECRET must be set in production (it is the development default)");
   }

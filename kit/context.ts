@@ -6,6 +6,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
 export interface TraceContext {
   requestId: string;
@@ -56,4 +57,66 @@ export function propagationHeaders(): Record<string, string> {
   const ctx = storage.getStore();
   if (!ctx) return {};
   return { traceparent: traceparentOf(ctx), "x-request-id": ctx.requestId };
+}
+
+/**
+ * The inbound call's deadline and cancellation, carried in async context so the
+ * work it starts obeys them: peer calls get at most the time left (kit/clients.ts),
+ * database statements are cancelled and transactions refuse to commit once it has
+ * passed (kit/db.ts).
+ */
+export interface CallDeadline {
+  /** Aborts when the deadline passes or the caller cancels. */
+  signal: AbortSignal;
+  /** Epoch ms; every inbound call has one (the server gives MAX_TIMEOUT_MS to calls without). */
+  deadline: number;
+}
+
+const calls = new AsyncLocalStorage<CallDeadline>();
+
+export function currentCall(): CallDeadline | undefined {
+  return calls.getStore();
+}
+
+/** Ms left until the current inbound call's deadline (0 when passed), undefined outside a call. */
+export function remainingMs(): number | undefined {
+  const call = calls.getStore();
+  return call ? Math.max(0, call.deadline - Date.now()) : undefined;
+}
+
+const grpcTimeoutUnits: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
+
+/** A `grpc-timeout` value ("30100m") in ms; undefined when malformed. */
+export function grpcTimeoutMs(value: string): number | undefined {
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  return m ? Number(m[1]) * grpcTimeoutUnits[m[2]!]! : undefined;
+}
+
+/** A `connect-timeout-ms` value in ms; undefined when malformed. */
+export function connectTimeoutMs(value: string): number | undefined {
+  return /^\d{1,10}$/.test(value) ? Number(value) : undefined;
+}
+
+/**
+ * Runs each call inside its deadline scope, read from the (already clamped) timeout
+ * header. Whatever work fails after the call ended (a cancelled statement, a peer call
+ * cut short) is reported as what it is, DEADLINE_EXCEEDED or CANCELLED, not as INTERNAL.
+ */
+export function deadlineInterceptor(maxTimeoutMs: number): Interceptor {
+  return (next) => (req) => {
+    const grpc = req.header.get("grpc-timeout");
+    const connect = req.header.get("connect-timeout-ms");
+    const timeout = (grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined) ?? maxTimeoutMs;
+    const deadline = Date.now() + Math.min(timeout, maxTimeoutMs);
+    return calls.run({ signal: req.signal, deadline }, async () => {
+      try {
+        return await next(req);
+      } catch (error) {
+        if (!req.signal.aborted || error instanceof ConnectError) throw error;
+        throw Date.now() >= deadline
+          ? new ConnectError("the call's deadline passed before it completed", Code.DeadlineExceeded)
+          : new ConnectError("the call was cancelled", Code.Canceled);
+      }
+    });
+  };
 }

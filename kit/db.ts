@@ -3,12 +3,23 @@
  * when missing, committed migrations are applied at start (kit infrastructure
  * tables first, then the service's own), and each RPC gets its own forked
  * EntityManager (request-scoped identity map).
+ *
+ * Statements obey the inbound call's deadline (kit/context.ts), for every service
+ * and every path (ORM, `sqlOf`, raw `execute`): each statement run for a call carries
+ * the call's signal, and when the deadline passes or the caller cancels, MikroORM's
+ * "cancel query" strategy has PostgreSQL cancel the statement in flight
+ * (`pg_cancel_backend`, over a pool connection), so it stops holding locks and its
+ * transaction rolls back. A transaction whose call has ended refuses to commit, so a
+ * caller that saw DEADLINE_EXCEEDED never finds the work done anyway. Work outside a
+ * call (migrations, event consumers, the outbox relay, jobs) has no deadline here.
  */
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import type { MigrationObject } from "@mikro-orm/core";
+import type { EventSubscriber, MigrationObject } from "@mikro-orm/core";
 import { Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM, type Options } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { currentCall } from "./context.ts";
+import { Code, ConnectError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 
 export type { EntityManager };
@@ -59,9 +70,39 @@ export async function ensureDatabase(url: string, log: Logger): Promise<void> {
   }
 }
 
+/**
+ * Gives every statement run for an inbound call that call's signal (see the header).
+ * Every path to the database (ORM, flushes, raw SQL) goes through the one write
+ * connection's `execute`; MikroORM reads the abort options from its logger context.
+ */
+function bindStatementsToCalls(orm: MikroORM): void {
+  const conn = orm.em.getConnection();
+  const execute = conn.execute.bind(conn);
+  conn.execute = ((query, params, method, ctx, loggerContext) => {
+    const call = currentCall();
+    if (!call || (loggerContext as { signal?: AbortSignal } | undefined)?.signal) return execute(query, params, method, ctx, loggerContext);
+    const abort = { signal: call.signal, inflightQueryAbortStrategy: "cancel query" };
+    return execute(query, params, method, ctx, { ...loggerContext, ...abort } as typeof loggerContext);
+  }) as typeof conn.execute;
+}
+
+/** Refuses to commit a transaction whose inbound call has ended: the caller already has its answer. */
+const commitGuard: EventSubscriber = {
+  beforeTransactionCommit() {
+    const call = currentCall();
+    if (!call?.signal.aborted) return;
+    const deadlinePassed = Date.now() >= call.deadline;
+    throw new ConnectError(
+      deadlinePassed ? "the call's deadline passed before its changes were committed; nothing was changed" : "the call was cancelled before its changes were committed; nothing was changed",
+      deadlinePassed ? Code.DeadlineExceeded : Code.Canceled,
+    );
+  },
+};
+
 export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> {
   await ensureDatabase(options.url, options.log);
   const orm = await MikroORM.init({
+    subscribers: [commitGuard],
     clientUrl: options.url,
     entities: options.entities,
     extensions: [Migrator],
@@ -77,6 +118,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
     allowGlobalContext: false,
     debug: false,
   });
+  bindStatementsToCalls(orm);
   const applied = await orm.migrator.up();
   if (applied.length > 0) options.log.info({ migrations: applied.map((m) => m.name) }, "applied migrations");
   return orm;

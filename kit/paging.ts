@@ -1,9 +1,26 @@
 /**
- * List paging shared by every List RPC: page_size 0 means 20, at most 100;
- * page tokens are opaque base64url cursors (keyset: the last row's sort key),
- * so pages stay stable while rows are inserted.
+ * List paging shared by every List/Search RPC: page_size 0 means 20, at most 100;
+ * page tokens are opaque cursors (keyset: the last row's sort key, or a bounded
+ * offset) that only this service can make and that only continue the list they
+ * came from.
+ *
+ * A token is base64url of `version(1) || binding(8) || cursor JSON || tag(16)`:
+ * - tag: HMAC-SHA256 (truncated to 128 bits) with the service's page-token key over
+ *   the RPC's full method name and everything before the tag, so a forged, truncated
+ *   or altered token, or one from another list RPC, is refused;
+ * - binding: a hash of the request without page_token and page_size (AIP-158: the
+ *   other fields must not change between pages), so a token replayed with other
+ *   filters or another order is refused with a message saying so;
+ * - cursor: each field is checked against its declared type when read, so even a
+ *   token signed by an older release cannot reach SQL as the wrong type.
+ * Every refusal is INVALID_ARGUMENT with reason INVALID_PAGE_TOKEN on field page_token.
  */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
+import type { Interceptor } from "@connectrpc/connect";
 import { invalidArgument } from "./errors.ts";
+import { requestHash } from "./idempotency.ts";
 
 export const defaultPageSize = 20;
 export const maxPageSize = 100;
@@ -13,17 +30,135 @@ export function pageSizeOf(requested: number): number {
   return Math.min(requested, maxPageSize);
 }
 
-export function encodePageToken(cursor: Record<string, string | number>): string {
-  return Buffer.from(JSON.stringify(cursor)).toString("base64url");
+/**
+ * Types of cursor values, named after the PostgreSQL casts they are bound with
+ * (`?::timestamptz`), so a sort spec's casts double as its cursor's types.
+ */
+export type CursorScalar = "text" | "uuid" | "timestamptz" | "bigint" | "int";
+/** A scalar, a tuple of scalars (a multi-column sort key), or an offset from 0 to `offset`. */
+export type CursorField = CursorScalar | readonly CursorScalar[] | { readonly offset: number };
+export type CursorSchema = Record<string, CursorField>;
+
+type ValueOf<F> = F extends "int" | { readonly offset: number } ? number : F extends readonly CursorScalar[] ? (string | number)[] : string;
+export type CursorOf<S extends CursorSchema> = { [K in keyof S]: ValueOf<S[K]> };
+
+export interface Page<C> {
+  /** Rows to return. */
+  size: number;
+  /** Where the previous page ended; undefined on the first page. */
+  after: C | undefined;
+  /** The token of the page that follows the row whose sort key is `last`. */
+  next(last: C): string;
 }
 
-export function decodePageToken<T extends Record<string, string | number>>(token: string, keys: (keyof T)[]): T | undefined {
-  if (!token) return undefined;
-  try {
-    const parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as T;
-    if (typeof parsed !== "object" || parsed === null || keys.some((k) => !(k in parsed))) throw new Error("shape");
-    return parsed;
-  } catch {
-    throw invalidArgument("page_token", "is not a token this list returned; start again without one", "INVALID_PAGE_TOKEN");
+const version = 1;
+const bindingBytes = 8;
+const tagBytes = 16;
+const maxTextLength = 1024;
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// ISO 8601 as JavaScript writes it, or timestamptz::text as PostgreSQL writes it; ±infinity for coalesced sort keys.
+const timestampPattern =
+  /^(?:-?infinity|\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[ T](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?(?:Z|[+-]\d{2}(?::?\d{2})?)?)$/;
+
+function scalarOk(type: CursorScalar, v: unknown): boolean {
+  switch (type) {
+    case "text":
+      return typeof v === "string" && v.length <= maxTextLength;
+    case "uuid":
+      return typeof v === "string" && uuidPattern.test(v);
+    case "timestamptz":
+      return typeof v === "string" && timestampPattern.test(v);
+    case "bigint":
+      return (typeof v === "string" && /^-?\d{1,19}$/.test(v) && BigInt(v) >= -(2n ** 63n) && BigInt(v) < 2n ** 63n) || Number.isSafeInteger(v);
+    case "int": {
+      const n = typeof v === "string" && /^-?\d{1,10}$/.test(v) ? Number(v) : v;
+      return Number.isInteger(n) && (n as number) >= -(2 ** 31) && (n as number) < 2 ** 31;
+    }
   }
+}
+
+function fieldOk(field: CursorField, v: unknown): boolean {
+  if (typeof field === "string") return scalarOk(field, v);
+  if ("offset" in field) return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= field.offset;
+  return Array.isArray(v) && v.length === field.length && field.every((t, i) => scalarOk(t, v[i]));
+}
+
+/** Ints arrive as strings from `::text` sort keys; SQL and handlers get numbers. */
+function normalized(field: CursorField, v: unknown): unknown {
+  if (field === "int") return Number(v);
+  if (Array.isArray(field)) return (v as unknown[]).map((x, i) => (field[i] === "int" ? Number(x) : x));
+  return v;
+}
+
+const invalidToken = () => invalidArgument("page_token", "is not a token this list returned; start again without one", "INVALID_PAGE_TOKEN");
+const otherList = () =>
+  invalidArgument("page_token", "belongs to this list with other filters or another order; keep the other fields unchanged between pages, or start again without a token", "INVALID_PAGE_TOKEN");
+
+interface PagingScope {
+  key: Buffer;
+  method: DescMethod;
+}
+
+const scopes = new AsyncLocalStorage<PagingScope>();
+
+/** The key page tokens are signed with, derived from a secret (PAGE_TOKEN_KEY, or by default the service secret). */
+export function pageTokenKeyOf(secret: string): Buffer {
+  return createHmac("sha256", secret).update("ecommerce.kit.page-token.v1").digest();
+}
+
+/** Makes the service's page-token key and the current RPC known to `pageOf` (installed by runService). */
+export function pagingInterceptor(secret: string): Interceptor {
+  const key = pageTokenKeyOf(secret);
+  return (next) => (req) => scopes.run({ key, method: req.method }, () => next(req));
+}
+
+function tagOf(scope: PagingScope, body: Buffer): Buffer {
+  return createHmac("sha256", scope.key).update(`${scope.method.parent.typeName}/${scope.method.name}\0`).update(body).digest().subarray(0, tagBytes);
+}
+
+function bindingOf(scope: PagingScope, req: object): Buffer {
+  const rest = { ...req, pageToken: "", pageSize: 0 } as unknown as Parameters<typeof requestHash>[1];
+  return createHash("sha256").update(requestHash(scope.method.input, rest)).digest().subarray(0, bindingBytes);
+}
+
+/**
+ * The page a List RPC is asked for: its size, where the previous page ended, and how
+ * to write the next token. `req` is the RPC's request (with fields that match without
+ * regard to spelling normalized, so they may change between pages); `schema` declares the cursor.
+ */
+export function pageOf<S extends CursorSchema, R extends { pageToken: string; pageSize: number; $typeName: string }>(req: R, schema: S): Page<CursorOf<S>> {
+  const scope = scopes.getStore();
+  if (!scope) throw new Error("pageOf outside an RPC: is the service started through runService?");
+  if (req.$typeName !== scope.method.input.typeName) throw new Error(`pageOf: ${req.$typeName} is not the request of ${scope.method.name}`);
+  const binding = bindingOf(scope, req);
+  const fields = Object.keys(schema);
+  return {
+    size: pageSizeOf(req.pageSize),
+    after: req.pageToken ? read(scope, req.pageToken, binding, schema, fields) : undefined,
+    next(last) {
+      for (const f of fields) if (!fieldOk(schema[f]!, last[f])) throw new Error(`page cursor field ${f} does not match its type`);
+      const body = Buffer.concat([Buffer.of(version), binding, Buffer.from(JSON.stringify(Object.fromEntries(fields.map((f) => [f, last[f]]))))]);
+      return Buffer.concat([body, tagOf(scope, body)]).toString("base64url");
+    },
+  };
+}
+
+function read<S extends CursorSchema>(scope: PagingScope, token: string, binding: Buffer, schema: S, fields: string[]): CursorOf<S> {
+  const raw = Buffer.from(token, "base64url");
+  // Node's decoder skips characters outside the alphabet and ignores trailing bits: only the canonical spelling counts.
+  if (raw.toString("base64url") !== token || raw.length < 1 + bindingBytes + 2 + tagBytes || raw[0] !== version) throw invalidToken();
+  const body = raw.subarray(0, raw.length - tagBytes);
+  if (!timingSafeEqual(raw.subarray(raw.length - tagBytes), tagOf(scope, body))) throw invalidToken();
+  if (!body.subarray(1, 1 + bindingBytes).equals(binding)) throw otherList();
+  let cursor: unknown;
+  try {
+    cursor = JSON.parse(body.subarray(1 + bindingBytes).toString("utf8"));
+  } catch {
+    throw invalidToken();
+  }
+  if (typeof cursor !== "object" || cursor === null || Array.isArray(cursor)) throw invalidToken();
+  const values = cursor as Record<string, unknown>;
+  if (Object.keys(values).length !== fields.length || fields.some((f) => !fieldOk(schema[f]!, values[f]))) throw invalidToken();
+  return Object.fromEntries(fields.map((f) => [f, normalized(schema[f]!, values[f])])) as CursorOf<S>;
 }

@@ -18,6 +18,7 @@ import { type PublicKeySource, TokenVerifier } from "./auth/verifier.ts";
 import type { ServiceName } from "./catalog.ts";
 import { PeerClients } from "./clients.ts";
 import { loadConfig, type ServiceConfig } from "./config.ts";
+import { connectTimeoutMs, deadlineInterceptor, grpcTimeoutMs } from "./context.ts";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { entityManagerInterceptor, type MigrationEntry, openDatabase, pingDatabase, type DatabaseOptions } from "./db.ts";
 import { EventBus } from "./events/bus.ts";
@@ -30,6 +31,7 @@ import { healthRoutes, HealthState } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { observeInterceptor } from "./observe.ts";
+import { pagingInterceptor } from "./paging.ts";
 import { reflectionRoutes } from "./reflection.ts";
 import { validationInterceptor } from "./validation.ts";
 
@@ -95,6 +97,23 @@ export function openServiceDatabase(def: ServiceDefinition, url: string, log: Lo
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/**
+ * connect-node refuses a deadline above `maxTimeoutMs` (Python's `timeout=30` arrives as
+ * ~30100 ms); the mesh serves it with the cap instead, and gives the cap to a call without
+ * a deadline, so every call has one. Malformed values are left for Connect to refuse.
+ */
+function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number): void {
+  if (String(headers["content-type"] ?? "").startsWith("application/grpc")) {
+    const value = headers["grpc-timeout"];
+    const ms = typeof value === "string" ? grpcTimeoutMs(value) : Infinity;
+    if (ms !== undefined && ms > maxTimeoutMs) headers["grpc-timeout"] = `${maxTimeoutMs}m`;
+  } else {
+    const value = headers["connect-timeout-ms"];
+    const ms = typeof value === "string" ? connectTimeoutMs(value) : Infinity;
+    if (ms !== undefined && ms > maxTimeoutMs) headers["connect-timeout-ms"] = String(maxTimeoutMs);
+  }
+}
+
 export async function runService(def: ServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
   const config = loadConfig(def.name, env);
   const log = createLogger(def.name, config.logLevel);
@@ -140,8 +159,10 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
   const interceptors: Interceptor[] = [
     drainTracker,
     observeInterceptor(log, metrics),
+    deadlineInterceptor(config.limits.maxTimeoutMs),
     authInterceptor(verifier, def.credentialExempt),
     validationInterceptor,
+    pagingInterceptor(config.pageTokenKey),
     entityManagerInterceptor(orm),
   ];
   const handler = connectNodeAdapter({
@@ -184,8 +205,10 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     },
   });
 
-  const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) =>
+  const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
+    clampDeadline(req.headers, config.limits.maxTimeoutMs);
     handler(req as IncomingMessage, res as ServerResponse);
+  };
   const h2 = createHttp2Server({}, tracked);
   const sessions = new Set<import("node:http2").ServerHttp2Session>();
   h2.on("session", (session) => {

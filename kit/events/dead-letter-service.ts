@@ -8,7 +8,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { type DeadLetter, DeadLetterSchema, DeadLetterService } from "../../gen/ecommerce/common/v1/dead_letter_pb.js";
 import { timestampOf } from "../convert.ts";
 import { notFound } from "../errors.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../paging.ts";
+import { pageOf } from "../paging.ts";
 import type { EventConsumers } from "./consumer.ts";
 
 interface Row {
@@ -40,8 +40,8 @@ export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers
   const select = "select id, event_id, subject, consumer, delivery_count, last_error, payload, dead_lettered_at, replayed_at from dead_letters";
   router.service(DeadLetterService, {
     async listDeadLetters(req) {
-      const size = pageSizeOf(req.pageSize);
-      const cursor = decodePageToken<{ id: string }>(req.pageToken, ["id"]);
+      const pages = pageOf(req, { id: "uuid" });
+      const { after: cursor, size } = pages;
       // UUIDv7 ids sort by creation time: newest first is id descending.
       const rows = await orm.em
         .fork()
@@ -53,7 +53,7 @@ export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers
       const page = rows.slice(0, size);
       return {
         deadLetters: page.map(toMessage),
-        nextPageToken: rows.length > size ? encodePageToken({ id: page[page.length - 1]!.id }) : "",
+        nextPageToken: rows.length > size ? pages.next({ id: page[page.length - 1]!.id }) : "",
       };
     },
     async replayDeadLetter(req) {

@@ -33,7 +33,7 @@ import { LockMode } from "@mikro-orm/core";
 import type { EntityManager } from "../../kit/db.ts";
 import { timestampOf } from "../../kit/convert.ts";
 import { Code, domainError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../../kit/errors.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { CategoryEntity, type CategoryRow } from "./entities.ts";
 import { allocateSlug, checkSlugFree, guarded } from "./guards.ts";
@@ -43,6 +43,8 @@ import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
 type Out<T> = Omit<T, "$typeName">;
 
 export const maxLevel = 4;
+/** Upper bound of a ListCategories page token's offset (far above any real catalog's category count). */
+const maxCategoryOffset = 100_000;
 
 /** Held by every change of the tree's shape, for the rest of the transaction. */
 async function lockTree(db: Sql): Promise<void> {
@@ -221,14 +223,15 @@ export async function listCategories(em: EntityManager, viewer: Viewer, req: Lis
   if (req.parentId) rows = tree.visible(req.parentId) ? (tree.children.get(req.parentId) ?? []).filter((c) => tree.visible(c.id)) : [];
   else if (req.rootsOnly) rows = (tree.children.get(null) ?? []).filter((c) => tree.visible(c.id));
   else rows = walk(tree, null).map((w) => w.row);
-  const size = pageSizeOf(req.pageSize);
-  const offset = decodePageToken<{ o: number }>(req.pageToken, ["o"])?.o ?? 0;
-  if (!Number.isInteger(offset) || offset < 0) throw invalidArgument("page_token", "is not a token this list returned", "INVALID_PAGE_TOKEN");
+  // An offset into the in-memory tree walk, bounded by the largest tree a token could index.
+  const pages = pageOf(req, { o: { offset: maxCategoryOffset } });
+  const size = pages.size;
+  const offset = pages.after?.o ?? 0;
   const page = rows.slice(offset, offset + size);
   const counts = req.includeProductCounts ? await productCounts(sqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
   return {
     categories: page.map((c) => categoryMessage(c, counts?.get(c.id))),
-    nextPageToken: offset + size < rows.length ? encodePageToken({ o: offset + size }) : "",
+    nextPageToken: offset + size < rows.length ? pages.next({ o: offset + size }) : "",
   };
 }
 

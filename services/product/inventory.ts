@@ -33,7 +33,7 @@ import { timestampOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
 import { idempotent, requestHash } from "../../kit/idempotency.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { productRow } from "./catalog.ts";
 import { adjustmentReasons, stockStatuses } from "./mapping.ts";
@@ -189,12 +189,12 @@ export async function listStockItems(em: EntityManager, req: ListStockItemsReque
     where.push("s.stock_status = ?");
     params.push(stockStatuses.toDb(req.stockStatus));
   }
-  const cursor = decodePageToken<{ a: number; s: string }>(req.pageToken, ["a", "s"]);
+  const pages = pageOf(req, { a: "int", s: "text" });
+  const { after: cursor, size } = pages;
   if (cursor) {
     where.push("(s.available_quantity, s.sku) > (?::int, ?::text)");
     params.push(cursor.a, cursor.s);
   }
-  const size = pageSizeOf(req.pageSize);
   const rows = await db.all<StockItemDbRow>(
     `select * from stock_items s ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by s.available_quantity, s.sku limit ?`,
     [...params, size + 1],
@@ -203,7 +203,7 @@ export async function listStockItems(em: EntityManager, req: ListStockItemsReque
   const last = page.at(-1);
   return {
     items: await stockItemMessages(db, page),
-    nextPageToken: rows.length > size && last ? encodePageToken({ a: last.available_quantity, s: last.sku }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ a: last.available_quantity, s: last.sku }) : "",
   };
 }
 

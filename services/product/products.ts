@@ -31,7 +31,7 @@ import {
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../../kit/errors.ts";
 import { publishEvent } from "../../kit/events/outbox.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { type CursorScalar, pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { loadProduct, loadProducts, productRow, productSnapshot, refreshPriceRange } from "./catalog.ts";
 import { categorySubtree } from "./categories.ts";
@@ -153,7 +153,8 @@ export async function batchGetProducts(em: EntityManager, viewer: Viewer, req: B
 interface SortSpec {
   /** Expressions of the sort key, compared as one row. */
   keys: string[];
-  casts: string[];
+  /** PostgreSQL types of the keys: the casts of the cursor's values, and their types in the page token. */
+  casts: CursorScalar[];
   direction: "asc" | "desc";
 }
 
@@ -214,15 +215,11 @@ export async function listProducts(em: EntityManager, viewer: Viewer, req: ListP
   if (req.minRating > 0) addFilter(f, "p.rating_average_hundredths >= ?", req.minRating * 100);
 
   const sort = sorts[req.orderBy];
-  const size = pageSizeOf(req.pageSize);
-  const cursor = decodePageToken<{ k: string }>(req.pageToken, ["k"]);
+  const pages = pageOf(req, { k: sort.casts });
+  const { after: cursor, size } = pages;
   const page: Filter = { where: [...f.where], params: [...f.params] };
   if (cursor) {
-    const values = JSON.parse(cursor.k) as string[];
-    if (!Array.isArray(values) || values.length !== sort.keys.length) {
-      throw invalidArgument("page_token", "does not belong to this sort order; start again without one", "INVALID_PAGE_TOKEN");
-    }
-    addFilter(page, `(${sort.keys.join(", ")}) ${sort.direction === "asc" ? ">" : "<"} (${sort.casts.map((c) => `?::${c}`).join(", ")})`, ...values);
+    addFilter(page, `(${sort.keys.join(", ")}) ${sort.direction === "asc" ? ">" : "<"} (${sort.casts.map((c) => `?::${c}`).join(", ")})`, ...cursor.k);
   }
   const where = (w: string[]) => (w.length > 0 ? `where ${w.join(" and ")}` : "");
   const rows = await db.all<{ id: string; k: string[] }>(
@@ -240,7 +237,7 @@ export async function listProducts(em: EntityManager, viewer: Viewer, req: ListP
   );
   return {
     products: pageRows.map((r) => products.get(r.id)).filter((p): p is Product => p !== undefined),
-    nextPageToken: more ? encodePageToken({ k: JSON.stringify(pageRows.at(-1)!.k) }) : "",
+    nextPageToken: more ? pages.next({ k: pageRows.at(-1)!.k }) : "",
     totalCount: total?.n ?? 0,
   };
 }

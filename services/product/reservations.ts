@@ -30,7 +30,7 @@ import {
 import { timestampOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { type ConnectError, Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { productRows } from "./catalog.ts";
 import { defaultLocation, lockLevels } from "./inventory.ts";
@@ -409,12 +409,12 @@ export async function listReservations(em: EntityManager, req: ListReservationsR
     where.push("r.status = any(?::text[])");
     params.push(pgArray(req.statuses.map(reservationStatuses.toDb)));
   }
-  const cursor = decodePageToken<{ t: string; id: string }>(req.pageToken, ["t", "id"]);
+  const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
+  const { after: cursor, size } = pages;
   if (cursor) {
     where.push("(r.created_at, r.id) < (?::timestamptz, ?::uuid)");
     params.push(cursor.t, cursor.id);
   }
-  const size = pageSizeOf(req.pageSize);
   const rows = await db.all<ReservationDbRow & { created_text: string }>(
     `select ${reservationColumns}, r.created_at::text as created_text from stock_reservations r
       ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by r.created_at desc, r.id desc limit ?`,
@@ -424,6 +424,6 @@ export async function listReservations(em: EntityManager, req: ListReservationsR
   const last = page.at(-1);
   return {
     reservations: await reservationMessages(db, page),
-    nextPageToken: rows.length > size && last ? encodePageToken({ t: last.created_text, id: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ t: last.created_text, id: last.id }) : "",
   };
 }

@@ -41,7 +41,7 @@ import { LockMode } from "@mikro-orm/core";
 import { timestampOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { failedPrecondition, invalidArgument, notFound } from "../../kit/errors.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { type CursorScalar, pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { productRow, ratingOf } from "./catalog.ts";
 import { ProductReviewEntity, type ProductReviewRow } from "./entities.ts";
@@ -176,8 +176,8 @@ export async function getMyReview(em: EntityManager, viewer: Viewer, userId: str
 
 export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: string, req: ListMyReviewsRequest): Promise<Out<ListMyReviewsResponse>> {
   const db = sqlOf(em);
-  const cursor = decodePageToken<{ t: string; id: string }>(req.pageToken, ["t", "id"]);
-  const size = pageSizeOf(req.pageSize);
+  const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
+  const { after: cursor, size } = pages;
   const rows = await db.all<ReviewDbRow & { t: string }>(
     `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where r.user_id = ?
        ${cursor ? "and (r.created_at, r.id) < (?::timestamptz, ?::uuid)" : ""}
@@ -193,7 +193,7 @@ export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: s
   const last = page.at(-1);
   return {
     reviews: page.map((r) => reviewMessage(r, viewer, votes.has(r.id))),
-    nextPageToken: rows.length > size && last ? encodePageToken({ t: last.t, id: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ t: last.t, id: last.id }) : "",
   };
 }
 
@@ -255,7 +255,8 @@ export async function deleteMyReview(em: EntityManager, userId: string, req: Del
 
 interface ReviewSort {
   keys: string[];
-  casts: string[];
+  /** PostgreSQL types of the keys: the casts of the cursor's values, and their types in the page token. */
+  casts: CursorScalar[];
 }
 
 const reviewSorts: Record<ReviewOrderBy, ReviewSort> = {
@@ -279,16 +280,14 @@ export async function listReviews(em: EntityManager, viewer: Viewer, req: ListRe
   if (req.verifiedOnly) where.push("r.is_verified_purchase");
   const total = await db.one<{ n: number }>(`select count(*)::int as n from product_reviews r where ${where.join(" and ")}`, params);
   const sort = reviewSorts[req.orderBy];
-  const cursor = decodePageToken<{ k: string }>(req.pageToken, ["k"]);
+  const pages = pageOf(req, { k: sort.casts });
+  const { after: cursor, size } = pages;
   const pageWhere = [...where];
   const pageParams = [...params];
   if (cursor) {
-    const values = JSON.parse(cursor.k) as string[];
-    if (!Array.isArray(values) || values.length !== sort.keys.length) throw invalidArgument("page_token", "does not belong to this sort order", "INVALID_PAGE_TOKEN");
     pageWhere.push(`(${sort.keys.join(", ")}) < (${sort.casts.map((c) => `?::${c}`).join(", ")})`);
-    pageParams.push(...values);
+    pageParams.push(...cursor.k);
   }
-  const size = pageSizeOf(req.pageSize);
   const rows = await db.all<ReviewDbRow>(
     `${reviewSelect.replace("select ", `select json_build_array(${sort.keys.map((k) => `(${k})::text`).join(", ")}) as k, `)}
       where ${pageWhere.join(" and ")} order by ${sort.keys.map((k) => `${k} desc`).join(", ")} limit ?`,
@@ -302,7 +301,7 @@ export async function listReviews(em: EntityManager, viewer: Viewer, req: ListRe
   );
   return {
     reviews: page.map((r) => reviewMessage(r, viewer, votes.has(r.id))),
-    nextPageToken: rows.length > size ? encodePageToken({ k: JSON.stringify(page.at(-1)!.k) }) : "",
+    nextPageToken: rows.length > size ? pages.next({ k: page.at(-1)!.k! }) : "",
     totalCount: total?.n ?? 0,
   };
 }
@@ -345,12 +344,12 @@ export async function listReviewsForModeration(em: EntityManager, viewer: Viewer
     where.push("r.user_id = ?");
     params.push(req.userId);
   }
-  const cursor = decodePageToken<{ t: string; id: string }>(req.pageToken, ["t", "id"]);
+  const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
+  const { after: cursor, size } = pages;
   if (cursor) {
     where.push("(r.created_at, r.id) > (?::timestamptz, ?::uuid)");
     params.push(cursor.t, cursor.id);
   }
-  const size = pageSizeOf(req.pageSize);
   const rows = await db.all<ReviewDbRow & { t: string }>(
     `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where ${where.join(" and ")} order by r.created_at, r.id limit ?`,
     [...params, size + 1],
@@ -359,7 +358,7 @@ export async function listReviewsForModeration(em: EntityManager, viewer: Viewer
   const last = page.at(-1);
   return {
     reviews: page.map((r) => reviewMessage(r, viewer)),
-    nextPageToken: rows.length > size && last ? encodePageToken({ t: last.t, id: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ t: last.t, id: last.id }) : "",
   };
 }
 

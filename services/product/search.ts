@@ -25,16 +25,14 @@ import {
   SearchHitSchema,
   SearchOrderBy,
   type SearchProductsRequest,
-  SearchProductsRequestSchema,
   type SearchProductsResponse,
   type SuggestProductsRequest,
   type SuggestProductsResponse,
   TagFacetValueSchema,
 } from "../../gen/ecommerce/product/v1/search_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
-import { Code, domainError, invalidArgument, permissionDenied } from "../../kit/errors.ts";
-import { requestHash } from "../../kit/idempotency.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { Code, domainError, permissionDenied } from "../../kit/errors.ts";
+import { pageOf } from "../../kit/paging.ts";
 import { type SummaryDbRow, summaryColumns, summaryMessage } from "./catalog.ts";
 import { categorySubtree } from "./categories.ts";
 import { customerVisible, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
@@ -213,13 +211,9 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
       throw domainError(Code.InvalidArgument, "price_band_boundaries: must be strictly ascending", { reason: "PRICE_BANDS_NOT_ASCENDING", field: `price_band_boundaries[${i}]` });
     }
   }
-  const fingerprint = requestHash(SearchProductsRequestSchema, { ...req, pageToken: "", pageSize: 0 });
-  const token = decodePageToken<{ o: number; f: string }>(req.pageToken, ["o", "f"]);
-  if (token && (token.f !== fingerprint.slice(0, 16) || !Number.isInteger(token.o) || token.o < 0)) {
-    throw invalidArgument("page_token", "belongs to another search; keep the other fields unchanged between pages", "INVALID_PAGE_TOKEN");
-  }
-  const offset = token?.o ?? 0;
-  const size = Math.min(pageSizeOf(req.pageSize), Math.max(0, maxSearchHits - offset));
+  const pages = pageOf(req, { o: { offset: maxSearchHits } });
+  const offset = pages.after?.o ?? 0;
+  const size = Math.min(pages.size, maxSearchHits - offset);
 
   const conditions = await baseConditions(db, viewer, req, query);
   const all = whereOf(conditions);
@@ -239,7 +233,7 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
 
   const response: Out<SearchProductsResponse> = {
     hits: page.map((r) => create(SearchHitSchema, { product: summaryMessage(r), highlights: highlights.get(r.id) ?? [] })),
-    nextPageToken: more ? encodePageToken({ o: offset + size, f: fingerprint.slice(0, 16) }) : "",
+    nextPageToken: more ? pages.next({ o: offset + size }) : "",
     totalCount: total,
     categoryFacet: [],
     priceBandFacet: [],

@@ -23,7 +23,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import type { Product } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { dateOf } from "../../kit/convert.ts";
 import { Code, domainError } from "../../kit/errors.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../kit/paging.ts";
+import { pageOf } from "../../kit/paging.ts";
 import { WishlistItemEntity } from "./entities.ts";
 import { nullIfEmpty, wishlistItemMessage } from "./mapping.ts";
 import { findProfile } from "./profiles.ts";
@@ -96,16 +96,11 @@ export async function removeFromWishlist(em: EntityManager, userId: string, req:
   await em.nativeDelete(WishlistItemEntity, { userId, productId: req.productId });
 }
 
-type Cursor = { t: string; i: string };
-
 export async function listWishlist(em: EntityManager, userId: string, req: ListWishlistRequest): Promise<Omit<ListWishlistResponse, "$typeName">> {
   await findProfile(em, userId);
-  const size = pageSizeOf(req.pageSize);
-  const cursor = decodePageToken<Cursor>(req.pageToken, ["t", "i"]);
+  const pages = pageOf(req, { t: "timestamptz", i: "uuid" });
+  const { after: cursor, size } = pages;
   const after = cursor ? new Date(cursor.t) : undefined;
-  if (cursor && (Number.isNaN(after!.getTime()) || !/^[0-9a-f-]{36}$/i.test(String(cursor.i)))) {
-    throw domainError(Code.InvalidArgument, "page_token: is not a token this list returned; start again without one", { reason: "INVALID_PAGE_TOKEN", field: "page_token" });
-  }
   // Keyset on (created_at, id), newest first. created_at is always written from a
   // JavaScript Date (millisecond precision), so the cursor's time compares exactly.
   const rows = await em.find(
@@ -117,7 +112,7 @@ export async function listWishlist(em: EntityManager, userId: string, req: ListW
   const last = page[page.length - 1];
   return {
     items: page.map(wishlistItemMessage),
-    nextPageToken: rows.length > size && last ? encodePageToken({ t: last.createdAt.toISOString(), i: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ t: last.createdAt.toISOString(), i: last.id }) : "",
     totalSize: await em.count(WishlistItemEntity, { userId }),
   };
 }

@@ -1,5 +1,4 @@
 /** Admin RPCs: accounts, roles, lockouts, sessions and the security audit log. */
-import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
@@ -39,26 +38,13 @@ import { RoleChange, UserDeletedSchema, UserReactivatedSchema, UserRoleChangedSc
 import { adminRole, requireUser } from "../../../kit/auth/principal.ts";
 import { dateOf, timestampOf } from "../../../kit/convert.ts";
 import { emOf } from "../../../kit/db.ts";
-import { failedPrecondition, invalidArgument, notFound } from "../../../kit/errors.ts";
+import { failedPrecondition, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { decodePageToken, encodePageToken, pageSizeOf } from "../../../kit/paging.ts";
+import { pageOf } from "../../../kit/paging.ts";
 import { actionColumn, actionOf, audit, clientOf } from "../audit.ts";
 import { Role, User, UserRole } from "../entities.ts";
 import { revokeSessions } from "../sessions.ts";
 import { lockUser, query, rolesOf, rolesOfUser, userView } from "../users.ts";
-
-type Cursor = { f: string; k: string; id: string };
-
-/** A short fingerprint of a list's filters: a page token only continues the list it came from. */
-function filterKey(filters: unknown): string {
-  return createHash("sha256").update(JSON.stringify(filters)).digest("base64url").slice(0, 12);
-}
-
-function cursorOf(token: string, key: string): Cursor | undefined {
-  const cursor = decodePageToken<Cursor>(token, ["f", "k", "id"]);
-  if (cursor && cursor.f !== key) throw invalidArgument("page_token", "belongs to a list with other filters or order; start again without one", "INVALID_PAGE_TOKEN");
-  return cursor;
-}
 
 function likePattern(text: string): string {
   return `%${text.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -91,9 +77,9 @@ export async function listUsers(req: ListUsersRequest, ctx: HandlerContext): Pro
   // Without a direction, email sorts A to Z and the times newest first.
   const [field, dir] = (req.orderBy || "created_at desc").split(" ") as [keyof typeof sortKeys, string | undefined];
   const descending = (dir ?? (field === "email" ? "asc" : "desc")) === "desc";
-  const key = filterKey([req.emailContains.toLowerCase(), req.role, req.isActive ?? null, req.emailVerified ?? null, req.lockedOnly, field, descending]);
-  const cursor = cursorOf(req.pageToken, key);
-  const size = pageSizeOf(req.pageSize);
+  // email_contains matches case-insensitively: its case may change between pages.
+  const pages = pageOf({ ...req, emailContains: req.emailContains.toLowerCase() }, { k: sortCasts[field], id: "uuid" });
+  const { after: cursor, size } = pages;
 
   const where: string[] = [];
   const params: unknown[] = [];
@@ -134,7 +120,7 @@ export async function listUsers(req: ListUsersRequest, ctx: HandlerContext): Pro
       em,
       page.map((r) => r.id),
     ),
-    nextPageToken: rows.length > size && last ? encodePageToken({ f: key, k: last.sort_key, id: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ k: last.sort_key, id: last.id }) : "",
   });
 }
 
@@ -252,9 +238,8 @@ export async function listSecurityAuditLogs(req: ListSecurityAuditLogsRequest, c
   const end = dateOf(req.endTime);
   const ip = req.ipAddress.toLowerCase();
   const actions = [...new Set(req.actions.map(actionColumn))].sort();
-  const key = filterKey([req.userId, actions, start?.toISOString() ?? null, end?.toISOString() ?? null, ip]);
-  const cursor = cursorOf(req.pageToken, key);
-  const size = pageSizeOf(req.pageSize);
+  const pages = pageOf(req, { k: "timestamptz", id: "uuid" });
+  const { after: cursor, size } = pages;
 
   const where: string[] = [];
   const params: unknown[] = [];
@@ -312,7 +297,7 @@ export async function listSecurityAuditLogs(req: ListSecurityAuditLogsRequest, c
         createdAt: timestampOf(r.created_at),
       }),
     ),
-    nextPageToken: rows.length > size && last ? encodePageToken({ f: key, k: last.sort_key, id: last.id }) : "",
+    nextPageToken: rows.length > size && last ? pages.next({ k: last.sort_key, id: last.id }) : "",
   });
 }
 
