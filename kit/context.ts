@@ -106,8 +106,13 @@ export function deadlineInterceptor(maxTimeoutMs: number): Interceptor {
   return (next) => (req) => {
     const grpc = req.header.get("grpc-timeout");
     const connect = req.header.get("connect-timeout-ms");
-    const timeout = (grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined) ?? maxTimeoutMs;
-    const deadline = Date.now() + Math.min(timeout, maxTimeoutMs);
+    const given = grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined;
+    // Streams (WatchOrder, health Watch) may outlive MAX_TIMEOUT_MS: they keep the deadline they asked for, if any.
+    const deadline = !req.stream
+      ? Date.now() + Math.min(given ?? maxTimeoutMs, maxTimeoutMs)
+      : given !== undefined
+        ? Date.now() + given
+        : Number.POSITIVE_INFINITY;
     return calls.run({ signal: req.signal, deadline }, async () => {
       try {
         return await next(req);

@@ -27,6 +27,9 @@ import { streamOf } from "./events/contracts.ts";
 import { deadLetterRoutes } from "./events/dead-letter-service.ts";
 import { OutboxRelay } from "./events/outbox.ts";
 import { infrastructureMigration, OutboxEvent } from "./events/schema.ts";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ServerReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { healthRoutes, HealthState } from "./health.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { ServiceMetrics } from "./metrics.ts";
@@ -103,6 +106,7 @@ const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * a deadline, so every call has one. Malformed values are left for Connect to refuse.
  */
 function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number): void {
+  // Only unary calls: streams keep the deadline they asked for (see deadlineInterceptor).
   if (String(headers["content-type"] ?? "").startsWith("application/grpc")) {
     const value = headers["grpc-timeout"];
     const ms = typeof value === "string" ? grpcTimeoutMs(value) : Infinity;
@@ -190,7 +194,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     interceptors,
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
-    maxTimeoutMs: config.limits.maxTimeoutMs,
+    // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.
     shutdownSignal: shutdown.signal,
     fallback(req, res) {
       if (req.method === "GET" && req.url === "/metrics") {
@@ -205,8 +209,11 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     },
   });
 
+  const streamingPaths = new Set(
+    [...served, Health, ServerReflection, ServerReflectionV1Alpha].flatMap((s) => s.methods.filter((m) => m.methodKind !== "unary").map((m) => `/${s.typeName}/${m.name}`)),
+  );
   const tracked = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
-    clampDeadline(req.headers, config.limits.maxTimeoutMs);
+    if (!streamingPaths.has(req.url ?? "")) clampDeadline(req.headers, config.limits.maxTimeoutMs);
     handler(req as IncomingMessage, res as ServerResponse);
   };
   const h2 = createHttp2Server({}, tracked);

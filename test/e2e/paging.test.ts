@@ -10,7 +10,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
-import { ErrorInfoSchema } from "../../gen/ecommerce/common/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { errorFields } from "../../kit/errors.ts";
 import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
 import { InventoryService, ReservationStatus } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductOrderBy, ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
@@ -125,7 +126,7 @@ async function refusal(call: Promise<unknown>) {
   );
   if (!error) throw new Error("the call succeeded with a token it should refuse");
   const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: info?.field };
+  return { code: error.code, reason: info?.reason, field: errorFields(error)[0] };
 }
 
 const invalidPageToken = { code: Code.InvalidArgument, reason: "INVALID_PAGE_TOKEN", field: "page_token" };
