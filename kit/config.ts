@@ -16,6 +16,8 @@ export interface ServiceConfig {
   peers: Record<ServiceName, string>;
   /** This service's secret, presented to Auth's IssueServiceToken for a service credential. */
   serviceSecret: string;
+  /** Proxies in front of the service whose X-Forwarded-For entries are trusted (client-address.ts). */
+  trustedProxyHops: number;
   limits: {
     /** Largest request message a client may send, in bytes. */
     maxMessageBytes: number;
@@ -119,6 +121,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     logLevel: r.oneOf("LOG_LEVEL", "info", logLevels),
     peers,
     serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
+    trustedProxyHops: r.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
     limits: {
       maxMessageBytes: r.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxResponseBytes: r.int("MAX_RESPONSE_BYTES", 4 * 1024 * 1024, 256 * 1024, 64 * 1024 * 1024),
