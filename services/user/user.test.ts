@@ -417,7 +417,11 @@ describe("payment methods", () => {
     const method = (await users.addPaymentMethod(input, auth(token))).paymentMethod!;
     const request = { userId, paymentMethodId: method.id };
     expect(await failure(users.getPaymentMethodToken(request, auth(token)))).toMatchObject({ code: Code.PermissionDenied });
-    expect(await failure(users.getPaymentMethodToken(request, auth(await issuer.service("order"))))).toMatchObject({ code: Code.PermissionDenied });
+    // The contract allows the payment service only; the kit refuses others before the handler runs.
+    expect(await failure(users.getPaymentMethodToken(request, auth(await issuer.service("order"))))).toMatchObject({
+      code: Code.PermissionDenied,
+      reason: "CALLER_NOT_ALLOWED",
+    });
     const payment = auth(await issuer.service("payment"));
     const granted = await users.getPaymentMethodToken(request, payment);
     expect(granted.providerToken).toBe(input.providerToken);
@@ -431,7 +435,6 @@ describe("payment methods", () => {
       [method.id],
     );
     expect(log).toEqual([
-      { caller: "order", outcome: "denied" },
       { caller: "payment", outcome: "granted" },
       { caller: "payment", outcome: "not_found" },
     ]);
