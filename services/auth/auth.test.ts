@@ -8,7 +8,7 @@
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SecurityAction, TokenKind } from "../../gen/ecommerce/auth/v1/auth_pb.js";
@@ -246,6 +246,19 @@ describe("sessions", () => {
     await auth.logout({ refreshToken: b2.refreshToken, allSessions: true });
     expect(reasonOf(await failureOf(auth.refreshToken({ refreshToken: b2.refreshToken })))).toBe("INVALID_REFRESH_TOKEN");
     expect(reasonOf(await failureOf(auth.refreshToken({ refreshToken: c.refreshToken })))).toBe("INVALID_REFRESH_TOKEN");
+  });
+
+  it("lets one of several concurrent refreshes with one token win; the others are reuse, as documented", async () => {
+    const { userId, tokens } = await register(unique("racer"));
+    const outcomes = await Promise.allSettled(Array.from({ length: 6 }, () => auth.refreshToken({ refreshToken: tokens.refreshToken })));
+    const won = outcomes.filter((o) => o.status === "fulfilled");
+    expect(won).toHaveLength(1);
+    const lost = outcomes.flatMap((o) => (o.status === "rejected" ? [ConnectError.from(o.reason)] : []));
+    expect(lost.map((e) => [e.code, reasonOf(e)])).toEqual(Array.from({ length: 5 }, () => [Code.Unauthenticated, "REFRESH_TOKEN_REUSED"]));
+    // Reuse revokes the whole session, the winner's new token included: the client signs in again.
+    const winner = (won[0] as PromiseFulfilledResult<Awaited<ReturnType<AuthClient["refreshToken"]>>>).value.tokens!;
+    expect(reasonOf(await failureOf(auth.refreshToken({ refreshToken: winner.refreshToken })))).toBe("INVALID_REFRESH_TOKEN");
+    expect(await auditLogs(userId, [SecurityAction.REFRESH_TOKEN_REUSE_DETECTED])).not.toHaveLength(0);
   });
 
   it("locks the account after repeated failures with a RetryInfo, audits it, and lets the user in after the lockout", async () => {
