@@ -24,6 +24,8 @@ export interface ServiceConfig {
    * The same on every replica, so any replica continues a list another one started.
    */
   pageTokenKey: string;
+  /** Proxies in front of the service whose X-Forwarded-For entries are trusted (client-address.ts). */
+  trustedProxyHops: number;
   limits: {
     /** Largest request message a client may send, in bytes. */
     maxMessageBytes: number;
@@ -76,6 +78,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     peers,
     serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
     pageTokenKey: r.string("PAGE_TOKEN_KEY", r.string("SERVICE_SECRET", developmentServiceSecret(service))),
+    trustedProxyHops: r.int("TRUSTED_PROXY_HOPS", 1, 0, 10),
     limits: {
       maxMessageBytes: r.int("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024),
       maxResponseBytes: r.int("MAX_RESPONSE_BYTES", 4 * 1024 * 1024, 256 * 1024, 64 * 1024 * 1024),

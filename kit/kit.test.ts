@@ -193,6 +193,18 @@ describe("policies and validation", () => {
     expect((err as ConnectError).findDetails(ErrorInfoSchema)[0]?.reason).toBe("TOKEN_EXPIRED");
   });
 
+  it("refuses user and service tokens without exp or iat as TOKEN_INVALID", async () => {
+    const reason = (e: unknown) => ConnectError.from(e).findDetails(ErrorInfoSchema)[0]?.reason;
+    for (const omit of [["exp"], ["iat"]] as ("exp" | "iat")[][]) {
+      const user = await issuer.user(crypto.randomUUID(), ["customer"], undefined, omit);
+      const err = await client().getMyProfile({}, auth(user)).catch((e) => e);
+      expect([ConnectError.from(err).code, reason(err)]).toEqual([Code.Unauthenticated, "TOKEN_INVALID"]);
+      const service = await issuer.service("order", omit);
+      const denied = await client().getAddress({ userId: crypto.randomUUID(), addressId: crypto.randomUUID() }, auth(service)).catch((e) => e);
+      expect([ConnectError.from(denied).code, reason(denied)]).toEqual([Code.Unauthenticated, "TOKEN_INVALID"]);
+    }
+  });
+
   it("keeps admin RPCs from customers and internal RPCs from users", async () => {
     const customer = await issuer.user(crypto.randomUUID());
     const admin = await issuer.user(crypto.randomUUID(), ["customer", "admin"]);

@@ -9,7 +9,7 @@ import { createServer as createHttp1Server, type IncomingMessage, type ServerRes
 import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
-import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { type ConnectRouter, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { authInterceptor } from "./auth/interceptor.ts";
@@ -17,6 +17,7 @@ import { ServiceCredentials, type ServiceTokenSource } from "./auth/credentials.
 import { type PublicKeySource, TokenVerifier } from "./auth/verifier.ts";
 import type { ServiceName } from "./catalog.ts";
 import { PeerClients } from "./clients.ts";
+import { connectionKey } from "./client-address.ts";
 import { loadConfig, type ServiceConfig } from "./config.ts";
 import { connectTimeoutMs, deadlineInterceptor, grpcTimeoutMs } from "./context.ts";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
@@ -192,6 +193,8 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
       ]);
     },
     interceptors,
+    // The TCP peer, for clientAddressOf (Connect's handler context has no socket).
+    contextValues: (req) => createContextValues().set(connectionKey, { peer: req.socket.remoteAddress, trustedProxyHops: config.trustedProxyHops }),
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
     // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.

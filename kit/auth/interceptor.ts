@@ -3,9 +3,9 @@
  * policy each RPC declares in its contract (ecommerce.common.v1.access).
  * An RPC without a policy is refused: the default is deny.
  */
-import { getOption, hasOption } from "@bufbuild/protobuf";
+import { type DescMethod, getOption, hasOption } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
-import { AccessPolicy, access } from "../../gen/ecommerce/common/v1/access_pb.js";
+import { AccessPolicy, access, allowed_callers } from "../../gen/ecommerce/common/v1/access_pb.js";
 import { permissionDenied, unauthenticated } from "../errors.ts";
 import { adminRole, callerKey, type Principal, runAsCaller } from "./principal.ts";
 import type { TokenVerifier } from "./verifier.ts";
@@ -23,6 +23,27 @@ function bearer(value: string | null): string | undefined {
   return m[1];
 }
 
+/** What the contract says of one RPC, read once per method rather than per call. */
+interface MethodAccess {
+  policy: AccessPolicy;
+  /** For INTERNAL RPCs: the services whose credential may call it (allowed_callers). */
+  callers: ReadonlySet<string>;
+}
+
+const accessCache = new WeakMap<DescMethod, MethodAccess>();
+
+function accessOf(method: DescMethod): MethodAccess {
+  let found = accessCache.get(method);
+  if (!found) {
+    found = {
+      policy: hasOption(method, access) ? getOption(method, access) : AccessPolicy.UNSPECIFIED,
+      callers: new Set(hasOption(method, allowed_callers) ? getOption(method, allowed_callers) : []),
+    };
+    accessCache.set(method, found);
+  }
+  return found;
+}
+
 /**
  * @param credentialExempt RPCs ("pkg.Service/Method") reachable without a token
  *   although INTERNAL: only Auth's IssueServiceToken, which is how a service gets one.
@@ -33,7 +54,7 @@ export function authInterceptor(verifier: TokenVerifier, credentialExempt: strin
     if (openPackages.some((p) => service.startsWith(p))) return next(req);
     if (credentialExempt.includes(`${service}/${req.method.name}`)) return next(req);
 
-    const policy = hasOption(req.method, access) ? getOption(req.method, access) : AccessPolicy.UNSPECIFIED;
+    const { policy, callers } = accessOf(req.method);
     if (policy === AccessPolicy.UNSPECIFIED) {
       throw permissionDenied(`${service}/${req.method.name} declares no access policy and is refused`, "NO_ACCESS_POLICY");
     }
@@ -65,6 +86,13 @@ export function authInterceptor(verifier: TokenVerifier, credentialExempt: strin
       case AccessPolicy.INTERNAL:
         if (!caller) throw unauthenticated("this call is internal to the mesh and needs a service credential", "SERVICE_CREDENTIAL_REQUIRED");
         if (caller.kind !== "service") throw permissionDenied("this call is internal to the mesh", "INTERNAL_ONLY");
+        // The contract names the services that may call it (none named: nobody may).
+        if (!callers.has(caller.service)) {
+          throw permissionDenied(
+            `the ${caller.service} service may not call ${service}/${req.method.name}; allowed callers: ${[...callers].join(", ") || "none"}`,
+            "CALLER_NOT_ALLOWED",
+          );
+        }
         break;
       default:
         throw permissionDenied(`unknown access policy ${policy as number}`, "NO_ACCESS_POLICY");

@@ -94,12 +94,13 @@ export class TokenVerifier {
     const key = await this.keyFor(kid);
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key, { issuer: tokenIssuer, audience: tokenAudience, algorithms: ["ES256", "EdDSA"] }));
+      // exp and iat are required: a token without an expiry would be valid forever (and cached as such).
+      ({ payload } = await jwtVerify(token, key, { issuer: tokenIssuer, audience: tokenAudience, algorithms: ["ES256", "EdDSA"], requiredClaims: ["exp", "iat"] }));
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw unauthenticated("the access token has expired; refresh it", "TOKEN_EXPIRED");
       throw unauthenticated("the access token is invalid", "TOKEN_INVALID");
     }
-    return { principal: principalFromClaims(payload, token), expiresAt: (payload.exp ?? 0) * 1000 };
+    return { principal: principalFromClaims(payload, token), expiresAt: payload.exp! * 1000 };
   }
 }
 

@@ -19,21 +19,19 @@ export class TestIssuer {
     return [{ ...jwk, kid: this.kid, alg: "ES256", use: "sig" }];
   }
 
-  async sign(claims: Record<string, unknown>, ttlSeconds = 900): Promise<string> {
-    return new SignJWT(claims)
-      .setProtectedHeader({ alg: "ES256", kid: this.kid, typ: "JWT" })
-      .setIssuer(tokenIssuer)
-      .setAudience(tokenAudience)
-      .setIssuedAt()
-      .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
-      .sign((await this.pair()).privateKey);
+  /** Signs `claims`; `omit` leaves out exp or iat, to test that verifiers refuse such tokens. */
+  async sign(claims: Record<string, unknown>, ttlSeconds = 900, omit: ("exp" | "iat")[] = []): Promise<string> {
+    const jwt = new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: this.kid, typ: "JWT" }).setIssuer(tokenIssuer).setAudience(tokenAudience);
+    if (!omit.includes("iat")) jwt.setIssuedAt();
+    if (!omit.includes("exp")) jwt.setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
+    return jwt.sign((await this.pair()).privateKey);
   }
 
-  user(userId: string, roles = ["customer"], email = `${userId.slice(0, 8)}@example.test`) {
-    return this.sign({ sub: userId, roles, email, email_verified: true });
+  user(userId: string, roles = ["customer"], email = `${userId.slice(0, 8)}@example.test`, omit: ("exp" | "iat")[] = []) {
+    return this.sign({ sub: userId, roles, email, email_verified: true }, 900, omit);
   }
 
-  service(name: string) {
-    return this.sign({ sub: `service:${name}`, roles: [serviceRole], svc: name });
+  service(name: string, omit: ("exp" | "iat")[] = []) {
+    return this.sign({ sub: `service:${name}`, roles: [serviceRole], svc: name }, 900, omit);
   }
 }

@@ -2,17 +2,17 @@
  * The security audit log: one append-only row per security-relevant action,
  * written in the same transaction as the action (or, for failures, in a
  * transaction of its own that commits before the error is returned). The
- * client's IP and user agent come from the headers the edge sets.
+ * client's IP comes from the kit (trusted proxy hops, else the TCP peer), its user agent from the header.
  */
-import { isIP } from "node:net";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
 import { SecurityAction } from "../../gen/ecommerce/auth/v1/auth_pb.js";
+import { clientAddressOf } from "../../kit/client-address.ts";
 import { SecurityAuditLog } from "./entities.ts";
 
 export interface ClientInfo {
-  /** First hop of X-Forwarded-For (the client as seen by the edge); empty when absent or not an IP. */
+  /** The client address (kit clientAddressOf: trusted proxy hops of X-Forwarded-For, else the TCP peer). */
   ip: string;
   /** User-Agent, cut to 512 characters. */
   userAgent: string;
@@ -21,11 +21,8 @@ export interface ClientInfo {
 export const noClient: ClientInfo = { ip: "", userAgent: "" };
 
 export function clientOf(ctx: HandlerContext): ClientInfo {
-  const first = ctx.requestHeader.get("x-forwarded-for")?.split(",")[0]?.trim() ?? "";
-  // "[::1]:1234" or "1.2.3.4:5678" forms are not sent by Envoy; anything not a bare IP is ignored.
-  const ip = isIP(first) ? first.toLowerCase() : "";
   const userAgent = (ctx.requestHeader.get("user-agent") ?? "").slice(0, 512);
-  return { ip, userAgent };
+  return { ip: clientAddressOf(ctx), userAgent };
 }
 
 /** "LOGIN_FAILED" <-> "login_failed" in the action column. */

@@ -31,12 +31,17 @@ export interface AuthConfig {
     /** How often the key ring is checked for rotation and reloaded. */
     checkIntervalMs: number;
   };
+  /** Fixed-window limits shared by all replicas (rate-limit.ts; keys per RPC in README.md). */
   rateLimit: {
     windowMs: number;
-    /** Unauthenticated calls per client IP address per window. */
+    /** Calls of the public RPCs per client IP address (IPv6: per /64) per window. */
     perIp: number;
     /** Calls naming one email address (Register, Login) per window. */
     perEmail: number;
+    /** Calls presenting one token (RefreshToken, Logout, VerifyEmail, ResetPassword) per window. */
+    perToken: number;
+    /** Reset emails sent to one address per window; further requests succeed without sending. */
+    resetsPerEmail: number;
   };
   argon2: { memoryKib: number; timeCost: number; parallelism: number };
   /** Raw SERVICE_CREDENTIALS (`name:argon2id-hash,...`); empty means the development secrets. */
@@ -104,6 +109,8 @@ export function loadAuthConfig(env: Env = process.env): AuthConfig {
       windowMs: r.int("AUTH_RATE_LIMIT_WINDOW_MS", minute, 1_000, day),
       perIp: r.int("AUTH_RATE_LIMIT_PER_IP", 300, 1, 1_000_000),
       perEmail: r.int("AUTH_RATE_LIMIT_PER_EMAIL", 30, 1, 1_000_000),
+      perToken: r.int("AUTH_RATE_LIMIT_PER_TOKEN", 10, 1, 1_000_000),
+      resetsPerEmail: r.int("AUTH_RATE_LIMIT_RESETS_PER_EMAIL", 3, 1, 1_000_000),
     },
     argon2: {
       memoryKib: r.int("AUTH_ARGON2_MEMORY_KIB", 19_456, 1_024, 4_194_304),

@@ -43,5 +43,7 @@ export function authJobs(rt: AuthRuntime, ctx: ServiceContext): Job[] {
       await query(em, "delete from email_verification_tokens where expires_at < now() - interval '1 day' and not verified");
       await query(em, `delete from security_audit_logs where created_at < now() - interval '${auditRetentionDays} days'`);
     }),
+    // Not a loop: closes the rate limits' connection pool before the database goes.
+    { name: "rate-limit-store", stop: () => rt.limits.close() },
   ];
 }

@@ -5,11 +5,12 @@
  * its ORM), so tests can run several.
  */
 import type { MikroORM } from "@mikro-orm/postgresql";
+import type { ServiceConfig } from "../../kit/config.ts";
 import type { Logger } from "../../kit/logger.ts";
 import { type AuthConfig, loadAuthConfig } from "./config.ts";
 import { KeyStore } from "./keys.ts";
 import { PasswordHasher } from "./passwords.ts";
-import { RateLimiter, type RateLimits } from "./rate-limit.ts";
+import { RateLimits } from "./rate-limit.ts";
 import { ServiceCredentialStore } from "./service-credentials.ts";
 
 export interface AuthRuntime {
@@ -22,7 +23,7 @@ export interface AuthRuntime {
 
 const runtimes = new WeakMap<MikroORM, AuthRuntime>();
 
-export function authRuntime(ctx: { orm: MikroORM; log: Logger }): AuthRuntime {
+export function authRuntime(ctx: { orm: MikroORM; log: Logger; config: ServiceConfig }): AuthRuntime {
   let rt = runtimes.get(ctx.orm);
   if (!rt) {
     const config = loadAuthConfig();
@@ -31,10 +32,8 @@ export function authRuntime(ctx: { orm: MikroORM; log: Logger }): AuthRuntime {
       keys: new KeyStore(ctx.orm, config, ctx.log),
       passwords: new PasswordHasher(config.argon2),
       services: new ServiceCredentialStore(config.serviceCredentials),
-      limits: {
-        perIp: new RateLimiter(config.rateLimit.perIp, config.rateLimit.windowMs),
-        perEmail: new RateLimiter(config.rateLimit.perEmail, config.rateLimit.windowMs),
-      },
+      // Auth's own database: the counters are shared by every replica.
+      limits: new RateLimits(ctx.config.databaseUrl, config.rateLimit, ctx.log),
     };
     runtimes.set(ctx.orm, rt);
   }

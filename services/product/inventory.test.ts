@@ -222,12 +222,29 @@ describe("adjustments and stock events", () => {
     const p = await activeProduct(h, {}, 1);
     const returnId = uuidv7();
     const request = { returnId, lines: [{ productId: p.id, quantity: 2 }, { productId: uuidv7(), quantity: 1 }] };
-    const first = await h.inventory.restockItems(request, auth(h.service));
+    const first = await h.inventory.restockItems(request, auth(h.returnsService));
     expect(first).toMatchObject({ alreadyApplied: false, skippedLineIndexes: [1], items: [{ productId: p.id, quantityOnHand: 3 }] });
-    const again = await h.inventory.restockItems(request, auth(h.service));
+    const again = await h.inventory.restockItems(request, auth(h.returnsService));
     expect(again).toMatchObject({ alreadyApplied: true, items: [{ quantityOnHand: 3 }] });
-    expect(await failure(h.inventory.restockItems({ returnId, lines: [{ productId: p.id, quantity: 1 }] }, auth(h.service)))).toMatchObject({
+    expect(await failure(h.inventory.restockItems({ returnId, lines: [{ productId: p.id, quantity: 1 }] }, auth(h.returnsService)))).toMatchObject({
       reason: "RESTOCK_CONFLICT",
+    });
+  });
+});
+
+describe("callers of the INTERNAL inventory RPCs", () => {
+  it("lets only the services the contract names call them", async () => {
+    const p = await activeProduct(h, {}, 5);
+    const request = { orderId: uuidv7(), lines: [{ productId: p.id, quantity: 1 }], ttl: longTtl };
+    // A cart credential is a valid service credential, but Cart may not reserve stock.
+    const cart = await failure(h.inventory.reserveStock(request, auth(await h.issuer.service("cart"))));
+    expect(cart).toMatchObject({ code: Code.PermissionDenied, reason: "CALLER_NOT_ALLOWED" });
+    expect(cart.message).toMatch(/the cart service may not call ecommerce\.product\.v1\.InventoryService\/ReserveStock; allowed callers: order/);
+    expect(await failure(h.inventory.reserveStock(request, auth(h.returnsService)))).toMatchObject({ reason: "CALLER_NOT_ALLOWED" });
+    expect((await stockOf(p.id)).reservedQuantity).toBe(0);
+    await expect(h.inventory.reserveStock(request, auth(h.service))).resolves.toMatchObject({ reservation: { status: ReservationStatus.ACTIVE } });
+    expect(await failure(h.inventory.restockItems({ returnId: uuidv7(), lines: [{ productId: p.id, quantity: 1 }] }, auth(h.service)))).toMatchObject({
+      reason: "CALLER_NOT_ALLOWED",
     });
   });
 });

@@ -39,6 +39,8 @@ export interface ProductHarness {
   adminId: string;
   customer: string;
   service: string;
+  /** The Returns service's credential: the one caller of RestockItems. */
+  returnsService: string;
   sql<T>(query: string, params?: unknown[]): Promise<T[]>;
   stop(): Promise<void>;
 }
@@ -68,6 +70,7 @@ export async function startProductHarness(env: Record<string, string> = {}, peer
     adminId,
     customer: await issuer.user(uuidv7()),
     service: await issuer.service("order"),
+    returnsService: await issuer.service("returns"),
     sql: <T>(query: string, params: unknown[] = []) => mesh.services.product!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
     async stop() {
       await nc.close();

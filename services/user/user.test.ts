@@ -328,6 +328,30 @@ describe("addresses", () => {
     expect((await users.listAddresses({}, auth(token))).addresses.some((a) => a.isDefaultShipping)).toBe(false);
   });
 
+  it("keeps exactly one default per purpose when defaults change concurrently, without server errors", async () => {
+    const { userId, token } = await registeredUser();
+    const existing = await Promise.all(
+      ["Berlin", "Hamburg", "Munich", "Cologne"].map(async (city) => (await users.addAddress({ type: AddressType.BOTH, postalAddress: postal({ city }) }, auth(token))).address!),
+    );
+    const calls = [
+      ...existing.map((a, i) => users.setDefaultAddress({ addressId: a.id, type: i % 2 ? AddressType.SHIPPING : AddressType.BOTH }, auth(token))),
+      ...["Dresden", "Leipzig", "Bremen"].map((city) => users.addAddress({ type: AddressType.BOTH, postalAddress: postal({ city }), setAsDefault: true }, auth(token))),
+      users.setDefaultAddress({ addressId: existing[0]!.id, type: AddressType.BILLING }, auth(token)),
+    ];
+    const outcomes = await Promise.allSettled(calls);
+    // Each call either succeeds or is refused cleanly (ABORTED: retry); never INTERNAL or UNKNOWN.
+    const codes = outcomes.flatMap((o) => (o.status === "rejected" ? [ConnectError.from(o.reason).code] : []));
+    expect(codes.filter((c) => c !== Code.Aborted)).toEqual([]);
+    expect(outcomes.filter((o) => o.status === "fulfilled").length).toBeGreaterThan(0);
+    const defaults = await sql<{ s: number; b: number }>(
+      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = ?",
+      [userId],
+    );
+    expect(defaults).toEqual([{ s: 1, b: 1 }]);
+    const listed = (await users.listAddresses({}, auth(token))).addresses;
+    expect([listed.filter((a) => a.isDefaultShipping).length, listed.filter((a) => a.isDefaultBilling).length]).toEqual([1, 1]);
+  });
+
   it("rejects an unassigned country code and other bad addresses with INVALID_ARGUMENT naming the field", async () => {
     const { token } = await registeredUser();
     expect(await failure(users.addAddress({ type: AddressType.SHIPPING, postalAddress: postal({ countryCode: "XX" }) }, auth(token)))).toMatchObject({
@@ -418,7 +442,11 @@ describe("payment methods", () => {
     const method = (await users.addPaymentMethod(input, auth(token))).paymentMethod!;
     const request = { userId, paymentMethodId: method.id };
     expect(await failure(users.getPaymentMethodToken(request, auth(token)))).toMatchObject({ code: Code.PermissionDenied });
-    expect(await failure(users.getPaymentMethodToken(request, auth(await issuer.service("order"))))).toMatchObject({ code: Code.PermissionDenied });
+    // The contract allows the payment service only; the kit refuses others before the handler runs.
+    expect(await failure(users.getPaymentMethodToken(request, auth(await issuer.service("order"))))).toMatchObject({
+      code: Code.PermissionDenied,
+      reason: "CALLER_NOT_ALLOWED",
+    });
     const payment = auth(await issuer.service("payment"));
     const granted = await users.getPaymentMethodToken(request, payment);
     expect(granted.providerToken).toBe(input.providerToken);
@@ -432,7 +460,6 @@ describe("payment methods", () => {
       [method.id],
     );
     expect(log).toEqual([
-      { caller: "order", outcome: "denied" },
       { caller: "payment", outcome: "granted" },
       { caller: "payment", outcome: "not_found" },
     ]);

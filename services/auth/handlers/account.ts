@@ -40,7 +40,7 @@ import { sendVerification } from "./email.ts";
 export async function register(rt: AuthRuntime, req: RegisterRequest, ctx: HandlerContext): Promise<RegisterResponse> {
   const client = clientOf(ctx);
   const email = normalizeEmail(req.email);
-  enforceRateLimit(rt.limits, client.ip, email);
+  await enforceRateLimit(rt.limits, { ip: client.ip, email });
   requireStrongPassword(req.password, email, "password");
   const em = emOf(ctx);
   if ((await em.count(User, { email })) > 0) throw emailTaken();
@@ -89,7 +89,7 @@ export async function register(rt: AuthRuntime, req: RegisterRequest, ctx: Handl
 export async function login(rt: AuthRuntime, req: LoginRequest, ctx: HandlerContext): Promise<LoginResponse> {
   const client = clientOf(ctx);
   const email = normalizeEmail(req.email);
-  enforceRateLimit(rt.limits, client.ip, email);
+  await enforceRateLimit(rt.limits, { ip: client.ip, email });
   const em = emOf(ctx);
   const found = await em.findOne(User, { email });
   if (!found) {
@@ -138,7 +138,7 @@ export async function login(rt: AuthRuntime, req: LoginRequest, ctx: HandlerCont
 
 export async function refreshToken(rt: AuthRuntime, req: RefreshTokenRequest, ctx: HandlerContext): Promise<RefreshTokenResponse> {
   const client = clientOf(ctx);
-  enforceRateLimit(rt.limits, client.ip);
+  await enforceRateLimit(rt.limits, { ip: client.ip, token: req.refreshToken });
   let failure: ConnectError | undefined;
   const pair = await emOf(ctx).transactional(async (tx) => {
     // The row lock makes concurrent use of one token a detected reuse, never two rotations.
@@ -181,7 +181,7 @@ export async function refreshToken(rt: AuthRuntime, req: RefreshTokenRequest, ct
 
 export async function logout(rt: AuthRuntime, req: LogoutRequest, ctx: HandlerContext): Promise<LogoutResponse> {
   const client = clientOf(ctx);
-  enforceRateLimit(rt.limits, client.ip);
+  await enforceRateLimit(rt.limits, { ip: client.ip, token: req.refreshToken });
   await emOf(ctx).transactional(async (tx) => {
     const token = await tx.findOne(RefreshToken, { tokenHash: sha256(req.refreshToken) });
     // Unknown, expired or revoked tokens succeed without effect (idempotent sign-out).

@@ -63,7 +63,7 @@ export function markEmailVerified(tx: EntityManager, user: User, client: ClientI
 
 export async function verifyEmail(rt: AuthRuntime, req: VerifyEmailRequest, ctx: HandlerContext): Promise<VerifyEmailResponse> {
   const client = clientOf(ctx);
-  enforceRateLimit(rt.limits, client.ip);
+  await enforceRateLimit(rt.limits, { ip: client.ip, token: req.token });
   return emOf(ctx).transactional(async (tx) => {
     const token = await tx.findOne(
       EmailVerificationToken,
@@ -87,6 +87,7 @@ export async function verifyEmail(rt: AuthRuntime, req: VerifyEmailRequest, ctx:
 export async function resendVerification(rt: AuthRuntime, ctx: HandlerContext): Promise<ResendVerificationResponse> {
   const me = requireUser(ctx);
   const client = clientOf(ctx);
+  await enforceRateLimit(rt.limits, { ip: client.ip });
   return emOf(ctx).transactional(async (tx) => {
     const user = await lockUser(tx, me.userId);
     if (!user) throw notFound("user", me.userId);

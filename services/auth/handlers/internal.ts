@@ -24,6 +24,7 @@ import { emOf } from "../../../kit/db.ts";
 import { unauthenticated } from "../../../kit/errors.ts";
 import { audit, clientOf } from "../audit.ts";
 import { User } from "../entities.ts";
+import { enforceRateLimit } from "../rate-limit.ts";
 import type { AuthRuntime } from "../runtime.ts";
 import { sessionActive, signServiceToken } from "../sessions.ts";
 
@@ -48,6 +49,8 @@ export async function getJwks(rt: AuthRuntime): Promise<GetJwksResponse> {
 
 export async function issueServiceToken(rt: AuthRuntime, req: IssueServiceTokenRequest, ctx: HandlerContext): Promise<IssueServiceTokenResponse> {
   const client = clientOf(ctx);
+  // Each check is an argon2id hash: limited per caller address like the public RPCs.
+  await enforceRateLimit(rt.limits, { ip: client.ip });
   const ok = await rt.services.check(req.serviceName, req.serviceSecret);
   await emOf(ctx).transactional(async (tx) =>
     audit(tx, ok ? SecurityAction.SERVICE_TOKEN_ISSUED : SecurityAction.SERVICE_TOKEN_DENIED, { client, metadata: { service_name: req.serviceName } }),

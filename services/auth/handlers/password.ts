@@ -35,9 +35,11 @@ import { markEmailVerified } from "./email.ts";
 
 export async function requestPasswordReset(rt: AuthRuntime, req: RequestPasswordResetRequest, ctx: HandlerContext): Promise<RequestPasswordResetResponse> {
   const client = clientOf(ctx);
-  // Per IP only: a per-email limit would tell a caller that someone else asked for this address.
-  enforceRateLimit(rt.limits, client.ip);
+  await enforceRateLimit(rt.limits, { ip: client.ip });
   const email = normalizeEmail(req.email);
+  // Over the per-address limit the answer is the same but no email goes out: an error would tell
+  // the caller that someone else asked for this address, and one mailbox is not flooded.
+  if (await rt.limits.take("resetEmail", email)) return create(RequestPasswordResetResponseSchema, {});
   await emOf(ctx).transactional(async (tx) => {
     const user = await tx.findOne(User, { email });
     if (!user || !user.isActive) return; // same answer: accounts cannot be enumerated
@@ -64,7 +66,7 @@ export async function requestPasswordReset(rt: AuthRuntime, req: RequestPassword
 
 export async function resetPassword(rt: AuthRuntime, req: ResetPasswordRequest, ctx: HandlerContext): Promise<ResetPasswordResponse> {
   const client = clientOf(ctx);
-  enforceRateLimit(rt.limits, client.ip);
+  await enforceRateLimit(rt.limits, { ip: client.ip, token: req.token });
   const em = emOf(ctx);
   const tokenHash = sha256(req.token);
   const usable = async (tx: typeof em, lock: boolean) => {

@@ -72,3 +72,15 @@ export declare const AccessPolicySchema: GenEnum<AccessPolicy>;
  */
 export declare const access: GenExtension<MethodOptions, AccessPolicy>;
 
+/**
+ * The services allowed to call an ACCESS_POLICY_INTERNAL RPC, by their
+ * catalog names: auth, user, product, order, payment, notification, cart,
+ * discount, shipping, returns. Required on every INTERNAL RPC (at least one
+ * name) and meaningless on the others. The server refuses a service
+ * credential of any other service with PERMISSION_DENIED, reason
+ * CALLER_NOT_ALLOWED, naming the caller and this list.
+ *
+ * @generated from extension: repeated string allowed_callers = 51004;
+ */
+export declare const allowed_callers: GenExtension<MethodOptions, string[]>;
+

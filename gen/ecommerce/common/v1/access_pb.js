@@ -9,7 +9,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file ecommerce/common/v1/access.proto.
  */
 export const file_ecommerce_common_v1_access = /*@__PURE__*/
-  fileDesc("CiBlY29tbWVyY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITZWNvbW1lcmNlLmNvbW1vbi52MSqYAQoMQWNjZXNzUG9saWN5Eh0KGUFDQ0VTU19QT0xJQ1lfVU5TUEVDSUZJRUQQABIYChRBQ0NFU1NfUE9MSUNZX1BVQkxJQxABEhoKFkFDQ0VTU19QT0xJQ1lfQ1VTVE9NRVIQAhIXChNBQ0NFU1NfUE9MSUNZX0FETUlOEAMSGgoWQUNDRVNTX1BPTElDWV9JTlRFUk5BTBAEOlsKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKA4yIS5lY29tbWVyY2UuY29tbW9uLnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("CiBlY29tbWVyY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITZWNvbW1lcmNlLmNvbW1vbi52MSqYAQoMQWNjZXNzUG9saWN5Eh0KGUFDQ0VTU19QT0xJQ1lfVU5TUEVDSUZJRUQQABIYChRBQ0NFU1NfUE9MSUNZX1BVQkxJQxABEhoKFkFDQ0VTU19QT0xJQ1lfQ1VTVE9NRVIQAhIXChNBQ0NFU1NfUE9MSUNZX0FETUlOEAMSGgoWQUNDRVNTX1BPTElDWV9JTlRFUk5BTBAEOlsKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKA4yIS5lY29tbWVyY2UuY29tbW9uLnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzOkkKD2FsbG93ZWRfY2FsbGVycxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLyOAyADKAlSDmFsbG93ZWRDYWxsZXJzYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * Describes the enum ecommerce.common.v1.AccessPolicy.
@@ -36,4 +36,17 @@ export const AccessPolicy = /*@__PURE__*/
  */
 export const access = /*@__PURE__*/
   extDesc(file_ecommerce_common_v1_access, 0);
+
+/**
+ * The services allowed to call an ACCESS_POLICY_INTERNAL RPC, by their
+ * catalog names: auth, user, product, order, payment, notification, cart,
+ * discount, shipping, returns. Required on every INTERNAL RPC (at least one
+ * name) and meaningless on the others. The server refuses a service
+ * credential of any other service with PERMISSION_DENIED, reason
+ * CALLER_NOT_ALLOWED, naming the caller and this list.
+ *
+ * @generated from extension: repeated string allowed_callers = 51004;
+ */
+export const allowed_callers = /*@__PURE__*/
+  extDesc(file_ecommerce_common_v1_access, 1);
 

@@ -1951,9 +1951,11 @@ export declare const UserService: GenService<{
   },
   /**
    * Returns the decrypted provider token of a saved payment method, so the
-   * Payment service can charge it. Only the "payment" service may call it;
-   * any other caller gets PERMISSION_DENIED. Each call is recorded (caller,
-   * user, payment method, time; never the token). A read: internal calls go
+   * Payment service can charge it. Only the "payment" service may call it
+   * (allowed_callers); any other service gets PERMISSION_DENIED with reason
+   * CALLER_NOT_ALLOWED before the call reaches the handler. Each call the
+   * handler answers is recorded (caller, user, payment method, time, outcome;
+   * never the token). A read: internal calls go
    * over gRPC (HTTP/2 POST), so it is never sent as an HTTP GET or cached, and
    * the edge never routes it. Never log the response.
    *
