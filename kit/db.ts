@@ -50,8 +50,9 @@ export async function ensureDatabase(url: string, log: Logger): Promise<void> {
         await client.query(`create database "${name}"`);
         log.info({ database: name }, "created database");
       } catch (error) {
-        // Another replica created it between the check and the create.
-        if ((error as { code?: string }).code !== "42P04") throw error;
+        // Another replica created it between the check and the create (42P04, or 23505 while its create commits).
+        const code = (error as { code?: string }).code;
+        if (code !== "42P04" && code !== "23505") throw error;
       }
     }
   } finally {

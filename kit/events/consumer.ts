@@ -167,18 +167,19 @@ export class EventConsumers {
     const filters = (c: Partial<ConsumerConfig>) => [c.filter_subject ?? "", ...(c.filter_subjects ?? [])].filter(Boolean).sort().join(",");
     const differs = have.ack_wait !== want.ack_wait || have.max_ack_pending !== want.max_ack_pending || have.max_deliver !== want.max_deliver || filters(have) !== filters(want);
     if (!differs) return;
-    const update = {
-      ack_wait: want.ack_wait,
-      max_ack_pending: want.max_ack_pending,
-      max_deliver: want.max_deliver,
-      filter_subject: want.filter_subject ?? "",
-      ...(want.filter_subjects ? { filter_subjects: want.filter_subjects } : {}),
-    };
+    const next: Partial<ConsumerConfig> = { ...have, ...want };
+    if (!want.filter_subject) delete next.filter_subject;
+    if (!want.filter_subjects) delete next.filter_subjects;
     this.o.log.info(
-      { consumer: stream.durable, from: { ack_wait: have.ack_wait, max_ack_pending: have.max_ack_pending, filter: filters(have) }, to: { ...update, filter: filters(want) } },
+      {
+        consumer: stream.durable,
+        from: { ack_wait_ms: Number(have.ack_wait) / 1e6, max_ack_pending: have.max_ack_pending, filter: filters(have) },
+        to: { ack_wait_ms: this.o.ackWaitMs, max_ack_pending: want.max_ack_pending, filter: filters(want) },
+      },
       "updating durable consumer settings",
     );
-    await jsm.consumers.update(stream.spec.name, stream.durable, update);
+    // Adding an existing durable with a new configuration updates it (NATS 2.9 has no update action; later servers accept it too).
+    await jsm.consumers.add(stream.spec.name, next);
   }
 
   /**
