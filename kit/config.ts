@@ -46,8 +46,23 @@ export interface ServiceConfig {
     maxDeliveries: number;
     /** How long JetStream waits for an ack before redelivering, in ms. */
     ackWaitMs: number;
+    /** How often the outbox relay looks for unpublished rows besides being woken by commits that wrote one, in ms. */
+    outboxPollMs: number;
+  };
+  /** How long infrastructure rows are kept (kit/retention.ts), in ms. */
+  retention: {
+    /** Published outbox rows. */
+    outboxMs: number;
+    /** Processed inbox rows: must outlive every redelivery (stream max age 7 days), see docs/kit.md. */
+    inboxMs: number;
+    /** Dead letters that were replayed successfully. */
+    deadLetterMs: number;
+    /** Time between retention passes. */
+    intervalMs: number;
   };
 }
+
+const day = 24 * 3_600_000;
 
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
@@ -89,6 +104,14 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     events: {
       maxDeliveries: r.int("EVENT_MAX_DELIVERIES", 5, 1, 100),
       ackWaitMs: r.int("EVENT_ACK_WAIT_MS", 30_000, 1_000, 600_000),
+      outboxPollMs: r.int("OUTBOX_POLL_MS", 1_000, 50, 3_600_000),
+    },
+    retention: {
+      outboxMs: r.int("OUTBOX_RETENTION_MS", day, 60_000, 365 * day),
+      // Below the stream's max age an event still in the stream could be re-run after its inbox row is gone.
+      inboxMs: r.int("INBOX_RETENTION_MS", 30 * day, 8 * day, 3650 * day),
+      deadLetterMs: r.int("DEAD_LETTER_RETENTION_MS", 30 * day, day, 3650 * day),
+      intervalMs: r.int("RETENTION_INTERVAL_MS", 3_600_000, 1_000, day),
     },
   };
   if (config.serviceSecret.length < 32) r.problems.push("SERVICE_SECRET must be at least 32 characters");

@@ -61,8 +61,9 @@ export async function ensureDatabase(url: string, log: Logger): Promise<void> {
         await client.query(`create database "${name}"`);
         log.info({ database: name }, "created database");
       } catch (error) {
-        // Another replica created it between the check and the create.
-        if ((error as { code?: string }).code !== "42P04") throw error;
+        // Another replica created it between the check and the create (42P04, or 23505 while its create commits).
+        const code = (error as { code?: string }).code;
+        if (code !== "42P04" && code !== "23505") throw error;
       }
     }
   } finally {
@@ -119,9 +120,38 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
     debug: false,
   });
   bindStatementsToCalls(orm);
-  const applied = await orm.migrator.up();
-  if (applied.length > 0) options.log.info({ migrations: applied.map((m) => m.name) }, "applied migrations");
+  try {
+    const applied = await underMigrationLock(options.url, () => orm.migrator.up());
+    if (applied.length > 0) options.log.info({ migrations: applied.map((m) => m.name) }, "applied migrations");
+  } catch (error) {
+    await orm.close();
+    throw error;
+  }
   return orm;
+}
+
+/** Key of the migration lock: pg_advisory_lock(classid, objid) with a constant class for the kit. */
+const migrationLockClass = 0x6b6d6967; // "kmig"
+
+/**
+ * Runs `migrate` while holding a session-level advisory lock on its own
+ * connection, keyed by database: replicas that start together queue here and
+ * each sees the others' migrations as applied, so every migration runs once.
+ * The lock goes with the connection if the process dies.
+ */
+export async function underMigrationLock<T>(url: string, migrate: () => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query("select pg_advisory_lock($1, hashtext(current_database()))", [migrationLockClass]);
+    try {
+      return await migrate();
+    } finally {
+      await client.query("select pg_advisory_unlock($1, hashtext(current_database()))", [migrationLockClass]);
+    }
+  } finally {
+    await client.end();
+  }
 }
 
 const emKey = createContextKey<EntityManager | undefined>(undefined, { description: "request-scoped EntityManager" });

@@ -83,8 +83,16 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
   });
 }
 
-/** Deletes expired keys; run periodically by services that use idempotency keys. */
+/** Deletes expired keys in batches (the kit's idempotency-key-retention job runs it for every service). */
 export async function pruneIdempotencyKeys(em: EntityManager): Promise<number> {
-  const rows = await em.getConnection().execute<unknown[]>("delete from idempotency_keys where expires_at < now() returning key");
-  return rows.length;
+  let total = 0;
+  for (;;) {
+    const rows = await em
+      .getConnection()
+      .execute<unknown[]>(
+        "delete from idempotency_keys where ctid in (select ctid from idempotency_keys where expires_at < now() limit 1000) returning key",
+      );
+    total += rows.length;
+    if (rows.length < 1000) return total;
+  }
 }

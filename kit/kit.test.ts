@@ -7,13 +7,13 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { jetstream } from "@nats-io/jetstream";
-import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { AckPolicy, jetstream } from "@nats-io/jetstream";
+import { connect as natsConnect, type NatsConnection, nanos } from "@nats-io/transport-node";
 import { Migration } from "@mikro-orm/migrations";
 import { toBinary, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UserRegisteredSchema } from "../gen/ecommerce/auth/v1/events_pb.js";
+import { file_ecommerce_auth_v1_events, UserEmailVerifiedSchema, UserRegisteredSchema } from "../gen/ecommerce/auth/v1/events_pb.js";
 import { DeadLetterService } from "../gen/ecommerce/common/v1/dead_letter_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { file_ecommerce_user_v1_events, UserUpdatedSchema } from "../gen/ecommerce/user/v1/events_pb.js";
@@ -23,10 +23,12 @@ import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { requireUser } from "./auth/principal.ts";
 import { emOf } from "./db.ts";
 import { notFound } from "./errors.ts";
-import { onEvent } from "./events/consumer.ts";
+import { maxAckPending, onEvent } from "./events/consumer.ts";
+import { streamOf } from "./events/contracts.ts";
 import { publishEvent } from "./events/outbox.ts";
 import { ConfigError, loadConfig } from "./config.ts";
-import type { ServiceDefinition } from "./server.ts";
+import { runService, type ServiceDefinition } from "./server.ts";
+import { TestDatabases, TestNats } from "./testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
@@ -37,6 +39,8 @@ let slowCallStarted: () => void = () => undefined;
 class FixtureTables extends Migration {
   override async up(): Promise<void> {
     this.addSql("create table fixture_profiles (user_id uuid primary key, email text not null, first_name text not null default '')");
+    // One row per handler invocation (no unique key), so a second run of one event shows.
+    this.addSql("create table fixture_deliveries (id bigserial primary key, user_id uuid not null, subject text not null)");
   }
 }
 
@@ -61,6 +65,13 @@ const fixture: ServiceDefinition = {
       },
       async updateMyProfile(req, ctx) {
         const me = requireUser(ctx);
+        if (req.profile?.firstName === "no-event") {
+          // A write without an event: its commit must not wake the outbox relay.
+          await emOf(ctx).transactional((em) =>
+            em.getConnection().execute("update fixture_profiles set first_name = ? where user_id = ?", ["no-event", me.userId], "run", em.getTransactionContext()),
+          );
+          return { profile: create(UserProfileSchema, { userId: me.userId, firstName: "no-event" }) };
+        }
         if (req.profile?.firstName === "slow") {
           slowCallStarted();
           await new Promise((r) => setTimeout(r, 800));
@@ -84,14 +95,22 @@ const fixture: ServiceDefinition = {
   consumers: () => [
     onEvent(UserRegisteredSchema, "create-profile", async (em, event) => {
       if (failingEmails && event.email.startsWith("fail")) throw new Error(`cannot handle ${event.email}`);
-      await em
+      const conn = em.getConnection();
+      await conn.execute("insert into fixture_deliveries (user_id, subject) values (?, 'user.registered')", [event.userId], "run", em.getTransactionContext());
+      await conn.execute(
+        "insert into fixture_profiles (user_id, email) values (?, ?) on conflict do nothing",
+        [event.userId, event.email],
+        "run",
+        em.getTransactionContext(),
+      );
+    }),
+    // Needs the profile made by user.registered: in order, it never finds it missing.
+    onEvent(UserEmailVerifiedSchema, "after-registration", async (em, event) => {
+      const [profile] = await em
         .getConnection()
-        .execute(
-          "insert into fixture_profiles (user_id, email) values (?, ?)",
-          [event.userId, event.email],
-          "run",
-          em.getTransactionContext(),
-        );
+        .execute<unknown[]>("select 1 from fixture_profiles where user_id = ?", [event.userId], "all", em.getTransactionContext());
+      if (!profile) throw new Error(`user.email_verified for ${event.userId} before its user.registered`);
+      await em.getConnection().execute("insert into fixture_deliveries (user_id, subject) values (?, 'user.email_verified')", [event.userId], "run", em.getTransactionContext());
     }),
   ],
 };
@@ -104,16 +123,32 @@ const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` }
 
 async function publishRegistered(userId: string, email: string, msgId?: string) {
   const js = jetstream(nc);
-  const jsm = await js.jetstreamManager();
-  await jsm.streams.add({ name: "AUTH_EVENTS", subjects: ["user.registered"] }).catch(() => undefined);
+  await ensureAuthStream();
   const eventId = crypto.randomUUID();
   const payload = toBinary(UserRegisteredSchema, create(UserRegisteredSchema, { eventId, userId, email }));
   await js.publish("user.registered", payload, { msgID: msgId ?? eventId });
   return { eventId, payload };
 }
 
+async function ensureAuthStream() {
+  const jsm = await jetstream(nc).jetstreamManager();
+  await jsm.streams.add({ name: "AUTH_EVENTS", subjects: streamOf(file_ecommerce_auth_v1_events).subjects }).catch(() => undefined);
+}
+
+/** Resolves once the service's durable on AUTH_EVENTS has every message acknowledged. */
+async function authEventsSettled() {
+  const jsm = await jetstream(nc).jetstreamManager();
+  await eventually(async () => {
+    const info = await jsm.consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
+    return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
+  }, 20_000, "AUTH_EVENTS consumed");
+}
+
+const sqlOf = (service = mesh.services.user!) => <T>(query: string, params: unknown[] = []) => service.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+
 beforeAll(async () => {
-  mesh = await startMesh([fixture], { EVENT_MAX_DELIVERIES: "2", MAX_MESSAGE_BYTES: "4096" });
+  // A long poll: only commits that wrote outbox rows wake the relay, which the statement count below relies on.
+  mesh = await startMesh([fixture], { EVENT_MAX_DELIVERIES: "2", MAX_MESSAGE_BYTES: "4096", OUTBOX_POLL_MS: "30000" });
   grpc = createGrpcTransport({ baseUrl: mesh.url("user") });
   connectJson = createConnectTransport({ baseUrl: mesh.url("user"), httpVersion: "1.1", useBinaryFormat: false });
   nc = await natsConnect({ servers: mesh.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
@@ -241,22 +276,32 @@ describe("events", () => {
     const { payload } = await publishRegistered(userId, "twice@example.test");
     // The same event under another Nats-Msg-Id passes JetStream's dedupe: the inbox must catch it.
     await jetstream(nc).publish("user.registered", payload, { msgID: `${crypto.randomUUID()}` });
-    const token = await issuer.user(userId);
-    const profile = await eventually(() => createClient(UserService, grpc).getMyProfile({}, auth(token)).catch(() => undefined));
-    expect(profile.profile?.email).toBe("twice@example.test");
-    await new Promise((r) => setTimeout(r, 500));
-    const [row] = await mesh.services.user!.ctx.orm.em
-      .fork()
-      .getConnection()
-      .execute<{ n: number }[]>("select count(*)::int as n from event_inbox where source = 'create-profile' and event_type = ?", [
-        UserRegisteredSchema.typeName,
-      ]);
-    const [rows] = await mesh.services.user!.ctx.orm.em.fork().getConnection().execute<{ n: number }[]>(
-      "select count(*)::int as n from fixture_profiles where user_id = ?",
-      [userId],
-    );
-    expect(rows?.n).toBe(1);
-    expect(row?.n).toBeGreaterThanOrEqual(1);
+    await authEventsSettled();
+    const sql = sqlOf();
+    const [runs] = await sql<{ n: number }>("select count(*)::int as n from fixture_deliveries where user_id = ?", [userId]);
+    expect(runs?.n).toBe(1);
+    const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
+    expect(metricsText).toMatch(/events_consumed_total\{[^}]*consumer="create-profile"[^}]*outcome="duplicate"[^}]*\} [1-9]/);
+  });
+
+  it("handles one stream's events in the order they were published", async () => {
+    const js = jetstream(nc);
+    await ensureAuthStream();
+    const users = Array.from({ length: 5 }, () => crypto.randomUUID());
+    for (const userId of users) {
+      await js.publish("user.registered", toBinary(UserRegisteredSchema, create(UserRegisteredSchema, { eventId: crypto.randomUUID(), userId, email: `${userId}@example.test` })));
+      await js.publish("user.email_verified", toBinary(UserEmailVerifiedSchema, create(UserEmailVerifiedSchema, { eventId: crypto.randomUUID(), userId })));
+    }
+    await authEventsSettled();
+    const rows = await sqlOf()<{ user_id: string; subject: string }>("select user_id, subject from fixture_deliveries where user_id in (?) order by id", [users]);
+    expect(rows).toEqual(users.flatMap((u) => [{ user_id: u, subject: "user.registered" }, { user_id: u, subject: "user.email_verified" }]));
+    // Never retried: the registration was always there first.
+    const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
+    expect(metricsText).not.toMatch(/events_consumed_total\{[^}]*consumer="after-registration"[^}]*outcome="failed"/);
+    // One durable for the stream, none per handler.
+    const names: string[] = [];
+    for await (const c of (await js.jetstreamManager()).consumers.list("AUTH_EVENTS")) names.push(c.name);
+    expect(names).toEqual(["user_AUTH_EVENTS"]);
   });
 
   it("publishes from the outbox, and keeps events through a NATS outage", async () => {
@@ -321,6 +366,126 @@ describe("events", () => {
     expect(profile.profile?.email).toBe("fail@example.test");
     const open = await dlq.listDeadLetters({}, auth(admin));
     expect(open.deadLetters.find((d) => d.id === letter.id)).toBeUndefined();
+  });
+  it("dead-letters what it cannot decode or identify, and moves on to the next event", async () => {
+    const js = jetstream(nc);
+    await ensureAuthStream();
+    const garbage = await js.publish("user.registered", new Uint8Array([0xff, 0xff, 0xff, 0x0f, 0x01]));
+    const anonymous = await js.publish("user.registered", toBinary(UserRegisteredSchema, create(UserRegisteredSchema, { userId: crypto.randomUUID(), email: "anon@example.test" })));
+    const userId = crypto.randomUUID();
+    await publishRegistered(userId, "after-poison@example.test");
+    const token = await issuer.user(userId);
+    const profile = await eventually(() => createClient(UserService, grpc).getMyProfile({}, auth(token)).catch(() => undefined), 20_000, "valid event processed");
+    expect(profile.profile?.email).toBe("after-poison@example.test");
+
+    const admin = await issuer.user(crypto.randomUUID(), ["admin"]);
+    const dlq = createClient(DeadLetterService, grpc);
+    const letters = (await dlq.listDeadLetters({}, auth(admin))).deadLetters;
+    const bad = letters.find((d) => d.eventId === `AUTH_EVENTS:${garbage.seq}`);
+    const noId = letters.find((d) => d.eventId === `AUTH_EVENTS:${anonymous.seq}`);
+    expect(bad).toMatchObject({ consumer: "create-profile", subject: "user.registered", deliveryCount: 1, payload: new Uint8Array([0xff, 0xff, 0xff, 0x0f, 0x01]) });
+    expect(bad?.lastError).toMatch(/not a ecommerce.auth.v1.UserRegistered/);
+    expect(noId?.lastError).toMatch(/without a UUID event_id/);
+    // Replayable like any dead letter: it still fails, so it stays, with the error.
+    const replayed = await dlq.replayDeadLetter({ id: noId!.id }, auth(admin));
+    expect(replayed.deadLetter?.replayedAt).toBeUndefined();
+    expect(replayed.deadLetter?.lastError).toMatch(/without a UUID event_id/);
+  });
+});
+
+describe("outbox relay and retention", () => {
+  it("runs no relay pass after a transaction that wrote no outbox row", async () => {
+    const userId = crypto.randomUUID();
+    await publishRegistered(userId, "quiet@example.test");
+    const token = await issuer.user(userId);
+    const users = createClient(UserService, grpc);
+    await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined));
+    const orm = mesh.services.user!.ctx.orm;
+    const statements: string[] = [];
+    const outboxRows = () => statements.filter((q) => /outbox_events|outbox_relay_lease/.test(q));
+    orm.config.set("onQuery", (sql: string) => {
+      statements.push(sql);
+      return sql;
+    });
+    try {
+      await users.updateMyProfile({ profile: { firstName: "no-event" }, updateMask: { paths: ["first_name"] } }, auth(token));
+      const afterQuiet = statements.length;
+      // A call that does write an event is the barrier: its pass runs, and is the only one.
+      await users.updateMyProfile({ profile: { firstName: "Loud" }, updateMask: { paths: ["first_name"] } }, auth(token));
+      await eventually(async () => (statements.some((q) => /update outbox_events set published_at/.test(q)) ? true : undefined), 10_000, "event published");
+      const quietWindow = statements.slice(0, afterQuiet);
+      expect(quietWindow.filter((q) => /outbox_events|outbox_relay_lease/.test(q))).toEqual([]);
+      // One pass for the call with an event: lease, read, mark published, backlog gauge; no transaction held around NATS.
+      expect(outboxRows().filter((q) => /^select id, subject, payload/.test(q))).toHaveLength(1);
+      expect(statements.filter((q) => /for update/.test(q) && /outbox_events/.test(q))).toEqual([]);
+    } finally {
+      orm.config.set("onQuery", (sql: string) => sql);
+    }
+  });
+
+  it("prunes published outbox rows, processed inbox rows, expired idempotency keys and replayed dead letters after their retention", async () => {
+    const sql = sqlOf();
+    const old = "now() - interval '400 days'";
+    const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
+    await sql(`insert into outbox_events (id, subject, event_type, payload, published_at) values (?, 's', 't', '\\x00', ${old}), (?, 's', 't', '\\x00', now())`, [a, b]);
+    await sql(`insert into event_inbox (event_id, event_type, source, processed, processed_at) values (?, 't', 'retention', true, ${old}), (?, 't', 'retention', true, now())`, [a, b]);
+    await sql("insert into idempotency_keys (scope, key, request_hash, expires_at) values ('retention', ?, 'h', now() - interval '1 second'), ('retention', ?, 'h', now() + interval '1 day')", [a, b]);
+    await sql(
+      `insert into dead_letters (id, event_id, message_key, subject, consumer, delivery_count, last_error, payload, replayed_at)
+       values (?, ?, ?, 's', 'retention', 1, 'e', '\\x00', ${old}), (?, ?, ?, 's', 'retention', 1, 'e', '\\x00', now())`,
+      [a, a, a, b, b, b],
+    );
+    const jobs = mesh.services.user!.jobs;
+    for (const name of ["outbox-retention", "inbox-retention", "idempotency-key-retention", "dead-letter-retention"]) {
+      await (jobs.get(name) as unknown as { runNow(): Promise<void> }).runNow();
+    }
+    const left = async (query: string) => (await sql<{ id: string }>(query, [[a, b]])).map((r) => r.id);
+    expect(await left("select id::text from outbox_events where id in (?)")).toEqual([b]);
+    expect(await left("select event_id::text as id from event_inbox where event_id in (?)")).toEqual([b]);
+    expect(await left("select key as id from idempotency_keys where scope = 'retention' and key in (?)")).toEqual([b]);
+    expect(await left("select id::text from dead_letters where id in (?)")).toEqual([b]);
+  });
+});
+
+describe("starting replicas", () => {
+  it("migrates once when two replicas start together on a fresh database, and reconciles the stream's durable", async () => {
+    const nats = await TestNats.start();
+    const dbs = new TestDatabases();
+    const natsClient = await natsConnect({ servers: nats.url });
+    const started: { stop(): Promise<void> }[] = [];
+    try {
+      const jsm = await jetstream(natsClient).jetstreamManager();
+      await jsm.streams.add({ name: "AUTH_EVENTS", subjects: streamOf(file_ecommerce_auth_v1_events).subjects });
+      // Left by an older deployment: other settings on the stream's durable, and a kit v1 per-handler durable.
+      await jsm.consumers.add("AUTH_EVENTS", { durable_name: "user_AUTH_EVENTS", ack_policy: AckPolicy.Explicit, ack_wait: nanos(60_000), max_ack_pending: 10 });
+      await jsm.consumers.add("AUTH_EVENTS", { durable_name: "user-create-profile", ack_policy: AckPolicy.Explicit, filter_subject: "user.registered" });
+      const env = { ...mesh.env, NATS_URL: nats.url, DATABASE_URL: dbs.url("user"), PORT: "0" };
+      const results = await Promise.allSettled([runService(fixture, env), runService(fixture, env)]);
+      const replicas = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      started.push(...replicas);
+      expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : "started"))).toEqual(["started", "started"]);
+      const applied = await sqlOf(replicas[0]!)<{ name: string; n: number }>("select name, count(*)::int as n from mikro_orm_migrations group by name order by name");
+      expect(applied).toEqual([
+        { name: "0000_kit_infrastructure", n: 1 },
+        { name: "0000_kit_v2_events", n: 1 },
+        { name: "0001_fixture", n: 1 },
+      ]);
+      const info = await eventually(async () => {
+        const i = await jsm.consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
+        return i.config.max_ack_pending === maxAckPending ? i : undefined;
+      }, 10_000, "durable updated");
+      expect(info.config.ack_wait).toBe(nanos(5_000));
+      await eventually(async () => {
+        const names: string[] = [];
+        for await (const c of jsm.consumers.list("AUTH_EVENTS")) names.push(c.name);
+        return names.length === 1 && names[0] === "user_AUTH_EVENTS" ? true : undefined;
+      }, 10_000, "v1 durable deleted");
+    } finally {
+      for (const s of started) await s.stop();
+      await natsClient.close();
+      await nats.stop();
+      await dbs.dropAll();
+    }
   });
 });
 

@@ -27,7 +27,7 @@ import { EventConsumers, type EventHandler } from "./events/consumer.ts";
 import { streamOf } from "./events/contracts.ts";
 import { deadLetterRoutes } from "./events/dead-letter-service.ts";
 import { OutboxRelay } from "./events/outbox.ts";
-import { infrastructureMigration, OutboxEvent } from "./events/schema.ts";
+import { kitMigrations, OutboxEvent } from "./events/schema.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -37,6 +37,7 @@ import { ServiceMetrics } from "./metrics.ts";
 import { observeInterceptor } from "./observe.ts";
 import { pagingInterceptor } from "./paging.ts";
 import { reflectionRoutes } from "./reflection.ts";
+import { retentionJobs } from "./retention.ts";
 import { validationInterceptor } from "./validation.ts";
 
 /** What a service's domain code gets to work with. */
@@ -53,11 +54,9 @@ export interface ServiceContext {
   verifier: TokenVerifier;
 }
 
-/** A background job started with the service and stopped before its database closes. */
-export interface Job {
-  name: string;
-  stop(): Promise<void>;
-}
+import type { Job } from "./jobs.ts";
+
+export type { Job };
 
 export interface ServiceDefinition {
   name: ServiceName;
@@ -86,6 +85,8 @@ export interface RunningService {
   url: string;
   ctx: ServiceContext;
   health: HealthState;
+  /** The kit's jobs (retention) and the service's own, by name. */
+  jobs: Map<string, Job>;
   stop(): Promise<void>;
 }
 
@@ -94,7 +95,7 @@ export function openServiceDatabase(def: ServiceDefinition, url: string, log: Lo
   return openDatabase({
     url,
     entities: [OutboxEvent, ...def.entities],
-    migrations: [infrastructureMigration(def.inboxTable ?? "event_inbox"), ...def.migrations],
+    migrations: [...kitMigrations(def.inboxTable ?? "event_inbox"), ...def.migrations],
     log,
   });
 }
@@ -138,7 +139,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     const stream = streamOf(def.publishes);
     void bus.ensureStream(stream).catch((error) => log.warn({ err: (error as Error).message, stream: stream.name }, "stream not ensured yet; the relay retries"));
   }
-  const relay = new OutboxRelay(orm, bus, log, metrics);
+  const relay = new OutboxRelay(orm, bus, log, metrics, { pollMs: config.events.outboxPollMs });
   const consumers = new EventConsumers(
     { service: def.name, orm, bus, log, metrics, inboxTable, maxDeliveries: config.events.maxDeliveries, ackWaitMs: config.events.ackWaitMs },
     def.consumers?.(ctx) ?? [],
@@ -249,7 +250,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
 
   relay.start();
   consumers.start();
-  const jobs = (await def.jobs?.(ctx)) ?? [];
+  const jobs = [...retentionJobs(orm, config, inboxTable, log), ...((await def.jobs?.(ctx)) ?? [])];
   health.start();
   log.info({ url, services: served.map((s) => s.typeName) }, `${def.name} service listening`);
 
@@ -278,7 +279,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
       log.info("stopped");
     })());
 
-  return { name: def.name, port, url, ctx, health, stop };
+  return { name: def.name, port, url, ctx, health, jobs: new Map(jobs.map((j) => [j.name, j])), stop };
 }
 
 /** Entry point of a service process: runs it and stops cleanly on SIGINT/SIGTERM. */

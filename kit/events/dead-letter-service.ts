@@ -37,7 +37,9 @@ const toMessage = (r: Row): DeadLetter =>
   });
 
 export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers: EventConsumers): void {
-  const select = "select id, event_id, subject, consumer, delivery_count, last_error, payload, dead_lettered_at, replayed_at from dead_letters";
+  // An event that could not be decoded, or had no event id, is named by its Nats-Msg-Id or "<STREAM>:<sequence>".
+  const select =
+    "select id, coalesce(event_id::text, message_key) as event_id, subject, consumer, delivery_count, last_error, payload, dead_lettered_at, replayed_at from dead_letters";
   router.service(DeadLetterService, {
     async listDeadLetters(req) {
       const pages = pageOf(req, { id: "uuid" });

@@ -5,6 +5,8 @@
  * Nats-Msg-Id = event id, retrying with backoff while NATS is down. Nothing is
  * lost and a re-publish is deduplicated by JetStream.
  */
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import { create, type DescMessage, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
@@ -44,17 +46,43 @@ export interface RelayOptions {
   batchSize?: number;
   pollMs?: number;
   maxBackoffMs?: number;
+  /** How long a replica keeps the relay lease without renewing it (default 15 s). */
+  leaseMs?: number;
 }
 
-/** Publishes committed outbox rows. One per service process; replicas share the work via SKIP LOCKED. */
+interface OutboxRow {
+  id: string;
+  subject: string;
+  payload: Buffer;
+  headers: Record<string, string>;
+}
+
+/**
+ * Publishes committed outbox rows. One relay per service process; of the
+ * replicas sharing a database, the one holding the relay lease
+ * (outbox_relay_lease, renewed each pass) publishes, in created_at order, so
+ * one aggregate's events go out in the order they were written. Rows are read
+ * without locks and no transaction is open while waiting for NATS; a crash
+ * between publish and marking re-publishes at most one batch, which JetStream
+ * drops (Nats-Msg-Id = event id, 10-minute duplicate window) and the inbox
+ * of every consumer ignores.
+ */
 export class OutboxRelay {
   private wakeUp: (() => void) | undefined;
+  /** A commit with outbox rows arrived while a pass ran: run another right after it. */
+  private woken = false;
   private running = false;
   private loop: Promise<void> | undefined;
   private failures = 0;
+  /** Transactions that flushed outbox rows and have not committed yet. */
+  private readonly pendingCommits = new WeakSet<object>();
+  /** Outbox rows flushed inside savepoints, whose outer transaction we cannot name. */
+  private savepointRows = 0;
+  private readonly holder = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly batchSize: number;
   private readonly pollMs: number;
   private readonly maxBackoffMs: number;
+  private readonly leaseMs: number;
   private readonly orm: MikroORM;
   private readonly bus: EventBus;
   private readonly log: Logger;
@@ -68,14 +96,33 @@ export class OutboxRelay {
     this.batchSize = options.batchSize ?? 100;
     this.pollMs = options.pollMs ?? 1_000;
     this.maxBackoffMs = options.maxBackoffMs ?? 10_000;
-    // Publish right after any commit that may have written outbox rows.
+    this.leaseMs = options.leaseMs ?? 15_000;
+    // Wake only after a commit that wrote outbox rows: every other transaction
+    // would cost a pass (its statements) for nothing.
     orm.em.getEventManager().registerSubscriber({
-      afterFlush: () => this.wake(),
-      afterTransactionCommit: () => this.wake(),
+      afterFlush: ({ em, uow }) => {
+        if (!uow.getChangeSets().some((cs) => cs.meta.className === OutboxEvent.meta.className)) return;
+        const trx = em.isInTransaction() ? em.getTransactionContext<object>() : undefined;
+        if (trx) this.pendingCommits.add(trx);
+        else this.wake(); // the flush committed its own transaction
+      },
+      afterTransactionCommit: ({ transaction }) => {
+        if (!transaction) return;
+        if (!this.pendingCommits.has(transaction)) {
+          if ("savepointName" in transaction || this.savepointRows === 0) return;
+          this.savepointRows = 0; // a top-level commit: the savepoints' rows are committed, or rolled back
+          this.wake();
+          return;
+        }
+        this.pendingCommits.delete(transaction);
+        if ("savepointName" in transaction) this.savepointRows++;
+        else this.wake();
+      },
     });
   }
 
   wake(): void {
+    this.woken = true;
     this.wakeUp?.();
   }
 
@@ -87,6 +134,7 @@ export class OutboxRelay {
 
   private async run(): Promise<void> {
     while (this.running) {
+      this.woken = false;
       let published = 0;
       try {
         published = await this.publishBatch();
@@ -99,6 +147,7 @@ export class OutboxRelay {
         }
       }
       if (published >= this.batchSize) continue; // more waiting: no pause
+      if (this.woken && this.failures === 0) continue;
       const delay = this.failures > 0 ? Math.min(this.pollMs * 2 ** (this.failures - 1), this.maxBackoffMs) : this.pollMs;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
@@ -111,63 +160,59 @@ export class OutboxRelay {
     }
   }
 
-  /** Publishes up to one batch; returns how many were published. */
+  /** Takes or renews the relay lease; false while another replica holds it. */
+  private async takeLease(): Promise<boolean> {
+    const rows = await this.orm.em
+      .fork()
+      .getConnection()
+      .execute<unknown[]>(
+        `update outbox_relay_lease set holder = ?, expires_at = now() + (? * interval '1 millisecond')
+          where id = 1 and (holder = ? or holder is null or expires_at < now()) returning 1`,
+        [this.holder, this.leaseMs, this.holder],
+      );
+    return rows.length > 0;
+  }
+
+  /** Publishes up to one batch; returns how many were published (0 when another replica holds the lease). */
   async publishBatch(): Promise<number> {
     if (!this.bus.connected) {
       await this.refreshBacklog();
       throw new Error("NATS is not connected");
     }
     const js = await this.bus.js();
-    const em = this.orm.em.fork();
-    const result = await em.transactional(async (tx) => {
-      const rows = await tx.getConnection().execute<{ id: string; subject: string; payload: Buffer; headers: Record<string, string> }[]>(
-        `select id, subject, payload, headers from outbox_events
-          where published_at is null order by created_at, id limit ? for update skip locked`,
-        [this.batchSize],
-        "all",
-        tx.getTransactionContext(),
-      );
-      const done: string[] = [];
-      let failure: Error | undefined;
-      for (const row of rows) {
-        const h = natsHeaders();
-        for (const [k, v] of Object.entries(row.headers ?? {})) h.set(k, v);
-        h.set("Content-Type", "application/protobuf");
-        try {
-          await js.publish(row.subject, row.payload, { msgID: row.id, headers: h, timeout: 5_000 });
-        } catch (error) {
-          failure = error as Error;
-          break;
-        }
-        this.metrics.eventsPublished.inc({ subject: row.subject });
-        done.push(row.id);
+    if (!(await this.takeLease())) return 0;
+    const started = Date.now();
+    const conn = this.orm.em.fork().getConnection();
+    const rows = await conn.execute<OutboxRow[]>(
+      "select id, subject, payload, headers from outbox_events where published_at is null order by created_at, id limit ?",
+      [this.batchSize],
+    );
+    const done: string[] = [];
+    let failure: Error | undefined;
+    for (const row of rows) {
+      // Stop well inside the lease, so a slow NATS never lets a second replica publish beside us.
+      if (Date.now() - started > this.leaseMs / 2) break;
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries(row.headers ?? {})) h.set(k, v);
+      h.set("Content-Type", "application/protobuf");
+      try {
+        await js.publish(row.subject, row.payload, { msgID: row.id, headers: h, timeout: 5_000 });
+      } catch (error) {
+        failure = error as Error;
+        break;
       }
-      // Mark what did go out even when a later publish failed (committed below), so it
-      // is not sent again; JetStream would drop it within its duplicate window anyway.
-      if (done.length > 0) {
-        await tx
-          .getConnection()
-          .execute("update outbox_events set published_at = now(), attempts = attempts + 1 where id in (?)", [done], "run", tx.getTransactionContext());
-      }
-      if (failure && rows[done.length]) {
-        await tx
-          .getConnection()
-          .execute(
-            "update outbox_events set attempts = attempts + 1, last_error = ? where id = ?",
-            [failure.message.slice(0, 1000), rows[done.length]!.id],
-            "run",
-            tx.getTransactionContext(),
-          );
-      }
-      return { published: done.length, failure };
-    });
-    const { published: count, failure } = result;
-    if (failure) {
-      await this.refreshBacklog();
-      throw failure;
+      this.metrics.eventsPublished.inc({ subject: row.subject });
+      done.push(row.id);
+    }
+    // Mark what did go out even when a later publish failed, so it is not sent again.
+    if (done.length > 0) await conn.execute("update outbox_events set published_at = now(), attempts = attempts + 1 where id in (?)", [done]);
+    const failed = failure ? rows[done.length] : undefined;
+    if (failure && failed) {
+      await conn.execute("update outbox_events set attempts = attempts + 1, last_error = ? where id = ?", [failure.message.slice(0, 1000), failed.id]);
     }
     await this.refreshBacklog();
-    return count;
+    if (failure) throw failure;
+    return done.length;
   }
 
   private async refreshBacklog(): Promise<void> {
@@ -182,12 +227,17 @@ export class OutboxRelay {
     }
   }
 
-  /** Stops the loop after one last attempt to publish what is pending (bounded by timeoutMs). */
+  /** Stops the loop after one last attempt to publish what is pending (bounded by timeoutMs), then hands the lease on. */
   async stop(timeoutMs = 3_000): Promise<void> {
     if (!this.running) return;
     this.running = false;
     this.wake();
     await this.loop;
     await Promise.race([this.publishBatch().catch(() => 0), new Promise((r) => setTimeout(r, timeoutMs))]);
+    await this.orm.em
+      .fork()
+      .getConnection()
+      .execute("update outbox_relay_lease set holder = null, expires_at = now() where id = 1 and holder = ?", [this.holder])
+      .catch(() => undefined);
   }
 }

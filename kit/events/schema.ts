@@ -79,6 +79,43 @@ function infrastructureSql(inboxTable: string): string[] {
   ];
 }
 
+/**
+ * Kit v2 (issue 7): dead letters of events that cannot be decoded or carry no
+ * event id (identity = Nats-Msg-Id or stream sequence), the relay lease that
+ * lets one replica at a time publish without holding row locks, and the
+ * indexes the retention jobs delete by.
+ */
+function eventsV2Sql(inboxTable: string): string[] {
+  return [
+    "alter table dead_letters alter column event_id drop not null",
+    "alter table dead_letters add column if not exists message_key text",
+    "alter table dead_letters add column if not exists stream_sequence bigint",
+    "update dead_letters set message_key = event_id::text where message_key is null",
+    "alter table dead_letters alter column message_key set not null",
+    "alter table dead_letters drop constraint if exists dead_letters_event_consumer_unique",
+    "alter table dead_letters add constraint dead_letters_message_consumer_unique unique (message_key, consumer)",
+    "create index if not exists dead_letters_replayed on dead_letters (replayed_at) where replayed_at is not null",
+    `create table if not exists outbox_relay_lease (
+      id int primary key check (id = 1),
+      holder text,
+      expires_at timestamptz not null
+    )`,
+    "insert into outbox_relay_lease (id, holder, expires_at) values (1, null, '-infinity') on conflict do nothing",
+    "create index if not exists outbox_events_published on outbox_events (published_at) where published_at is not null",
+    `create index if not exists ${inboxTable}_processed_at on ${inboxTable} (processed_at) where processed`,
+  ];
+}
+
+/** The kit's migrations, run before every service's own (names sort before "0001_"). */
+export function kitMigrations(inboxTable: string): MigrationEntry[] {
+  class KitEventsV2 extends Migration {
+    override async up(): Promise<void> {
+      for (const sql of eventsV2Sql(inboxTable)) this.addSql(sql);
+    }
+  }
+  return [infrastructureMigration(inboxTable), { name: "0000_kit_v2_events", class: KitEventsV2 }];
+}
+
 /** The first migration of every service. */
 export function infrastructureMigration(inboxTable: string): MigrationEntry {
   class KitInfrastructure extends Migration {

@@ -26,6 +26,7 @@ import {
   UserRoleChangedSchema,
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { developmentServiceSecret } from "../../kit/config.ts";
+import { openSealedField, sealedFieldBinding } from "../../kit/events/sealed.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "./service.ts";
@@ -88,6 +89,10 @@ afterAll(async () => {
   await mesh?.stop();
 });
 
+/** The clear token of a verification or reset event, opened with Notification's event key as Notification would. */
+const tokenOf = (e: { $typeName: string; userId: string; sealedToken: Uint8Array }) =>
+  openSealedField("notification", e.sealedToken, sealedFieldBinding(e.$typeName, "sealed_token", e.userId));
+
 describe("sign-up and sign-in", () => {
   it("registers, verifies the email with the token from the event, signs in and reads GetMe", async () => {
     const email = unique("Alice");
@@ -98,13 +103,21 @@ describe("sign-up and sign-in", () => {
     const registered = await events.find(UserRegisteredSchema, (e) => e.userId === userId);
     expect(registered).toMatchObject({ email: email.toLowerCase(), firstName: "Ada", lastName: "Lovelace", preferredLanguage: "en-GB", roles: ["customer"] });
     const requested = await events.find(UserEmailVerificationRequestedSchema, (e) => e.userId === userId);
-    expect(requested.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(tokenOf(requested)).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // Sealed for Notification: another service's event key does not open it, and Auth's outbox holds no clear token.
+    expect(() => openSealedField("user", requested.sealedToken, sealedFieldBinding(requested.$typeName, "sealed_token", userId))).toThrow();
+    const [row] = await mesh.services.auth!.ctx.orm.em
+      .fork()
+      .getConnection()
+      .execute<{ payload: Buffer }[]>("select payload from outbox_events where id = ?", [requested.eventId]);
+    expect(row?.payload.length).toBeGreaterThan(0);
+    expect(row?.payload.includes(Buffer.from(tokenOf(requested)))).toBe(false);
     expect(msOf(requested.expiresAt)! - Date.now()).toBeGreaterThan(23 * 3600_000);
 
-    const verified = await auth.verifyEmail({ token: requested.token });
+    const verified = await auth.verifyEmail({ token: tokenOf(requested) });
     expect(verified).toMatchObject({ userId, email: email.toLowerCase() });
     // A second click on the same link succeeds too.
-    await expect(auth.verifyEmail({ token: requested.token })).resolves.toMatchObject({ userId });
+    await expect(auth.verifyEmail({ token: tokenOf(requested) })).resolves.toMatchObject({ userId });
     await events.find(UserEmailVerifiedSchema, (e) => e.userId === userId);
     expect(events.all(UserEmailVerifiedSchema).filter((e) => e.userId === userId)).toHaveLength(1);
 
@@ -196,13 +209,13 @@ describe("sign-up and sign-in", () => {
     expect(wait).toBeLessThanOrEqual(1000);
     await new Promise((r) => setTimeout(r, Math.max(0, wait - (Date.now() - failedAt)) + 50));
     const resent = await auth.resendVerification({}, bearer(tokens.accessToken));
-    const second = await events.find(UserEmailVerificationRequestedSchema, (e) => e.userId === userId && e.token !== first.token);
+    const second = await events.find(UserEmailVerificationRequestedSchema, (e) => e.userId === userId && tokenOf(e) !== tokenOf(first));
     expect(msOf(second.expiresAt)).toBe(msOf(resent.expiresAt));
-    const superseded = await failureOf(auth.verifyEmail({ token: first.token }));
+    const superseded = await failureOf(auth.verifyEmail({ token: tokenOf(first) }));
     expect([superseded.code, reasonOf(superseded)]).toEqual([Code.FailedPrecondition, "TOKEN_INVALID"]);
     const unknown = await failureOf(auth.verifyEmail({ token: "bm90LWEtcmVhbC10b2tlbg" }));
     expect(reasonOf(unknown)).toBe("TOKEN_INVALID");
-    await auth.verifyEmail({ token: second.token });
+    await auth.verifyEmail({ token: tokenOf(second) });
     const done = await failureOf(auth.resendVerification({}, bearer(tokens.accessToken)));
     expect([done.code, reasonOf(done)]).toEqual([Code.FailedPrecondition, "EMAIL_ALREADY_VERIFIED"]);
   });
@@ -323,14 +336,14 @@ describe("passwords", () => {
     await auth.requestPasswordReset({ email: email.toUpperCase() });
     const first = await events.find(UserPasswordResetRequestedSchema, (e) => e.userId === userId);
     await auth.requestPasswordReset({ email });
-    const second = await events.find(UserPasswordResetRequestedSchema, (e) => e.userId === userId && e.token !== first.token);
+    const second = await events.find(UserPasswordResetRequestedSchema, (e) => e.userId === userId && tokenOf(e) !== tokenOf(first));
 
-    const superseded = await failureOf(auth.resetPassword({ token: first.token, newPassword: "granite meadow sparrow 9" }));
+    const superseded = await failureOf(auth.resetPassword({ token: tokenOf(first), newPassword: "granite meadow sparrow 9" }));
     expect([superseded.code, reasonOf(superseded)]).toEqual([Code.FailedPrecondition, "TOKEN_INVALID"]);
-    const weak = await failureOf(auth.resetPassword({ token: second.token, newPassword: "password123456" }));
+    const weak = await failureOf(auth.resetPassword({ token: tokenOf(second), newPassword: "password123456" }));
     expect([weak.code, reasonOf(weak), fieldOf(weak)]).toEqual([Code.InvalidArgument, "WEAK_PASSWORD", "new_password"]);
-    await auth.resetPassword({ token: second.token, newPassword: "granite meadow sparrow 9" });
-    const reused = await failureOf(auth.resetPassword({ token: second.token, newPassword: "another fine passphrase" }));
+    await auth.resetPassword({ token: tokenOf(second), newPassword: "granite meadow sparrow 9" });
+    const reused = await failureOf(auth.resetPassword({ token: tokenOf(second), newPassword: "another fine passphrase" }));
     expect(reasonOf(reused)).toBe("TOKEN_INVALID");
 
     expect(reasonOf(await failureOf(auth.refreshToken({ refreshToken: tokens.refreshToken })))).toBe("INVALID_REFRESH_TOKEN");
@@ -342,9 +355,9 @@ describe("passwords", () => {
     await events.find(UserEmailVerifiedSchema, (e) => e.userId === userId);
 
     await auth.requestPasswordReset({ email });
-    const late = await events.find(UserPasswordResetRequestedSchema, (e) => e.userId === userId && ![first.token, second.token].includes(e.token));
+    const late = await events.find(UserPasswordResetRequestedSchema, (e) => e.userId === userId && ![tokenOf(first), tokenOf(second)].includes(tokenOf(e)));
     await new Promise((r) => setTimeout(r, Math.max(0, msOf(late.expiresAt)! - Date.now()) + 50));
-    const expired = await failureOf(auth.resetPassword({ token: late.token, newPassword: "copper willow dances 5" }));
+    const expired = await failureOf(auth.resetPassword({ token: tokenOf(late), newPassword: "copper willow dances 5" }));
     expect([expired.code, reasonOf(expired)]).toEqual([Code.FailedPrecondition, "TOKEN_EXPIRED"]);
     expect(await auditLogs(userId, [SecurityAction.PASSWORD_RESET_REQUESTED])).toHaveLength(3);
     expect(await auditLogs(userId, [SecurityAction.PASSWORD_RESET])).toHaveLength(1);

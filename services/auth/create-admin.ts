@@ -17,7 +17,7 @@ import { adminRole, customerRole } from "../../kit/auth/principal.ts";
 import { loadConfig } from "../../kit/config.ts";
 import { openDatabase } from "../../kit/db.ts";
 import { publishEvent } from "../../kit/events/outbox.ts";
-import { infrastructureMigration, OutboxEvent } from "../../kit/events/schema.ts";
+import { kitMigrations, OutboxEvent } from "../../kit/events/schema.ts";
 import { createLogger } from "../../kit/logger.ts";
 import { audit } from "./audit.ts";
 import { loadAuthConfig } from "./config.ts";
@@ -110,7 +110,7 @@ async function run(): Promise<number> {
   const orm = await openDatabase({
     url: config.databaseUrl,
     entities: [OutboxEvent, ...authEntities],
-    migrations: [infrastructureMigration("event_inbox"), ...authMigrations],
+    migrations: [...kitMigrations("event_inbox"), ...authMigrations],
     log,
     poolSize: 2,
   });

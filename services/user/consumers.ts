@@ -2,12 +2,12 @@
  * Auth's events that shape a profile. Each handler runs in the kit's inbox
  * transaction (user_event_logs), so a redelivered event is a no-op.
  *
- * Out of order: each subject has its own durable consumer, so a
- * user.logged_in (or email_verified, deleted, reactivated) can be handled
- * before the user.registered of the same user. Such an event fails on
- * purpose and the kit redelivers it with backoff, by which time the profile
- * exists; after EVENT_MAX_DELIVERIES it is kept as a dead letter an admin can
- * replay. It is never dropped. We do not create a profile from these events:
+ * Order: the kit consumes AUTH_EVENTS through one durable and hands events
+ * over in stream order, so a user's user.registered comes before their other
+ * events. Should one still find no profile (several replicas consuming at
+ * once, or a registration that was itself dead-lettered), it fails on purpose:
+ * the kit retries it in place and after EVENT_MAX_DELIVERIES keeps it as a
+ * dead letter an admin can replay. It is never dropped. We do not create a profile from these events:
  * user.logged_in carries no email, and only user.registered carries the
  * sign-up data (names, language, newsletter), which a stub would lose or
  * have to merge later.

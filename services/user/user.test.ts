@@ -9,6 +9,7 @@ import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary }
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { DeadLetterService } from "../../gen/ecommerce/common/v1/dead_letter_pb.js";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
@@ -122,7 +123,7 @@ beforeAll(async () => {
     publicKeys: () => () => issuer.jwks(),
     serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
   });
-  mesh = await startMesh([createProductService({}), createUserService({})].map(withIssuer), { EVENT_MAX_DELIVERIES: "10" });
+  mesh = await startMesh([createProductService({}), createUserService({})].map(withIssuer), { EVENT_MAX_DELIVERIES: "3" });
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const authStream = streamOf(file_ecommerce_auth_v1_events);
@@ -177,7 +178,7 @@ describe("profiles from Auth's events", () => {
     await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined));
     // Both deliveries are handled (or deduplicated) before the inbox is read.
     await eventually(async () => {
-      const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user-create-profile");
+      const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
       return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
     });
     const [profiles] = await sql<{ n: number }>("select count(*)::int as n from user_profiles where user_id = ?", [userId]);
@@ -201,10 +202,10 @@ describe("profiles from Auth's events", () => {
     await publishAuth(UserDeletedSchema, { userId, email, reason: "fraud check", deactivatedBy: uuidv7() }, { at: deactivatedAt });
     await eventually(async () => ((await users.getMyProfile({}, auth(token))).profile?.isActive === false ? true : undefined));
 
-    // A reactivation older than the deactivation (it overtook it on its own consumer) does not undo it.
+    // A reactivation older than the deactivation (published late, e.g. by a replayed dead letter) does not undo it.
     await publishAuth(UserReactivatedSchema, { userId, email }, { at: new Date(deactivatedAt.getTime() - 5_000) });
     await eventually(async () => {
-      const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user-sync-reactivation");
+      const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
       return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
     });
     expect((await users.getMyProfile({}, auth(token))).profile?.isActive).toBe(false);
@@ -220,18 +221,22 @@ describe("profiles from Auth's events", () => {
     expect(events[0]).toMatchObject({ email, emailVerified: true, firstName: "Ada" });
   });
 
-  it("keeps an event that arrives before user.registered until the profile exists", async () => {
+  it("dead-letters an event published before user.registered, moves on, and applies it on replay", async () => {
     const userId = uuidv7();
     const loginAt = new Date();
-    await publishAuth(UserLoggedInSchema, { userId }, { at: loginAt });
-    await new Promise((r) => setTimeout(r, 300));
+    const { eventId } = await publishAuth(UserLoggedInSchema, { userId }, { at: loginAt });
     await publishAuth(UserRegisteredSchema, { userId, email: `${userId}@example.test` });
     const token = await issuer.user(userId);
-    const profile = await eventually(async () => {
-      const p = (await users.getMyProfile({}, auth(token))).profile;
-      return p?.lastLoginAt ? p : undefined;
-    }, 15_000, "last_login_at after retry");
-    expect(profile.lastLoginAt?.seconds).toBe(BigInt(Math.floor(loginAt.getTime() / 1000)));
+    // Events are handled in stream order: the sign-in is retried in place (EVENT_MAX_DELIVERIES), then set aside.
+    const profile = await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined), 15_000, "profile after the dead letter");
+    expect(profile.profile?.lastLoginAt).toBeUndefined();
+    const admin = await issuer.user(uuidv7(), ["admin"]);
+    const dlq = createClient(DeadLetterService, createGrpcTransport({ baseUrl: mesh.url("user") }));
+    const letter = (await dlq.listDeadLetters({}, auth(admin))).deadLetters.find((d) => d.eventId === eventId);
+    expect(letter).toMatchObject({ consumer: "sync-last-login", deliveryCount: 3 });
+    await dlq.replayDeadLetter({ id: letter!.id }, auth(admin));
+    const replayed = (await users.getMyProfile({}, auth(token))).profile;
+    expect(replayed?.lastLoginAt?.seconds).toBe(BigInt(Math.floor(loginAt.getTime() / 1000)));
   });
 });
 

@@ -15,6 +15,7 @@ import { AuthService, LoginRequestSchema, LoginResponseSchema } from "../../gen/
 import { UserEmailVerificationRequestedSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { GetMyProfileRequestSchema, GetMyProfileResponseSchema, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { openSealedField, sealedFieldBinding } from "../../kit/events/sealed.ts";
 import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { PeerClients } from "../../kit/clients.ts";
 import { startEdge, type RunningEdge } from "../../gateway/edge.ts";
@@ -42,11 +43,12 @@ async function failure(call: Promise<unknown>): Promise<ConnectError> {
   throw new Error("expected the call to fail");
 }
 
-/** The raw verification token Auth puts on the bus for the Notification service. */
+/** The verification token Auth puts on the bus, sealed for the Notification service. */
 async function verificationTokenFor(email: string): Promise<string> {
   for await (const m of verifications) {
     const e = fromBinary(UserEmailVerificationRequestedSchema, m.data);
-    if (e.email === email) return e.token;
+    // Sealed for Notification (the token's only consumer): opened with its event key.
+    if (e.email === email) return openSealedField("notification", e.sealedToken, sealedFieldBinding(e.$typeName, "sealed_token", e.userId));
   }
   throw new Error("subscription closed");
 }

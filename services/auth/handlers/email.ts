@@ -17,6 +17,7 @@ import { timestampOf } from "../../../kit/convert.ts";
 import { emOf } from "../../../kit/db.ts";
 import { domainError, failedPrecondition, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
+import { sealedFieldBinding, sealForConsumer } from "../../../kit/events/sealed.ts";
 import { audit, type ClientInfo, clientOf } from "../audit.ts";
 import { EmailVerificationToken, type User } from "../entities.ts";
 import { accountDisabled, tokenExpired, tokenInvalid } from "../failures.ts";
@@ -28,7 +29,7 @@ import { lockUser, query } from "../users.ts";
 /**
  * Creates a verification token for the user's address (earlier unused ones
  * stop working) and queues user.email_verification_requested with the token
- * in clear, for Notification. Returns when the token expires.
+ * sealed for Notification. Returns when the token expires.
  */
 export async function sendVerification(rt: AuthRuntime, tx: EntityManager, user: User, client: ClientInfo): Promise<Date> {
   await query(tx, "update email_verification_tokens set superseded_at = now() where user_id = ? and not verified and superseded_at is null", [user.id]);
@@ -48,7 +49,8 @@ export async function sendVerification(rt: AuthRuntime, tx: EntityManager, user:
     }),
   );
   audit(tx, SecurityAction.EMAIL_VERIFICATION_REQUESTED, { userId: user.id, client });
-  publishEvent(tx, UserEmailVerificationRequestedSchema, { userId: user.id, email: user.email, token, expiresAt: timestampOf(expiresAt) });
+  const sealedToken = sealForConsumer("notification", token, sealedFieldBinding(UserEmailVerificationRequestedSchema.typeName, "sealed_token", user.id));
+  publishEvent(tx, UserEmailVerificationRequestedSchema, { userId: user.id, email: user.email, sealedToken, expiresAt: timestampOf(expiresAt) });
   return expiresAt;
 }
 

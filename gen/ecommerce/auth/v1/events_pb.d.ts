@@ -101,10 +101,10 @@ export declare const UserRegisteredSchema: GenMessage<UserRegistered>;
  * ResendVerification). Consumed only by Notification, which puts the token in
  * the verification link.
  *
- * SENSITIVE: `token` is a live one-time credential. Only Notification
- * subscribes to this subject, AUTH_EVENTS keeps messages for a limited time,
- * Auth stores only the token's hash, and the token expires at `expires_at`.
- * Never log this payload.
+ * SENSITIVE: the token is a live one-time credential, so it travels sealed
+ * for Notification (`sealed_token`): the outbox, the stream, dead letters and
+ * other subscribers hold only ciphertext. Auth stores only the token's hash,
+ * and the token expires at `expires_at`.
  *
  * @generated from message ecommerce.auth.v1.UserEmailVerificationRequested
  */
@@ -138,11 +138,15 @@ export declare type UserEmailVerificationRequested = Message<"ecommerce.auth.v1.
   email: string;
 
   /**
-   * The verification token in clear text, base64url. Sensitive, see above.
+   * The verification token (base64url), sealed for the Notification service:
+   * AES-256-GCM with Notification's event key EVENT_KEY_NOTIFICATION
+   * (kit/events/sealed.ts), bound to
+   * "ecommerce.auth.v1.UserEmailVerificationRequested.sealed_token:<user_id>".
+   * Only Notification can open it.
    *
-   * @generated from field: string token = 5;
+   * @generated from field: bytes sealed_token = 7;
    */
-  token: string;
+  sealedToken: Uint8Array;
 
   /**
    * When the token stops working.
@@ -204,10 +208,9 @@ export declare const UserEmailVerifiedSchema: GenMessage<UserEmailVerified>;
  * Published when a password reset was requested for an existing, active
  * account. Consumed only by Notification, which sends the reset email.
  *
- * SENSITIVE: `token` lets its holder set the account's password. Only
- * Notification subscribes to this subject, AUTH_EVENTS keeps messages for a
- * limited time, Auth stores only the token's hash, and the token expires at
- * `expires_at` (1 hour). Never log this payload.
+ * SENSITIVE: the token lets its holder set the account's password, so it
+ * travels sealed for Notification (`sealed_token`). Auth stores only the
+ * token's hash, and the token expires at `expires_at` (1 hour).
  *
  * @generated from message ecommerce.auth.v1.UserPasswordResetRequested
  */
@@ -241,11 +244,15 @@ export declare type UserPasswordResetRequested = Message<"ecommerce.auth.v1.User
   email: string;
 
   /**
-   * The reset token in clear text, base64url. Sensitive, see above.
+   * The reset token (base64url), sealed for the Notification service:
+   * AES-256-GCM with Notification's event key EVENT_KEY_NOTIFICATION
+   * (kit/events/sealed.ts), bound to
+   * "ecommerce.auth.v1.UserPasswordResetRequested.sealed_token:<user_id>".
+   * Only Notification can open it.
    *
-   * @generated from field: string token = 5;
+   * @generated from field: bytes sealed_token = 7;
    */
-  token: string;
+  sealedToken: Uint8Array;
 
   /**
    * When the token stops working.
