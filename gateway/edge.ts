@@ -9,7 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { subscribe } from "node:diagnostics_channel";
-import { createServer as createHttp1Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server } from "node:http";
+import { createServer as createHttp1Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server, type ServerResponse } from "node:http";
 import {
   type ClientHttp2Stream,
   constants as http2Constants,
@@ -115,7 +115,15 @@ function originMatcher(allowed: string[] | undefined): (origin: string) => boole
   return (origin) => set.has(origin);
 }
 
+/** The client has cancelled or reset the call (or its connection is gone): there is no one left to answer. */
+function clientGone(reply: EdgeReply): boolean {
+  const raw = reply.raw as ServerResponse | Http2ServerResponse;
+  return raw.destroyed || ("stream" in raw && (raw.stream.destroyed || raw.stream.closed));
+}
+
 function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, message: string, httpStatus?: number): void {
+  // Answering a cancelled HTTP/2 stream throws (ERR_HTTP2_INVALID_STREAM), outside any handler.
+  if (clientGone(reply)) return;
   if (reply.raw.headersSent) {
     // Too late for an error response: a response still running (a stream failed midway) is cut so the
     // client sees it fail; a finished one stays as it is (its upstream stream failed after the end).
@@ -137,6 +145,10 @@ function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, mess
 /** Relays a gRPC response to an HTTP/2 client with its trailers (grpc-status), which fastify's reply does not carry. */
 function relayGrpc(reply: EdgeReply, status: number, upstream: ClientHttp2Stream): void {
   reply.hijack();
+  if (clientGone(reply)) {
+    upstream.close(http2Constants.NGHTTP2_CANCEL);
+    return;
+  }
   const raw = reply.raw as unknown as Http2ServerResponse;
   raw.writeHead(status, reply.getHeaders() as OutgoingHttpHeaders);
   upstream.once("trailers", (trailers: Http2IncomingHttpHeaders) => {
@@ -283,6 +295,10 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         }
       },
       onError: (rep, { error }) => {
+        if (clientGone(rep)) {
+          log.debug({ request_id: request.id, upstream: route.service, rpc: route.rpc }, "client cancelled the call");
+          return;
+        }
         const timedOut = (error as Error & { statusCode?: number }).statusCode === 504;
         const reason = timedOut ? "timeout" : failureReason(error);
         log.warn({ request_id: request.id, upstream: route.service, rpc: route.rpc, reason }, "upstream call failed");
