@@ -9,21 +9,20 @@
  */
 import { randomUUID } from "node:crypto";
 import { subscribe } from "node:diagnostics_channel";
-import { createServer as createHttp1Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server, type ServerResponse } from "node:http";
+import { type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server, type ServerResponse } from "node:http";
 import {
   type ClientHttp2Stream,
   constants as http2Constants,
-  createServer as createHttp2Server,
   type Http2ServerResponse,
   type Http2Session,
   type IncomingHttpHeaders as Http2IncomingHttpHeaders,
 } from "node:http2";
-import { createServer as createNetServer, type Socket } from "node:net";
 import replyFrom from "@fastify/reply-from";
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController, type RawServerBase, type RouteGenericInterface } from "fastify";
 import { type ServiceName, serviceNames } from "../kit/catalog.ts";
+import { createListener, type Listener, type ListenerLimits } from "../kit/listener.ts";
 import { createLogger, type Logger } from "../kit/logger.ts";
-import { type ErrorCode, errorResponse, protocolOf } from "./protocol.ts";
+import { type ErrorCode, errorResponse, protocolOf, writeErrorResponse } from "../kit/protocol.ts";
 import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute } from "./routes.ts";
 
 export interface EdgeOptions {
@@ -45,6 +44,8 @@ export interface EdgeOptions {
   logger?: Logger;
   /** Default: loaded from gen/ecommerce. */
   routes?: RouteTable;
+  /** Timeouts and limits of client connections; default `edgePolicy.listener`. */
+  listener?: Partial<ListenerLimits>;
 }
 
 export interface RunningEdge {
@@ -58,28 +59,6 @@ type EdgeRequest = FastifyRequest<RouteGenericInterface, RawServerBase>;
 type EdgeReply = FastifyReply<RouteGenericInterface, RawServerBase>;
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
-const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
-/** Tells HTTP/2 clients (gRPC) from HTTP/1.1 ones by the connection preface, as the services do. */
-function dualProtocolServer(handler: Parameters<typeof createHttp1Server>[1] & object) {
-  const h1 = createHttp1Server(handler);
-  h1.keepAliveTimeout = 65_000;
-  const h2 = createHttp2Server({}, handler as unknown as Parameters<typeof createHttp2Server>[1]);
-  const sockets = new Set<Socket>();
-  const server = createNetServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.once("readable", () => {
-      const head: Buffer | null = socket.read(Math.min(socket.readableLength, h2Preface.length)) ?? socket.read();
-      if (head) socket.unshift(head);
-      const n = head ? Math.min(head.length, h2Preface.length) : 0;
-      const isH2 = head !== null && head.length >= 3 && h2Preface.subarray(0, n).equals(head.subarray(0, n));
-      (isH2 ? h2 : h1).emit("connection", socket);
-    });
-  });
-  return { server, sockets };
-}
-
 /**
  * reply-from listens for errors on its upstream HTTP/2 session only until the
  * session connects; a connection reset later would be an unhandled 'error' and
@@ -131,14 +110,13 @@ function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, mess
     return;
   }
   const contentType = request.headers["content-type"];
-  const response = errorResponse(contentType, code, message, httpStatus);
   if (protocolOf(contentType) === "grpc" && request.raw.httpVersionMajor === 2) {
-    // gRPC wants a trailers-only response: one HEADERS frame that ends the stream.
-    reply.headers(response.headers).hijack();
-    const raw = reply.raw as unknown as Http2ServerResponse;
-    raw.stream.respond({ ...(reply.getHeaders() as OutgoingHttpHeaders), ":status": response.status }, { endStream: true });
+    // fastify's reply cannot send a trailers-only response: the kit writes it on the raw stream.
+    reply.hijack();
+    writeErrorResponse(request.raw, reply.raw, code, message, { httpStatus, headers: reply.getHeaders() as OutgoingHttpHeaders });
     return;
   }
+  const response = errorResponse(contentType, code, message, httpStatus);
   void reply.code(response.status).headers(response.headers).send(response.body);
 }
 
@@ -190,7 +168,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const originAllowed = originMatcher(options.allowedOrigins);
   guardUpstreamSessions(log);
 
-  let network: ReturnType<typeof dualProtocolServer> | undefined;
+  let network: Listener | undefined;
   const app: FastifyInstance = fastify({
     loggerInstance: log,
     // One line per request is logged below, with the route and upstream.
@@ -203,7 +181,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       return typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
     },
     serverFactory: (handler) => {
-      network = dualProtocolServer(handler);
+      network = createListener(handler as Parameters<typeof createListener>[0], { ...edgePolicy.listener, ...options.listener });
       return network.server as unknown as Http1Server;
     },
   }) as unknown as FastifyInstance;
@@ -365,14 +343,9 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   }
 
   await app.ready();
-  const { server, sockets } = network!;
+  const listener = network!;
   const host = options.host ?? "127.0.0.1";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? edgePolicy.port, host, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : (options.port ?? edgePolicy.port);
+  const port = await listener.listen(options.port ?? edgePolicy.port, host);
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   log.info({ url, routes: table.routes.filter((r) => r.exposed).length, upstreams: options.upstreams }, "edge listening");
 
@@ -380,11 +353,11 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const stop = () =>
     (stopping ??= (async () => {
       log.info("edge shutting down: draining in-flight calls");
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => listener.server.close(() => resolve()));
       if (inFlight > 0) {
         await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, options.shutdownGraceMs ?? 10_000))]);
       }
-      for (const socket of sockets) socket.destroy();
+      await listener.close(0);
       await closed;
       await app.close(); // closes the upstream sessions
       log.info("edge stopped");

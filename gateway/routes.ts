@@ -26,6 +26,7 @@ import { type DescFile, type DescMethod, getOption, hasOption } from "@bufbuild/
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { AccessPolicy, access } from "../gen/ecommerce/common/v1/access_pb.js";
 import { edgePort, type ServiceName, serviceCatalog, serviceNames } from "../kit/catalog.ts";
+import { defaultListenerLimits, type ListenerLimits } from "../kit/listener.ts";
 
 export type Access = "public" | "customer" | "admin" | "internal" | "unspecified";
 
@@ -82,6 +83,8 @@ export const edgePolicy = {
   corsMaxAgeSeconds: 7200,
   /** Only services put an end user's token on a call made on their behalf; never a browser. */
   strippedRequestHeaders: ["x-end-user-authorization"],
+  /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */
+  listener: { ...defaultListenerLimits, http2MaxConcurrentStreams: 100 } satisfies ListenerLimits,
 } as const;
 
 export const deadLetterServiceName = "ecommerce.common.v1.DeadLetterService";
