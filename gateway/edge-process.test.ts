@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { connect as http2Connect, constants as http2Constants } from "node:http2";
+import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -16,6 +17,7 @@ import { requireUser } from "../kit/auth/principal.ts";
 import type { ServiceDefinition } from "../kit/server.ts";
 import { freePort } from "../kit/testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "../kit/testing/mesh.ts";
+import { closedByServer, slowloris } from "../kit/testing/network.ts";
 import { TestIssuer } from "../kit/testing/tokens.ts";
 
 const issuer = new TestIssuer();
@@ -50,7 +52,16 @@ beforeAll(async () => {
   const port = await freePort();
   edgeUrl = `http://127.0.0.1:${port}`;
   edge = spawn(process.execPath, [join(import.meta.dirname, "main.ts")], {
-    env: { ...process.env, PORT: String(port), USER_SERVICE_URL: mesh.url("user"), LOG_LEVEL: "info" },
+    env: {
+      ...process.env,
+      PORT: String(port),
+      USER_SERVICE_URL: mesh.url("user"),
+      LOG_LEVEL: "info",
+      // Small, so that slow and idle clients are closed within the test.
+      HEADERS_TIMEOUT_MS: "500",
+      REQUEST_TIMEOUT_MS: "1000",
+      HTTP2_IDLE_TIMEOUT_MS: "500",
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   edge.stdout!.on("data", (d: Buffer) => (output += d.toString()));
@@ -104,5 +115,23 @@ describe("the edge process under misbehaving clients", () => {
     expect(edge.exitCode, output).toBeNull();
     expect(res, output).not.toBeInstanceOf(Error);
     expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM/);
+  });
+
+  it("closes connections whose headers never finish (slowloris), and ones that never send a byte", async () => {
+    const clients = Array.from({ length: 10 }, () => slowloris(Number(new URL(edgeUrl).port)));
+    const silent = tcpConnect(Number(new URL(edgeUrl).port), "127.0.0.1");
+    silent.on("error", () => undefined);
+    await Promise.all([...clients.map((c) => c.closed), closedByServer(silent)]);
+    expect(edge.exitCode, output).toBeNull();
+  });
+
+  it("closes an idle HTTP/2 session after its calls are done", async () => {
+    const session = http2Connect(edgeUrl);
+    session.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    const stream = session.request({ ":path": "/healthz" });
+    stream.resume();
+    expect(await new Promise((resolve) => stream.once("response", (h) => resolve(h[":status"])))).toBe(200);
+    await closed;
   });
 });
