@@ -247,19 +247,26 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const out: Record<string, string | string[] | undefined> = { ...headers };
     for (const name of edgePolicy.strippedRequestHeaders) delete out[name];
     out["x-request-id"] = request.id;
-    const prior = headers["x-forwarded-for"];
-    out["x-forwarded-for"] = prior ? `${[prior].flat().join(", ")}, ${request.ip}` : request.ip;
+    // The trust boundary: what a client says about where it comes from is dropped, and the
+    // edge says it from the connection itself (request.ip is the TCP peer: no trustProxy).
+    for (const name of Object.keys(out)) if (name.startsWith("x-forwarded-")) delete out[name];
+    out["x-forwarded-for"] = request.ip;
     out["x-forwarded-proto"] = "http";
     out["x-forwarded-host"] = request.host;
     return out as IncomingHttpHeaders;
   };
 
-  const forward = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
+  /**
+   * @param get a Connect GET with this query replacing the client's, and these headers on a
+   *   successful answer (the JWKS document).
+   */
+  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => (request: FastifyRequest, reply: FastifyReply) => {
     routeOf.set(request, route);
     const timeout = route.kind === "unary" ? upstreamTimeoutMs : streamTimeoutMs;
     const body = Buffer.isBuffer(request.body) ? request.body : undefined;
     reply.from(route.upstreamPath, {
       ...(body && request.method === "POST" ? { body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : {}),
+      ...(get ? { queryString: () => get.query } : {}),
       timeout,
       // No retries: most RPCs are not idempotent, and clients own their retry policy.
       retryDelay: () => null,
@@ -269,6 +276,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
         } else {
+          if (get && res.statusCode === 200) rep.headers(get.headers);
           void rep.send(upstream);
         }
       },
@@ -329,6 +337,11 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
           http2: { sessionTimeout: 0, requestTimeout: upstreamTimeoutMs },
           disableRequestLogging: true,
         });
+      }
+      if (service === "auth") {
+        const getJwks = table.byPath.get(`/${edgePolicy.jwks.rpc}`)!;
+        const document = { query: edgePolicy.jwks.query, headers: { "cache-control": edgePolicy.jwks.cacheControl } };
+        scope.get(edgePolicy.jwks.path, { logLevel: "error" }, base ? forward(getJwks, document) : notConfigured(getJwks));
       }
       for (const route of routes) {
         scope.route({
