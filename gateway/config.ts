@@ -3,7 +3,8 @@
  * the style of kit/config.ts: every bad value reported at once.
  */
 import { peerUrlVariable, type ServiceName, serviceCatalog, serviceNames } from "../kit/catalog.ts";
-import { ConfigError } from "../kit/config.ts";
+import { ConfigError, EnvReader, readListenerLimits } from "../kit/config.ts";
+import type { ListenerLimits } from "../kit/listener.ts";
 import { edgePolicy } from "./routes.ts";
 
 export interface EdgeConfig {
@@ -19,6 +20,8 @@ export interface EdgeConfig {
   /** Idle timeout of server streams; 0 for none. */
   streamTimeoutMs: number;
   shutdownGraceMs: number;
+  /** Timeouts and limits of client connections: the services' variables (HEADERS_TIMEOUT_MS …), edge defaults. */
+  listener: ListenerLimits;
 }
 
 type Env = Record<string, string | undefined>;
@@ -27,6 +30,7 @@ const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"]
 
 export function loadEdgeConfig(env: Env = process.env): EdgeConfig {
   const problems: string[] = [];
+  const listenerReader = new EnvReader(env);
   const str = (name: string, fallback: string) => (env[name] === undefined || env[name] === "" ? fallback : env[name]!);
   const int = (name: string, fallback: number, min: number, max: number) => {
     const raw = env[name];
@@ -82,7 +86,9 @@ export function loadEdgeConfig(env: Env = process.env): EdgeConfig {
     upstreamTimeoutMs: int("EDGE_UPSTREAM_TIMEOUT_MS", edgePolicy.upstreamTimeoutMs, 100, 600_000),
     streamTimeoutMs: int("EDGE_STREAM_TIMEOUT_MS", edgePolicy.streamTimeoutMs, 0, 24 * 3_600_000),
     shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+    listener: readListenerLimits(listenerReader, edgePolicy.listener),
   };
+  problems.push(...listenerReader.problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

@@ -8,6 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLocalJWKSet, jwtVerify } from "jose";
+import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
 import { DeadLetterService } from "../gen/ecommerce/common/v1/dead_letter_pb.js";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
@@ -60,6 +62,23 @@ const userFixture: ServiceDefinition = {
   },
   // A service with consumers also serves DeadLetterService.
   consumers: () => [],
+};
+
+/** Auth's public half: GetJwks with the test issuer's keys. */
+const authFixture: ServiceDefinition = {
+  name: "auth",
+  entities: [],
+  migrations: [],
+  publicKeys: () => () => issuer.jwks(),
+  serviceCredentials: () => ({ token: () => issuer.service("auth") }),
+  routes(router) {
+    router.service(AuthService, {
+      async getJwks() {
+        const keys = await issuer.jwks();
+        return { keys: keys.map((k) => ({ kid: k.kid ?? "", kty: k.kty ?? "", crv: k.crv ?? "", alg: k.alg ?? "", use: k.use ?? "", x: k.x ?? "", y: k.y ?? "" })) };
+      },
+    });
+  },
 };
 
 const orderFixture: ServiceDefinition = {
@@ -118,11 +137,11 @@ const connectJson = (baseUrl: string) => createConnectTransport({ baseUrl, httpV
 const maxBodyBytes = 16 * 1024;
 
 beforeAll(async () => {
-  mesh = await startMesh([userFixture, orderFixture]);
+  mesh = await startMesh([userFixture, orderFixture, authFixture]);
   edge = await startEdge({
     port: 0,
     // The cart service is never started: its calls must fail cleanly.
-    upstreams: { user: mesh.url("user"), order: mesh.url("order"), cart: mesh.url("cart") },
+    upstreams: { user: mesh.url("user"), order: mesh.url("order"), cart: mesh.url("cart"), auth: mesh.url("auth") },
     allowedOrigins: ["https://shop.example"],
     maxBodyBytes,
     upstreamTimeoutMs: 1_000,
@@ -211,6 +230,41 @@ describe("forwarding to the services", () => {
     // The edge's own errors carry it too.
     const res = await fetch(`${edge.url}/nope.v1.Nope/Nothing`, { method: "POST", headers: { "x-request-id": "edge-test-2" } });
     expect(res.headers.get("x-request-id")).toBe("edge-test-2");
+  });
+
+  it("sets X-Forwarded-For to the TCP peer itself, dropping what the client claims about its address", async () => {
+    const forged = {
+      "x-forwarded-for": "203.0.113.7",
+      "x-forwarded-proto": "https",
+      "x-forwarded-host": "evil.example",
+      "x-forwarded-port": "443",
+      forwarded: "for=203.0.113.7;proto=https",
+      "x-real-ip": "203.0.113.7",
+    };
+    for (const transport of [connectJson(edge.url), createGrpcWebTransport({ baseUrl: edge.url, httpVersion: "1.1" }), createGrpcTransport({ baseUrl: edge.url })]) {
+      await createClient(UserService, transport).getMyProfile({}, auth(customer, forged));
+      const seen = received.at(-1)!.headers;
+      expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(seen["x-forwarded-proto"]).toBe("http");
+      expect(seen["x-forwarded-host"]).toBe(new URL(edge.url).host);
+      for (const name of ["x-forwarded-port", "forwarded", "x-real-ip"]) expect(seen).not.toHaveProperty(name);
+    }
+  });
+
+  it("serves Auth's public keys as a standard JWKS document at /.well-known/jwks.json", async () => {
+    const res = await fetch(`${edge.url}/.well-known/jwks.json?message=ignored`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(res.headers.get("cache-control")).toBe("public, max-age=300");
+    const document = (await res.json()) as { keys: Record<string, string>[] };
+    expect(document).toEqual({ keys: await issuer.jwks() });
+    // Any JOSE library verifies the mesh's tokens with it.
+    const { payload } = await jwtVerify(customer, createLocalJWKSet(document as Parameters<typeof createLocalJWKSet>[0]));
+    expect(payload.roles).toEqual(["customer"]);
+    // An edge without Auth's address says so, in JSON.
+    const none = await fetch(`${defaultEdge.url}/.well-known/jwks.json`);
+    expect(none.status).toBe(503);
+    expect(await none.json()).toMatchObject({ code: "unavailable", message: expect.stringMatching(/auth service/) });
   });
 
   it("reaches a service's DeadLetterService under /admin/<service>, for admins only", async () => {

@@ -9,21 +9,20 @@
  */
 import { randomUUID } from "node:crypto";
 import { subscribe } from "node:diagnostics_channel";
-import { createServer as createHttp1Server, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server } from "node:http";
+import { type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server as Http1Server, type ServerResponse } from "node:http";
 import {
   type ClientHttp2Stream,
   constants as http2Constants,
-  createServer as createHttp2Server,
   type Http2ServerResponse,
   type Http2Session,
   type IncomingHttpHeaders as Http2IncomingHttpHeaders,
 } from "node:http2";
-import { createServer as createNetServer, type Socket } from "node:net";
 import replyFrom from "@fastify/reply-from";
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController, type RawServerBase, type RouteGenericInterface } from "fastify";
 import { type ServiceName, serviceNames } from "../kit/catalog.ts";
+import { createListener, type Listener, type ListenerLimits } from "../kit/listener.ts";
 import { createLogger, type Logger } from "../kit/logger.ts";
-import { type ErrorCode, errorResponse, protocolOf } from "./protocol.ts";
+import { type ErrorCode, errorResponse, protocolOf, writeErrorResponse } from "../kit/protocol.ts";
 import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute } from "./routes.ts";
 
 export interface EdgeOptions {
@@ -45,6 +44,8 @@ export interface EdgeOptions {
   logger?: Logger;
   /** Default: loaded from gen/ecommerce. */
   routes?: RouteTable;
+  /** Timeouts and limits of client connections; default `edgePolicy.listener`. */
+  listener?: Partial<ListenerLimits>;
 }
 
 export interface RunningEdge {
@@ -58,28 +59,6 @@ type EdgeRequest = FastifyRequest<RouteGenericInterface, RawServerBase>;
 type EdgeReply = FastifyReply<RouteGenericInterface, RawServerBase>;
 
 const requestIdPattern = /^[\w.:-]{1,128}$/;
-const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-
-/** Tells HTTP/2 clients (gRPC) from HTTP/1.1 ones by the connection preface, as the services do. */
-function dualProtocolServer(handler: Parameters<typeof createHttp1Server>[1] & object) {
-  const h1 = createHttp1Server(handler);
-  h1.keepAliveTimeout = 65_000;
-  const h2 = createHttp2Server({}, handler as unknown as Parameters<typeof createHttp2Server>[1]);
-  const sockets = new Set<Socket>();
-  const server = createNetServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.once("readable", () => {
-      const head: Buffer | null = socket.read(Math.min(socket.readableLength, h2Preface.length)) ?? socket.read();
-      if (head) socket.unshift(head);
-      const n = head ? Math.min(head.length, h2Preface.length) : 0;
-      const isH2 = head !== null && head.length >= 3 && h2Preface.subarray(0, n).equals(head.subarray(0, n));
-      (isH2 ? h2 : h1).emit("connection", socket);
-    });
-  });
-  return { server, sockets };
-}
-
 /**
  * reply-from listens for errors on its upstream HTTP/2 session only until the
  * session connects; a connection reset later would be an unhandled 'error' and
@@ -115,7 +94,15 @@ function originMatcher(allowed: string[] | undefined): (origin: string) => boole
   return (origin) => set.has(origin);
 }
 
+/** The client has cancelled or reset the call (or its connection is gone): there is no one left to answer. */
+function clientGone(reply: EdgeReply): boolean {
+  const raw = reply.raw as ServerResponse | Http2ServerResponse;
+  return raw.destroyed || ("stream" in raw && (raw.stream.destroyed || raw.stream.closed));
+}
+
 function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, message: string, httpStatus?: number): void {
+  // Answering a cancelled HTTP/2 stream throws (ERR_HTTP2_INVALID_STREAM), outside any handler.
+  if (clientGone(reply)) return;
   if (reply.raw.headersSent) {
     // Too late for an error response: a response still running (a stream failed midway) is cut so the
     // client sees it fail; a finished one stays as it is (its upstream stream failed after the end).
@@ -123,20 +110,23 @@ function sendError(request: EdgeRequest, reply: EdgeReply, code: ErrorCode, mess
     return;
   }
   const contentType = request.headers["content-type"];
-  const response = errorResponse(contentType, code, message, httpStatus);
   if (protocolOf(contentType) === "grpc" && request.raw.httpVersionMajor === 2) {
-    // gRPC wants a trailers-only response: one HEADERS frame that ends the stream.
-    reply.headers(response.headers).hijack();
-    const raw = reply.raw as unknown as Http2ServerResponse;
-    raw.stream.respond({ ...(reply.getHeaders() as OutgoingHttpHeaders), ":status": response.status }, { endStream: true });
+    // fastify's reply cannot send a trailers-only response: the kit writes it on the raw stream.
+    reply.hijack();
+    writeErrorResponse(request.raw, reply.raw, code, message, { httpStatus, headers: reply.getHeaders() as OutgoingHttpHeaders });
     return;
   }
+  const response = errorResponse(contentType, code, message, httpStatus);
   void reply.code(response.status).headers(response.headers).send(response.body);
 }
 
 /** Relays a gRPC response to an HTTP/2 client with its trailers (grpc-status), which fastify's reply does not carry. */
 function relayGrpc(reply: EdgeReply, status: number, upstream: ClientHttp2Stream): void {
   reply.hijack();
+  if (clientGone(reply)) {
+    upstream.close(http2Constants.NGHTTP2_CANCEL);
+    return;
+  }
   const raw = reply.raw as unknown as Http2ServerResponse;
   raw.writeHead(status, reply.getHeaders() as OutgoingHttpHeaders);
   upstream.once("trailers", (trailers: Http2IncomingHttpHeaders) => {
@@ -178,7 +168,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const originAllowed = originMatcher(options.allowedOrigins);
   guardUpstreamSessions(log);
 
-  let network: ReturnType<typeof dualProtocolServer> | undefined;
+  let network: Listener | undefined;
   const app: FastifyInstance = fastify({
     loggerInstance: log,
     // One line per request is logged below, with the route and upstream.
@@ -191,7 +181,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       return typeof given === "string" && requestIdPattern.test(given) ? given : randomUUID();
     },
     serverFactory: (handler) => {
-      network = dualProtocolServer(handler);
+      network = createListener(handler as Parameters<typeof createListener>[0], { ...edgePolicy.listener, ...options.listener });
       return network.server as unknown as Http1Server;
     },
   }) as unknown as FastifyInstance;
@@ -257,19 +247,26 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     const out: Record<string, string | string[] | undefined> = { ...headers };
     for (const name of edgePolicy.strippedRequestHeaders) delete out[name];
     out["x-request-id"] = request.id;
-    const prior = headers["x-forwarded-for"];
-    out["x-forwarded-for"] = prior ? `${[prior].flat().join(", ")}, ${request.ip}` : request.ip;
+    // The trust boundary: what a client says about where it comes from is dropped, and the
+    // edge says it from the connection itself (request.ip is the TCP peer: no trustProxy).
+    for (const name of Object.keys(out)) if (name.startsWith("x-forwarded-")) delete out[name];
+    out["x-forwarded-for"] = request.ip;
     out["x-forwarded-proto"] = "http";
     out["x-forwarded-host"] = request.host;
     return out as IncomingHttpHeaders;
   };
 
-  const forward = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
+  /**
+   * @param get a Connect GET with this query replacing the client's, and these headers on a
+   *   successful answer (the JWKS document).
+   */
+  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => (request: FastifyRequest, reply: FastifyReply) => {
     routeOf.set(request, route);
     const timeout = route.kind === "unary" ? upstreamTimeoutMs : streamTimeoutMs;
     const body = Buffer.isBuffer(request.body) ? request.body : undefined;
     reply.from(route.upstreamPath, {
       ...(body && request.method === "POST" ? { body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : {}),
+      ...(get ? { queryString: () => get.query } : {}),
       timeout,
       // No retries: most RPCs are not idempotent, and clients own their retry policy.
       retryDelay: () => null,
@@ -279,10 +276,15 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
         } else {
+          if (get && res.statusCode === 200) rep.headers(get.headers);
           void rep.send(upstream);
         }
       },
       onError: (rep, { error }) => {
+        if (clientGone(rep)) {
+          log.debug({ request_id: request.id, upstream: route.service, rpc: route.rpc }, "client cancelled the call");
+          return;
+        }
         const timedOut = (error as Error & { statusCode?: number }).statusCode === 504;
         const reason = timedOut ? "timeout" : failureReason(error);
         log.warn({ request_id: request.id, upstream: route.service, rpc: route.rpc, reason }, "upstream call failed");
@@ -336,6 +338,11 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
           disableRequestLogging: true,
         });
       }
+      if (service === "auth") {
+        const getJwks = table.byPath.get(`/${edgePolicy.jwks.rpc}`)!;
+        const document = { query: edgePolicy.jwks.query, headers: { "cache-control": edgePolicy.jwks.cacheControl } };
+        scope.get(edgePolicy.jwks.path, { logLevel: "error" }, base ? forward(getJwks, document) : notConfigured(getJwks));
+      }
       for (const route of routes) {
         scope.route({
           method: route.readOnly ? ["GET", "POST"] : ["POST"],
@@ -349,14 +356,9 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   }
 
   await app.ready();
-  const { server, sockets } = network!;
+  const listener = network!;
   const host = options.host ?? "127.0.0.1";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? edgePolicy.port, host, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : (options.port ?? edgePolicy.port);
+  const port = await listener.listen(options.port ?? edgePolicy.port, host);
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   log.info({ url, routes: table.routes.filter((r) => r.exposed).length, upstreams: options.upstreams }, "edge listening");
 
@@ -364,11 +366,11 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const stop = () =>
     (stopping ??= (async () => {
       log.info("edge shutting down: draining in-flight calls");
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => listener.server.close(() => resolve()));
       if (inFlight > 0) {
         await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, options.shutdownGraceMs ?? 10_000))]);
       }
-      for (const socket of sockets) socket.destroy();
+      await listener.close(0);
       await closed;
       await app.close(); // closes the upstream sessions
       log.info("edge stopped");

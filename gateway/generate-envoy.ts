@@ -53,6 +53,13 @@ function routeAction(route: Pick<RpcRoute, "service" | "kind">, extra: object = 
 function routesOf(table: RouteTable) {
   const routes: object[] = [
     { name: "healthz", match: { path: "/healthz" }, direct_response: { status: 200, body: { inline_string: JSON.stringify({ status: "ok" }) } }, response_headers_to_add: jsonHeader },
+    // Auth's GetJwks over Connect GET with JSON: its response body is the JWKS document.
+    {
+      name: "jwks",
+      match: { path: edgePolicy.jwks.path, headers: [{ name: ":method", string_match: { exact: "GET" } }] },
+      route: { ...routeAction({ service: "auth", kind: "unary" }), prefix_rewrite: `/${edgePolicy.jwks.rpc}?${edgePolicy.jwks.query}` },
+      response_headers_to_add: [{ header: { key: "cache-control", value: edgePolicy.jwks.cacheControl }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" }],
+    },
   ];
   // Exact paths first: refusals of what is not exposed, then streams (their own timeouts) ...
   for (const route of table.routes.filter((r) => !r.exposed)) {
@@ -103,14 +110,21 @@ export function envoyConfig(table: RouteTable, options: EnvoyOptions = {}) {
     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     stat_prefix: "edge",
     codec_type: "AUTO",
+    // The trust boundary: the client address is the TCP peer (no proxy in front is trusted), and
+    // x-forwarded-for is set to it below instead of appended to what the client sent.
     use_remote_address: true,
+    xff_num_trusted_hops: 0,
+    skip_xff_append: true,
     preserve_external_request_id: true,
     always_set_request_id_in_response: true,
     normalize_path: true,
     merge_slashes: true,
     path_with_escaped_slashes_action: "REJECT_REQUEST",
-    request_headers_timeout: "10s",
-    common_http_protocol_options: { idle_timeout: "300s", headers_with_underscores_action: "REJECT_REQUEST" },
+    // The TypeScript edge's connection limits (kit/listener.ts), as far as Envoy has them.
+    request_headers_timeout: seconds(edgePolicy.listener.headersTimeoutMs),
+    request_timeout: seconds(edgePolicy.listener.requestTimeoutMs),
+    common_http_protocol_options: { idle_timeout: seconds(edgePolicy.listener.http2IdleTimeoutMs), headers_with_underscores_action: "REJECT_REQUEST" },
+    http2_protocol_options: { max_concurrent_streams: edgePolicy.listener.http2MaxConcurrentStreams },
     access_log: [
       {
         name: "envoy.access_loggers.stdout",
@@ -137,6 +151,11 @@ export function envoyConfig(table: RouteTable, options: EnvoyOptions = {}) {
     route_config: {
       name: "edge",
       request_headers_to_remove: [...edgePolicy.strippedRequestHeaders],
+      // x-forwarded-proto is set by Envoy itself (use_remote_address).
+      request_headers_to_add: [
+        { header: { key: "x-forwarded-for", value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
+        { header: { key: "x-forwarded-host", value: "%REQ(:AUTHORITY)%" }, append_action: "OVERWRITE_IF_EXISTS_OR_ADD" },
+      ],
       virtual_hosts: [
         {
           name: "mesh",
@@ -173,7 +192,21 @@ export function envoyConfig(table: RouteTable, options: EnvoyOptions = {}) {
         {
           name: "edge",
           address: { socket_address: { address: "0.0.0.0", port_value: edgePolicy.port } },
-          filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: httpConnectionManager }] }],
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: "envoy.filters.network.connection_limit",
+                  typed_config: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                    stat_prefix: "edge",
+                    max_connections: edgePolicy.listener.maxConnections,
+                  },
+                },
+                { name: "envoy.filters.network.http_connection_manager", typed_config: httpConnectionManager },
+              ],
+            },
+          ],
         },
       ],
       clusters: serviceNames.map(cluster),

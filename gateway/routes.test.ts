@@ -95,7 +95,8 @@ describe("envoy.yaml", () => {
     direct_response?: { status: number; body: { inline_string: string } };
   };
   const parse = (text: string) => JSON.parse(text.replace(/^#.*\n/gm, "")) as Record<string, any>;
-  const hcmOf = (config: Record<string, any>) => config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+  const hcmOf = (config: Record<string, any>) =>
+    config.static_resources.listeners[0].filter_chains[0].filters.find((f: { name: string }) => f.name === "envoy.filters.network.http_connection_manager").typed_config;
 
   it("is what gateway/generate-envoy.ts writes from the current route table (run it when this fails)", () => {
     expect(readFileSync(envoyConfigPath, "utf8")).toBe(renderEnvoyYaml(table));
@@ -123,6 +124,22 @@ describe("envoy.yaml", () => {
     }
   });
 
+  it("sets x-forwarded-for to the TCP peer, trusting no hop and appending nothing the client sent", () => {
+    const hcm = hcmOf(parse(readFileSync(envoyConfigPath, "utf8")));
+    expect(hcm).toMatchObject({ use_remote_address: true, xff_num_trusted_hops: 0, skip_xff_append: true });
+    expect(hcm.route_config.request_headers_to_add).toContainEqual({
+      header: { key: "x-forwarded-for", value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" },
+      append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+    });
+  });
+
+  it("serves /.well-known/jwks.json from Auth's GetJwks over Connect GET, with a short cache", () => {
+    const routes = hcmOf(parse(readFileSync(envoyConfigPath, "utf8"))).route_config.virtual_hosts[0].routes;
+    const jwks = routes.find((r: EnvoyRoute) => r.match.path === "/.well-known/jwks.json");
+    expect(jwks.route).toMatchObject({ cluster: "auth", prefix_rewrite: "/ecommerce.auth.v1.AuthService/GetJwks?connect=v1&encoding=json&message=%7B%7D" });
+    expect(jwks.response_headers_to_add[0].header).toEqual({ key: "cache-control", value: "public, max-age=300" });
+  });
+
   it("has the listener, filters, limits, CORS and one HTTP/2 cluster per service of docker-compose", () => {
     const config = parse(readFileSync(envoyConfigPath, "utf8"));
     expect(config.static_resources.listeners[0].address.socket_address.port_value).toBe(8080);
@@ -134,7 +151,10 @@ describe("envoy.yaml", () => {
       "envoy.filters.http.router",
     ]);
     expect(hcm.http_filters[2].typed_config.max_request_bytes).toBe(edgePolicy.maxBodyBytes);
-    expect(hcm.route_config.request_headers_to_remove).toEqual(["x-end-user-authorization"]);
+    expect(hcm.route_config.request_headers_to_remove).toEqual(expect.arrayContaining(["x-end-user-authorization", "forwarded", "x-real-ip"]));
+    expect(config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections).toBe(edgePolicy.listener.maxConnections);
+    expect(hcm.http2_protocol_options.max_concurrent_streams).toBe(edgePolicy.listener.http2MaxConcurrentStreams);
+    expect(hcm.request_headers_timeout).toBe(`${edgePolicy.listener.headersTimeoutMs / 1000}s`);
     const cors = hcm.route_config.virtual_hosts[0].typed_per_filter_config["envoy.filters.http.cors"];
     expect(cors.allow_headers.split(", ")).toEqual(expect.arrayContaining(["content-type", "connect-protocol-version", "grpc-timeout", "x-grpc-web", "authorization", "traceparent"]));
     expect(cors.expose_headers.split(", ")).toEqual(["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"]);

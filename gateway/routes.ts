@@ -26,6 +26,7 @@ import { type DescFile, type DescMethod, getOption, hasOption } from "@bufbuild/
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { AccessPolicy, access } from "../gen/ecommerce/common/v1/access_pb.js";
 import { edgePort, type ServiceName, serviceCatalog, serviceNames } from "../kit/catalog.ts";
+import { defaultListenerLimits, type ListenerLimits } from "../kit/listener.ts";
 
 export type Access = "public" | "customer" | "admin" | "internal" | "unspecified";
 
@@ -80,8 +81,27 @@ export const edgePolicy = {
   ],
   corsExposeHeaders: ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"],
   corsMaxAgeSeconds: 7200,
-  /** Only services put an end user's token on a call made on their behalf; never a browser. */
-  strippedRequestHeaders: ["x-end-user-authorization"],
+  /**
+   * Request headers only the mesh may set, dropped from what a client sends: the end user's
+   * token on a call made on their behalf (only services send it), and what a client claims
+   * about its address. The edge sets `forwardedHeaders` itself, from the connection.
+   */
+  strippedRequestHeaders: ["x-end-user-authorization", "forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "x-forwarded-port", "x-forwarded-prefix"],
+  /** Set by the edge from the connection, replacing any a client sent: x-forwarded-for is the TCP peer. */
+  forwardedHeaders: ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"],
+  /**
+   * The public keys at the standard address: Auth's GetJwks called with Connect GET and JSON,
+   * whose response body is a JWKS document. Cached as long as the verifiers cache keys
+   * (5 min), below Auth's publish lead (a new key is listed 10 min before it signs).
+   */
+  jwks: {
+    path: "/.well-known/jwks.json",
+    rpc: "ecommerce.auth.v1.AuthService/GetJwks",
+    query: "connect=v1&encoding=json&message=%7B%7D",
+    cacheControl: "public, max-age=300",
+  },
+  /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */
+  listener: { ...defaultListenerLimits, http2MaxConcurrentStreams: 100 } satisfies ListenerLimits,
 } as const;
 
 export const deadLetterServiceName = "ecommerce.common.v1.DeadLetterService";

@@ -7,6 +7,7 @@ import { peerUrlVariable, type ServiceName, serviceCatalog, serviceNames } from 
 import { ConfigError, type Env, EnvReader } from "./env.ts";
 
 export { ConfigError, type Env, EnvReader };
+import { defaultListenerLimits, type ListenerLimits } from "./listener.ts";
 
 export interface ServiceConfig {
   service: ServiceName;
@@ -40,6 +41,8 @@ export interface ServiceConfig {
     callTimeoutMs: number;
     /** How long shutdown waits for in-flight calls, in ms. */
     shutdownGraceMs: number;
+    /** Timeouts and limits of the port's connections (kit/listener.ts). */
+    listener: ListenerLimits;
   };
   events: {
     /** Deliveries of one event before it goes to the dead-letter store. */
@@ -74,6 +77,24 @@ export function developmentServiceSecret(service: string): string {
   return `dev-only-service-secret-${service}-do-not-use-in-production`;
 }
 
+/** The connection limits of a server port, from the same variables for every service and the edge. */
+export function readListenerLimits(r: EnvReader, defaults: ListenerLimits = defaultListenerLimits): ListenerLimits {
+  const limits: ListenerLimits = {
+    headersTimeoutMs: r.int("HEADERS_TIMEOUT_MS", defaults.headersTimeoutMs, 100, 600_000),
+    requestTimeoutMs: r.int("REQUEST_TIMEOUT_MS", defaults.requestTimeoutMs, 100, 3_600_000),
+    keepAliveTimeoutMs: r.int("KEEP_ALIVE_TIMEOUT_MS", defaults.keepAliveTimeoutMs, 100, 600_000),
+    http2IdleTimeoutMs: r.int("HTTP2_IDLE_TIMEOUT_MS", defaults.http2IdleTimeoutMs, 100, 86_400_000),
+    http2MaxConcurrentStreams: r.int("HTTP2_MAX_CONCURRENT_STREAMS", defaults.http2MaxConcurrentStreams, 1, 100_000),
+    http2MaxSessionMemoryMb: r.int("HTTP2_MAX_SESSION_MEMORY_MB", defaults.http2MaxSessionMemoryMb, 1, 1_024),
+    maxConnections: r.int("MAX_CONNECTIONS", defaults.maxConnections, 1, 1_000_000),
+  };
+  // Node refuses a request timeout shorter than the headers timeout.
+  if (limits.requestTimeoutMs < limits.headersTimeoutMs) {
+    r.problems.push(`REQUEST_TIMEOUT_MS (${limits.requestTimeoutMs}) must not be shorter than HEADERS_TIMEOUT_MS (${limits.headersTimeoutMs})`);
+  }
+  return limits;
+}
+
 export function loadConfig(service: ServiceName, env: Env = process.env): ServiceConfig {
   const r = new EnvReader(env);
   const defaults = serviceCatalog[service];
@@ -100,6 +121,7 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
       maxTimeoutMs: r.int("MAX_TIMEOUT_MS", 30_000, 100, 600_000),
       callTimeoutMs: r.int("CALL_TIMEOUT_MS", 5_000, 50, 120_000),
       shutdownGraceMs: r.int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+      listener: readListenerLimits(r),
     },
     events: {
       maxDeliveries: r.int("EVENT_MAX_DELIVERIES", 5, 1, 100),

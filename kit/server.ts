@@ -5,9 +5,8 @@
  * consumers, interceptors, health, reflection, and one port that serves gRPC
  * (HTTP/2 cleartext) and Connect / gRPC-Web (HTTP/1.1) side by side.
  */
-import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import { createServer as createNetServer, type Socket } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { type ConnectRouter, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -32,10 +31,12 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { healthRoutes, HealthState } from "./health.ts";
+import { createListener } from "./listener.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { observeInterceptor } from "./observe.ts";
 import { pagingInterceptor } from "./paging.ts";
+import { writeErrorResponse } from "./protocol.ts";
 import { reflectionRoutes } from "./reflection.ts";
 import { retentionJobs } from "./retention.ts";
 import { validationInterceptor } from "./validation.ts";
@@ -99,8 +100,6 @@ export function openServiceDatabase(def: ServiceDefinition, url: string, log: Lo
     log,
   });
 }
-
-const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
  * connect-node refuses a deadline above `maxTimeoutMs` (Python's `timeout=30` arrives as
@@ -208,8 +207,9 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
         });
         return;
       }
-      res.writeHead(404, { "content-type": "text/plain" });
-      res.end("not found\n");
+      // Answered in the caller's protocol: gRPC clients read grpc-status 12, Connect clients `unimplemented`.
+      const path = (req.url ?? "/").split("?")[0];
+      writeErrorResponse(req as IncomingMessage, res as ServerResponse, "unimplemented", `${def.name} service does not serve ${path}; its RPCs are listed by gRPC server reflection`, { httpStatus: 404 });
     },
   });
 
@@ -220,32 +220,9 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     if (!streamingPaths.has(req.url ?? "")) clampDeadline(req.headers, config.limits.maxTimeoutMs);
     handler(req as IncomingMessage, res as ServerResponse);
   };
-  const h2 = createHttp2Server({}, tracked);
-  const sessions = new Set<import("node:http2").ServerHttp2Session>();
-  h2.on("session", (session) => {
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-  });
-  const h1 = createHttp1Server(tracked);
-  h1.keepAliveTimeout = 65_000;
-  const sockets = new Set<Socket>();
-  // One port, two protocols: HTTP/2 clients open with the connection preface.
-  const server = createNetServer((socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.once("readable", () => {
-      const head: Buffer | null = socket.read(Math.min(socket.readableLength, h2Preface.length)) ?? socket.read();
-      if (head) socket.unshift(head);
-      const isH2 = head !== null && head.length >= 3 && h2Preface.subarray(0, Math.min(head.length, h2Preface.length)).equals(head.subarray(0, Math.min(head.length, h2Preface.length)));
-      (isH2 ? h2 : h1).emit("connection", socket);
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : config.port;
+  // One port: gRPC (HTTP/2) and Connect / gRPC-Web (HTTP/1.1), with the connection limits of config.limits.listener.
+  const listener = createListener(tracked, config.limits.listener);
+  const port = await listener.listen(config.port, config.host);
   const url = `http://${config.host}:${port}`;
 
   relay.start();
@@ -259,18 +236,14 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
     (stopping ??= (async () => {
       log.info({ in_flight: inFlight }, "shutting down: draining in-flight calls");
       health.shutdown();
-      server.close();
+      listener.server.close();
       if (inFlight > 0) {
         await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, config.limits.shutdownGraceMs))]);
       }
       shutdown.abort(); // ends long streams (WatchOrder, health Watch)
       // Let finished calls flush their responses: HTTP/2 sessions close gracefully (GOAWAY,
       // existing streams complete), idle HTTP/1.1 connections close; stragglers are cut after 2 s.
-      for (const session of sessions) session.close();
-      h1.closeIdleConnections();
-      const deadline = Date.now() + 2_000;
-      while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      for (const s of sockets) s.destroy();
+      await listener.close(2_000);
       await consumers.stop();
       for (const job of jobs) await job.stop().catch((error) => log.warn({ job: job.name, err: (error as Error).message }, "job did not stop cleanly"));
       await relay.stop();

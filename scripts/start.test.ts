@@ -1,21 +1,29 @@
 /**
  * `npm start` as a person runs it, on the harder path: no PostgreSQL or NATS
  * answers, so it starts an embedded PostgreSQL and a local nats-server, then
- * every implemented service and the edge; a sign-up works through the edge;
- * Ctrl-C stops everything and the process exits cleanly.
+ * every implemented service and the edge; a sign-up works through the edge; a
+ * service that dies is restarted; Ctrl-C stops everything and the process exits
+ * cleanly. A start that fails stops everything it started.
+ *
+ * PORT_OFFSET=2000 puts the edge on 10080, a port that fetch refuses (the
+ * browsers' blocked-port list): readiness must not depend on fetch.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
+import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, describe, expect, it } from "vitest";
-import { edgePort } from "../kit/catalog.ts";
+import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { edgePort, serviceCatalog } from "../kit/catalog.ts";
 
-const offset = 1000 + Math.floor(Math.random() * 8000);
+const offset = 2000;
+const edge = edgePort + offset;
 const dataDir = mkdtempSync(join(tmpdir(), "npm-start-test-"));
-let child: ChildProcess | undefined;
-let output = "";
+const started: ChildProcess[] = [];
 
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -28,10 +36,44 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
+/** `npm start` with no PostgreSQL and no NATS reachable, and its output collected. */
+function npmStart() {
+  const child = spawn(process.execPath, [join(import.meta.dirname, "start.ts")], {
+    env: {
+      ...process.env,
+      PORT_OFFSET: String(offset),
+      START_DATA_DIR: dataDir,
+      POSTGRES_URL: "postgres://postgres@127.0.0.1:1",
+      NATS_URL: "nats://127.0.0.1:1",
+      LOG_LEVEL: "warn",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  started.push(child);
+  const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
+  child.stdout!.on("data", (d: Buffer) => (run.output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (run.output += d.toString()));
+  return run;
+}
+
+async function waitFor(run: ReturnType<typeof npmStart>, pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const match = run.output.slice(from).match(pattern);
+    if (match) return match;
+    if (Date.now() > deadline || run.child.exitCode !== null) throw new Error(`npm start did not print ${pattern}:\n${run.output}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Every port a stack at this offset uses: services, edge, embedded PostgreSQL, nats-server. */
+const stackPorts = () => [...Object.values(serviceCatalog).map((s) => s.port + offset), edge, 54329 + offset, 42229 + offset];
+
 afterAll(async () => {
   // After a failure, stop it the way a person would, so its PostgreSQL and nats-server go too.
-  if (child && child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise((r) => child!.once("exit", r));
+  for (const child of started) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    const exited = new Promise((r) => child.once("exit", r));
     child.kill("SIGINT");
     await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
     if (child.exitCode === null) child.kill("SIGKILL");
@@ -40,44 +82,47 @@ afterAll(async () => {
 });
 
 describe("npm start", () => {
-  it("brings up embedded PostgreSQL, nats-server, the services and the edge, and stops on Ctrl-C", async () => {
-    child = spawn(process.execPath, [join(import.meta.dirname, "start.ts")], {
-      env: {
-        ...process.env,
-        PORT_OFFSET: String(offset),
-        START_DATA_DIR: dataDir,
-        POSTGRES_URL: "postgres://postgres@127.0.0.1:1",
-        NATS_URL: "nats://127.0.0.1:1",
-        LOG_LEVEL: "warn",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
+  it("brings up embedded PostgreSQL, nats-server, the services and the edge, restarts a service that dies, and stops on Ctrl-C", async () => {
+    const run = npmStart();
+    await waitFor(run, /ready\. Ctrl-C stops everything/, 120_000);
+    expect(run.output).toMatch(/starting an embedded PostgreSQL/);
+    expect(run.output).toMatch(/starting nats-server with JetStream/);
 
-    const deadline = Date.now() + 120_000;
-    while (!output.includes("ready. Ctrl-C stops everything.")) {
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`npm start did not become ready:\n${output}`);
-      await new Promise((r) => setTimeout(r, 200));
+    // Through the edge with node:http (Connect over HTTP/1.1): fetch would refuse port 10080.
+    const auth = createClient(AuthService, createConnectTransport({ baseUrl: `http://127.0.0.1:${edge}`, httpVersion: "1.1" }));
+    const email = `start-${Date.now()}@example.test`;
+    const res = await auth.register({ email, password: "velvet otter maple drum 4711" });
+    expect(res.user?.email).toBe(email);
+
+    // A service that dies is restarted and serves again.
+    const pid = Number((await waitFor(run, /auth started \(pid (\d+)\)/, 1_000))[1]);
+    const mark = run.output.length;
+    process.kill(pid, "SIGKILL");
+    await waitFor(run, /auth exited \(SIGKILL\); restarting in 1 s/, 10_000, mark);
+    await waitFor(run, /auth is ready again/, 60_000, mark);
+    const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${serviceCatalog.auth.port + offset}` }));
+    expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    const again = await auth.register({ email: `again-${email}`, password: "velvet otter maple drum 4711" });
+    expect(again.user?.email).toBe(`again-${email}`);
+
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+    expect(run.output).toMatch(/\[start\]\S* stopped/);
+    for (const port of stackPorts()) expect(await listening(port), `port ${port}`).toBe(false);
+  }, 240_000);
+
+  it("stops everything it started when the start fails (the edge's port is taken)", async () => {
+    const squatter: Server = createServer();
+    await new Promise<void>((r) => squatter.listen(edge, "127.0.0.1", () => r()));
+    try {
+      const run = npmStart();
+      expect(await run.exited).toBe(1);
+      expect(run.output).toMatch(/auth is SERVING/);
+      expect(run.output).toMatch(/edge exited \(code 1\) before it was ready; stopping everything/);
+      expect(run.output).toMatch(/\[start\]\S* stopped/);
+      for (const port of stackPorts().filter((p) => p !== edge)) expect(await listening(port), `port ${port}`).toBe(false);
+    } finally {
+      squatter.close();
     }
-    expect(output).toMatch(/starting an embedded PostgreSQL/);
-    expect(output).toMatch(/starting nats-server with JetStream/);
-
-    const edge = `http://127.0.0.1:${edgePort + offset}`;
-    const res = await fetch(`${edge}/ecommerce.auth.v1.AuthService/Register`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email: `start-${offset}@example.test`, password: "velvet otter maple drum 4711" }),
-    });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as { user: { email: string }; tokens: { accessToken: string } };
-    expect(body.user.email).toBe(`start-${offset}@example.test`);
-
-    child.kill("SIGINT");
-    expect(await exited).toBe(0);
-    expect(output).toMatch(/\[start\]\S* stopped/);
-    expect(await listening(edgePort + offset)).toBe(false);
-    expect(await listening(54329 + offset)).toBe(false);
   }, 180_000);
 });

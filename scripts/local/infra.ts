@@ -54,6 +54,19 @@ async function importWithoutSignalHooks() {
 
 export async function ensureInfra(dataDir: string, portOffset: number, say: (line: string) => void): Promise<Infra> {
   const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+  };
+  try {
+    return await start(stops, dataDir, portOffset, say, stop);
+  } catch (error) {
+    // A PostgreSQL started before NATS failed is not left running.
+    await stop();
+    throw error;
+  }
+}
+
+async function start(stops: (() => Promise<void>)[], dataDir: string, portOffset: number, say: (line: string) => void, stop: () => Promise<void>): Promise<Infra> {
   let postgresBase = process.env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
   const pgUrl = new URL(postgresBase);
   if (await reachable(pgUrl.hostname, Number(pgUrl.port || 5432))) {
@@ -104,19 +117,14 @@ export async function ensureInfra(dataDir: string, portOffset: number, say: (lin
     const port = 42229 + portOffset;
     say(`NATS: nothing answers on ${nUrl.host}; starting nats-server with JetStream on 127.0.0.1:${port} (data in ${dir})`);
     const proc: ChildProcess = spawn(binary, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" });
-    if (!(await waitFor("127.0.0.1", port, 10_000))) throw new Error("nats-server did not start within 10 s");
     stops.push(async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
       const exited = new Promise((r) => proc.once("exit", r));
       proc.kill("SIGTERM");
       await exited;
     });
+    if (!(await waitFor("127.0.0.1", port, 10_000))) throw new Error("nats-server did not start within 10 s");
     natsUrl = `nats://127.0.0.1:${port}`;
   }
-  return {
-    postgresBase,
-    natsUrl,
-    async stop() {
-      for (const s of stops.reverse()) await s().catch(() => undefined);
-    },
-  };
+  return { postgresBase, natsUrl, stop };
 }

@@ -1,9 +1,12 @@
 /**
- * Errors the edge itself answers (unknown path, body too large, service down),
- * written in the wire protocol of the request, so every client library decodes
- * them as RPC errors: Connect unary (HTTP status + JSON body), Connect streaming
- * (an end-stream message), gRPC-Web and gRPC (a trailers-only response).
+ * Errors answered outside an RPC handler (an unknown method on a service port;
+ * at the edge: an unknown path, a body too large, a service down), written in
+ * the wire protocol of the request, so every client library decodes them as RPC
+ * errors: Connect unary (HTTP status + JSON body), Connect streaming (an
+ * end-stream message), gRPC-Web and gRPC (a trailers-only response).
  */
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 
 /** Connect error codes (their wire names) with their gRPC number and HTTP status. */
 const codes = {
@@ -83,4 +86,31 @@ export function errorResponse(contentType: string | undefined, code: ErrorCode, 
         body: Buffer.from(JSON.stringify({ code, message })),
       };
   }
+}
+
+/**
+ * Writes an error response in the caller's protocol on a raw Node response.
+ * gRPC over HTTP/2 gets a trailers-only response (one HEADERS frame that ends the
+ * stream), which is how gRPC clients expect an error without a message.
+ * @param headers added to the response (the edge's x-request-id and CORS headers).
+ */
+export function writeErrorResponse(
+  req: IncomingMessage | Http2ServerRequest,
+  res: ServerResponse | Http2ServerResponse,
+  code: ErrorCode,
+  message: string,
+  options: { httpStatus?: number; headers?: OutgoingHttpHeaders } = {},
+): void {
+  const contentType = req.headers["content-type"];
+  const response = errorResponse(contentType, code, message, options.httpStatus);
+  const headers = { ...options.headers, ...response.headers };
+  if ("stream" in res && protocolOf(contentType) === "grpc") {
+    // A stream the client has already cancelled cannot be answered (respond would throw).
+    if (res.stream.destroyed || res.stream.closed) return;
+    res.stream.respond({ ...headers, ":status": response.status }, { endStream: true });
+    return;
+  }
+  const raw = res as ServerResponse;
+  raw.writeHead(response.status, { ...headers, "content-length": response.body.length });
+  raw.end(response.body);
 }

@@ -1,0 +1,137 @@
+/**
+ * The edge as `npm start` runs it, a process of its own (`node gateway/main.ts`),
+ * so that a crash is seen as what it is: the process exiting. Clients misbehave
+ * on purpose here (cancelled calls, slow headers, idle sessions); the edge must
+ * close what it should and keep serving everyone else.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { connect as http2Connect, constants as http2Constants } from "node:http2";
+import { connect as tcpConnect } from "node:net";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
+import { requireUser } from "../kit/auth/principal.ts";
+import type { ServiceDefinition } from "../kit/server.ts";
+import { freePort } from "../kit/testing/infra.ts";
+import { eventually, startMesh, type TestMesh } from "../kit/testing/mesh.ts";
+import { closedByServer, slowloris } from "../kit/testing/network.ts";
+import { TestIssuer } from "../kit/testing/tokens.ts";
+
+const issuer = new TestIssuer();
+
+const userFixture: ServiceDefinition = {
+  name: "user",
+  entities: [],
+  migrations: [],
+  publicKeys: () => () => issuer.jwks(),
+  serviceCredentials: () => ({ token: () => issuer.service("user") }),
+  routes(router) {
+    router.service(UserService, {
+      async getMyProfile(_req, ctx) {
+        const me = requireUser(ctx);
+        // Slow enough that a client cancelling within a few ms does so mid-call.
+        await new Promise((r) => setTimeout(r, 5));
+        return { profile: create(UserProfileSchema, { userId: me.userId, email: me.email }) };
+      },
+    });
+  },
+};
+
+let mesh: TestMesh;
+let edge: ChildProcess;
+let edgeUrl: string;
+let output = "";
+let customer: string;
+
+beforeAll(async () => {
+  mesh = await startMesh([userFixture]);
+  customer = await issuer.user(crypto.randomUUID());
+  const port = await freePort();
+  edgeUrl = `http://127.0.0.1:${port}`;
+  edge = spawn(process.execPath, [join(import.meta.dirname, "main.ts")], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      USER_SERVICE_URL: mesh.url("user"),
+      LOG_LEVEL: "info",
+      // Small, so that slow and idle clients are closed within the test.
+      HEADERS_TIMEOUT_MS: "500",
+      REQUEST_TIMEOUT_MS: "1000",
+      HTTP2_IDLE_TIMEOUT_MS: "500",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  edge.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  edge.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  await eventually(async () => {
+    if (edge.exitCode !== null) throw new Error(`the edge exited:\n${output}`);
+    return output.includes('"edge listening"') ? true : undefined;
+  }, 30_000, "the edge listening");
+});
+
+afterAll(async () => {
+  if (edge && edge.exitCode === null && edge.signalCode === null) {
+    const exited = new Promise((r) => edge.once("exit", r));
+    edge.kill("SIGTERM");
+    await exited;
+  }
+  await mesh?.stop();
+});
+
+const grpcFrame = (message: Uint8Array = new Uint8Array()) => {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+};
+
+describe("the edge process under misbehaving clients", () => {
+  it("survives gRPC calls that the client cancels right after sending them", async () => {
+    const session = http2Connect(edgeUrl);
+    session.on("error", () => undefined);
+    const closed: Promise<void>[] = [];
+    for (let i = 0; i < 30; i++) {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/ecommerce.user.v1.UserService/GetMyProfile",
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${customer}`,
+      });
+      stream.on("error", () => undefined);
+      stream.resume();
+      stream.end(grpcFrame());
+      closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
+      setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), i % 10);
+    }
+    await Promise.all(closed);
+    session.close();
+
+    const client = createClient(UserService, createGrpcTransport({ baseUrl: edgeUrl }));
+    const res = await client.getMyProfile({}, { headers: { authorization: `Bearer ${customer}` } }).catch((error: Error) => error);
+    expect(edge.exitCode, output).toBeNull();
+    expect(res, output).not.toBeInstanceOf(Error);
+    expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM/);
+  });
+
+  it("closes connections whose headers never finish (slowloris), and ones that never send a byte", async () => {
+    const clients = Array.from({ length: 10 }, () => slowloris(Number(new URL(edgeUrl).port)));
+    const silent = tcpConnect(Number(new URL(edgeUrl).port), "127.0.0.1");
+    silent.on("error", () => undefined);
+    await Promise.all([...clients.map((c) => c.closed), closedByServer(silent)]);
+    expect(edge.exitCode, output).toBeNull();
+  });
+
+  it("closes an idle HTTP/2 session after its calls are done", async () => {
+    const session = http2Connect(edgeUrl);
+    session.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    const stream = session.request({ ":path": "/healthz" });
+    stream.resume();
+    expect(await new Promise((resolve) => stream.once("response", (h) => resolve(h[":status"])))).toBe(200);
+    await closed;
+  });
+});

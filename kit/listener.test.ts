@@ -1,0 +1,112 @@
+/**
+ * A service port's network manners (kit/listener.ts and the fallback of
+ * kit/server.ts), against a real service started by the kit with small
+ * configured timeouts: slow and silent clients are closed by the server, an
+ * idle HTTP/2 session is closed, and an unknown method answers in the caller's
+ * protocol.
+ */
+import { connect as http2Connect } from "node:http2";
+import { connect as tcpConnect } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
+import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
+import type { ServiceDefinition } from "./server.ts";
+import { startMesh, type TestMesh } from "./testing/mesh.ts";
+import { closedByServer, slowloris } from "./testing/network.ts";
+import { TestIssuer } from "./testing/tokens.ts";
+
+const issuer = new TestIssuer();
+const fixture: ServiceDefinition = {
+  name: "user",
+  entities: [],
+  migrations: [],
+  publicKeys: () => () => issuer.jwks(),
+  serviceCredentials: () => ({ token: () => issuer.service("user") }),
+  routes(router) {
+    router.service(UserService, {});
+  },
+};
+
+let mesh: TestMesh;
+let url: string;
+let port: number;
+
+beforeAll(async () => {
+  mesh = await startMesh([fixture], { HEADERS_TIMEOUT_MS: "500", REQUEST_TIMEOUT_MS: "1000", HTTP2_IDLE_TIMEOUT_MS: "500" });
+  url = mesh.url("user");
+  port = Number(new URL(url).port);
+});
+
+afterAll(async () => {
+  await mesh?.stop();
+});
+
+describe("slow and idle clients", () => {
+  it("closes a connection whose headers never finish (slowloris)", async () => {
+    const clients = Array.from({ length: 10 }, () => slowloris(port));
+    await Promise.all(clients.map((c) => c.closed));
+  });
+
+  it("closes a connection that never sends its first byte", async () => {
+    const socket = tcpConnect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    await closedByServer(socket);
+  });
+
+  it("closes an idle HTTP/2 session, after serving its calls", async () => {
+    const session = http2Connect(url);
+    session.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    const stream = session.request({ ":path": "/metrics" });
+    stream.resume();
+    const status = await new Promise((resolve) => stream.once("response", (h) => resolve(h[":status"])));
+    expect(status).toBe(200);
+    await closed;
+  });
+
+  it("still serves well-behaved clients", async () => {
+    const res = await fetch(`${url}/metrics`);
+    expect(res.status).toBe(200);
+  });
+});
+
+describe("an unknown method", () => {
+  it("answers a gRPC client (grpc-js) with status 12 UNIMPLEMENTED", async () => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const error = await new Promise<grpc.ServiceError>((resolve, reject) =>
+        client.makeUnaryRequest(
+          "/ecommerce.cart.v1.CartService/GetCart",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+          (err) => (err ? resolve(err) : reject(new Error("the call succeeded"))),
+        ),
+      );
+      expect(error.code).toBe(grpc.status.UNIMPLEMENTED);
+      expect(error.details).toMatch(/user service does not serve \/ecommerce\.cart\.v1\.CartService\/GetCart/);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers Connect, gRPC-Web and Connect's gRPC clients with Code.Unimplemented", async () => {
+    for (const transport of [
+      createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
+      createConnectTransport({ baseUrl: url, httpVersion: "1.1", useBinaryFormat: true }),
+      createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1" }),
+      createGrpcTransport({ baseUrl: url }),
+    ]) {
+      const err = ConnectError.from(await createClient(CartService, transport).getCart({}).catch((e) => e));
+      expect(err.code).toBe(Code.Unimplemented);
+      expect(err.rawMessage).toMatch(/user service does not serve/);
+    }
+    const res = await fetch(`${url}/ecommerce.cart.v1.CartService/GetCart`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    expect(res.status).toBe(404);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(await res.json()).toMatchObject({ code: "unimplemented" });
+  });
+});
