@@ -17,7 +17,7 @@ import { OrderSchema, OrderService, OrderStatus } from "../gen/ecommerce/order/v
 import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import { requireUser } from "../kit/auth/principal.ts";
 import { notFound } from "../kit/errors.ts";
-import type { ServiceDefinition } from "../kit/server.ts";
+import type { AnyServiceDefinition } from "../kit/server.ts";
 import { freePort } from "../kit/testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "../kit/testing/mesh.ts";
 import { TestIssuer } from "../kit/testing/tokens.ts";
@@ -31,7 +31,7 @@ const received: { rpc: string; headers: Record<string, string> }[] = [];
 const record = (rpc: string, headers: Headers) => received.push({ rpc, headers: Object.fromEntries(headers) });
 const receivedRpcs = () => received.map((r) => r.rpc);
 
-const userFixture: ServiceDefinition = {
+const userFixture: AnyServiceDefinition = {
   name: "user",
   entities: [],
   migrations: [],
@@ -65,7 +65,7 @@ const userFixture: ServiceDefinition = {
 };
 
 /** Auth's public half: GetJwks with the test issuer's keys. */
-const authFixture: ServiceDefinition = {
+const authFixture: AnyServiceDefinition = {
   name: "auth",
   entities: [],
   migrations: [],
@@ -81,7 +81,7 @@ const authFixture: ServiceDefinition = {
   },
 };
 
-const orderFixture: ServiceDefinition = {
+const orderFixture: AnyServiceDefinition = {
   name: "order",
   entities: [],
   migrations: [],

@@ -27,7 +27,7 @@ import { maxAckPending, onEvent } from "./events/consumer.ts";
 import { streamOf } from "./events/contracts.ts";
 import { publishEvent } from "./events/outbox.ts";
 import { ConfigError, loadConfig } from "./config.ts";
-import { runService, type ServiceDefinition } from "./server.ts";
+import { runService, type AnyServiceDefinition } from "./server.ts";
 import { TestDatabases, TestNats } from "./testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { TestIssuer } from "./testing/tokens.ts";
@@ -45,7 +45,7 @@ class FixtureTables extends Migration {
 }
 
 /** A fixture service wearing the user service's contract, to exercise the kit alone. */
-const fixture: ServiceDefinition = {
+const fixture: AnyServiceDefinition = {
   name: "user",
   entities: [],
   migrations: [{ name: "0001_fixture", class: FixtureTables }],
@@ -144,7 +144,7 @@ async function authEventsSettled() {
   }, 20_000, "AUTH_EVENTS consumed");
 }
 
-const sqlOf = (service = mesh.services.user!) => <T>(query: string, params: unknown[] = []) => service.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+const legacySqlOf = (service = mesh.services.user!) => <T>(query: string, params: unknown[] = []) => service.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
 
 beforeAll(async () => {
   // A long poll: only commits that wrote outbox rows wake the relay, which the statement count below relies on.
@@ -277,7 +277,7 @@ describe("events", () => {
     // The same event under another Nats-Msg-Id passes JetStream's dedupe: the inbox must catch it.
     await jetstream(nc).publish("user.registered", payload, { msgID: `${crypto.randomUUID()}` });
     await authEventsSettled();
-    const sql = sqlOf();
+    const sql = legacySqlOf();
     const [runs] = await sql<{ n: number }>("select count(*)::int as n from fixture_deliveries where user_id = ?", [userId]);
     expect(runs?.n).toBe(1);
     const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
@@ -293,7 +293,7 @@ describe("events", () => {
       await js.publish("user.email_verified", toBinary(UserEmailVerifiedSchema, create(UserEmailVerifiedSchema, { eventId: crypto.randomUUID(), userId })));
     }
     await authEventsSettled();
-    const rows = await sqlOf()<{ user_id: string; subject: string }>("select user_id, subject from fixture_deliveries where user_id in (?) order by id", [users]);
+    const rows = await legacySqlOf()<{ user_id: string; subject: string }>("select user_id, subject from fixture_deliveries where user_id in (?) order by id", [users]);
     expect(rows).toEqual(users.flatMap((u) => [{ user_id: u, subject: "user.registered" }, { user_id: u, subject: "user.email_verified" }]));
     // Never retried: the registration was always there first.
     const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
@@ -424,7 +424,7 @@ describe("outbox relay and retention", () => {
   });
 
   it("prunes published outbox rows, processed inbox rows, expired idempotency keys and replayed dead letters after their retention", async () => {
-    const sql = sqlOf();
+    const sql = legacySqlOf();
     const old = "now() - interval '400 days'";
     const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
     await sql(`insert into outbox_events (id, subject, event_type, payload, published_at) values (?, 's', 't', '\\x00', ${old}), (?, 's', 't', '\\x00', now())`, [a, b]);
@@ -464,7 +464,7 @@ describe("starting replicas", () => {
       const replicas = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       started.push(...replicas);
       expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : "started"))).toEqual(["started", "started"]);
-      const applied = await sqlOf(replicas[0]!)<{ name: string; n: number }>("select name, count(*)::int as n from mikro_orm_migrations group by name order by name");
+      const applied = await legacySqlOf(replicas[0]!)<{ name: string; n: number }>("select name, count(*)::int as n from mikro_orm_migrations group by name order by name");
       expect(applied).toEqual([
         { name: "0000_kit_infrastructure", n: 1 },
         { name: "0000_kit_v2_events", n: 1 },

@@ -41,15 +41,19 @@ import { reflectionRoutes } from "./reflection.ts";
 import { retentionJobs } from "./retention.ts";
 import { validationInterceptor } from "./validation.ts";
 
-/** What a service's domain code gets to work with. */
-export interface ServiceContext {
+/** What the kit opens for a service before its own code runs. */
+export interface BaseContext {
   config: ServiceConfig;
-  /** The environment the service was started with: service-specific settings are read from here. */
+  /** The environment the service was started with: its own settings are read from here (kit/env.ts). */
   env: Record<string, string | undefined>;
   log: Logger;
   metrics: ServiceMetrics;
   orm: MikroORM;
   bus: EventBus;
+}
+
+/** What a service's domain code gets to work with. */
+export interface ServiceContext extends BaseContext {
   /** Clients of the other services (gRPC, deadlines, credentials). */
   peers: PeerClients;
   verifier: TokenVerifier;
@@ -59,24 +63,40 @@ import type { Job } from "./jobs.ts";
 
 export type { Job };
 
-export interface ServiceDefinition {
+/**
+ * A service: its domain, declared once; `runService` does the rest the same way for all ten.
+ * `setup` builds the service's own state (its settings, read from `ctx.env` with the kit's
+ * EnvReader, and long-lived helpers) once at start; every other hook receives it.
+ */
+export interface ServiceDefinition<State = void> {
   name: ServiceName;
   entities: DatabaseOptions["entities"];
-  /** The service's own migrations, in order (the kit's infrastructure migration runs first). */
+  /** The service's own migrations, in order (the kit's infrastructure migrations run first). */
   migrations: MigrationEntry[];
   /** Name of the table of processed events (default `event_inbox`). */
   inboxTable?: string;
   /** The events.proto this service publishes: its stream is created at start. */
   publishes?: DescFile;
-  routes(router: ConnectRouter, ctx: ServiceContext): void;
-  consumers?(ctx: ServiceContext): EventHandler[];
-  jobs?(ctx: ServiceContext): Job[] | Promise<Job[]>;
+  /** The service's own settings and state, built once at start (a bad setting stops the start). */
+  setup?(ctx: BaseContext): State | Promise<State>;
+  routes(router: ConnectRouter, ctx: ServiceContext, state: State): void;
+  consumers?(ctx: ServiceContext, state: State): EventHandler[];
+  jobs?(ctx: ServiceContext, state: State): Job[] | Promise<Job[]>;
   /** Where public keys come from; default: Auth's GetJwks over gRPC. Auth serves its own. */
-  publicKeys?(ctx: Omit<ServiceContext, "verifier" | "peers">): PublicKeySource;
+  publicKeys?(ctx: BaseContext, state: State): PublicKeySource;
   /** How this service gets its service credential; default: Auth's IssueServiceToken. */
-  serviceCredentials?(ctx: Omit<ServiceContext, "verifier" | "peers">): ServiceTokenSource;
+  serviceCredentials?(ctx: BaseContext, state: State): ServiceTokenSource;
   /** INTERNAL RPCs callable without a service token (only Auth's IssueServiceToken). */
   credentialExempt?: string[];
+}
+
+/** Any service, whatever its state (what the bootstrap, tests and tools take). */
+// biome-ignore lint/suspicious/noExplicitAny: a definition's state type is its own business.
+export type AnyServiceDefinition = ServiceDefinition<any>;
+
+/** Declares a service; infers its state type from `setup`. */
+export function defineService<State = void>(def: ServiceDefinition<State>): ServiceDefinition<State> {
+  return def;
 }
 
 export interface RunningService {
@@ -92,7 +112,7 @@ export interface RunningService {
 }
 
 /** Opens a service's database with the kit's tables and migrations first, then the service's own. */
-export function openServiceDatabase(def: ServiceDefinition, url: string, log: Logger): Promise<MikroORM> {
+export function openServiceDatabase(def: AnyServiceDefinition, url: string, log: Logger): Promise<MikroORM> {
   return openDatabase({
     url,
     entities: [OutboxEvent, ...def.entities],
@@ -119,7 +139,7 @@ function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number
   }
 }
 
-export async function runService(def: ServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
+export async function runService(def: AnyServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
   const config = loadConfig(def.name, env);
   const log = createLogger(def.name, config.logLevel);
   const metrics = new ServiceMetrics(def.name);
@@ -127,10 +147,17 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
 
   const orm = await openServiceDatabase(def, config.databaseUrl, log);
   const bus = new EventBus(config.natsUrl, `${def.name}-service`, log);
-  const base = { config, env, log, metrics, orm, bus };
-  const credentials = def.serviceCredentials?.(base) ?? new ServiceCredentials(def.name, config.serviceSecret, config.peers.auth, config.limits.callTimeoutMs);
+  const base: BaseContext = { config, env, log, metrics, orm, bus };
+  let state: unknown;
+  try {
+    state = await def.setup?.(base);
+  } catch (error) {
+    await orm.close();
+    throw error;
+  }
+  const credentials = def.serviceCredentials?.(base, state) ?? new ServiceCredentials(def.name, config.serviceSecret, config.peers.auth, config.limits.callTimeoutMs);
   const peers = new PeerClients({ peers: config.peers, timeoutMs: config.limits.callTimeoutMs, credentials });
-  const keys = def.publicKeys?.(base) ?? (async () => (await peers.client(AuthService).getJwks({})).keys.map((k) => ({ ...k, $typeName: undefined })));
+  const keys = def.publicKeys?.(base, state) ?? (async () => (await peers.client(AuthService).getJwks({})).keys.map((k) => ({ ...k, $typeName: undefined })));
   const verifier = new TokenVerifier(keys);
   const ctx: ServiceContext = { ...base, peers, verifier };
 
@@ -141,7 +168,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
   const relay = new OutboxRelay(orm, bus, log, metrics, { pollMs: config.events.outboxPollMs });
   const consumers = new EventConsumers(
     { service: def.name, orm, bus, log, metrics, inboxTable, maxDeliveries: config.events.maxDeliveries, ackWaitMs: config.events.ackWaitMs },
-    def.consumers?.(ctx) ?? [],
+    def.consumers?.(ctx, state) ?? [],
   );
   const health = new HealthState(async () => bus.connected && (await pingDatabase(orm)));
 
@@ -183,7 +210,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
           return Reflect.get(target, prop, receiver);
         },
       });
-      def.routes(recording, ctx);
+      def.routes(recording, ctx, state);
       if (def.consumers) deadLetterRoutes(recording, orm, consumers);
       healthRoutes(router, health);
       for (const s of served) health.services.add(s.typeName);
@@ -227,7 +254,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
 
   relay.start();
   consumers.start();
-  const jobs = [...retentionJobs(orm, config, inboxTable, log), ...((await def.jobs?.(ctx)) ?? [])];
+  const jobs = [...retentionJobs(orm, config, inboxTable, log), ...((await def.jobs?.(ctx, state)) ?? [])];
   health.start();
   log.info({ url, services: served.map((s) => s.typeName) }, `${def.name} service listening`);
 
@@ -256,7 +283,7 @@ export async function runService(def: ServiceDefinition, env: Record<string, str
 }
 
 /** Entry point of a service process: runs it and stops cleanly on SIGINT/SIGTERM. */
-export async function main(def: ServiceDefinition): Promise<void> {
+export async function main(def: AnyServiceDefinition): Promise<void> {
   let running: RunningService;
   try {
     running = await runService(def);

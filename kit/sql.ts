@@ -1,22 +1,56 @@
 /**
- * Raw SQL on the request's EntityManager, inside its transaction when there
- * is one. MikroORM inlines `?` parameters on the client: an array parameter
- * becomes a comma list (for `in (?)`, never empty), so arrays for `any(...)`
- * are passed as PostgreSQL array literals built by `pgArray`. A `?` must never
- * appear in the SQL text other than as a placeholder.
+ * The one typed query helper: SQL with `$1…$n` parameters that PostgreSQL binds
+ * (sent apart from the text, never interpolated into it), on the request's
+ * EntityManager connection and inside its transaction when there is one, and
+ * bounded by the inbound call's deadline (PostgreSQL cancels a statement whose
+ * call has ended). Reads use it and map rows straight to messages, so hot paths
+ * pay no entity hydration; set-based and conditional writes (stock, counters)
+ * use it too; plain row writes go through entities. Arrays bind as PostgreSQL
+ * arrays (`= any($1::uuid[])`), bigint as int8; int8 and numeric columns come
+ * back as strings (see `big`), timestamptz as Date.
  */
+import { CompiledQuery } from "kysely";
+import { currentCall } from "./context.ts";
 import type { EntityManager } from "./db.ts";
 import { isUniqueViolation } from "./errors.ts";
 
 export interface Sql {
-  all<T>(query: string, params?: unknown[]): Promise<T[]>;
-  one<T>(query: string, params?: unknown[]): Promise<T | undefined>;
-  /** Runs a statement; returns the number of rows it affected. */
-  run(query: string, params?: unknown[]): Promise<number>;
+  /** Every row of a query. */
+  all<Row extends object>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** The first row, or undefined. */
+  one<Row extends object>(text: string, params?: readonly unknown[]): Promise<Row | undefined>;
+  /** Runs a statement; the number of rows it affected. */
+  run(text: string, params?: readonly unknown[]): Promise<number>;
   em: EntityManager;
 }
 
+interface QueryExecutor {
+  executeQuery<R>(
+    query: CompiledQuery<R>,
+    options?: { signal?: AbortSignal; inflightQueryAbortStrategy?: "cancel query" },
+  ): Promise<{ rows: R[]; numAffectedRows?: bigint }>;
+}
+
 export function sqlOf(em: EntityManager): Sql {
+  const execute = <Row>(text: string, params: readonly unknown[]) => {
+    const executor = (em.getTransactionContext() ?? em.getConnection().getClient()) as unknown as QueryExecutor;
+    const call = currentCall();
+    const abort = call ? { signal: call.signal, inflightQueryAbortStrategy: "cancel query" as const } : undefined;
+    return executor.executeQuery<Row>(CompiledQuery.raw(text, params as unknown[]) as CompiledQuery<Row>, abort);
+  };
+  return {
+    em,
+    all: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await execute<Row>(text, params)).rows,
+    one: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await execute<Row>(text, params)).rows[0],
+    run: async (text: string, params: readonly unknown[] = []) => Number((await execute(text, params)).numAffectedRows ?? 0n),
+  };
+}
+
+/**
+ * @deprecated MikroORM's client-side `?` interpolation; every caller moves to `sqlOf`
+ * (bound `$n` parameters) and this goes.
+ */
+export function legacySqlOf(em: EntityManager): LegacySql {
   const conn = em.getConnection();
   const trx = () => em.getTransactionContext();
   return {
@@ -28,6 +62,15 @@ export function sqlOf(em: EntityManager): Sql {
       return result.affectedRows ?? 0;
     },
   };
+}
+
+
+/** @deprecated see legacySqlOf. */
+export interface LegacySql {
+  all<T>(query: string, params?: unknown[]): Promise<T[]>;
+  one<T>(query: string, params?: unknown[]): Promise<T | undefined>;
+  run(query: string, params?: unknown[]): Promise<number>;
+  em: EntityManager;
 }
 
 /** A PostgreSQL array literal of strings ("{}" when empty), for `= any(?::uuid[])` and friends. */

@@ -10,7 +10,7 @@ import { pathToFileURL } from "node:url";
 import { serviceNames, type ServiceName } from "../kit/catalog.ts";
 import { loadConfig } from "../kit/config.ts";
 import { createLogger } from "../kit/logger.ts";
-import { openServiceDatabase, type ServiceDefinition } from "../kit/server.ts";
+import { openServiceDatabase, type AnyServiceDefinition } from "../kit/server.ts";
 
 const root = join(import.meta.dirname, "..");
 const requested = process.argv.slice(2) as ServiceName[];
@@ -23,8 +23,8 @@ const targets = (requested.length ? requested : serviceNames).filter((n) => exis
 
 for (const name of targets) {
   const mod = (await import(pathToFileURL(join(root, "services", name, "service.ts")).href)) as Record<string, unknown>;
-  const def = Object.values(mod).find((v): v is ServiceDefinition => !!v && typeof v === "object" && (v as ServiceDefinition).name === name);
-  if (!def) throw new Error(`services/${name}/service.ts exports no ServiceDefinition named "${name}"`);
+  const def = Object.values(mod).find((v): v is AnyServiceDefinition => !!v && typeof v === "object" && (v as AnyServiceDefinition).name === name);
+  if (!def) throw new Error(`services/${name}/service.ts exports no service definition named "${name}"`);
   const config = loadConfig(name);
   const log = createLogger(`migrate:${name}`, "info");
   const orm = await openServiceDatabase(def, config.databaseUrl, log);

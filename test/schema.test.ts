@@ -5,14 +5,14 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { createLogger } from "../kit/logger.ts";
-import { openServiceDatabase, type ServiceDefinition } from "../kit/server.ts";
+import { openServiceDatabase, type AnyServiceDefinition } from "../kit/server.ts";
 import { TestDatabases } from "../kit/testing/infra.ts";
 import { schemaDrift } from "../kit/testing/schema-drift.ts";
 import { authService } from "../services/auth/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 
-const services: ServiceDefinition[] = [authService, userService, productService];
+const services: AnyServiceDefinition[] = [authService, userService, productService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

@@ -3,7 +3,7 @@
  * all sharing one private nats-server, with peer URLs wired before any starts.
  */
 import { type ServiceName, peerUrlVariable, serviceNames } from "../catalog.ts";
-import { type RunningService, runService, type ServiceDefinition } from "../server.ts";
+import { type RunningService, runService, type AnyServiceDefinition } from "../server.ts";
 import { freePort, TestDatabases, TestNats } from "./infra.ts";
 
 export interface TestMesh {
@@ -15,7 +15,7 @@ export interface TestMesh {
   stop(): Promise<void>;
 }
 
-export async function startMesh(defs: ServiceDefinition[], extraEnv: Record<string, string> = {}): Promise<TestMesh> {
+export async function startMesh(defs: AnyServiceDefinition[], extraEnv: Record<string, string> = {}): Promise<TestMesh> {
   const nats = await TestNats.start();
   const dbs = new TestDatabases();
   const ports = Object.fromEntries(await Promise.all(serviceNames.map(async (n) => [n, await freePort()] as const))) as Record<ServiceName, number>;

@@ -4,6 +4,7 @@
  */
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { serviceRole, tokenAudience, tokenIssuer } from "../auth/principal.ts";
+import type { AnyServiceDefinition } from "../server.ts";
 
 export class TestIssuer {
   private readonly kid = `test-${Math.random().toString(36).slice(2, 8)}`;
@@ -33,5 +34,10 @@ export class TestIssuer {
 
   service(name: string, omit: ("exp" | "iat")[] = []) {
     return this.sign({ sub: `service:${name}`, roles: [serviceRole], svc: name }, 900, omit);
+  }
+
+  /** The same service, trusting this issuer's tokens and using its service credential instead of Auth's. */
+  trustedBy<Def extends AnyServiceDefinition>(def: Def): Def {
+    return { ...def, publicKeys: () => () => this.jwks(), serviceCredentials: () => ({ token: () => this.service(def.name) }) };
   }
 }

@@ -15,7 +15,7 @@ import { type GetProductRequest, ProductService } from "../../gen/ecommerce/prod
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { notFound } from "../../kit/errors.ts";
-import type { Sql } from "../../kit/sql.ts";
+import type { LegacySql } from "../../kit/sql.ts";
 import { loadProduct } from "../../services/product/catalog.ts";
 import type { UserProfileRow } from "../../services/user/entities.ts";
 import { profileMessage } from "../../services/user/mapping.ts";
@@ -46,7 +46,7 @@ async function serve(databaseUrl: string, routes: (router: ConnectRouter, pool: 
 }
 
 /** The kit's Sql over a plain pg pool: `?` placeholders (the only `?` in the text, see kit/sql.ts) become $n. */
-function poolSql(pool: pg.Pool): Sql {
+function poolSql(pool: pg.Pool): LegacySql {
   const numbered = (query: string) => {
     let n = 0;
     return query.replace(/\?/g, () => `$${++n}`);

@@ -34,7 +34,7 @@ import { type AuthClient, authClient, bearer, EventLog, failureOf, fieldOf, msOf
 
 const run = promisify(execFile);
 
-// Auth reads its own settings from the environment of the process.
+// Auth reads its own settings from the environment it is started with.
 const authEnv = {
   AUTH_MAX_FAILED_LOGINS: "3",
   AUTH_LOCKOUT_MS: "1500",
@@ -44,7 +44,6 @@ const authEnv = {
   AUTH_RATE_LIMIT_PER_IP: "100000",
   AUTH_RATE_LIMIT_PER_EMAIL: "8",
 };
-Object.assign(process.env, authEnv);
 
 const password = "violet harbor tunes 42";
 const adminEmail = "first.admin@shop.test";
@@ -67,7 +66,7 @@ const login = (email: string, pw = password, headers: Record<string, string> = {
 
 async function createAdminCli(...args: string[]) {
   return run(process.execPath, ["services/auth/create-admin.ts", ...args], {
-    env: { ...process.env, ...mesh.env, DATABASE_URL: mesh.services.auth!.ctx.config.databaseUrl, LOG_LEVEL: "silent" },
+    env: { ...process.env, ...mesh.env, ...authEnv, DATABASE_URL: mesh.services.auth!.ctx.config.databaseUrl, LOG_LEVEL: "silent" },
   });
 }
 

@@ -22,7 +22,6 @@ const authEnv = {
   AUTH_ACCESS_TOKEN_TTL_MS: "6000",
   AUTH_SERVICE_TOKEN_TTL_MS: "6000",
 };
-Object.assign(process.env, authEnv);
 
 let mesh: TestMesh;
 let auth: AuthClient;

@@ -23,7 +23,6 @@ const authEnv = {
   AUTH_RATE_LIMIT_RESETS_PER_EMAIL: "2",
   TRUSTED_PROXY_HOPS: "1",
 };
-Object.assign(process.env, authEnv);
 
 const password = "violet harbor tunes 42";
 const unique = (name: string) => `${name}.${Math.random().toString(36).slice(2, 8)}@shop.test`;

@@ -7,7 +7,7 @@
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { file_ecommerce_auth_v1_events } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { RenewingToken } from "../../kit/auth/credentials.ts";
-import type { ServiceDefinition } from "../../kit/server.ts";
+import { defineService } from "../../kit/server.ts";
 import { authEntities } from "./entities.ts";
 import { getMe, login, logout, refreshToken, register } from "./handlers/account.ts";
 import {
@@ -26,26 +26,20 @@ import { getJwks, introspectToken, issueServiceToken } from "./handlers/internal
 import { changePassword, requestPasswordReset, resetPassword } from "./handlers/password.ts";
 import { authJobs } from "./jobs.ts";
 import { authMigrations } from "./migrations/index.ts";
-import { type AuthRuntime, authRuntime } from "./runtime.ts";
+import { createAuthRuntime } from "./runtime.ts";
 import { signServiceToken } from "./sessions.ts";
 
-export const authService: ServiceDefinition = {
+export const authService = defineService({
   name: "auth",
   entities: authEntities,
   migrations: authMigrations,
   publishes: file_ecommerce_auth_v1_events,
   credentialExempt: ["ecommerce.auth.v1.AuthService/IssueServiceToken"],
-  publicKeys: (ctx) => {
-    const rt = authRuntime(ctx);
-    return () => rt.keys.publicJwks();
-  },
+  setup: createAuthRuntime,
+  publicKeys: (_ctx, rt) => () => rt.keys.publicJwks(),
   // Auth's own service token, signed locally: it never calls itself.
-  serviceCredentials: (ctx) => {
-    const rt = authRuntime(ctx);
-    return new RenewingToken(() => signServiceToken(rt, "auth"));
-  },
-  routes(router, ctx) {
-    const rt = authRuntime(ctx);
+  serviceCredentials: (_ctx, rt) => new RenewingToken(() => signServiceToken(rt, "auth")),
+  routes(router, _ctx, rt) {
     router.service(AuthService, {
       register: (req, hc) => register(rt, req, hc),
       login: (req, hc) => login(rt, req, hc),
@@ -71,5 +65,5 @@ export const authService: ServiceDefinition = {
       introspectToken: (req, hc) => introspectToken(rt, req, hc),
     });
   },
-  jobs: (ctx) => authJobs(authRuntime(ctx), ctx),
-};
+  jobs: (ctx, rt) => authJobs(rt, ctx),
+});

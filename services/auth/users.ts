@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { LockMode, type EntityManager } from "@mikro-orm/postgresql";
 import { type User as UserMessage, UserSchema } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
-import { sqlOf } from "../../kit/sql.ts";
+import { legacySqlOf } from "../../kit/sql.ts";
 import { User } from "./entities.ts";
 
 /** Emails are compared and stored lower-cased. */
@@ -16,7 +16,7 @@ export function normalizeEmail(email: string): string {
 
 /** Runs raw SQL in `em`'s transaction (if any). */
 export function query<T>(em: EntityManager, sql: string, params: unknown[] = []): Promise<T[]> {
-  return sqlOf(em).all<T>(sql, params);
+  return legacySqlOf(em).all<T>(sql, params);
 }
 
 /** Role names of each user, sorted. */

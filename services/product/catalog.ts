@@ -22,7 +22,7 @@ import {
 import { timestampOf } from "../../kit/convert.ts";
 import { productStatuses, stockStatuses, type Viewer } from "./mapping.ts";
 import { money, moneyOrUndefined } from "../../kit/money.ts";
-import { pgArray, type Sql } from "../../kit/sql.ts";
+import { pgArray, type LegacySql } from "../../kit/sql.ts";
 
 export interface ProductDbRow {
   id: string;
@@ -121,7 +121,7 @@ function group<T extends { product_id: string }>(rows: T[]): Map<string, T[]> {
 }
 
 /** Product rows by id (any status); `lock` takes the rows' write locks in id order. */
-export async function productRows(db: Sql, ids: readonly string[], lock = false): Promise<Map<string, ProductDbRow>> {
+export async function productRows(db: LegacySql, ids: readonly string[], lock = false): Promise<Map<string, ProductDbRow>> {
   if (ids.length === 0) return new Map();
   const rows = await db.all<ProductDbRow>(
     `select ${productColumns} from products p where p.id = any(?::uuid[]) order by p.id${lock ? " for update" : ""}`,
@@ -130,11 +130,11 @@ export async function productRows(db: Sql, ids: readonly string[], lock = false)
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-export async function productRow(db: Sql, id: string, lock = false): Promise<ProductDbRow | undefined> {
+export async function productRow(db: LegacySql, id: string, lock = false): Promise<ProductDbRow | undefined> {
   return (await productRows(db, [id], lock)).get(id);
 }
 
-export async function loadRelations(db: Sql, ids: readonly string[]): Promise<Relations> {
+export async function loadRelations(db: LegacySql, ids: readonly string[]): Promise<Relations> {
   if (ids.length === 0) return { categoryIds: new Map(), tags: new Map(), images: new Map(), variants: new Map() };
   const list = pgArray(ids);
   const [categories, tags, images, variants] = await Promise.all([
@@ -231,7 +231,7 @@ export function productMessage(row: ProductDbRow, rel: Relations, viewer: Viewer
 }
 
 /** Full products by id, for the viewer (non-admins only get ACTIVE, visible ones). */
-export async function loadProducts(db: Sql, ids: readonly string[], viewer: Viewer): Promise<Map<string, Product>> {
+export async function loadProducts(db: LegacySql, ids: readonly string[], viewer: Viewer): Promise<Map<string, Product>> {
   const rows = [...(await productRows(db, ids)).values()].filter((r) => viewer.admin || (r.status === "active" && r.is_visible));
   const rel = await loadRelations(
     db,
@@ -240,7 +240,7 @@ export async function loadProducts(db: Sql, ids: readonly string[], viewer: View
   return new Map(rows.map((r) => [r.id, productMessage(r, rel, viewer)]));
 }
 
-export async function loadProduct(db: Sql, id: string, viewer: Viewer): Promise<Product | undefined> {
+export async function loadProduct(db: LegacySql, id: string, viewer: Viewer): Promise<Product | undefined> {
   return (await loadProducts(db, [id], viewer)).get(id);
 }
 
@@ -281,7 +281,7 @@ export function summaryMessage(r: SummaryDbRow): ProductSummary {
 }
 
 /** The product as events carry it (never the cost price), read inside the change's transaction. */
-export async function productSnapshot(db: Sql, productId: string): Promise<ProductSnapshot> {
+export async function productSnapshot(db: LegacySql, productId: string): Promise<ProductSnapshot> {
   const row = await productRow(db, productId);
   if (!row) throw new Error(`product ${productId} vanished inside its own transaction`);
   const rel = await loadRelations(db, [productId]);
@@ -316,7 +316,7 @@ export async function productSnapshot(db: Sql, productId: string): Promise<Produ
 }
 
 /** Recomputes a product's price range and variant count after its price or variants changed. */
-export async function refreshPriceRange(db: Sql, productId: string): Promise<void> {
+export async function refreshPriceRange(db: LegacySql, productId: string): Promise<void> {
   await db.run(
     `update products p set
        min_price_minor = least(p.price_minor, coalesce((select min(v.price_minor) from product_variants v where v.product_id = p.id), p.price_minor)),

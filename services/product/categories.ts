@@ -38,7 +38,7 @@ import { v7 as uuidv7 } from "uuid";
 import { CategoryEntity, type CategoryRow } from "./entities.ts";
 import { allocateSlug, checkSlugFree, guarded } from "./guards.ts";
 import { nullIfEmpty, slugify, type Viewer } from "./mapping.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -47,7 +47,7 @@ export const maxLevel = 4;
 const maxCategoryOffset = 100_000;
 
 /** Held by every change of the tree's shape, for the rest of the transaction. */
-async function lockTree(db: Sql): Promise<void> {
+async function lockTree(db: LegacySql): Promise<void> {
   await db.run("select pg_advisory_xact_lock(hashtext('categories:tree'))");
 }
 
@@ -120,7 +120,7 @@ function walk(tree: Tree, start: string | null, maxDepth = Infinity): { row: Cat
  * Ids of a category and its descendants that the viewer may see; empty when
  * the category does not exist or is hidden from the viewer.
  */
-export async function categorySubtree(db: Sql, categoryId: string, admin: boolean): Promise<string[]> {
+export async function categorySubtree(db: LegacySql, categoryId: string, admin: boolean): Promise<string[]> {
   const rows = await db.all<{ id: string }>(
     `with recursive sub(id) as (
        select c.id from categories c where c.id = ?
@@ -145,7 +145,7 @@ export async function categorySubtree(db: Sql, categoryId: string, admin: boolea
 }
 
 /** Number of ACTIVE, visible products in each category's subtree (as the viewer sees the tree). */
-async function productCounts(db: Sql, ids: string[], admin: boolean): Promise<Map<string, number>> {
+async function productCounts(db: LegacySql, ids: string[], admin: boolean): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map();
   const rows = await db.all<{ id: string; n: number }>(
     `with recursive tree(root, id) as (
@@ -168,7 +168,7 @@ async function productCounts(db: Sql, ids: string[], admin: boolean): Promise<Ma
 export async function createCategory(em: EntityManager, req: CreateCategoryRequest): Promise<Out<CreateCategoryResponse>> {
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       let level = 0;
       if (req.parentId) {
         await lockTree(db);
@@ -209,7 +209,7 @@ export async function getCategory(em: EntityManager, viewer: Viewer, req: GetCat
   if (!row || !tree.visible(row.id)) throw notFound("category", lookup.value ?? "");
   const ancestors: CategoryRow[] = [];
   for (let p = row.parentId ? tree.byId.get(row.parentId) : undefined; p; p = p.parentId ? tree.byId.get(p.parentId) : undefined) ancestors.unshift(p);
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
   return {
     category: categoryMessage(row, counts?.get(row.id)),
     ancestors: ancestors.map((a) => categoryMessage(a, counts?.get(a.id))),
@@ -228,7 +228,7 @@ export async function listCategories(em: EntityManager, viewer: Viewer, req: Lis
   const size = pages.size;
   const offset = pages.after?.o ?? 0;
   const page = rows.slice(offset, offset + size);
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
   return {
     categories: page.map((c) => categoryMessage(c, counts?.get(c.id))),
     nextPageToken: offset + size < rows.length ? pages.next({ o: offset + size }) : "",
@@ -248,7 +248,7 @@ export async function getCategoryTree(em: EntityManager, viewer: Viewer, req: Ge
   }
   const maxDepth = req.maxDepth === 0 ? Infinity : req.maxDepth;
   const included = [...roots, ...roots.flatMap((r) => walk(tree, r.id, maxDepth - 1).map((w) => w.row))];
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), included.map((c) => c.id), viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), included.map((c) => c.id), viewer.admin) : undefined;
   const node = (c: CategoryRow, depth: number): CategoryNode =>
     create(CategoryNodeSchema, {
       category: categoryMessage(c, counts?.get(c.id)),
@@ -278,7 +278,7 @@ export async function updateCategory(em: EntityManager, req: UpdateCategoryReque
             break;
           case "slug":
             if (!input.slug) throw invalidArgument("category.slug", "cannot be cleared");
-            if (input.slug !== row.slug) await checkSlugFree(sqlOf(tx), "categories", input.slug, "category.slug", row.id);
+            if (input.slug !== row.slug) await checkSlugFree(legacySqlOf(tx), "categories", input.slug, "category.slug", row.id);
             set("slug", input.slug);
             break;
           case "description":
@@ -306,7 +306,7 @@ export async function updateCategory(em: EntityManager, req: UpdateCategoryReque
 
 export async function moveCategory(em: EntityManager, req: MoveCategoryRequest): Promise<Out<MoveCategoryResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await lockTree(db);
     const row = await tx.findOne(CategoryEntity, { id: req.id });
     if (!row) throw notFound("category", req.id);
@@ -348,7 +348,7 @@ export async function moveCategory(em: EntityManager, req: MoveCategoryRequest):
 
 export async function deleteCategory(em: EntityManager, req: DeleteCategoryRequest): Promise<void> {
   await em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await lockTree(db);
     const row = await tx.findOne(CategoryEntity, { id: req.id });
     if (!row) throw notFound("category", req.id);

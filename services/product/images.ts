@@ -23,16 +23,16 @@ import { v7 as uuidv7 } from "uuid";
 import { type ImageDbRow, imageMessage, imageOrder, productRow } from "./catalog.ts";
 import type { Viewer } from "./mapping.ts";
 import { publishProductUpdated } from "./products.ts";
-import { type Sql, sqlOf } from "../../kit/sql.ts";
+import { type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
 export const maxImages = 50;
 
-const imagesOf = (db: Sql, productId: string) => db.all<ImageDbRow>(`select * from product_images where product_id = ? order by ${imageOrder}`, [productId]);
+const imagesOf = (db: LegacySql, productId: string) => db.all<ImageDbRow>(`select * from product_images where product_id = ? order by ${imageOrder}`, [productId]);
 
 /** The image and its product, with the product's row locked. */
-async function lockedImage(db: Sql, imageId: string): Promise<ImageDbRow> {
+async function lockedImage(db: LegacySql, imageId: string): Promise<ImageDbRow> {
   const found = await db.one<{ product_id: string }>("select product_id from product_images where id = ?", [imageId]);
   if (!found) throw notFound("image", imageId);
   await productRow(db, found.product_id, true);
@@ -41,14 +41,14 @@ async function lockedImage(db: Sql, imageId: string): Promise<ImageDbRow> {
   return image;
 }
 
-async function touched(db: Sql, productId: string, viewer: Viewer, primaryChanged: boolean): Promise<void> {
+async function touched(db: LegacySql, productId: string, viewer: Viewer, primaryChanged: boolean): Promise<void> {
   await db.run("update products set updated_at = now() where id = ?", [productId]);
   if (primaryChanged) await publishProductUpdated(db, productId, ["images"], viewer);
 }
 
 export async function addImage(em: EntityManager, viewer: Viewer, req: AddImageRequest): Promise<Out<AddImageResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     if (!(await productRow(db, req.productId, true))) throw notFound("product", req.productId);
     const images = await imagesOf(db, req.productId);
     if (images.length >= maxImages) throw failedPrecondition(`a product has at most ${maxImages} images`, "TOO_MANY_IMAGES");
@@ -71,7 +71,7 @@ export async function addImage(em: EntityManager, viewer: Viewer, req: AddImageR
 
 export async function updateImage(em: EntityManager, req: UpdateImageRequest): Promise<Out<UpdateImageResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const image = await lockedImage(db, req.id);
     const paths = new Set(req.updateMask!.paths);
     for (const path of paths) if (path !== "alt_text" && path !== "sort_order") throw invalidArgument("update_mask", `path "${path}" cannot be updated`);
@@ -87,7 +87,7 @@ export async function updateImage(em: EntityManager, req: UpdateImageRequest): P
 
 export async function deleteImage(em: EntityManager, viewer: Viewer, req: DeleteImageRequest): Promise<void> {
   await em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const image = await lockedImage(db, req.id);
     await db.run("delete from product_images where id = ?", [image.id]);
     if (image.is_primary) {
@@ -103,7 +103,7 @@ export async function deleteImage(em: EntityManager, viewer: Viewer, req: Delete
 
 export async function setPrimaryImage(em: EntityManager, viewer: Viewer, req: SetPrimaryImageRequest): Promise<Out<SetPrimaryImageResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const image = await lockedImage(db, req.id);
     if (!image.is_primary) {
       // The old primary loses the flag first: the partial unique index never sees two.
@@ -117,7 +117,7 @@ export async function setPrimaryImage(em: EntityManager, viewer: Viewer, req: Se
 
 export async function reorderImages(em: EntityManager, req: ReorderImagesRequest): Promise<Out<ReorderImagesResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     if (!(await productRow(db, req.productId, true))) throw notFound("product", req.productId);
     const current = await imagesOf(db, req.productId);
     const ids = new Set(current.map((i) => i.id));

@@ -37,7 +37,7 @@ import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { productRow } from "./catalog.ts";
 import { adjustmentReasons, stockStatuses } from "./mapping.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 import { inventoryOf, type ItemKey, itemKey, refreshStock, uniqueItems } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -72,7 +72,7 @@ const latest = (values: (string | null)[]) =>
   values.filter((v): v is string => v !== null).reduce<string | null>((a, b) => (a === null || new Date(b) > new Date(a) ? b : a), null);
 
 /** StockItem messages of rows of the stock_items view, with their levels and backordered units. */
-async function stockItemMessages(db: Sql, rows: StockItemDbRow[]): Promise<StockItem[]> {
+async function stockItemMessages(db: LegacySql, rows: StockItemDbRow[]): Promise<StockItem[]> {
   if (rows.length === 0) return [];
   const productIds = pgArray([...new Set(rows.map((r) => r.product_id))]);
   const levels = await db.all<LevelDbRow>(
@@ -121,7 +121,7 @@ async function stockItemMessages(db: Sql, rows: StockItemDbRow[]): Promise<Stock
 }
 
 /** StockItem messages of the given items, in the given order (items that no longer exist are left out). */
-export async function stockItems(db: Sql, items: readonly ItemKey[]): Promise<StockItem[]> {
+export async function stockItems(db: LegacySql, items: readonly ItemKey[]): Promise<StockItem[]> {
   if (items.length === 0) return [];
   const variantIds = items.map((i) => i.variantId).filter((v): v is string => v !== null);
   const productIds = items.filter((i) => i.variantId === null).map((i) => i.productId);
@@ -140,7 +140,7 @@ export async function stockItems(db: Sql, items: readonly ItemKey[]): Promise<St
  * The item a request names: the product when it has no variants, else the
  * variant, which is then required (VARIANT_REQUIRED) and must be the product's.
  */
-export async function resolveItem(db: Sql, productId: string, variantId: string, field = "variant_id"): Promise<ItemKey> {
+export async function resolveItem(db: LegacySql, productId: string, variantId: string, field = "variant_id"): Promise<ItemKey> {
   const product = await productRow(db, productId);
   if (!product) throw notFound("product", productId);
   if (variantId) {
@@ -155,7 +155,7 @@ export async function resolveItem(db: Sql, productId: string, variantId: string,
 }
 
 export async function getStock(em: EntityManager, req: GetStockRequest): Promise<Out<GetStockResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const product = await productRow(db, req.productId);
   if (!product) throw notFound("product", req.productId);
   let items: ItemKey[];
@@ -171,7 +171,7 @@ export async function getStock(em: EntityManager, req: GetStockRequest): Promise
 }
 
 export async function listStockItems(em: EntityManager, req: ListStockItemsRequest): Promise<Out<ListStockItemsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const where: string[] = [];
   const params: unknown[] = [];
   if (req.productId) {
@@ -208,7 +208,7 @@ export async function listStockItems(em: EntityManager, req: ListStockItemsReque
 }
 
 /** The inventory row of an item at a location, created on first use, locked. */
-async function lockedLevel(db: Sql, item: ItemKey, location: string): Promise<LevelDbRow> {
+async function lockedLevel(db: LegacySql, item: ItemKey, location: string): Promise<LevelDbRow> {
   await db.run(
     `insert into product_inventory (id, product_id, variant_id, location) values (?, ?, ?, ?)
      on conflict on constraint product_inventory_item_location_unique do nothing`,
@@ -223,7 +223,7 @@ export async function adjustStock(em: EntityManager, actor: string, req: AdjustS
     em,
     { scope: "AdjustStock", key: req.idempotencyKey, requestSchema: AdjustStockRequestSchema, request: req, responseSchema: AdjustStockResponseSchema },
     async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       const item = await resolveItem(db, req.productId, req.variantId);
       const location = req.location || defaultLocation;
       const level = await lockedLevel(db, item, location);
@@ -254,7 +254,7 @@ export async function adjustStock(em: EntityManager, actor: string, req: AdjustS
 
 export async function setLowStockThreshold(em: EntityManager, req: SetLowStockThresholdRequest): Promise<Out<SetLowStockThresholdResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const item = await resolveItem(db, req.productId, req.variantId);
     const [where, params] = inventoryOf(item);
     await db.all(`select i.id from product_inventory i where ${where} order by i.id for update`, params);
@@ -268,7 +268,7 @@ export async function setLowStockThreshold(em: EntityManager, req: SetLowStockTh
 export async function restockItems(em: EntityManager, actor: string, req: RestockItemsRequest): Promise<Out<RestockItemsResponse>> {
   const hash = requestHash(RestockItemsRequestSchema, req);
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await db.run("select pg_advisory_xact_lock(hashtext(?))", [`restock:${req.returnId}`]);
     const resolved: (ItemKey | undefined)[] = [];
     for (const line of req.lines) {
@@ -335,7 +335,7 @@ export async function restockItems(em: EntityManager, actor: string, req: Restoc
 }
 
 /** Every inventory row of the items, locked in id order (the first step of every multi-item stock change). */
-export async function lockLevels(db: Sql, items: readonly ItemKey[]): Promise<LevelDbRow[]> {
+export async function lockLevels(db: LegacySql, items: readonly ItemKey[]): Promise<LevelDbRow[]> {
   if (items.length === 0) return [];
   const variantIds = items.map((i) => i.variantId).filter((v): v is string => v !== null);
   const productIds = items.filter((i) => i.variantId === null).map((i) => i.productId);

@@ -7,50 +7,34 @@ import { ReservationStatus, StockAdjustmentReason } from "../../gen/ecommerce/pr
 import { ProductStatus, StockStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { ReviewStatus } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { callerOf, isAdmin } from "../../kit/auth/principal.ts";
+import { dbEnum } from "../../kit/enums.ts";
 
-function twoWay<E extends number>(pairs: [E, string][]) {
-  const toDb = new Map(pairs);
-  const fromDb = new Map(pairs.map(([e, s]) => [s, e]));
-  return {
-    toDb: (e: E): string => {
-      const s = toDb.get(e);
-      if (s === undefined) throw new Error(`no database value for enum ${e}`);
-      return s;
-    },
-    fromDb: (s: string): E => {
-      const e = fromDb.get(s);
-      if (e === undefined) throw new Error(`unknown database value "${s}"`);
-      return e;
-    },
-  };
-}
-
-export const productStatuses = twoWay<ProductStatus>([
+export const productStatuses = dbEnum<ProductStatus>([
   [ProductStatus.DRAFT, "draft"],
   [ProductStatus.ACTIVE, "active"],
   [ProductStatus.ARCHIVED, "archived"],
 ]);
 
-export const stockStatuses = twoWay<StockStatus>([
+export const stockStatuses = dbEnum<StockStatus>([
   [StockStatus.IN_STOCK, "in_stock"],
   [StockStatus.OUT_OF_STOCK, "out_of_stock"],
   [StockStatus.BACKORDER, "backorder"],
 ]);
 
-export const reservationStatuses = twoWay<ReservationStatus>([
+export const reservationStatuses = dbEnum<ReservationStatus>([
   [ReservationStatus.ACTIVE, "active"],
   [ReservationStatus.COMMITTED, "committed"],
   [ReservationStatus.RELEASED, "released"],
   [ReservationStatus.EXPIRED, "expired"],
 ]);
 
-export const reviewStatuses = twoWay<ReviewStatus>([
+export const reviewStatuses = dbEnum<ReviewStatus>([
   [ReviewStatus.PENDING, "pending"],
   [ReviewStatus.APPROVED, "approved"],
   [ReviewStatus.REJECTED, "rejected"],
 ]);
 
-export const adjustmentReasons = twoWay<StockAdjustmentReason>([
+export const adjustmentReasons = dbEnum<StockAdjustmentReason>([
   [StockAdjustmentReason.RECEIVED, "received"],
   [StockAdjustmentReason.STOCKTAKE, "stocktake"],
   [StockAdjustmentReason.DAMAGED, "damaged"],

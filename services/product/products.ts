@@ -38,7 +38,7 @@ import { categorySubtree } from "./categories.ts";
 import { allocateSlug, checkCategoriesExist, checkSkuFree, checkSlugFree, guarded } from "./guards.ts";
 import { customerVisible, normalizeTags, productStatuses, slugify, type Viewer } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 import { refreshProductStock, refreshVariantStatuses } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -47,7 +47,7 @@ const currencyMismatch = (field: string, currency: string) =>
   domainError(Code.InvalidArgument, `${field}: prices of a product and its variants share one currency (${currency})`, { reason: "CURRENCY_MISMATCH", field });
 
 /** Replaces a product's tags; returns whether the set changed. */
-export async function replaceTags(db: Sql, productId: string, tags: string[]): Promise<boolean> {
+export async function replaceTags(db: LegacySql, productId: string, tags: string[]): Promise<boolean> {
   const current = (await db.all<{ tag: string }>("select tag from product_tags where product_id = ? order by tag", [productId])).map((r) => r.tag);
   if (current.join("\n") === tags.join("\n")) return false;
   await db.run("delete from product_tags where product_id = ?", [productId]);
@@ -61,7 +61,7 @@ export async function replaceTags(db: Sql, productId: string, tags: string[]): P
 }
 
 /** Replaces a product's categories (the first is primary); returns whether the list changed. */
-async function replaceCategories(db: Sql, productId: string, categoryIds: readonly string[]): Promise<boolean> {
+async function replaceCategories(db: LegacySql, productId: string, categoryIds: readonly string[]): Promise<boolean> {
   const current = (await db.all<{ category_id: string }>("select category_id from product_categories where product_id = ? order by position, created_at", [productId])).map(
     (r) => r.category_id,
   );
@@ -82,7 +82,7 @@ export async function createProduct(em: EntityManager, viewer: Viewer, req: Crea
   const currency = price.currencyCode;
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       await checkCategoriesExist(db, req.categoryIds, "category_ids");
       await checkSkuFree(db, req.sku, "sku");
       let slug = req.slug;
@@ -131,7 +131,7 @@ export async function createProduct(em: EntityManager, viewer: Viewer, req: Crea
 }
 
 export async function getProduct(em: EntityManager, viewer: Viewer, req: GetProductRequest): Promise<Out<GetProductResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const lookup = req.lookup;
   let id: string | undefined;
   if (lookup.case === "id") id = lookup.value;
@@ -143,7 +143,7 @@ export async function getProduct(em: EntityManager, viewer: Viewer, req: GetProd
 
 export async function batchGetProducts(em: EntityManager, viewer: Viewer, req: BatchGetProductsRequest): Promise<Out<BatchGetProductsResponse>> {
   const ids = [...new Set(req.ids)];
-  const found = await loadProducts(sqlOf(em), ids, viewer);
+  const found = await loadProducts(legacySqlOf(em), ids, viewer);
   return {
     products: ids.map((id) => found.get(id)).filter((p): p is Product => p !== undefined),
     notFoundIds: ids.filter((id) => !found.has(id)),
@@ -183,8 +183,8 @@ export function addFilter(f: Filter, condition: string, ...params: unknown[]): v
   f.params.push(...params);
 }
 
-export async function listProducts(em: EntityManager, viewer: Viewer, req: ListProductsRequest, shopCurrency: string): Promise<Out<ListProductsResponse>> {
-  const db = sqlOf(em);
+export async function listProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: ListProductsRequest): Promise<Out<ListProductsResponse>> {
+  const db = legacySqlOf(em);
   const f: Filter = { where: [], params: [] };
   if (!viewer.admin) {
     if (req.statuses.some((s) => s !== ProductStatus.ACTIVE)) throw permissionDenied("only admins may list products that are not ACTIVE");
@@ -270,7 +270,7 @@ export async function updateProduct(em: EntityManager, viewer: Viewer, req: Upda
   const paths = [...new Set(req.updateMask!.paths)];
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       // Variant rows before the product row, as stock changes take them (stock-state.ts), since
       // a change of allow_backorder rewrites the variants' stock statuses.
       if (paths.includes("allow_backorder")) await db.all("select id from product_variants where product_id = ? order by id for update", [input.id]);
@@ -434,7 +434,7 @@ function sortedObject(o: Record<string, string>): [string, string][] {
 
 export async function archiveProduct(em: EntityManager, viewer: Viewer, req: ArchiveProductRequest): Promise<Out<ArchiveProductResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const row = await productRow(db, req.id, true);
     if (!row) throw notFound("product", req.id);
     if (row.status !== "archived") {
@@ -453,7 +453,7 @@ export async function archiveProduct(em: EntityManager, viewer: Viewer, req: Arc
 export async function setProductTags(em: EntityManager, viewer: Viewer, req: SetProductTagsRequest): Promise<Out<SetProductTagsResponse>> {
   const tags = normalizeTags(req.tags);
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const row = await productRow(db, req.productId, true);
     if (!row) throw notFound("product", req.productId);
     if (await replaceTags(db, row.id, tags)) {
@@ -465,7 +465,7 @@ export async function setProductTags(em: EntityManager, viewer: Viewer, req: Set
 }
 
 /** product.updated for changes of related data (tags, variants, images). */
-export async function publishProductUpdated(db: Sql, productId: string, changedFields: string[], viewer: Viewer, priceChanges: PriceChange[] = []): Promise<void> {
+export async function publishProductUpdated(db: LegacySql, productId: string, changedFields: string[], viewer: Viewer, priceChanges: PriceChange[] = []): Promise<void> {
   publishEvent(db.em, ProductUpdatedSchema, {
     productId,
     changedFields,

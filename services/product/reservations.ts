@@ -35,7 +35,7 @@ import { v7 as uuidv7 } from "uuid";
 import { productRows } from "./catalog.ts";
 import { defaultLocation, lockLevels } from "./inventory.ts";
 import { reservationStatuses } from "./mapping.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 import { type ItemKey, itemKey, refreshStock } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -83,19 +83,19 @@ function signatureOf(lines: readonly { productId: string; variantId: string; qua
     .join(";");
 }
 
-async function lockOrder(db: Sql, orderId: string): Promise<void> {
+async function lockOrder(db: LegacySql, orderId: string): Promise<void> {
   await db.run("select pg_advisory_xact_lock(hashtext(?))", [`reservation:${orderId}`]);
 }
 
 /** The order's latest reservation, locked. */
-async function latestReservation(db: Sql, orderId: string): Promise<ReservationDbRow | undefined> {
+async function latestReservation(db: LegacySql, orderId: string): Promise<ReservationDbRow | undefined> {
   return db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.order_id = ? order by r.created_at desc, r.id desc limit 1 for update`, [
     orderId,
   ]);
 }
 
 /** Reservation messages with their lines and allocations, in the given order. */
-async function reservationMessages(db: Sql, rows: ReservationDbRow[]): Promise<Reservation[]> {
+async function reservationMessages(db: LegacySql, rows: ReservationDbRow[]): Promise<Reservation[]> {
   if (rows.length === 0) return [];
   const lines = await db.all<LineDbRow>("select * from stock_reservation_lines where reservation_id = any(?::uuid[]) order by reservation_id, line_index", [
     pgArray(rows.map((r) => r.id)),
@@ -132,13 +132,13 @@ async function reservationMessages(db: Sql, rows: ReservationDbRow[]): Promise<R
   );
 }
 
-async function reservationMessage(db: Sql, reservationId: string): Promise<Reservation> {
+async function reservationMessage(db: LegacySql, reservationId: string): Promise<Reservation> {
   const row = await db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.id = ?`, [reservationId]);
   return (await reservationMessages(db, [row!]))[0]!;
 }
 
 /** The reservation's items and what it holds per inventory row. */
-async function holdings(db: Sql, reservationId: string): Promise<{ items: ItemKey[]; perRow: Map<string, number> }> {
+async function holdings(db: LegacySql, reservationId: string): Promise<{ items: ItemKey[]; perRow: Map<string, number> }> {
   const rows = await db.all<{ product_id: string; variant_id: string | null; inventory_id: string | null; quantity: number | null }>(
     `select l.product_id, l.variant_id, a.inventory_id, a.quantity
        from stock_reservation_lines l left join stock_reservation_allocations a on a.line_id = l.id
@@ -151,12 +151,12 @@ async function holdings(db: Sql, reservationId: string): Promise<{ items: ItemKe
 }
 
 /** Locks inventory rows by id in id order (the stock lock order). */
-async function lockRows(db: Sql, ids: string[]): Promise<void> {
+async function lockRows(db: LegacySql, ids: string[]): Promise<void> {
   if (ids.length > 0) await db.all("select id from product_inventory where id = any(?::uuid[]) order by id for update", [pgArray(ids)]);
 }
 
 /** Gives an ACTIVE reservation's units back (RELEASED or EXPIRED). */
-async function giveBack(db: Sql, reservation: ReservationDbRow, status: "released" | "expired", reason: string): Promise<void> {
+async function giveBack(db: LegacySql, reservation: ReservationDbRow, status: "released" | "expired", reason: string): Promise<void> {
   const { items, perRow } = await holdings(db, reservation.id);
   await lockRows(db, [...perRow.keys()]);
   for (const [inventoryId, quantity] of perRow) {
@@ -196,7 +196,7 @@ export async function reserveStock(em: EntityManager, defaultTtlSeconds: number,
   const ttlSeconds = req.ttl ? Number(req.ttl.seconds) + req.ttl.nanos / 1e9 : defaultTtlSeconds;
   const signature = signatureOf(req.lines);
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await lockOrder(db, req.orderId);
     const existing = await latestReservation(db, req.orderId);
     if (existing && existing.status === "released") {
@@ -303,7 +303,7 @@ export async function reserveStock(em: EntityManager, defaultTtlSeconds: number,
 
 export async function releaseReservation(em: EntityManager, req: ReleaseReservationRequest): Promise<Out<ReleaseReservationResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await lockOrder(db, req.orderId);
     const r = await latestReservation(db, req.orderId);
     if (!r) throw notFound("reservation", `of order ${req.orderId}`);
@@ -317,7 +317,7 @@ export async function releaseReservation(em: EntityManager, req: ReleaseReservat
 
 export async function commitReservation(em: EntityManager, req: CommitReservationRequest): Promise<Out<CommitReservationResponse>> {
   const outcome = await em.transactional(async (tx): Promise<{ reservation: Reservation } | { error: ConnectError }> => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     await lockOrder(db, req.orderId);
     const r = await latestReservation(db, req.orderId);
     if (!r) throw notFound("reservation", `of order ${req.orderId}`);
@@ -350,7 +350,7 @@ export async function commitReservation(em: EntityManager, req: CommitReservatio
 /** Gives back one expired reservation, if any is due; returns whether one was. Each runs in its own transaction. */
 export async function expireOneDue(em: EntityManager): Promise<boolean> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const due = await db.one<ReservationDbRow>(
       `select ${reservationColumns} from stock_reservations r where r.status = 'active' and r.expires_at <= now()
         order by r.expires_at limit 1 for update skip locked`,
@@ -366,7 +366,7 @@ export async function expireOneDue(em: EntityManager): Promise<boolean> {
  * COMMITTED one were sold and go back on hand at the locations they came from
  * (once: stock_returned_at).
  */
-export async function returnStockOfCancelledOrder(db: Sql, orderId: string, reason: string): Promise<void> {
+export async function returnStockOfCancelledOrder(db: LegacySql, orderId: string, reason: string): Promise<void> {
   await lockOrder(db, orderId);
   const r = await latestReservation(db, orderId);
   if (!r) return;
@@ -394,7 +394,7 @@ export async function returnStockOfCancelledOrder(db: Sql, orderId: string, reas
 }
 
 export async function listReservations(em: EntityManager, req: ListReservationsRequest): Promise<Out<ListReservationsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const where: string[] = [];
   const params: unknown[] = [];
   if (req.orderId) {

@@ -9,7 +9,7 @@ import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderService } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { ModerationDecision, ReviewOrderBy, ReviewStatus } from "../../gen/ecommerce/product/v1/review_pb.js";
-import type { ServiceDefinition } from "../../kit/server.ts";
+import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { activeProduct, auth, failure, type ProductHarness, startProductHarness, unique } from "./testing.ts";
 
 let h: ProductHarness;
@@ -19,7 +19,7 @@ const purchases = new Set<string>();
 let slowProductId = "";
 
 /** A stand-in for the Order service answering CheckVerifiedPurchase only. */
-const fakeOrder: ServiceDefinition = {
+const fakeOrder: AnyServiceDefinition = {
   name: "order",
   entities: [],
   migrations: [],

@@ -47,7 +47,7 @@ import { productRow, ratingOf } from "./catalog.ts";
 import { ProductReviewEntity, type ProductReviewRow } from "./entities.ts";
 import { guarded, reviewExists } from "./guards.ts";
 import { customerVisible, reviewStatuses, type Viewer } from "./mapping.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -97,12 +97,12 @@ function reviewMessage(r: ReviewDbRow, viewer: Viewer, votedHelpful = false): Re
   });
 }
 
-async function reviewById(db: Sql, id: string): Promise<ReviewDbRow | undefined> {
+async function reviewById(db: LegacySql, id: string): Promise<ReviewDbRow | undefined> {
   return db.one<ReviewDbRow>(`${reviewSelect} where r.id = ?`, [id]);
 }
 
 /** The viewer's helpful votes among these reviews. */
-async function votesOf(db: Sql, viewer: Viewer, reviewIds: string[]): Promise<Set<string>> {
+async function votesOf(db: LegacySql, viewer: Viewer, reviewIds: string[]): Promise<Set<string>> {
   if (!viewer.userId || reviewIds.length === 0) return new Set();
   const rows = await db.all<{ review_id: string }>("select review_id from review_helpful_votes where user_id = ? and review_id = any(?::uuid[])", [
     viewer.userId,
@@ -112,7 +112,7 @@ async function votesOf(db: Sql, viewer: Viewer, reviewIds: string[]): Promise<Se
 }
 
 /** Recomputes a product's rating summary from its approved reviews; the caller holds the product's row lock. */
-async function refreshRating(db: Sql, productId: string): Promise<void> {
+async function refreshRating(db: LegacySql, productId: string): Promise<void> {
   await db.run(
     `update products p set rating_count = s.n, rating_sum = s.total,
        rating_1_count = s.c1, rating_2_count = s.c2, rating_3_count = s.c3, rating_4_count = s.c4, rating_5_count = s.c5
@@ -127,7 +127,7 @@ async function refreshRating(db: Sql, productId: string): Promise<void> {
 }
 
 /** NOT_FOUND unless the product exists and, for non-admins, is ACTIVE and visible. */
-async function visibleProduct(db: Sql, productId: string, viewer: Viewer) {
+async function visibleProduct(db: LegacySql, productId: string, viewer: Viewer) {
   const row = await productRow(db, productId);
   if (!row || (!viewer.admin && !(row.status === "active" && row.is_visible))) throw notFound("product", productId);
   return row;
@@ -136,7 +136,7 @@ async function visibleProduct(db: Sql, productId: string, viewer: Viewer) {
 export type PurchaseCheck = (userId: string, productId: string) => Promise<boolean>;
 
 export async function createReview(em: EntityManager, viewer: Viewer, userId: string, checkPurchase: PurchaseCheck, req: CreateReviewRequest): Promise<Out<CreateReviewResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const product = await db.one<{ id: string }>(`select p.id from products p where p.id = ? and ${customerVisible}`, [req.productId]);
   if (!product) throw notFound("product", req.productId);
   // Before asking Order: a second review is refused whatever Order says.
@@ -167,7 +167,7 @@ export async function createReview(em: EntityManager, viewer: Viewer, userId: st
 }
 
 export async function getMyReview(em: EntityManager, viewer: Viewer, userId: string, req: GetMyReviewRequest): Promise<Out<GetMyReviewResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const row = await db.one<ReviewDbRow>(`${reviewSelect} where r.product_id = ? and r.user_id = ?`, [req.productId, userId]);
   if (!row) throw notFound("review", `of product ${req.productId}`);
   const votes = await votesOf(db, viewer, [row.id]);
@@ -175,7 +175,7 @@ export async function getMyReview(em: EntityManager, viewer: Viewer, userId: str
 }
 
 export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: string, req: ListMyReviewsRequest): Promise<Out<ListMyReviewsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
   const { after: cursor, size } = pages;
   const rows = await db.all<ReviewDbRow & { t: string }>(
@@ -199,7 +199,7 @@ export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: s
 
 /** The caller's own review, locked with its product (product first: the rating lock order). */
 async function ownReviewLocked(tx: EntityManager, userId: string, reviewId: string): Promise<ProductReviewRow> {
-  const db = sqlOf(tx);
+  const db = legacySqlOf(tx);
   const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = ? and user_id = ?", [reviewId, userId]);
   if (!probe) throw notFound("review", reviewId);
   await productRow(db, probe.product_id, true);
@@ -236,10 +236,10 @@ export async function updateMyReview(em: EntityManager, viewer: Viewer, userId: 
     row.rejectionReason = null;
     row.updatedAt = new Date();
     await tx.flush();
-    if (wasApproved) await refreshRating(sqlOf(tx), row.productId);
+    if (wasApproved) await refreshRating(legacySqlOf(tx), row.productId);
     return row.id;
   });
-  return { review: reviewMessage((await reviewById(sqlOf(em), id))!, viewer) };
+  return { review: reviewMessage((await reviewById(legacySqlOf(em), id))!, viewer) };
 }
 
 export async function deleteMyReview(em: EntityManager, userId: string, req: DeleteMyReviewRequest): Promise<void> {
@@ -249,7 +249,7 @@ export async function deleteMyReview(em: EntityManager, userId: string, req: Del
     const wasApproved = row.status === "approved";
     tx.remove(row);
     await tx.flush();
-    if (wasApproved) await refreshRating(sqlOf(tx), productId);
+    if (wasApproved) await refreshRating(legacySqlOf(tx), productId);
   });
 }
 
@@ -269,7 +269,7 @@ const reviewSorts: Record<ReviewOrderBy, ReviewSort> = {
 };
 
 export async function listReviews(em: EntityManager, viewer: Viewer, req: ListReviewsRequest): Promise<Out<ListReviewsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   await visibleProduct(db, req.productId, viewer);
   const where = ["r.product_id = ?", "r.status = 'approved'"];
   const params: unknown[] = [req.productId];
@@ -307,12 +307,12 @@ export async function listReviews(em: EntityManager, viewer: Viewer, req: ListRe
 }
 
 export async function getRatingSummary(em: EntityManager, viewer: Viewer, req: GetRatingSummaryRequest): Promise<Out<GetRatingSummaryResponse>> {
-  return { ratingSummary: ratingOf(await visibleProduct(sqlOf(em), req.productId, viewer)) };
+  return { ratingSummary: ratingOf(await visibleProduct(legacySqlOf(em), req.productId, viewer)) };
 }
 
 export async function markReviewHelpful(em: EntityManager, userId: string, req: MarkReviewHelpfulRequest): Promise<Out<MarkReviewHelpfulResponse>> {
   return em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const review = await db.one<{ user_id: string; helpful_count: number }>(
       "select user_id, helpful_count from product_reviews where id = ? and status = 'approved' for update",
       [req.reviewId],
@@ -332,7 +332,7 @@ export async function markReviewHelpful(em: EntityManager, userId: string, req: 
 }
 
 export async function listReviewsForModeration(em: EntityManager, viewer: Viewer, req: ListReviewsForModerationRequest): Promise<Out<ListReviewsForModerationResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const statuses = req.statuses.length > 0 ? req.statuses : [ReviewStatus.PENDING];
   const where = ["r.status = any(?::text[])"];
   const params: unknown[] = [pgArray(statuses.map(reviewStatuses.toDb))];
@@ -364,7 +364,7 @@ export async function listReviewsForModeration(em: EntityManager, viewer: Viewer
 
 export async function moderateReview(em: EntityManager, viewer: Viewer, req: ModerateReviewRequest): Promise<Out<ModerateReviewResponse>> {
   await em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = ?", [req.id]);
     if (!probe) throw notFound("review", req.id);
     await productRow(db, probe.product_id, true);
@@ -376,5 +376,5 @@ export async function moderateReview(em: EntityManager, viewer: Viewer, req: Mod
     if (changed === 0) throw notFound("review", req.id);
     await refreshRating(db, probe.product_id);
   });
-  return { review: reviewMessage((await reviewById(sqlOf(em), req.id))!, viewer) };
+  return { review: reviewMessage((await reviewById(legacySqlOf(em), req.id))!, viewer) };
 }

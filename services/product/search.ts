@@ -37,7 +37,7 @@ import { type SummaryDbRow, summaryColumns, summaryMessage } from "./catalog.ts"
 import { categorySubtree } from "./categories.ts";
 import { customerVisible, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
-import { pgArray, type Sql, sqlOf } from "../../kit/sql.ts";
+import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -86,7 +86,7 @@ function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: st
   }
 }
 
-async function baseConditions(db: Sql, viewer: Viewer, req: SearchProductsRequest, query: string): Promise<Condition[]> {
+async function baseConditions(db: LegacySql, viewer: Viewer, req: SearchProductsRequest, query: string): Promise<Condition[]> {
   const conditions: Condition[] = [];
   if (!viewer.admin) {
     if (req.statuses.some((s) => s !== ProductStatus.ACTIVE)) throw permissionDenied("only admins may search products that are not ACTIVE");
@@ -168,7 +168,7 @@ function scoreOf(query: string): { sql: string; params: unknown[] } {
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
 const markUp = (headline: string) => escapeHtml(headline).replaceAll(markStart, "<mark>").replaceAll(markStop, "</mark>");
 
-async function highlightsOf(db: Sql, ids: string[], query: string): Promise<Map<string, SearchHighlight[]>> {
+async function highlightsOf(db: LegacySql, ids: string[], query: string): Promise<Map<string, SearchHighlight[]>> {
   if (ids.length === 0) return new Map();
   const options = `StartSel=${markStart}, StopSel=${markStop}`;
   const long = `${options}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`;
@@ -200,7 +200,7 @@ async function highlightsOf(db: Sql, ids: string[], query: string): Promise<Map<
 }
 
 export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const query = req.query.trim();
   checkShopCurrency(req.minPrice, "min_price", shopCurrency);
   checkShopCurrency(req.maxPrice, "max_price", shopCurrency);
@@ -254,7 +254,7 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
 
 type Where = { sql: string; params: unknown[] };
 
-async function categoryFacet(db: Sql, viewer: Viewer, categoryId: string, where: Where) {
+async function categoryFacet(db: LegacySql, viewer: Viewer, categoryId: string, where: Where) {
   const parents = categoryId ? await categorySubtree(db, categoryId, viewer.admin) : [];
   if (categoryId && parents.length === 0) return [];
   const rows = await db.all<{ id: string; name: string; slug: string; n: number }>(
@@ -275,7 +275,7 @@ async function categoryFacet(db: Sql, viewer: Viewer, categoryId: string, where:
   return rows.map((r) => create(CategoryFacetValueSchema, { categoryId: r.id, name: r.name, slug: r.slug, count: r.n }));
 }
 
-async function priceBandFacet(db: Sql, bands: bigint[], currency: string, where: Where) {
+async function priceBandFacet(db: LegacySql, bands: bigint[], currency: string, where: Where) {
   const cases = bands.map((b, i) => `when p.min_price_minor < ${b.toString()} then ${i}`).join(" ");
   const rows = await db.all<{ band: number; n: number }>(
     `select case ${cases} else ${bands.length} end as band, count(*)::int as n from products p where ${where.sql} group by band`,
@@ -291,7 +291,7 @@ async function priceBandFacet(db: Sql, bands: bigint[], currency: string, where:
   );
 }
 
-async function tagFacet(db: Sql, where: Where) {
+async function tagFacet(db: LegacySql, where: Where) {
   const rows = await db.all<{ tag: string; n: number }>(
     `select t.tag, count(*)::int as n from product_tags t join products p on p.id = t.product_id where ${where.sql}
       group by t.tag order by n desc, t.tag limit 30`,
@@ -300,7 +300,7 @@ async function tagFacet(db: Sql, where: Where) {
   return rows.map((r) => create(TagFacetValueSchema, { tag: r.tag, count: r.n }));
 }
 
-async function ratingFacet(db: Sql, where: Where) {
+async function ratingFacet(db: LegacySql, where: Where) {
   const row = await db.one<{ r4: number; r3: number; r2: number; r1: number }>(
     `select count(*) filter (where p.rating_average_hundredths >= 400)::int as r4, count(*) filter (where p.rating_average_hundredths >= 300)::int as r3,
             count(*) filter (where p.rating_average_hundredths >= 200)::int as r2, count(*) filter (where p.rating_average_hundredths >= 100)::int as r1
@@ -310,7 +310,7 @@ async function ratingFacet(db: Sql, where: Where) {
   return ([4, 3, 2, 1] as const).map((n) => create(RatingFacetValueSchema, { minRating: n, count: row?.[`r${n}`] ?? 0 }));
 }
 
-async function attributeFacet(db: Sql, key: string, where: Where) {
+async function attributeFacet(db: LegacySql, key: string, where: Where) {
   const rows = await db.all<{ value: string; n: number }>(
     `with hits as (select p.id, p.attributes from products p where ${where.sql})
      select a.v as value, count(distinct a.id)::int as n from (
@@ -324,7 +324,7 @@ async function attributeFacet(db: Sql, key: string, where: Where) {
 }
 
 /** Closest known words (names, tags, categories) to a word, best first. */
-async function similarWords(db: Sql, word: string, limit: number): Promise<string[]> {
+async function similarWords(db: LegacySql, word: string, limit: number): Promise<string[]> {
   const rows = await db.all<{ word: string }>(
     "select word from search_words where word % ? and word <> ? group by word order by similarity(word, ?) desc, word limit ?",
     [word, word, word, limit],
@@ -336,7 +336,7 @@ async function similarWords(db: Sql, word: string, limit: number): Promise<strin
  * Spellings of the query with its unknown words replaced by close known words
  * (all at once first, then one at a time), that find more than it does.
  */
-async function didYouMean(db: Sql, conditions: Condition[], query: string, hits: number): Promise<string[]> {
+async function didYouMean(db: LegacySql, conditions: Condition[], query: string, hits: number): Promise<string[]> {
   const words = wordsOf(query);
   if (words.length === 0 || words.length > 8) return [];
   const known = new Set(
@@ -371,7 +371,7 @@ function prefixQuery(words: string[]): string | undefined {
 }
 
 export async function suggestProducts(em: EntityManager, req: SuggestProductsRequest): Promise<Out<SuggestProductsResponse>> {
-  const db = sqlOf(em);
+  const db = legacySqlOf(em);
   const limit = req.limit > 0 ? req.limit : 8;
   const words = wordsOf(req.prefix);
   if (words.length === 0) return { queryCompletions: [], products: [], categories: [] };

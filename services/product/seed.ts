@@ -22,7 +22,7 @@ import { v7 as uuidv7 } from "uuid";
 import { loadConfig } from "../../kit/config.ts";
 import { createLogger } from "../../kit/logger.ts";
 import { openServiceDatabase } from "../../kit/server.ts";
-import { createProductService } from "./service.ts";
+import { productService } from "./service.ts";
 
 /** Deterministic pseudo-random numbers (mulberry32). */
 function prng(seed: number) {
@@ -412,7 +412,7 @@ export async function seedCatalog(
 ): Promise<SeedResult> {
   const progress = options.progress ?? (() => undefined);
   // Migrations first, exactly as the service applies them.
-  const orm = await openServiceDatabase(createProductService({}), url, createLogger("seed:product", "warn"));
+  const orm = await openServiceDatabase(productService, url, createLogger("seed:product", "warn"));
   await orm.close();
 
   const rows = generateCatalog(options.products);

@@ -15,7 +15,7 @@ import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
-import type { ServiceContext, ServiceDefinition } from "../../kit/server.ts";
+import { defineService, type ServiceContext } from "../../kit/server.ts";
 import { createCategory, deleteCategory, getCategory, getCategoryTree, listCategories, moveCategory, updateCategory } from "./categories.ts";
 import { loadProductConfig, type ProductServiceConfig } from "./config.ts";
 import { productConsumers } from "./consumers.ts";
@@ -69,19 +69,15 @@ function purchaseCheck(svc: ServiceContext, config: ProductServiceConfig): Purch
   };
 }
 
-/** The Product service reading its own settings from `env` (process.env by default). */
-export function createProductService(env: Record<string, string | undefined> = process.env): ServiceDefinition {
-  let loaded: ProductServiceConfig | undefined;
-  const config = () => (loaded ??= loadProductConfig(env));
-  return {
+export const productService = defineService({
     name: "product",
     entities: productEntities,
     migrations: [{ name: "0001_product_tables", class: ProductTables }],
     publishes: file_ecommerce_product_v1_events,
     consumers: () => productConsumers(),
-    jobs: (ctx) => [reservationSweeper(ctx, config())],
-    routes(router, svc) {
-      const cfg = config();
+    setup: (ctx) => loadProductConfig(ctx.env),
+    jobs: (ctx, cfg) => [reservationSweeper(ctx, cfg)],
+    routes(router, svc, cfg) {
       const checkPurchase = purchaseCheck(svc, cfg);
       const me = (ctx: HandlerContext) => requireUser(ctx).userId;
 
@@ -89,7 +85,7 @@ export function createProductService(env: Record<string, string | undefined> = p
         createProduct: (req, ctx) => createProduct(emOf(ctx), viewerOf(ctx), req),
         getProduct: (req, ctx) => getProduct(emOf(ctx), viewerOf(ctx), req),
         batchGetProducts: (req, ctx) => batchGetProducts(emOf(ctx), viewerOf(ctx), req),
-        listProducts: (req, ctx) => listProducts(emOf(ctx), viewerOf(ctx), req, cfg.shopCurrency),
+        listProducts: (req, ctx) => listProducts(emOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
         updateProduct: (req, ctx) => updateProduct(emOf(ctx), viewerOf(ctx), req),
         archiveProduct: (req, ctx) => archiveProduct(emOf(ctx), viewerOf(ctx), req),
         createVariant: (req, ctx) => createVariant(emOf(ctx), viewerOf(ctx), req),
@@ -143,7 +139,4 @@ export function createProductService(env: Record<string, string | undefined> = p
         suggestProducts: (req, ctx) => suggestProducts(emOf(ctx), req),
       });
     },
-  };
-}
-
-export const productService: ServiceDefinition = createProductService();
+});

@@ -16,7 +16,7 @@ import { ProductBackInStockSchema, ProductLowStockSchema, ProductOutOfStockSchem
 import { publishEvent } from "../../kit/events/outbox.ts";
 import { stockStatuses } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
-import { pgArray, type Sql } from "../../kit/sql.ts";
+import { pgArray, type LegacySql } from "../../kit/sql.ts";
 
 export interface ItemKey {
   productId: string;
@@ -61,7 +61,7 @@ interface Crossing {
  * Recomputes the items' derived stock from their inventory rows and publishes
  * the crossings. Items of deleted variants are skipped.
  */
-export async function refreshStock(db: Sql, items: readonly ItemKey[]): Promise<void> {
+export async function refreshStock(db: LegacySql, items: readonly ItemKey[]): Promise<void> {
   const crossings: Crossing[] = [];
   const variantProducts = new Set<string>();
   for (const item of uniqueItems(items)) {
@@ -103,7 +103,7 @@ export async function refreshStock(db: Sql, items: readonly ItemKey[]): Promise<
  * of its variants'. Used after stock changes and after structural changes
  * (variants added or deleted, backorders switched), which publish no stock events.
  */
-export async function refreshProductStock(db: Sql, productId: string): Promise<void> {
+export async function refreshProductStock(db: LegacySql, productId: string): Promise<void> {
   await db.run(
     `update products p set
        stock_quantity = t.available,
@@ -122,7 +122,7 @@ export async function refreshProductStock(db: Sql, productId: string): Promise<v
 }
 
 /** Re-derives every variant's stock status after the product's allow_backorder changed. */
-export async function refreshVariantStatuses(db: Sql, productId: string): Promise<void> {
+export async function refreshVariantStatuses(db: LegacySql, productId: string): Promise<void> {
   await db.run(
     `update product_variants v set stock_status = case when v.stock_quantity > 0 then 'in_stock' when p.allow_backorder then 'backorder' else 'out_of_stock' end
        from products p where p.id = v.product_id and p.id = ?`,
@@ -143,7 +143,7 @@ interface EventInfo {
   primary_image_url: string | null;
 }
 
-async function publishCrossings(db: Sql, crossings: Crossing[]): Promise<void> {
+async function publishCrossings(db: LegacySql, crossings: Crossing[]): Promise<void> {
   const productIds = [...new Set(crossings.map((c) => c.item.productId))];
   const variantIds = crossings.map((c) => c.item.variantId).filter((v): v is string => v !== null);
   const products = new Map(

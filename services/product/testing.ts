@@ -18,10 +18,10 @@ import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { subjectOf } from "../../kit/events/contracts.ts";
-import type { ServiceDefinition } from "../../kit/server.ts";
+import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
-import { createProductService } from "./service.ts";
+import { productService } from "./service.ts";
 
 export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
@@ -46,14 +46,9 @@ export interface ProductHarness {
 }
 
 /** `peers` are stand-ins for other services (started after Product), sharing the test issuer. */
-export async function startProductHarness(env: Record<string, string> = {}, peers: ServiceDefinition[] = []): Promise<ProductHarness> {
+export async function startProductHarness(env: Record<string, string> = {}, peers: AnyServiceDefinition[] = []): Promise<ProductHarness> {
   const issuer = new TestIssuer();
-  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-    ...def,
-    publicKeys: () => () => issuer.jwks(),
-    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-  });
-  const mesh = await startMesh([createProductService(env), ...peers].map(withIssuer), env);
+  const mesh = await startMesh([productService, ...peers].map((def) => issuer.trustedBy(def)), env);
   const nc = await natsConnect({ servers: mesh.nats.url });
   const transport = createGrpcTransport({ baseUrl: mesh.url("product") });
   const adminId = uuidv7();

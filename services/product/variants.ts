@@ -22,7 +22,7 @@ import { checkSkuFree, guarded } from "./guards.ts";
 import { nullIfEmpty, type Viewer } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
 import { publishProductUpdated } from "./products.ts";
-import { type Sql, sqlOf } from "../../kit/sql.ts";
+import { type LegacySql, legacySqlOf } from "../../kit/sql.ts";
 import { refreshProductStock } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -31,11 +31,11 @@ export const maxVariants = 100;
 
 const nameFrom = (attributes: Record<string, string>) => Object.values(attributes).join(" / ");
 
-async function variantRow(db: Sql, id: string, lock = false): Promise<VariantDbRow | undefined> {
+async function variantRow(db: LegacySql, id: string, lock = false): Promise<VariantDbRow | undefined> {
   return db.one<VariantDbRow>(`select ${variantColumns} from product_variants v where v.id = ?${lock ? " for update" : ""}`, [id]);
 }
 
-async function checkAttributesFree(db: Sql, productId: string, attributes: Record<string, string>, field: string, variantId?: string): Promise<void> {
+async function checkAttributesFree(db: LegacySql, productId: string, attributes: Record<string, string>, field: string, variantId?: string): Promise<void> {
   const other = await db.one<{ id: string }>("select id from product_variants where product_id = ? and attributes = ?::jsonb", [productId, JSON.stringify(attributes)]);
   if (other && other.id !== variantId) throw alreadyExists(`${field}: another variant of the product has the same attributes`, "VARIANT_EXISTS", field);
 }
@@ -46,7 +46,7 @@ const currencyMismatch = (field: string, currency: string) =>
 export async function createVariant(em: EntityManager, viewer: Viewer, req: CreateVariantRequest): Promise<Out<CreateVariantResponse>> {
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       const product = await productRow(db, req.productId, true);
       if (!product) throw notFound("product", req.productId);
       const price = req.price!;
@@ -85,7 +85,7 @@ export async function updateVariant(em: EntityManager, viewer: Viewer, req: Upda
   const input = req.variant!;
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = sqlOf(tx);
+      const db = legacySqlOf(tx);
       const row = await variantRow(db, input.id, true);
       if (!row) throw notFound("variant", input.id);
       const product = (await productRow(db, row.product_id, true))!;
@@ -159,7 +159,7 @@ export async function updateVariant(em: EntityManager, viewer: Viewer, req: Upda
 
 export async function deleteVariant(em: EntityManager, viewer: Viewer, req: DeleteVariantRequest): Promise<void> {
   await em.transactional(async (tx) => {
-    const db = sqlOf(tx);
+    const db = legacySqlOf(tx);
     // Inventory rows first, as every stock change locks them (stock-state.ts).
     await db.all("select id from product_inventory where variant_id = ? order by id for update", [req.id]);
     const row = await variantRow(db, req.id, true);

@@ -71,7 +71,7 @@ async function ownAddress(em: EntityManager, userId: string, addressId: string):
 export async function addAddress(em: EntityManager, userId: string, req: AddAddressRequest): Promise<Omit<AddAddressResponse, "$typeName">> {
   const pa = req.postalAddress!;
   checkCountry(pa.countryCode, "postal_address.country_code");
-  const type = addressTypes.toDb(req.type)!;
+  const type = addressTypes.toDb(req.type);
   return em.transactional(async (tx) => {
     await findProfile(tx, userId, true);
     const existing = await tx.find(AddressEntity, { userId });
@@ -109,7 +109,7 @@ export async function updateAddress(em: EntityManager, userId: string, req: Upda
     await findProfile(tx, userId, true);
     const row = await ownAddress(tx, userId, input.id);
     if (paths.includes("type")) {
-      const type = addressTypes.toDb(input.type)!;
+      const type = addressTypes.toDb(input.type);
       if (!coversBilling(type)) {
         // A payment method's billing address must stay usable for billing (as AddPaymentMethod requires).
         const user = await tx.findOne(PaymentMethodEntity, { userId, billingAddressId: row.id });

@@ -7,38 +7,33 @@ import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js
 import { type Address, AddressSchema, AddressType, Gender, type PaymentMethod, PaymentMethodSchema, type Preference, PreferenceSchema, type UserProfile, UserProfileSchema, type WishlistItem, WishlistItemSchema } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
+import { dbEnum } from "../../kit/enums.ts";
 import { moneyOrUndefined } from "../../kit/money.ts";
 import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
 
 const text = (v: string | null | undefined) => v ?? "";
 export const nullIfEmpty = (v: string) => (v === "" ? null : v);
 
-function twoWay<E extends number>(pairs: [E, string][]) {
-  const toDb = new Map(pairs);
-  const fromDb = new Map(pairs.map(([e, s]) => [s, e]));
-  return { toDb: (e: E) => toDb.get(e), fromDb: (s: string | null | undefined) => (s ? fromDb.get(s) : undefined) };
-}
-
-export const genders = twoWay<Gender>([
+export const genders = dbEnum<Gender>([
   [Gender.FEMALE, "female"],
   [Gender.MALE, "male"],
   [Gender.DIVERSE, "diverse"],
   [Gender.PREFER_NOT_TO_SAY, "prefer_not_to_say"],
 ]);
 
-export const addressTypes = twoWay<AddressType>([
+export const addressTypes = dbEnum<AddressType>([
   [AddressType.SHIPPING, "shipping"],
   [AddressType.BILLING, "billing"],
   [AddressType.BOTH, "both"],
 ]);
 
-export const paymentMethodTypes = twoWay<PaymentMethodType>([
+export const paymentMethodTypes = dbEnum<PaymentMethodType>([
   [PaymentMethodType.CREDIT_CARD, "credit_card"],
   [PaymentMethodType.DEBIT_CARD, "debit_card"],
   [PaymentMethodType.PAYPAL, "paypal"],
 ]);
 
-export const cardBrands = twoWay<CardBrand>([
+export const cardBrands = dbEnum<CardBrand>([
   [CardBrand.VISA, "visa"],
   [CardBrand.MASTERCARD, "mastercard"],
   [CardBrand.AMEX, "amex"],
@@ -64,7 +59,7 @@ export function profileMessage(row: UserProfileRow): UserProfile {
     phone: text(row.phone),
     avatarUrl: text(row.avatarUrl),
     dateOfBirth: text(row.dateOfBirth),
-    gender: genders.fromDb(row.gender) ?? Gender.UNSPECIFIED,
+    gender: genders.fromDbOrUnspecified(row.gender),
     preferredCurrency: text(row.preferredCurrency),
     preferredLanguage: text(row.preferredLanguage),
     newsletterSubscribed: row.newsletterSubscribed,
@@ -80,7 +75,7 @@ export function profileMessage(row: UserProfileRow): UserProfile {
 export function addressMessage(row: AddressRow): Address {
   return create(AddressSchema, {
     id: row.id,
-    type: addressTypes.fromDb(row.type) ?? AddressType.UNSPECIFIED,
+    type: addressTypes.fromDbOrUnspecified(row.type),
     postalAddress: create(PostalAddressSchema, {
       firstName: row.firstName,
       lastName: row.lastName,
@@ -110,9 +105,9 @@ export function isExpired(expiryYear: number | null | undefined, expiryMonth: nu
 export function paymentMethodMessage(row: PaymentMethodRow): PaymentMethod {
   return create(PaymentMethodSchema, {
     id: row.id,
-    type: paymentMethodTypes.fromDb(row.type) ?? PaymentMethodType.UNSPECIFIED,
+    type: paymentMethodTypes.fromDbOrUnspecified(row.type),
     isDefault: row.isDefault,
-    cardBrand: cardBrands.fromDb(row.cardType) ?? CardBrand.UNSPECIFIED,
+    cardBrand: cardBrands.fromDbOrUnspecified(row.cardType),
     last4: text(row.last4),
     expiryMonth: row.expiryMonth ?? 0,
     expiryYear: row.expiryYear ?? 0,

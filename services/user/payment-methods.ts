@@ -65,9 +65,9 @@ export async function addPaymentMethod(
     const row = tx.create(PaymentMethodEntity, {
       id,
       userId,
-      type: paymentMethodTypes.toDb(req.type)!,
+      type: paymentMethodTypes.toDb(req.type),
       isDefault: makeDefault,
-      cardType: isCard ? (cardBrands.toDb(req.cardBrand) ?? null) : null,
+      cardType: isCard ? cardBrands.toDbOrNull(req.cardBrand) : null,
       last4: isCard ? req.last4 : null,
       expiryMonth: isCard ? req.expiryMonth : null,
       expiryYear: isCard ? req.expiryYear : null,

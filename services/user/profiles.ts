@@ -11,7 +11,6 @@ import { pageOf } from "../../kit/paging.ts";
 import { dateOf } from "../../kit/convert.ts";
 import { UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import {
-  Gender,
   type GetProfileResponse,
   type ListProfilesRequest,
   type ListProfilesResponse,
@@ -82,7 +81,7 @@ const updatable: { [P in Updatable]: (row: UserProfileRow, input: UserProfile) =
   phone: (row, input) => diff(row.phone ?? null, nullIfEmpty(input.phone), (v) => (row.phone = v)),
   avatar_url: (row, input) => diff(row.avatarUrl ?? null, nullIfEmpty(input.avatarUrl), (v) => (row.avatarUrl = v)),
   date_of_birth: (row, input) => diff(row.dateOfBirth ?? null, nullIfEmpty(input.dateOfBirth), (v) => (row.dateOfBirth = v)),
-  gender: (row, input) => diff(row.gender ?? null, input.gender === Gender.UNSPECIFIED ? null : (genders.toDb(input.gender) ?? null), (v) => (row.gender = v)),
+  gender: (row, input) => diff(row.gender ?? null, genders.toDbOrNull(input.gender), (v) => (row.gender = v)),
   preferred_currency: (row, input) => diff(row.preferredCurrency ?? null, nullIfEmpty(input.preferredCurrency), (v) => (row.preferredCurrency = v)),
   preferred_language: (row, input) => diff(row.preferredLanguage ?? null, nullIfEmpty(input.preferredLanguage), (v) => (row.preferredLanguage = v)),
   newsletter_subscribed: (row, input) => diff(row.newsletterSubscribed, input.newsletterSubscribed, (v) => (row.newsletterSubscribed = v)),

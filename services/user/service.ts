@@ -10,7 +10,7 @@ import { file_ecommerce_user_v1_events } from "../../gen/ecommerce/user/v1/event
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
-import type { ServiceDefinition } from "../../kit/server.ts";
+import { defineService } from "../../kit/server.ts";
 import { addAddress, deleteAddress, getAddress, getDefaultAddress, listAddresses, setDefaultAddress, updateAddress } from "./addresses.ts";
 import { loadUserConfig } from "./config.ts";
 import { userConsumers } from "./consumers.ts";
@@ -25,10 +25,8 @@ import { TokenCipher } from "./token-cipher.ts";
 import { addToWishlist, listWishlist, type ProductLookup, removeFromWishlist } from "./wishlist.ts";
 import { wishlistSnapshotConsumers } from "./wishlist-snapshots.ts";
 
-/** The User service reading its own settings from `env` (process.env by default). */
-export function createUserService(env: Record<string, string | undefined> = process.env): ServiceDefinition {
-  return {
-    name: "user",
+export const userService = defineService({
+  name: "user",
     entities: userEntities,
     migrations: [
       { name: "0001_user_tables", class: UserTables },
@@ -37,9 +35,11 @@ export function createUserService(env: Record<string, string | undefined> = proc
     inboxTable: "user_event_logs",
     publishes: file_ecommerce_user_v1_events,
     consumers: () => [...userConsumers(), ...wishlistSnapshotConsumers()],
-    routes(router, svc) {
-      const config = loadUserConfig(env);
-      const cipher = new TokenCipher(config.dataKey, config.decryptionKeys);
+    setup(ctx) {
+      const config = loadUserConfig(ctx.env);
+      return { config, cipher: new TokenCipher(config.dataKey, config.decryptionKeys) };
+    },
+    routes(router, svc, { config, cipher }) {
       const me = (ctx: Parameters<typeof requireUser>[0]) => requireUser(ctx).userId;
       // The caller's token is forwarded: the catalog answers with what this customer may see.
       const lookupProduct: ProductLookup = async (productId) =>
@@ -75,7 +75,4 @@ export function createUserService(env: Record<string, string | undefined> = proc
         getPaymentMethodToken: (req, ctx) => getPaymentMethodToken(emOf(ctx), cipher, callerOf(ctx), req),
       });
     },
-  };
-}
-
-export const userService: ServiceDefinition = createUserService();
+});

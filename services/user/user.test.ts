@@ -33,8 +33,8 @@ import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { dataKeyId, developmentUserDataKey } from "./config.ts";
-import { createProductService } from "../product/service.ts";
-import { createUserService } from "./service.ts";
+import { productService } from "../product/service.ts";
+import { userService } from "./service.ts";
 import { TokenCipher, tokenBinding } from "./token-cipher.ts";
 import { randomBytes } from "node:crypto";
 
@@ -118,12 +118,7 @@ const card = (over: Record<string, unknown> = {}) => ({
 });
 
 beforeAll(async () => {
-  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-    ...def,
-    publicKeys: () => () => issuer.jwks(),
-    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-  });
-  mesh = await startMesh([createProductService({}), createUserService({})].map(withIssuer), { EVENT_MAX_DELIVERIES: "3" });
+  mesh = await startMesh([productService, userService].map((def) => issuer.trustedBy(def)), { EVENT_MAX_DELIVERIES: "3" });
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const authStream = streamOf(file_ecommerce_auth_v1_events);

@@ -24,8 +24,8 @@ import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
-import { createProductService } from "../product/service.ts";
-import { createUserService } from "./service.ts";
+import { productService } from "../product/service.ts";
+import { userService } from "./service.ts";
 
 const issuer = new TestIssuer();
 let mesh: TestMesh;
@@ -106,12 +106,7 @@ async function failure(call: Promise<unknown>) {
 }
 
 beforeAll(async () => {
-  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-    ...def,
-    publicKeys: () => () => issuer.jwks(),
-    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-  });
-  mesh = await startMesh([createProductService({}), createUserService({})].map(withIssuer));
+  mesh = await startMesh([productService, userService].map((def) => issuer.trustedBy(def)));
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const authStream = streamOf(file_ecommerce_auth_v1_events);

@@ -28,8 +28,8 @@ import { textViolations } from "../../kit/validation.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../../services/auth/service.ts";
-import { createProductService } from "../../services/product/service.ts";
-import { createUserService } from "../../services/user/service.ts";
+import { productService } from "../../services/product/service.ts";
+import { userService } from "../../services/user/service.ts";
 
 const issuer = new TestIssuer();
 let mesh: TestMesh;
@@ -39,12 +39,7 @@ const password = "velvet otter maple drum 4711";
 let n = 0;
 const newEmail = () => `errors${Date.now()}${n++}@example.test`;
 
-/** Every service trusts the test issuer, so a test can act as any customer or admin. */
-const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-  ...def,
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-});
+
 
 const grpcTo = (name: "auth" | "user" | "product") => createGrpcTransport({ baseUrl: mesh.url(name) });
 const auth = () => createClient(AuthService, grpcTo("auth"));
@@ -101,7 +96,7 @@ async function customer() {
 }
 
 beforeAll(async () => {
-  mesh = await startMesh([authService, createUserService(), createProductService()].map(withIssuer));
+  mesh = await startMesh([authService, userService, productService].map((def) => issuer.trustedBy(def)));
   admin = await issuer.user(uuidv7(), ["customer", "admin"]);
 }, 120_000);
 

@@ -12,17 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService, GetJwksResponseSchema } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { grpcTimeoutMs } from "../../kit/context.ts";
-import type { ServiceDefinition } from "../../kit/server.ts";
+import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../../services/auth/service.ts";
 
 const issuer = new TestIssuer();
-const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-  ...def,
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-});
 
 const probe = { lookup: { case: "slug" as const, value: "any-product" } };
 
@@ -44,7 +39,7 @@ describe("deadlines between services", () => {
 
   // A stand-in Auth answers GetJwks (recording the deadline it got); a stand-in Product's
   // GetProduct calls it, as any handler calls a peer.
-  const peer: ServiceDefinition = {
+  const peer: AnyServiceDefinition = {
     name: "auth",
     entities: [],
     migrations: [],
@@ -57,7 +52,7 @@ describe("deadlines between services", () => {
       });
     },
   };
-  const caller: ServiceDefinition = {
+  const caller: AnyServiceDefinition = {
     name: "product",
     entities: [],
     migrations: [],
@@ -73,7 +68,7 @@ describe("deadlines between services", () => {
   };
 
   beforeAll(async () => {
-    mesh = await startMesh([peer, caller].map(withIssuer), { MAX_TIMEOUT_MS: "30000", CALL_TIMEOUT_MS: "5000" });
+    mesh = await startMesh([peer, caller].map((def) => issuer.trustedBy(def)), { MAX_TIMEOUT_MS: "30000", CALL_TIMEOUT_MS: "5000" });
   });
   afterAll(async () => {
     await mesh?.stop();
@@ -112,7 +107,7 @@ describe("deadlines and the database", () => {
   let db: pg.Client;
 
   beforeAll(async () => {
-    mesh = await startMesh([withIssuer(authService)]);
+    mesh = await startMesh([issuer.trustedBy(authService)]);
     db = new pg.Client({ connectionString: mesh.services.auth!.ctx.config.databaseUrl });
     await db.connect();
   });

@@ -22,7 +22,7 @@ import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../../services/auth/service.ts";
-import { createProductService } from "../../services/product/service.ts";
+import { productService } from "../../services/product/service.ts";
 import { userService } from "../../services/user/service.ts";
 
 let mesh: TestMesh;
@@ -44,12 +44,7 @@ const cases: PagedCase[] = [];
 const pageSize = 1;
 
 beforeAll(async () => {
-  const withIssuer = (def: ServiceDefinition): ServiceDefinition => ({
-    ...def,
-    publicKeys: () => () => issuer.jwks(),
-    serviceCredentials: () => ({ token: () => issuer.service(def.name) }),
-  });
-  mesh = await startMesh([authService, userService, createProductService()].map(withIssuer));
+  mesh = await startMesh([authService, userService, productService].map((def) => issuer.trustedBy(def)));
   const client = <S extends Parameters<typeof createClient>[0]>(service: S, url: string) => createClient(service, createGrpcTransport({ baseUrl: url }));
   const auth = client(AuthService, mesh.url("auth"));
   const user = client(UserService, mesh.url("user"));
