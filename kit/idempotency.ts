@@ -7,9 +7,10 @@
  */
 import { createHash } from "node:crypto";
 import { type DescMessage, fromBinary, type MessageShape, toBinary, toJson } from "@bufbuild/protobuf";
-import type { EntityManager } from "@mikro-orm/postgresql";
+import type { EntityManager } from "./db.ts";
 import { Code } from "@connectrpc/connect";
 import { domainError } from "./errors.ts";
+import { sqlOf } from "./sql.ts";
 
 export interface IdempotencyOptions<Req extends DescMessage, Res extends DescMessage> {
   /** What the key is scoped to: the RPC and the caller, e.g. "PlaceOrder:user:<id>". */
@@ -42,25 +43,20 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
   const hash = requestHash(options.requestSchema, options.request);
   const ttlMs = options.ttlMs ?? 24 * 3600 * 1000;
   return em.transactional(async (tx) => {
-    const conn = tx.getConnection();
-    const trx = tx.getTransactionContext();
-    await conn.execute("delete from idempotency_keys where scope = ? and key = ? and expires_at < now()", [options.scope, options.key], "run", trx);
+    const db = sqlOf(tx);
+    await db.run("delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now()", [options.scope, options.key]);
     // Blocks while another transaction holds the same key; then sees its committed row.
-    const inserted = await conn.execute<unknown[]>(
+    const inserted = await db.run(
       `insert into idempotency_keys (scope, key, request_hash, expires_at)
-       values (?, ?, ?, now() + (? * interval '1 millisecond'))
-       on conflict (scope, key) do nothing returning key`,
+       values ($1, $2, $3, now() + ($4 * interval '1 millisecond'))
+       on conflict (scope, key) do nothing`,
       [options.scope, options.key, hash, ttlMs],
-      "all",
-      trx,
     );
-    if (inserted.length === 0) {
-      const [row] = await conn.execute<{ request_hash: string; response: Buffer | null }[]>(
-        "select request_hash, response from idempotency_keys where scope = ? and key = ?",
-        [options.scope, options.key],
-        "all",
-        trx,
-      );
+    if (inserted === 0) {
+      const row = await db.one<{ request_hash: string; response: Buffer | null }>("select request_hash, response from idempotency_keys where scope = $1 and key = $2", [
+        options.scope,
+        options.key,
+      ]);
       if (!row) throw domainError(Code.Aborted, "the idempotency key changed concurrently; retry", { reason: "CONCURRENT_MODIFICATION" });
       if (row.request_hash !== hash) {
         throw domainError(Code.FailedPrecondition, "this idempotency key was used with a different request; use a new key for a new request", {
@@ -73,12 +69,11 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
     }
     const response = await work(tx);
     await tx.flush();
-    await conn.execute(
-      "update idempotency_keys set response = ?, completed_at = now() where scope = ? and key = ?",
-      [Buffer.from(toBinary(options.responseSchema, response)), options.scope, options.key],
-      "run",
-      trx,
-    );
+    await db.run("update idempotency_keys set response = $1, completed_at = now() where scope = $2 and key = $3", [
+      Buffer.from(toBinary(options.responseSchema, response)),
+      options.scope,
+      options.key,
+    ]);
     return response;
   });
 }
@@ -87,12 +82,8 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
 export async function pruneIdempotencyKeys(em: EntityManager): Promise<number> {
   let total = 0;
   for (;;) {
-    const rows = await em
-      .getConnection()
-      .execute<unknown[]>(
-        "delete from idempotency_keys where ctid in (select ctid from idempotency_keys where expires_at < now() limit 1000) returning key",
-      );
-    total += rows.length;
-    if (rows.length < 1000) return total;
+    const deleted = await sqlOf(em).run("delete from idempotency_keys where ctid in (select ctid from idempotency_keys where expires_at < now() limit 1000)");
+    total += deleted;
+    if (deleted < 1000) return total;
   }
 }

@@ -28,6 +28,7 @@ import { streamOf } from "./events/contracts.ts";
 import { publishEvent } from "./events/outbox.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { runService, type AnyServiceDefinition } from "./server.ts";
+import { sqlOf } from "./sql.ts";
 import { TestDatabases, TestNats } from "./testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { TestIssuer } from "./testing/tokens.ts";
@@ -56,10 +57,7 @@ const fixture: AnyServiceDefinition = {
     router.service(UserService, {
       async getMyProfile(_req, ctx) {
         const me = requireUser(ctx);
-        const [row] = await emOf(ctx).getConnection().execute<{ email: string; first_name: string }[]>(
-          "select email, first_name from fixture_profiles where user_id = ?",
-          [me.userId],
-        );
+        const row = await sqlOf(emOf(ctx)).one<{ email: string; first_name: string }>("select email, first_name from fixture_profiles where user_id = $1", [me.userId]);
         if (!row) throw notFound("profile", me.userId);
         return { profile: create(UserProfileSchema, { userId: me.userId, email: row.email, firstName: row.first_name }) };
       },
@@ -68,7 +66,7 @@ const fixture: AnyServiceDefinition = {
         if (req.profile?.firstName === "no-event") {
           // A write without an event: its commit must not wake the outbox relay.
           await emOf(ctx).transactional((em) =>
-            em.getConnection().execute("update fixture_profiles set first_name = ? where user_id = ?", ["no-event", me.userId], "run", em.getTransactionContext()),
+            sqlOf(em).run("update fixture_profiles set first_name = $1 where user_id = $2", ["no-event", me.userId]),
           );
           return { profile: create(UserProfileSchema, { userId: me.userId, firstName: "no-event" }) };
         }
@@ -77,9 +75,7 @@ const fixture: AnyServiceDefinition = {
           await new Promise((r) => setTimeout(r, 800));
         }
         await emOf(ctx).transactional(async (em) => {
-          await em
-            .getConnection()
-            .execute("update fixture_profiles set first_name = ? where user_id = ?", [req.profile?.firstName ?? "", me.userId], "run", em.getTransactionContext());
+          await sqlOf(em).run("update fixture_profiles set first_name = $1 where user_id = $2", [req.profile?.firstName ?? "", me.userId]);
           publishEvent(em, UserUpdatedSchema, { userId: me.userId, firstName: req.profile?.firstName ?? "", changedFields: ["first_name"] });
         });
         return { profile: create(UserProfileSchema, { userId: me.userId, firstName: req.profile?.firstName ?? "" }) };
@@ -95,22 +91,17 @@ const fixture: AnyServiceDefinition = {
   consumers: () => [
     onEvent(UserRegisteredSchema, "create-profile", async (em, event) => {
       if (failingEmails && event.email.startsWith("fail")) throw new Error(`cannot handle ${event.email}`);
-      const conn = em.getConnection();
-      await conn.execute("insert into fixture_deliveries (user_id, subject) values (?, 'user.registered')", [event.userId], "run", em.getTransactionContext());
-      await conn.execute(
-        "insert into fixture_profiles (user_id, email) values (?, ?) on conflict do nothing",
-        [event.userId, event.email],
-        "run",
-        em.getTransactionContext(),
-      );
+      const db = sqlOf(em);
+      await db.run("insert into fixture_deliveries (user_id, subject) values ($1, 'user.registered')", [event.userId]);
+      await db.run("insert into fixture_profiles (user_id, email) values ($1, $2) on conflict do nothing", [event.userId, event.email]);
     }),
     // Needs the profile made by user.registered: in order, it never finds it missing.
     onEvent(UserEmailVerifiedSchema, "after-registration", async (em, event) => {
-      const [profile] = await em
-        .getConnection()
-        .execute<unknown[]>("select 1 from fixture_profiles where user_id = ?", [event.userId], "all", em.getTransactionContext());
-      if (!profile) throw new Error(`user.email_verified for ${event.userId} before its user.registered`);
-      await em.getConnection().execute("insert into fixture_deliveries (user_id, subject) values (?, 'user.email_verified')", [event.userId], "run", em.getTransactionContext());
+      const db = sqlOf(em);
+      if (!(await db.one("select 1 from fixture_profiles where user_id = $1", [event.userId]))) {
+        throw new Error(`user.email_verified for ${event.userId} before its user.registered`);
+      }
+      await db.run("insert into fixture_deliveries (user_id, subject) values ($1, 'user.email_verified')", [event.userId]);
     }),
   ],
 };
@@ -144,7 +135,8 @@ async function authEventsSettled() {
   }, 20_000, "AUTH_EVENTS consumed");
 }
 
-const legacySqlOf = (service = mesh.services.user!) => <T>(query: string, params: unknown[] = []) => service.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+/** Reads a service's database directly, for assertions. */
+const sqlIn = (service = mesh.services.user!) => <T extends object>(query: string, params: unknown[] = []) => sqlOf(service.ctx.orm.em.fork()).all<T>(query, params);
 
 beforeAll(async () => {
   // A long poll: only commits that wrote outbox rows wake the relay, which the statement count below relies on.
@@ -277,8 +269,8 @@ describe("events", () => {
     // The same event under another Nats-Msg-Id passes JetStream's dedupe: the inbox must catch it.
     await jetstream(nc).publish("user.registered", payload, { msgID: `${crypto.randomUUID()}` });
     await authEventsSettled();
-    const sql = legacySqlOf();
-    const [runs] = await sql<{ n: number }>("select count(*)::int as n from fixture_deliveries where user_id = ?", [userId]);
+    const sql = sqlIn();
+    const [runs] = await sql<{ n: number }>("select count(*)::int as n from fixture_deliveries where user_id = $1", [userId]);
     expect(runs?.n).toBe(1);
     const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
     expect(metricsText).toMatch(/events_consumed_total\{[^}]*consumer="create-profile"[^}]*outcome="duplicate"[^}]*\} [1-9]/);
@@ -293,7 +285,7 @@ describe("events", () => {
       await js.publish("user.email_verified", toBinary(UserEmailVerifiedSchema, create(UserEmailVerifiedSchema, { eventId: crypto.randomUUID(), userId })));
     }
     await authEventsSettled();
-    const rows = await legacySqlOf()<{ user_id: string; subject: string }>("select user_id, subject from fixture_deliveries where user_id in (?) order by id", [users]);
+    const rows = await sqlIn()<{ user_id: string; subject: string }>("select user_id, subject from fixture_deliveries where user_id = any($1::uuid[]) order by id", [users]);
     expect(rows).toEqual(users.flatMap((u) => [{ user_id: u, subject: "user.registered" }, { user_id: u, subject: "user.email_verified" }]));
     // Never retried: the registration was always there first.
     const metricsText = await (await fetch(`${mesh.url("user")}/metrics`)).text();
@@ -424,26 +416,26 @@ describe("outbox relay and retention", () => {
   });
 
   it("prunes published outbox rows, processed inbox rows, expired idempotency keys and replayed dead letters after their retention", async () => {
-    const sql = legacySqlOf();
+    const sql = sqlIn();
     const old = "now() - interval '400 days'";
     const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
-    await sql(`insert into outbox_events (id, subject, event_type, payload, published_at) values (?, 's', 't', '\\x00', ${old}), (?, 's', 't', '\\x00', now())`, [a, b]);
-    await sql(`insert into event_inbox (event_id, event_type, source, processed, processed_at) values (?, 't', 'retention', true, ${old}), (?, 't', 'retention', true, now())`, [a, b]);
-    await sql("insert into idempotency_keys (scope, key, request_hash, expires_at) values ('retention', ?, 'h', now() - interval '1 second'), ('retention', ?, 'h', now() + interval '1 day')", [a, b]);
+    await sql(`insert into outbox_events (id, subject, event_type, payload, published_at) values ($1, 's', 't', '\\x00', ${old}), ($2, 's', 't', '\\x00', now())`, [a, b]);
+    await sql(`insert into event_inbox (event_id, event_type, source, processed, processed_at) values ($1, 't', 'retention', true, ${old}), ($2, 't', 'retention', true, now())`, [a, b]);
+    await sql("insert into idempotency_keys (scope, key, request_hash, expires_at) values ('retention', $1, 'h', now() - interval '1 second'), ('retention', $2, 'h', now() + interval '1 day')", [a, b]);
     await sql(
       `insert into dead_letters (id, event_id, message_key, subject, consumer, delivery_count, last_error, payload, replayed_at)
-       values (?, ?, ?, 's', 'retention', 1, 'e', '\\x00', ${old}), (?, ?, ?, 's', 'retention', 1, 'e', '\\x00', now())`,
-      [a, a, a, b, b, b],
+       values ($1::uuid, $1::uuid, $1::text, 's', 'retention', 1, 'e', '\\x00', ${old}), ($2::uuid, $2::uuid, $2::text, 's', 'retention', 1, 'e', '\\x00', now())`,
+      [a, b],
     );
     const jobs = mesh.services.user!.jobs;
     for (const name of ["outbox-retention", "inbox-retention", "idempotency-key-retention", "dead-letter-retention"]) {
       await (jobs.get(name) as unknown as { runNow(): Promise<void> }).runNow();
     }
     const left = async (query: string) => (await sql<{ id: string }>(query, [[a, b]])).map((r) => r.id);
-    expect(await left("select id::text from outbox_events where id in (?)")).toEqual([b]);
-    expect(await left("select event_id::text as id from event_inbox where event_id in (?)")).toEqual([b]);
-    expect(await left("select key as id from idempotency_keys where scope = 'retention' and key in (?)")).toEqual([b]);
-    expect(await left("select id::text from dead_letters where id in (?)")).toEqual([b]);
+    expect(await left("select id::text from outbox_events where id = any($1::uuid[])")).toEqual([b]);
+    expect(await left("select event_id::text as id from event_inbox where event_id = any($1::uuid[])")).toEqual([b]);
+    expect(await left("select key as id from idempotency_keys where scope = 'retention' and key = any($1::text[])")).toEqual([b]);
+    expect(await left("select id::text from dead_letters where id = any($1::uuid[])")).toEqual([b]);
   });
 });
 
@@ -464,7 +456,7 @@ describe("starting replicas", () => {
       const replicas = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       started.push(...replicas);
       expect(results.map((r) => (r.status === "rejected" ? String(r.reason) : "started"))).toEqual(["started", "started"]);
-      const applied = await legacySqlOf(replicas[0]!)<{ name: string; n: number }>("select name, count(*)::int as n from mikro_orm_migrations group by name order by name");
+      const applied = await sqlIn(replicas[0]!)<{ name: string; n: number }>("select name, count(*)::int as n from mikro_orm_migrations group by name order by name");
       expect(applied).toEqual([
         { name: "0000_kit_infrastructure", n: 1 },
         { name: "0000_kit_v2_events", n: 1 },

@@ -10,6 +10,7 @@ import type { ServiceConfig } from "./config.ts";
 import { pruneIdempotencyKeys } from "./idempotency.ts";
 import { type IntervalJob, intervalJob } from "./jobs.ts";
 import type { Logger } from "./logger.ts";
+import { sqlOf } from "./sql.ts";
 
 const batch = 1_000;
 
@@ -17,12 +18,10 @@ const batch = 1_000;
 async function deleteInBatches(orm: MikroORM, table: string, where: string, params: unknown[], signal: AbortSignal): Promise<number> {
   let total = 0;
   for (;;) {
-    const rows = await orm.em
-      .fork()
-      .getConnection()
-      .execute<unknown[]>(`delete from ${table} where ctid in (select ctid from ${table} where ${where} limit ${batch}) returning 1`, params);
-    total += rows.length;
-    if (rows.length < batch || signal.aborted) return total;
+    // Table and condition are the kit's own text; values are bound.
+    const deleted = await sqlOf(orm.em.fork()).run(`delete from ${table} where ctid in (select ctid from ${table} where ${where} limit ${batch})`, params);
+    total += deleted;
+    if (deleted < batch || signal.aborted) return total;
   }
 }
 
@@ -38,7 +37,7 @@ export function retentionJobs(orm: MikroORM, config: ServiceConfig, inboxTable: 
         if (deleted > 0) log.info({ job: name, deleted }, "retention: old rows deleted");
       },
     });
-  const olderThan = (column: string) => `${column} < now() - (? * interval '1 millisecond')`;
+  const olderThan = (column: string) => `${column} < now() - ($1 * interval '1 millisecond')`;
   return [
     job("outbox-retention", (signal) => deleteInBatches(orm, "outbox_events", olderThan("published_at"), [retention.outboxMs], signal)),
     job("inbox-retention", (signal) => deleteInBatches(orm, inboxTable, `processed and ${olderThan("processed_at")}`, [retention.inboxMs], signal)),

@@ -32,8 +32,11 @@ interface QueryExecutor {
 }
 
 export function sqlOf(em: EntityManager): Sql {
-  const execute = <Row>(text: string, params: readonly unknown[]) => {
+  const execute = <Row>(sql: string, params: readonly unknown[]) => {
+    let text = sql;
     const executor = (em.getTransactionContext() ?? em.getConnection().getClient()) as unknown as QueryExecutor;
+    // MikroORM's onQuery hook (logging, statement counts in tests) sees these statements too.
+    text = em.config.get("onQuery")(text, params as unknown[]);
     const call = currentCall();
     const abort = call ? { signal: call.signal, inflightQueryAbortStrategy: "cancel query" as const } : undefined;
     return executor.executeQuery<Row>(CompiledQuery.raw(text, params as unknown[]) as CompiledQuery<Row>, abort);

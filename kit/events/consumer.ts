@@ -21,6 +21,7 @@ import { v7 as uuidv7 } from "uuid";
 import { runWithTrace, traceFrom } from "../context.ts";
 import type { Logger } from "../logger.ts";
 import type { ServiceMetrics } from "../metrics.ts";
+import { sqlOf } from "../sql.ts";
 import type { EventBus } from "./bus.ts";
 import { deadLetterStream, deadLetterSubject, type StreamSpec, streamOf, subjectOf } from "./contracts.ts";
 
@@ -307,15 +308,13 @@ export class EventConsumers {
     const { event, eventId } = this.decode(handler, payload);
     const { inboxTable } = this.o;
     return this.o.orm.em.fork().transactional(async (em) => {
-      const claimed = await em.getConnection().execute<unknown[]>(
+      const claimed = await sqlOf(em).all(
         `insert into ${inboxTable} (event_id, event_type, source, payload, processed, processed_at)
-         values (?, ?, ?, ?, true, now())
+         values ($1, $2, $3, $4, true, now())
          on conflict (event_id, source) do update set processed = true, processed_at = now(), error = null
            where ${inboxTable}.processed = false
          returning id`,
         [eventId, handler.schema.typeName, handler.name, Buffer.from(payload)],
-        "all",
-        em.getTransactionContext(),
       );
       if (claimed.length === 0) return "duplicate";
       await handler.handle(em, event, meta);
@@ -326,12 +325,9 @@ export class EventConsumers {
   /** Keeps the last error on the inbox row (outside the rolled-back handler transaction). Only for decodable events. */
   private async recordFailure(handler: EventHandler, payload: Uint8Array, error: string): Promise<void> {
     const { eventId } = this.decode(handler, payload);
-    await this.o.orm.em
-      .fork()
-      .getConnection()
-      .execute(
+    await sqlOf(this.o.orm.em.fork()).run(
         `insert into ${this.o.inboxTable} (event_id, event_type, source, payload, processed, error)
-         values (?, ?, ?, ?, false, ?)
+         values ($1, $2, $3, $4, false, $5)
          on conflict (event_id, source) do update set error = excluded.error where ${this.o.inboxTable}.processed = false`,
         [eventId, handler.schema.typeName, handler.name, Buffer.from(payload), error.slice(0, 2000)],
       );
@@ -349,12 +345,9 @@ export class EventConsumers {
       // poison: no event id, the message key identifies it
     }
     const key = eventId ?? d.key;
-    await this.o.orm.em
-      .fork()
-      .getConnection()
-      .execute(
+    await sqlOf(this.o.orm.em.fork()).run(
         `insert into dead_letters (id, event_id, message_key, stream_sequence, subject, consumer, delivery_count, last_error, payload, headers)
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (message_key, consumer) do update set delivery_count = excluded.delivery_count,
            last_error = excluded.last_error, dead_lettered_at = now(), replayed_at = null`,
         [uuidv7(), eventId, key, d.sequence, d.subject, handler.name, d.deliveries, d.error.slice(0, 2000), Buffer.from(d.payload), JSON.stringify(d.headers)],
@@ -378,22 +371,18 @@ export class EventConsumers {
 
   /** Replays a stored dead letter through its handler; marks it replayed on success. */
   async replay(deadLetterId: string): Promise<{ ok: true } | { ok: false; error: string }> {
-    const em = this.o.orm.em.fork();
-    const [row] = await em
-      .getConnection()
-      .execute<{ consumer: string; subject: string; payload: Buffer }[]>("select consumer, subject, payload from dead_letters where id = ?", [
-        deadLetterId,
-      ]);
+    const db = sqlOf(this.o.orm.em.fork());
+    const row = await db.one<{ consumer: string; subject: string; payload: Buffer }>("select consumer, subject, payload from dead_letters where id = $1", [deadLetterId]);
     if (!row) throw new Error("not found");
     const handler = this.handlers.get(row.consumer);
     if (!handler) return { ok: false, error: `this service has no consumer "${row.consumer}" any more` };
     try {
       await this.process(handler, row.payload, { subject: row.subject, deliveryCount: 0 });
-      await em.getConnection().execute("update dead_letters set replayed_at = now() where id = ?", [deadLetterId]);
+      await db.run("update dead_letters set replayed_at = now() where id = $1", [deadLetterId]);
       return { ok: true };
     } catch (error) {
       const message = (error as Error).message;
-      await em.getConnection().execute("update dead_letters set last_error = ? where id = ?", [message.slice(0, 2000), deadLetterId]);
+      await db.run("update dead_letters set last_error = $1 where id = $2", [message.slice(0, 2000), deadLetterId]);
       return { ok: false, error: message };
     }
   }

@@ -9,6 +9,7 @@ import { type DeadLetter, DeadLetterSchema, DeadLetterService } from "../../gen/
 import { timestampOf } from "../convert.ts";
 import { notFound } from "../errors.ts";
 import { pageOf } from "../paging.ts";
+import { sqlOf } from "../sql.ts";
 import type { EventConsumers } from "./consumer.ts";
 
 interface Row {
@@ -45,13 +46,10 @@ export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers
       const pages = pageOf(req, { id: "uuid" });
       const { after: cursor, size } = pages;
       // UUIDv7 ids sort by creation time: newest first is id descending.
-      const rows = await orm.em
-        .fork()
-        .getConnection()
-        .execute<Row[]>(
-          `${select} where (? or replayed_at is null) and (?::uuid is null or id < ?::uuid) order by id desc limit ?`,
-          [req.includeReplayed, cursor?.id ?? null, cursor?.id ?? null, size + 1],
-        );
+      const rows = await sqlOf(orm.em.fork()).all<Row>(
+        `${select} where ($1 or replayed_at is null) and ($2::uuid is null or id < $2::uuid) order by id desc limit $3`,
+        [req.includeReplayed, cursor?.id ?? null, size + 1],
+      );
       const page = rows.slice(0, size);
       return {
         deadLetters: page.map(toMessage),
@@ -59,12 +57,10 @@ export function deadLetterRoutes(router: ConnectRouter, orm: MikroORM, consumers
       };
     },
     async replayDeadLetter(req) {
-      const em = orm.em.fork();
-      const exists = await em.getConnection().execute<Row[]>(`${select} where id = ?`, [req.id]);
-      if (exists.length === 0) throw notFound("dead letter", req.id);
+      const db = sqlOf(orm.em.fork());
+      if (!(await db.one<Row>(`${select} where id = $1`, [req.id]))) throw notFound("dead letter", req.id);
       await consumers.replay(req.id);
-      const [row] = await em.getConnection().execute<Row[]>(`${select} where id = ?`, [req.id]);
-      return { deadLetter: toMessage(row!) };
+      return { deadLetter: toMessage((await db.one<Row>(`${select} where id = $1`, [req.id]))!) };
     },
   });
 }

@@ -15,6 +15,7 @@ import { v7 as uuidv7 } from "uuid";
 import { propagationHeaders } from "../context.ts";
 import type { Logger } from "../logger.ts";
 import type { ServiceMetrics } from "../metrics.ts";
+import { sqlOf } from "../sql.ts";
 import type { EventBus } from "./bus.ts";
 import { subjectOf } from "./contracts.ts";
 import { OutboxEvent } from "./schema.ts";
@@ -162,15 +163,12 @@ export class OutboxRelay {
 
   /** Takes or renews the relay lease; false while another replica holds it. */
   private async takeLease(): Promise<boolean> {
-    const rows = await this.orm.em
-      .fork()
-      .getConnection()
-      .execute<unknown[]>(
-        `update outbox_relay_lease set holder = ?, expires_at = now() + (? * interval '1 millisecond')
-          where id = 1 and (holder = ? or holder is null or expires_at < now()) returning 1`,
-        [this.holder, this.leaseMs, this.holder],
-      );
-    return rows.length > 0;
+    const taken = await sqlOf(this.orm.em.fork()).run(
+      `update outbox_relay_lease set holder = $1, expires_at = now() + ($2 * interval '1 millisecond')
+        where id = 1 and (holder = $1 or holder is null or expires_at < now())`,
+      [this.holder, this.leaseMs],
+    );
+    return taken > 0;
   }
 
   /** Publishes up to one batch; returns how many were published (0 when another replica holds the lease). */
@@ -182,11 +180,10 @@ export class OutboxRelay {
     const js = await this.bus.js();
     if (!(await this.takeLease())) return 0;
     const started = Date.now();
-    const conn = this.orm.em.fork().getConnection();
-    const rows = await conn.execute<OutboxRow[]>(
-      "select id, subject, payload, headers from outbox_events where published_at is null order by created_at, id limit ?",
-      [this.batchSize],
-    );
+    const db = sqlOf(this.orm.em.fork());
+    const rows = await db.all<OutboxRow>("select id, subject, payload, headers from outbox_events where published_at is null order by created_at, id limit $1", [
+      this.batchSize,
+    ]);
     const done: string[] = [];
     let failure: Error | undefined;
     for (const row of rows) {
@@ -205,10 +202,10 @@ export class OutboxRelay {
       done.push(row.id);
     }
     // Mark what did go out even when a later publish failed, so it is not sent again.
-    if (done.length > 0) await conn.execute("update outbox_events set published_at = now(), attempts = attempts + 1 where id in (?)", [done]);
+    if (done.length > 0) await db.run("update outbox_events set published_at = now(), attempts = attempts + 1 where id = any($1::uuid[])", [done]);
     const failed = failure ? rows[done.length] : undefined;
     if (failure && failed) {
-      await conn.execute("update outbox_events set attempts = attempts + 1, last_error = ? where id = ?", [failure.message.slice(0, 1000), failed.id]);
+      await db.run("update outbox_events set attempts = attempts + 1, last_error = $1 where id = $2", [failure.message.slice(0, 1000), failed.id]);
     }
     await this.refreshBacklog();
     if (failure) throw failure;
@@ -217,10 +214,7 @@ export class OutboxRelay {
 
   private async refreshBacklog(): Promise<void> {
     try {
-      const [row] = await this.orm.em
-        .fork()
-        .getConnection()
-        .execute<{ n: number }[]>("select count(*)::int as n from outbox_events where published_at is null");
+      const row = await sqlOf(this.orm.em.fork()).one<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null");
       this.metrics.outboxBacklog.set(row?.n ?? 0);
     } catch {
       // The database may be unreachable too; the gauge keeps its last value.
@@ -234,10 +228,8 @@ export class OutboxRelay {
     this.wake();
     await this.loop;
     await Promise.race([this.publishBatch().catch(() => 0), new Promise((r) => setTimeout(r, timeoutMs))]);
-    await this.orm.em
-      .fork()
-      .getConnection()
-      .execute("update outbox_relay_lease set holder = null, expires_at = now() where id = 1 and holder = ?", [this.holder])
+    await sqlOf(this.orm.em.fork())
+      .run("update outbox_relay_lease set holder = null, expires_at = now() where id = 1 and holder = $1", [this.holder])
       .catch(() => undefined);
   }
 }
