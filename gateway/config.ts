@@ -3,7 +3,7 @@
  * the style of kit/config.ts: every bad value reported at once.
  */
 import { peerUrlVariable, type ServiceName, serviceCatalog, serviceNames } from "../kit/catalog.ts";
-import { ConfigError, EnvReader, readListenerLimits } from "../kit/config.ts";
+import { type Env, EnvReader, readListenerLimits } from "../kit/config.ts";
 import type { ListenerLimits } from "../kit/listener.ts";
 import { edgePolicy } from "./routes.ts";
 
@@ -24,71 +24,37 @@ export interface EdgeConfig {
   listener: ListenerLimits;
 }
 
-type Env = Record<string, string | undefined>;
-
-const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 export function loadEdgeConfig(env: Env = process.env): EdgeConfig {
-  const problems: string[] = [];
-  const listenerReader = new EnvReader(env);
-  const str = (name: string, fallback: string) => (env[name] === undefined || env[name] === "" ? fallback : env[name]!);
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const raw = env[name];
-    if (raw === undefined || raw === "") return fallback;
-    const n = Number(raw);
-    if (Number.isInteger(n) && n >= min && n <= max) return n;
-    problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-    return fallback;
-  };
-
+  const r = new EnvReader(env);
+  // The edge speaks HTTP/2 cleartext to the services, as they do to each other.
   const upstreams = Object.fromEntries(
-    serviceNames.map((name) => {
-      const variable = peerUrlVariable(name);
-      const value = str(variable, `http://127.0.0.1:${serviceCatalog[name].port}`);
-      let ok = false;
-      try {
-        ok = new URL(value).protocol === "http:";
-      } catch {
-        ok = false;
-      }
-      // The edge speaks HTTP/2 cleartext to the services, as they do to each other.
-      if (!ok) problems.push(`${variable} must be an http:// URL (HTTP/2 cleartext), got "${value}"`);
-      return [name, value];
-    }),
+    serviceNames.map((name) => [name, r.url(peerUrlVariable(name), `http://127.0.0.1:${serviceCatalog[name].port}`, ["http:"])]),
   ) as Record<ServiceName, string>;
 
-  let allowedOrigins: string[] | undefined;
-  const rawOrigins = str("EDGE_ALLOWED_ORIGINS", "");
-  if (rawOrigins) {
-    allowedOrigins = rawOrigins.split(",").map((o) => o.trim()).filter(Boolean);
-    for (const origin of allowedOrigins) {
-      if (origin === "*") continue;
-      let valid = false;
-      try {
-        valid = new URL(origin).origin === origin;
-      } catch {
-        valid = false;
-      }
-      if (!valid) problems.push(`EDGE_ALLOWED_ORIGINS entries must be origins like https://shop.example.com (or *), got "${origin}"`);
+  const origins = r.list("EDGE_ALLOWED_ORIGINS", []);
+  for (const origin of origins) {
+    if (origin === "*") continue;
+    let valid = false;
+    try {
+      valid = new URL(origin).origin === origin;
+    } catch {
+      valid = false;
     }
+    if (!valid) r.problem(`EDGE_ALLOWED_ORIGINS entries must be origins like https://shop.example.com (or *), got "${origin}"`);
   }
 
-  const logLevel = str("LOG_LEVEL", "info");
-  if (!logLevels.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${logLevels.join(", ")}, got "${logLevel}"`);
-
-  const config: EdgeConfig = {
-    host: str("HOST", "127.0.0.1"),
-    port: int("PORT", edgePolicy.port, 0, 65535),
-    logLevel,
+  return r.done({
+    host: r.string("HOST", "127.0.0.1"),
+    port: r.int("PORT", edgePolicy.port, 0, 65535),
+    logLevel: r.oneOf("LOG_LEVEL", "info", logLevels),
     upstreams,
-    allowedOrigins,
-    maxBodyBytes: int("EDGE_MAX_BODY_BYTES", edgePolicy.maxBodyBytes, 1024, 64 * 1024 * 1024),
-    upstreamTimeoutMs: int("EDGE_UPSTREAM_TIMEOUT_MS", edgePolicy.upstreamTimeoutMs, 100, 600_000),
-    streamTimeoutMs: int("EDGE_STREAM_TIMEOUT_MS", edgePolicy.streamTimeoutMs, 0, 24 * 3_600_000),
-    shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
-    listener: readListenerLimits(listenerReader, edgePolicy.listener),
-  };
-  problems.push(...listenerReader.problems);
-  if (problems.length > 0) throw new ConfigError(problems);
-  return config;
+    allowedOrigins: origins.length > 0 ? origins : undefined,
+    maxBodyBytes: r.int("EDGE_MAX_BODY_BYTES", edgePolicy.maxBodyBytes, 1024, 64 * 1024 * 1024),
+    upstreamTimeoutMs: r.int("EDGE_UPSTREAM_TIMEOUT_MS", edgePolicy.upstreamTimeoutMs, 100, 600_000),
+    streamTimeoutMs: r.int("EDGE_STREAM_TIMEOUT_MS", edgePolicy.streamTimeoutMs, 0, 24 * 3_600_000),
+    shutdownGraceMs: r.int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+    listener: readListenerLimits(r, edgePolicy.listener),
+  }, "edge configuration");
 }
