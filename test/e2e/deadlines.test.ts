@@ -11,6 +11,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService, GetJwksResponseSchema } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { grpcTimeoutMs } from "../../kit/context.ts";
 import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -152,5 +153,57 @@ describe("deadlines and the database", () => {
     // The same Login in time still works.
     expect((await auth.login({ email, password })).tokens).toBeDefined();
     expect(await sessions()).toBe(before + 1);
+  });
+});
+
+describe("deadlines of streams", () => {
+  let mesh: TestMesh;
+  const seenTimeouts: (number | undefined)[] = [];
+  // A service whose MAX_TIMEOUT_MS is tiny: unary calls get at most 100 ms, streams keep what they ask for.
+  const service: AnyServiceDefinition = {
+    name: "product",
+    entities: [],
+    migrations: [],
+    routes(router) {
+      router.service(ProductService, {
+        getProduct(_req, ctx) {
+          seenTimeouts.push(ctx.timeoutMs());
+          return {};
+        },
+      });
+    },
+  };
+
+  beforeAll(async () => {
+    mesh = await startMesh([issuer.trustedBy(service)], { MAX_TIMEOUT_MS: "100" });
+  });
+  afterAll(async () => {
+    await mesh?.stop();
+  });
+
+  it("keeps a server stream without a deadline open past MAX_TIMEOUT_MS, while unary calls are capped", async () => {
+    const transport = createGrpcTransport({ baseUrl: mesh.url("product") });
+    await createClient(ProductService, transport).getProduct(probe, { timeoutMs: 10_000 });
+    expect(seenTimeouts.at(-1)).toBeLessThanOrEqual(100);
+
+    const health = createClient(Health, transport);
+    const abort = new AbortController();
+    const seen: HealthCheckResponse_ServingStatus[] = [];
+    const opened = Date.now();
+    const watching = (async () => {
+      for await (const r of health.watch({ service: "" }, { signal: abort.signal })) {
+        seen.push(r.status);
+        if (r.status === HealthCheckResponse_ServingStatus.NOT_SERVING && seen.includes(HealthCheckResponse_ServingStatus.SERVING)) return;
+      }
+    })().catch((e: unknown) => ConnectError.from(e));
+    await eventually(async () => (seen.includes(HealthCheckResponse_ServingStatus.SERVING) ? true : undefined));
+    // Well past the cap, the stream still delivers the next change.
+    await eventually(async () => (Date.now() - opened > 500 ? true : undefined));
+    await mesh.nats.pause();
+    const outcome = await watching;
+    abort.abort();
+    expect(outcome).toBeUndefined(); // ended by us, not by a deadline
+    expect(seen.slice(-2)).toEqual([HealthCheckResponse_ServingStatus.SERVING, HealthCheckResponse_ServingStatus.NOT_SERVING]);
+    await mesh.nats.resume();
   });
 });
