@@ -17,7 +17,7 @@ import { timestampOf } from "../../../kit/convert.ts";
 import { emOf } from "../../../kit/db.ts";
 import { domainError, failedPrecondition, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { sealedFieldBinding, sealForConsumer } from "../../../kit/events/sealed.ts";
+import { sealedFieldBinding } from "../../../kit/events/sealed.ts";
 import { audit, type ClientInfo, clientOf } from "../audit.ts";
 import { EmailVerificationToken, type User } from "../entities.ts";
 import { accountDisabled, tokenExpired, tokenInvalid } from "../failures.ts";
@@ -49,7 +49,7 @@ export async function sendVerification(rt: AuthRuntime, tx: EntityManager, user:
     }),
   );
   audit(tx, SecurityAction.EMAIL_VERIFICATION_REQUESTED, { userId: user.id, client });
-  const sealedToken = sealForConsumer("notification", token, sealedFieldBinding(UserEmailVerificationRequestedSchema.typeName, "sealed_token", user.id));
+  const sealedToken = rt.sealForNotification(token, sealedFieldBinding(UserEmailVerificationRequestedSchema.typeName, "sealed_token", user.id));
   publishEvent(tx, UserEmailVerificationRequestedSchema, { userId: user.id, email: user.email, sealedToken, expiresAt: timestampOf(expiresAt) });
   return expiresAt;
 }

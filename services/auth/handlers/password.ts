@@ -22,7 +22,7 @@ import { timestampOf } from "../../../kit/convert.ts";
 import { emOf } from "../../../kit/db.ts";
 import { invalidArgument, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { sealedFieldBinding, sealForConsumer } from "../../../kit/events/sealed.ts";
+import { sealedFieldBinding } from "../../../kit/events/sealed.ts";
 import { audit, clientOf } from "../audit.ts";
 import { PasswordResetToken, User } from "../entities.ts";
 import { accountDisabled, accountLocked, tokenExpired, tokenInvalid } from "../failures.ts";
@@ -60,7 +60,7 @@ export async function requestPasswordReset(rt: AuthRuntime, req: RequestPassword
       }),
     );
     audit(tx, SecurityAction.PASSWORD_RESET_REQUESTED, { userId: user.id, client });
-    const sealedToken = sealForConsumer("notification", token, sealedFieldBinding(UserPasswordResetRequestedSchema.typeName, "sealed_token", user.id));
+    const sealedToken = rt.sealForNotification(token, sealedFieldBinding(UserPasswordResetRequestedSchema.typeName, "sealed_token", user.id));
     publishEvent(tx, UserPasswordResetRequestedSchema, { userId: user.id, email: user.email, sealedToken, expiresAt: timestampOf(expiresAt) });
   });
   return create(RequestPasswordResetResponseSchema, {});
