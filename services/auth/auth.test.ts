@@ -9,7 +9,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { decodeJwt, decodeProtectedHeader } from "jose";
+import { decodeJwt, decodeProtectedHeader, importPKCS8, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SecurityAction, TokenKind } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import {
@@ -27,8 +27,11 @@ import {
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { developmentServiceSecret } from "../../kit/config.ts";
 import { openSealedField, sealedFieldBinding } from "../../kit/events/sealed.ts";
+import { openText } from "../../kit/sealing.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
+import { loadAuthConfig } from "./config.ts";
 import { authService } from "./service.ts";
 import { type AuthClient, authClient, bearer, EventLog, failureOf, fieldOf, msOf, reasonOf, retryAfterMs, verifierFor } from "./testing.ts";
 
@@ -502,5 +505,27 @@ describe("service credentials", () => {
 
     const audit = await auth.listSecurityAuditLogs({ actions: [SecurityAction.SERVICE_TOKEN_DENIED, SecurityAction.SERVICE_TOKEN_ISSUED] }, bearer(adminToken));
     expect(audit.logs.filter((l) => l.action === SecurityAction.SERVICE_TOKEN_DENIED).map((l) => l.metadata.service_name).sort()).toEqual(["mallory", "order"]);
+  });
+
+  it("introspects tokens by the kit's rules: a token signed with Auth's own key but without exp is inactive", async () => {
+    const issued = await auth.issueServiceToken({ serviceName: "order", serviceSecret: developmentServiceSecret("order") });
+    // Auth's current signing key, as only Auth itself could use it.
+    const key = await sqlOf(mesh.services.auth!.ctx.orm.em.fork()).one<{ kid: string; private_key_encrypted: Buffer }>(
+      "select kid, private_key_encrypted from signing_keys where activates_at <= now() order by activates_at desc limit 1",
+    );
+    const privateKey = await importPKCS8(openText(loadAuthConfig(authEnv).keys.encryptionKey, key!.private_key_encrypted, key!.kid), "ES256");
+    const token = (expires: boolean) => {
+      const jwt = new SignJWT({ roles: ["service"], svc: "order" })
+        .setProtectedHeader({ alg: "ES256", kid: key!.kid, typ: "JWT" })
+        .setIssuer("ecommerce-auth")
+        .setAudience("ecommerce")
+        .setSubject("service:order")
+        .setIssuedAt();
+      return (expires ? jwt.setExpirationTime("5m") : jwt).sign(privateKey);
+    };
+    const introspect = async (t: string) => (await auth.introspectToken({ token: t }, bearer(issued.accessToken))).active;
+    expect(await introspect(await token(true))).toBe(true);
+    // Valid forever otherwise: every verifier of the mesh refuses it, so introspection must too.
+    expect(await introspect(await token(false))).toBe(false);
   });
 });
