@@ -108,10 +108,7 @@ describe("sign-up and sign-in", () => {
     expect(tokenOf(requested)).toMatch(/^[A-Za-z0-9_-]{43}$/);
     // Sealed for Notification: another service's event key does not open it, and Auth's outbox holds no clear token.
     expect(() => openSealedField("user", requested.sealedToken, sealedFieldBinding(requested.$typeName, "sealed_token", userId))).toThrow();
-    const [row] = await mesh.services.auth!.ctx.orm.em
-      .fork()
-      .getConnection()
-      .execute<{ payload: Buffer }[]>("select payload from outbox_events where id = ?", [requested.eventId]);
+    const [row] = await sqlOf(mesh.services.auth!.ctx.orm.em.fork()).all<{ payload: Buffer }>("select payload from outbox_events where id = $1", [requested.eventId]);
     expect(row?.payload.length).toBeGreaterThan(0);
     expect(row?.payload.includes(Buffer.from(tokenOf(requested)))).toBe(false);
     expect(msOf(requested.expiresAt)! - Date.now()).toBeGreaterThan(23 * 3600_000);
@@ -134,7 +131,7 @@ describe("sign-up and sign-in", () => {
     // Every event left the outbox and is marked published.
     const orm = mesh.services.auth!.ctx.orm;
     await eventually(async () => {
-      const [row] = await orm.em.fork().getConnection().execute<{ n: number }[]>("select count(*)::int as n from outbox_events where published_at is null");
+      const [row] = await sqlOf(orm.em.fork()).all<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null");
       return row?.n === 0 ? true : undefined;
     }, 10_000, "outbox drained");
   });

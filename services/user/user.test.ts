@@ -28,6 +28,7 @@ import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/pr
 import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { errorFields } from "../../kit/errors.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -47,8 +48,8 @@ let products: ReturnType<typeof createClient<typeof ProductService>>;
 
 const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
-async function sql<T>(query: string, params: unknown[] = []): Promise<T[]> {
-  return mesh.services.user!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+async function sql<T extends object>(query: string, params: unknown[] = []): Promise<T[]> {
+  return sqlOf(mesh.services.user!.ctx.orm.em.fork()).all<T>(query, params);
 }
 
 /** Publishes an Auth event the way Auth's outbox relay does. */
@@ -176,8 +177,8 @@ describe("profiles from Auth's events", () => {
       const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
       return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
     });
-    const [profiles] = await sql<{ n: number }>("select count(*)::int as n from user_profiles where user_id = ?", [userId]);
-    const inbox = await sql<{ processed: boolean }>("select processed from user_event_logs where event_id = ? and source = 'create-profile'", [eventId]);
+    const [profiles] = await sql<{ n: number }>("select count(*)::int as n from user_profiles where user_id = $1", [userId]);
+    const inbox = await sql<{ processed: boolean }>("select processed from user_event_logs where event_id = $1 and source = 'create-profile'", [eventId]);
     expect(profiles?.n).toBe(1);
     expect(inbox).toEqual([{ processed: true }]);
   });
@@ -303,12 +304,12 @@ describe("addresses", () => {
       [billing.id, false, false],
     ]);
     const defaults = await sql<{ s: number; b: number }>(
-      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = ?",
+      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = $1",
       [userId],
     );
     expect(defaults).toEqual([{ s: 1, b: 1 }]);
     // The partial unique index refuses a second default even when code does not stop it.
-    await expect(sql("update user_addresses set is_default_shipping = true where id = ?", [both.id])).rejects.toThrow(/user_addresses_one_default_shipping/);
+    await expect(sql("update user_addresses set is_default_shipping = true where id = $1", [both.id])).rejects.toThrow(/user_addresses_one_default_shipping/);
 
     expect(await failure(users.setDefaultAddress({ addressId: billing.id, type: AddressType.SHIPPING }, auth(token)))).toMatchObject({
       code: Code.FailedPrecondition,
@@ -344,7 +345,7 @@ describe("addresses", () => {
     expect(codes.filter((c) => c !== Code.Aborted)).toEqual([]);
     expect(outcomes.filter((o) => o.status === "fulfilled").length).toBeGreaterThan(0);
     const defaults = await sql<{ s: number; b: number }>(
-      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = ?",
+      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = $1",
       [userId],
     );
     expect(defaults).toEqual([{ s: 1, b: 1 }]);
@@ -420,7 +421,7 @@ describe("payment methods", () => {
     const saved = (await users.addPaymentMethod(input, auth(token))).paymentMethod!;
     expect(saved).toMatchObject({ type: PaymentMethodType.CREDIT_CARD, cardBrand: CardBrand.VISA, last4: "4242", isDefault: true, expired: false });
     const [row] = await sql<{ provider_token: Buffer; provider_token_key_id: string; t: string }>(
-      "select provider_token, provider_token_key_id, encode(provider_token, 'escape') as t from user_payment_methods where id = ?",
+      "select provider_token, provider_token_key_id, encode(provider_token, 'escape') as t from user_payment_methods where id = $1",
       [saved.id],
     );
     expect(row!.provider_token.includes(Buffer.from(input.providerToken as string))).toBe(false);
@@ -456,7 +457,7 @@ describe("payment methods", () => {
       reason: "PAYMENT_METHOD_NOT_FOUND",
     });
     const log = await sql<{ caller: string; outcome: string }>(
-      "select caller, outcome from user_payment_token_accesses where payment_method_id = ? order by accessed_at, id",
+      "select caller, outcome from user_payment_token_accesses where payment_method_id = $1 order by accessed_at, id",
       [method.id],
     );
     expect(log).toEqual([
