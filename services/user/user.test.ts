@@ -29,6 +29,7 @@ import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/us
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { sqlOf } from "../../kit/sql.ts";
+import { captureStatements, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -518,6 +519,38 @@ describe("payment methods", () => {
     expect(rotated.seal("x", "y").keyId).toBe(current.id);
     expect(() => rotated.open(sealed, tokenBinding("pm-2", "u-1"))).toThrow();
     expect(() => new TokenCipher(current, [current]).open(sealed, tokenBinding("pm-1", "u-1"))).toThrow(/unknown data key/);
+  });
+});
+
+describe("hot reads", () => {
+  /** The statements one call sends to PostgreSQL (the background's left out: the outbox relay's passes, health pings). */
+  async function statementsOf(call: () => Promise<unknown>): Promise<string[]> {
+    return (await captureStatements(call)).filter((text) => !/outbox/.test(text) && text.trim() !== "select 1");
+  }
+
+  it("answers GetMyProfile, ListAddresses, GetPreferences and ListWishlist with one statement each", async () => {
+    installSqlCounter();
+    const { userId, token } = await registeredUser();
+    await users.addAddress({ type: AddressType.SHIPPING, postalAddress: postal() }, auth(token));
+    await users.addAddress({ type: AddressType.BILLING, postalAddress: postal({ city: "Hamburg" }) }, auth(token));
+    await users.setPreferences({ preferences: { "ui.theme": "dark", "ui.lang": "de" } }, auth(token));
+
+    expect(await statementsOf(() => users.getMyProfile({}, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listAddresses({}, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listAddresses({ type: AddressType.BILLING }, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.getPreferences({ keys: ["ui.theme"] }, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listWishlist({}, auth(token)))).toHaveLength(1);
+    // The answers themselves are the contract's (the other tests check them in depth).
+    expect((await users.listAddresses({ type: AddressType.BILLING }, auth(token))).addresses.map((a) => a.postalAddress?.city)).toEqual(["Hamburg"]);
+    expect((await users.getPreferences({ keys: ["ui.theme"] }, auth(token))).preferences.map((p) => [p.key, p.value])).toEqual([["ui.theme", "dark"]]);
+    expect(await users.listWishlist({}, auth(token))).toMatchObject({ items: [], totalSize: 0, nextPageToken: "" });
+    expect((await users.getMyProfile({}, auth(token))).profile?.userId).toBe(userId);
+
+    // Without a profile, the one statement still tells: NOT_FOUND as before.
+    const stranger = await issuer.user(uuidv7());
+    for (const call of [users.getPreferences({}, auth(stranger)), users.listWishlist({}, auth(stranger)), users.listAddresses({}, auth(stranger))]) {
+      expect(await failure(call)).toMatchObject({ code: Code.NotFound, reason: "PROFILE_NOT_FOUND" });
+    }
   });
 });
 
