@@ -548,8 +548,8 @@ describe("hot reads", () => {
 
     // Without a profile, the one statement still tells: NOT_FOUND as before.
     const stranger = await issuer.user(uuidv7());
-    for (const call of [users.getPreferences({}, auth(stranger)), users.listWishlist({}, auth(stranger)), users.listAddresses({}, auth(stranger))]) {
-      expect(await failure(call)).toMatchObject({ code: Code.NotFound, reason: "PROFILE_NOT_FOUND" });
+    for (const call of [() => users.getPreferences({}, auth(stranger)), () => users.listWishlist({}, auth(stranger)), () => users.listAddresses({}, auth(stranger))]) {
+      expect(await failure(call())).toMatchObject({ code: Code.NotFound, reason: "PROFILE_NOT_FOUND" });
     }
   });
 });
