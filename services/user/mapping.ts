@@ -119,6 +119,18 @@ export type WishlistItemFields = ReadRow<
   >
 >;
 
+export type PaymentMethodFields = ReadRow<
+  Pick<
+    PaymentMethodRow,
+    "id" | "type" | "isDefault" | "cardType" | "last4" | "expiryMonth" | "expiryYear" | "cardholderName" | "billingAddressId" | "createdAt" | "updatedAt"
+  >
+>;
+
+/** The PaymentMethodFields of `user_payment_methods m` (never the provider token). */
+export const paymentMethodColumns = `m.id, m.type, m.is_default as "isDefault", m.card_type as "cardType", m.last4, m.expiry_month as "expiryMonth",
+  m.expiry_year as "expiryYear", m.cardholder_name as "cardholderName", m.billing_address_id as "billingAddressId",
+  m.created_at as "createdAt", m.updated_at as "updatedAt"`;
+
 /** The WishlistItemFields of `user_wishlist_items w`. */
 export const wishlistItemColumns = `w.id, w.product_id as "productId", w.product_name as "productName", w.product_image_url as "productImageUrl",
   w.product_price_minor as "productPriceMinor", w.product_price_currency as "productPriceCurrency", w.in_stock as "inStock",
@@ -213,7 +225,7 @@ export function isExpired(expiryYear: number | null | undefined, expiryMonth: nu
 }
 
 /** Display data only: the provider token is never part of the message. */
-export function paymentMethodMessage(row: PaymentMethodRow): PaymentMethod {
+export function paymentMethodMessage(row: PaymentMethodFields): PaymentMethod {
   return create(PaymentMethodSchema, {
     id: row.id,
     type: paymentMethodTypes.fromDbOrUnspecified(row.type),
@@ -257,6 +269,6 @@ export function compareAddresses(a: AddressFields, b: AddressFields): number {
 }
 
 /** The default first, then newest first. */
-export function comparePaymentMethods(a: PaymentMethodRow, b: PaymentMethodRow): number {
-  return Number(b.isDefault) - Number(a.isDefault) || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+export function comparePaymentMethods(a: PaymentMethodFields, b: PaymentMethodFields): number {
+  return Number(b.isDefault) - Number(a.isDefault) || ms(b.createdAt) - ms(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }

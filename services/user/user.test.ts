@@ -528,16 +528,18 @@ describe("hot reads", () => {
     return (await captureStatements(call)).filter((text) => !/outbox/.test(text) && text.trim() !== "select 1");
   }
 
-  it("answers GetMyProfile, ListAddresses, GetPreferences and ListWishlist with one statement each", async () => {
+  it("answers GetMyProfile, ListAddresses, ListPaymentMethods, GetPreferences and ListWishlist with one statement each", async () => {
     installSqlCounter();
     const { userId, token } = await registeredUser();
     await users.addAddress({ type: AddressType.SHIPPING, postalAddress: postal() }, auth(token));
     await users.addAddress({ type: AddressType.BILLING, postalAddress: postal({ city: "Hamburg" }) }, auth(token));
     await users.setPreferences({ preferences: { "ui.theme": "dark", "ui.lang": "de" } }, auth(token));
+    const saved = (await users.addPaymentMethod(card(), auth(token))).paymentMethod!;
 
     expect(await statementsOf(() => users.getMyProfile({}, auth(token)))).toHaveLength(1);
     expect(await statementsOf(() => users.listAddresses({}, auth(token)))).toHaveLength(1);
     expect(await statementsOf(() => users.listAddresses({ type: AddressType.BILLING }, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listPaymentMethods({}, auth(token)))).toHaveLength(1);
     expect(await statementsOf(() => users.getPreferences({ keys: ["ui.theme"] }, auth(token)))).toHaveLength(1);
     expect(await statementsOf(() => users.listWishlist({}, auth(token)))).toHaveLength(1);
     // The answers themselves are the contract's (the other tests check them in depth).
@@ -545,10 +547,11 @@ describe("hot reads", () => {
     expect((await users.getPreferences({ keys: ["ui.theme"] }, auth(token))).preferences.map((p) => [p.key, p.value])).toEqual([["ui.theme", "dark"]]);
     expect(await users.listWishlist({}, auth(token))).toMatchObject({ items: [], totalSize: 0, nextPageToken: "" });
     expect((await users.getMyProfile({}, auth(token))).profile?.userId).toBe(userId);
+    expect((await users.listPaymentMethods({}, auth(token))).paymentMethods).toEqual([saved]);
 
     // Without a profile, the one statement still tells: NOT_FOUND as before.
     const stranger = await issuer.user(uuidv7());
-    for (const call of [() => users.getPreferences({}, auth(stranger)), () => users.listWishlist({}, auth(stranger)), () => users.listAddresses({}, auth(stranger))]) {
+    for (const call of [() => users.getPreferences({}, auth(stranger)), () => users.listWishlist({}, auth(stranger)), () => users.listAddresses({}, auth(stranger)), () => users.listPaymentMethods({}, auth(stranger))]) {
       expect(await failure(call())).toMatchObject({ code: Code.NotFound, reason: "PROFILE_NOT_FOUND" });
     }
   });
