@@ -152,7 +152,8 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
   try {
     state = await def.setup?.(base);
   } catch (error) {
-    await orm.close();
+    // The bus is already connecting: a refused start must not leave it retrying forever.
+    await Promise.all([orm.close(), bus.close()]);
     throw error;
   }
   const credentials = def.serviceCredentials?.(base, state) ?? new ServiceCredentials(def.name, config.serviceSecret, config.peers.auth, config.limits.callTimeoutMs);

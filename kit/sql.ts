@@ -7,7 +7,8 @@
  * pay no entity hydration; set-based and conditional writes (stock, counters)
  * use it too; plain row writes go through entities. Arrays bind as PostgreSQL
  * arrays (`= any($1::uuid[])`), bigint as int8; int8 and numeric columns come
- * back as strings (see `big`), timestamptz as Date.
+ * back as strings (see `big`), and so do date, timestamp and timestamptz: MikroORM's
+ * type parsers keep them as text (timestampOf and `new Date(...)` read it).
  */
 import { CompiledQuery } from "kysely";
 import { currentCall } from "./context.ts";

@@ -20,6 +20,8 @@ export class EventBus {
   constructor(url: string, name: string, log: Logger) {
     this.log = log;
     this.ready = this.connectForever(url, name);
+    // Closed before it connected (a refused start): waiters see the error, the process does not.
+    this.ready.catch(() => undefined);
   }
 
   private async connectForever(url: string, name: string): Promise<NatsConnection> {
@@ -28,6 +30,10 @@ export class EventBus {
       if (this.closed) throw new Error("event bus closed");
       try {
         const nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, pingInterval: 5_000 });
+        if (this.closed) {
+          await nc.close();
+          throw new Error("event bus closed");
+        }
         this.nc = nc;
         this.up = true;
         this.log.info({ nats: url }, "connected to NATS");
@@ -44,6 +50,7 @@ export class EventBus {
         })();
         return nc;
       } catch (error) {
+        if (this.closed) throw new Error("event bus closed");
         this.log.warn({ nats: url, err: (error as Error).message, retry_ms: delay }, "NATS unreachable; retrying");
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 5_000);

@@ -17,8 +17,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import { notFound } from "../../kit/errors.ts";
 import type { LegacySql } from "../../kit/sql.ts";
 import { loadProduct } from "../../services/product/catalog.ts";
-import type { UserProfileRow } from "../../services/user/entities.ts";
-import { profileMessage } from "../../services/user/mapping.ts";
+import { type ProfileFields, profileColumns, profileMessage } from "../../services/user/mapping.ts";
 
 export interface BareServer {
   url: string;
@@ -60,21 +59,14 @@ function poolSql(pool: pg.Pool): LegacySql {
   };
 }
 
-/** The columns of UserProfileEntity under their property names (the date as text, as MikroORM reads it). */
-const profileColumns = `id, user_id as "userId", email, first_name as "firstName", last_name as "lastName", phone, avatar_url as "avatarUrl",
-  date_of_birth::text as "dateOfBirth", gender, preferred_currency as "preferredCurrency", preferred_language as "preferredLanguage",
-  newsletter_subscribed as "newsletterSubscribed", marketing_opt_in as "marketingOptIn", is_active as "isActive",
-  email_verified as "emailVerified", active_synced_at as "activeSyncedAt", created_at as "createdAt", updated_at as "updatedAt",
-  last_login_at as "lastLoginAt"`;
-
-/** GetMyProfile for `userId`: the service's one query (a profile by user id), mapped by the service's profileMessage. */
+/** GetMyProfile for `userId`: the service's one statement (its column list, a profile by user id), mapped by the service's profileMessage. */
 export function bareUserServer(databaseUrl: string, userId: string): Promise<BareServer> {
   return serve(databaseUrl, (router, pool) =>
     router.service(UserService, {
       async getMyProfile() {
-        const { rows } = await pool.query(`select ${profileColumns} from user_profiles where user_id = $1 limit 1`, [userId]);
+        const { rows } = await pool.query<ProfileFields>(`select ${profileColumns} from user_profiles p where p.user_id = $1`, [userId]);
         if (!rows[0]) throw notFound("profile", userId);
-        return { profile: profileMessage(rows[0] as UserProfileRow) };
+        return { profile: profileMessage(rows[0]) };
       },
     }),
   );

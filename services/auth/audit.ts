@@ -1,14 +1,13 @@
 /**
  * The security audit log: one append-only row per security-relevant action,
- * written in the same transaction as the action (or, for failures, in a
- * transaction of its own that commits before the error is returned). The
- * client's IP comes from the kit (trusted proxy hops, else the TCP peer), its user agent from the header.
+ * written in the same transaction as the action (for failures, committed
+ * before the error is returned: kit/transaction.ts commitThenFail). The
+ * client (ClientInfo) is resolved once per call by service.ts: its IP from the
+ * kit (trusted proxy hops, else the TCP peer), its user agent from the header.
  */
-import type { HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
 import { SecurityAction } from "../../gen/ecommerce/auth/v1/auth_pb.js";
-import { clientAddressOf } from "../../kit/client-address.ts";
 import { SecurityAuditLog } from "./entities.ts";
 
 export interface ClientInfo {
@@ -19,11 +18,6 @@ export interface ClientInfo {
 }
 
 export const noClient: ClientInfo = { ip: "", userAgent: "" };
-
-export function clientOf(ctx: HandlerContext): ClientInfo {
-  const userAgent = (ctx.requestHeader.get("user-agent") ?? "").slice(0, 512);
-  return { ip: clientAddressOf(ctx), userAgent };
-}
 
 /** "LOGIN_FAILED" <-> "login_failed" in the action column. */
 export function actionColumn(action: SecurityAction): string {

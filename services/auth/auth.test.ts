@@ -9,7 +9,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { decodeJwt, decodeProtectedHeader } from "jose";
+import { decodeJwt, decodeProtectedHeader, importPKCS8, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SecurityAction, TokenKind } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import {
@@ -27,8 +27,12 @@ import {
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { developmentServiceSecret } from "../../kit/config.ts";
 import { openSealedField, sealedFieldBinding } from "../../kit/events/sealed.ts";
+import { openText } from "../../kit/sealing.ts";
+import { sqlOf } from "../../kit/sql.ts";
+import { captureStatements, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
+import { loadAuthConfig } from "./config.ts";
 import { authService } from "./service.ts";
 import { type AuthClient, authClient, bearer, EventLog, failureOf, fieldOf, msOf, reasonOf, retryAfterMs, verifierFor } from "./testing.ts";
 
@@ -105,10 +109,7 @@ describe("sign-up and sign-in", () => {
     expect(tokenOf(requested)).toMatch(/^[A-Za-z0-9_-]{43}$/);
     // Sealed for Notification: another service's event key does not open it, and Auth's outbox holds no clear token.
     expect(() => openSealedField("user", requested.sealedToken, sealedFieldBinding(requested.$typeName, "sealed_token", userId))).toThrow();
-    const [row] = await mesh.services.auth!.ctx.orm.em
-      .fork()
-      .getConnection()
-      .execute<{ payload: Buffer }[]>("select payload from outbox_events where id = ?", [requested.eventId]);
+    const [row] = await sqlOf(mesh.services.auth!.ctx.orm.em.fork()).all<{ payload: Buffer }>("select payload from outbox_events where id = $1", [requested.eventId]);
     expect(row?.payload.length).toBeGreaterThan(0);
     expect(row?.payload.includes(Buffer.from(tokenOf(requested)))).toBe(false);
     expect(msOf(requested.expiresAt)! - Date.now()).toBeGreaterThan(23 * 3600_000);
@@ -131,7 +132,7 @@ describe("sign-up and sign-in", () => {
     // Every event left the outbox and is marked published.
     const orm = mesh.services.auth!.ctx.orm;
     await eventually(async () => {
-      const [row] = await orm.em.fork().getConnection().execute<{ n: number }[]>("select count(*)::int as n from outbox_events where published_at is null");
+      const [row] = await sqlOf(orm.em.fork()).all<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null");
       return row?.n === 0 ? true : undefined;
     }, 10_000, "outbox drained");
   });
@@ -217,6 +218,17 @@ describe("sign-up and sign-in", () => {
     await auth.verifyEmail({ token: tokenOf(second) });
     const done = await failureOf(auth.resendVerification({}, bearer(tokens.accessToken)));
     expect([done.code, reasonOf(done)]).toEqual([Code.FailedPrecondition, "EMAIL_ALREADY_VERIFIED"]);
+  });
+});
+
+describe("hot reads", () => {
+  it("answers GetMe with one statement, roles included", async () => {
+    installSqlCounter();
+    const { userId, tokens } = await register();
+    // The background's statements left out: the outbox relay's passes, health pings.
+    const sent = (await captureStatements(() => auth.getMe({}, bearer(tokens.accessToken)))).filter((t) => !/outbox/.test(t) && t.trim() !== "select 1");
+    expect(sent).toHaveLength(1);
+    expect((await auth.getMe({}, bearer(tokens.accessToken))).user).toMatchObject({ id: userId, roles: ["customer"], failedLoginAttempts: 0, isActive: true });
   });
 });
 
@@ -502,5 +514,27 @@ describe("service credentials", () => {
 
     const audit = await auth.listSecurityAuditLogs({ actions: [SecurityAction.SERVICE_TOKEN_DENIED, SecurityAction.SERVICE_TOKEN_ISSUED] }, bearer(adminToken));
     expect(audit.logs.filter((l) => l.action === SecurityAction.SERVICE_TOKEN_DENIED).map((l) => l.metadata.service_name).sort()).toEqual(["mallory", "order"]);
+  });
+
+  it("introspects tokens by the kit's rules: a token signed with Auth's own key but without exp is inactive", async () => {
+    const issued = await auth.issueServiceToken({ serviceName: "order", serviceSecret: developmentServiceSecret("order") });
+    // Auth's current signing key, as only Auth itself could use it.
+    const key = await sqlOf(mesh.services.auth!.ctx.orm.em.fork()).one<{ kid: string; private_key_encrypted: Buffer }>(
+      "select kid, private_key_encrypted from signing_keys where activates_at <= now() order by activates_at desc limit 1",
+    );
+    const privateKey = await importPKCS8(openText(loadAuthConfig(authEnv).keys.encryptionKey, key!.private_key_encrypted, key!.kid), "ES256");
+    const token = (expires: boolean) => {
+      const jwt = new SignJWT({ roles: ["service"], svc: "order" })
+        .setProtectedHeader({ alg: "ES256", kid: key!.kid, typ: "JWT" })
+        .setIssuer("ecommerce-auth")
+        .setAudience("ecommerce")
+        .setSubject("service:order")
+        .setIssuedAt();
+      return (expires ? jwt.setExpirationTime("5m") : jwt).sign(privateKey);
+    };
+    const introspect = async (t: string) => (await auth.introspectToken({ token: t }, bearer(issued.accessToken))).active;
+    expect(await introspect(await token(true))).toBe(true);
+    // Valid forever otherwise: every verifier of the mesh refuses it, so introspection must too.
+    expect(await introspect(await token(false))).toBe(false);
   });
 });

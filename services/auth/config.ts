@@ -5,9 +5,8 @@
  * 15 min...) and work locally without any setting.
  */
 import { createHash } from "node:crypto";
-import { ConfigError } from "../../kit/config.ts";
-
-type Env = Record<string, string | undefined>;
+import { type Env, EnvReader } from "../../kit/env.ts";
+import { eventKey } from "../../kit/events/sealed.ts";
 
 export interface AuthConfig {
   accessTokenTtlMs: number;
@@ -48,46 +47,27 @@ export interface AuthConfig {
   serviceCredentials: string;
 }
 
-/** Development default of AUTH_KEY_ENCRYPTION_KEY; refused in production. */
+/** Development default of AUTH_KEY_ENCRYPTION_KEY (its base64); refused in production. */
 export const developmentKeyEncryptionKey = createHash("sha256").update("ecommerce-auth development key encryption key").digest("base64");
 
 const minute = 60_000;
 const day = 24 * 60 * minute;
 
-class Reader {
-  readonly problems: string[] = [];
-  private readonly env: Env;
-  constructor(env: Env) {
-    this.env = env;
-  }
-
-  int(name: string, fallback: number, min: number, max: number): number {
-    const raw = this.env[name];
-    if (raw === undefined || raw === "") return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      this.problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-      return fallback;
-    }
-    return n;
-  }
-
-  string(name: string, fallback: string): string {
-    const v = this.env[name];
-    return v === undefined || v === "" ? fallback : v;
-  }
-}
-
 export function loadAuthConfig(env: Env = process.env): AuthConfig {
-  const r = new Reader(env);
-  const rawKey = r.string("AUTH_KEY_ENCRYPTION_KEY", developmentKeyEncryptionKey);
-  const encryptionKey = Buffer.from(rawKey, "base64");
-  if (encryptionKey.length !== 32) {
-    r.problems.push("AUTH_KEY_ENCRYPTION_KEY must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`)");
+  const r = new EnvReader(env);
+  const developmentKey = Buffer.from(developmentKeyEncryptionKey, "base64");
+  const encryptionKey = r.key("AUTH_KEY_ENCRYPTION_KEY", developmentKey);
+  // Set explicitly to the public development value: as good as unset.
+  if (r.production && env.AUTH_KEY_ENCRYPTION_KEY && encryptionKey.equals(developmentKey)) {
+    r.problem("AUTH_KEY_ENCRYPTION_KEY must be set in production (it is the development default)");
   }
-  if (env.NODE_ENV === "production") {
-    if (rawKey === developmentKeyEncryptionKey) r.problems.push("AUTH_KEY_ENCRYPTION_KEY must be set in production (it is the development default)");
-    if (!env.SERVICE_CREDENTIALS) r.problems.push("SERVICE_CREDENTIALS must be set in production (the default accepts the development secrets)");
+  if (r.production && !env.SERVICE_CREDENTIALS) r.problem("SERVICE_CREDENTIALS must be set in production (the default accepts the development secrets)");
+  // Auth seals the tokens of its verification and reset events for Notification: a missing or
+  // bad key must stop the start, not fail Register later (kit/events/sealed.ts decides what is valid).
+  try {
+    eventKey("notification", env);
+  } catch (error) {
+    r.problem((error as Error).message);
   }
   const config: AuthConfig = {
     accessTokenTtlMs: r.int("AUTH_ACCESS_TOKEN_TTL_MS", 15 * minute, 1_000, day),
@@ -119,6 +99,5 @@ export function loadAuthConfig(env: Env = process.env): AuthConfig {
     },
     serviceCredentials: r.string("SERVICE_CREDENTIALS", ""),
   };
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return config;
+  return r.done(config, "auth service configuration");
 }

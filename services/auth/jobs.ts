@@ -4,8 +4,8 @@
  */
 import { intervalJob } from "../../kit/jobs.ts";
 import type { Job, ServiceContext } from "../../kit/server.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import type { AuthRuntime } from "./runtime.ts";
-import { query } from "./users.ts";
 
 const hour = 3_600_000;
 /** Audit rows are kept a year (auth.proto SecurityAuditLog). */
@@ -19,12 +19,12 @@ export function authJobs(rt: AuthRuntime, ctx: ServiceContext): Job[] {
       everyMs: hour,
       log: ctx.log,
       async run() {
-        const em = ctx.orm.em.fork();
+        const sql = sqlOf(ctx.orm.em.fork());
         // Expired rows prove nothing any more; a day's margin keeps reuse detection around expiry.
-        await query(em, "delete from refresh_tokens where expires_at < now() - interval '1 day'");
-        await query(em, "delete from password_reset_tokens where expires_at < now() - interval '1 day'");
-        await query(em, "delete from email_verification_tokens where expires_at < now() - interval '1 day' and not verified");
-        await query(em, `delete from security_audit_logs where created_at < now() - interval '${auditRetentionDays} days'`);
+        await sql.run("delete from refresh_tokens where expires_at < now() - interval '1 day'");
+        await sql.run("delete from password_reset_tokens where expires_at < now() - interval '1 day'");
+        await sql.run("delete from email_verification_tokens where expires_at < now() - interval '1 day' and not verified");
+        await sql.run("delete from security_audit_logs where created_at < now() - make_interval(days => $1)", [auditRetentionDays]);
       },
     }),
     // Not a loop: closes the rate limits' connection pool before the database goes.

@@ -9,6 +9,7 @@ import { Code } from "@connectrpc/connect";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { keyFingerprint } from "./keys.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { loadAuthConfig } from "./config.ts";
 import { authService } from "./service.ts";
@@ -69,7 +70,7 @@ it("rotates the signing key and keeps the previous key's tokens valid until they
 });
 
 it("stores the private keys encrypted under AUTH_KEY_ENCRYPTION_KEY", async () => {
-  const rows = await mesh.services.auth!.ctx.orm.em.fork().getConnection().execute<{ private_key_encrypted: Buffer; encryption_key_fingerprint: string }[]>(
+  const rows = await sqlOf(mesh.services.auth!.ctx.orm.em.fork()).all<{ private_key_encrypted: Buffer; encryption_key_fingerprint: string }>(
     "select private_key_encrypted, encryption_key_fingerprint from signing_keys",
   );
   expect(rows.length).toBeGreaterThan(0);

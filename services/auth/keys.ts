@@ -12,6 +12,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
 import { tokenAudience, tokenIssuer } from "../../kit/auth/principal.ts";
 import type { Logger } from "../../kit/logger.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import type { AuthConfig } from "./config.ts";
 import { SigningKey } from "./entities.ts";
 
@@ -83,15 +84,9 @@ export class KeyStore {
   async rotate(): Promise<void> {
     const { rotationMs, publishLeadMs } = this.config.keys;
     await this.orm.em.fork().transactional(async (tx) => {
-      const conn = tx.getConnection();
-      const trx = tx.getTransactionContext();
-      await conn.execute("select pg_advisory_xact_lock(hashtext('auth.signing_keys'))", [], "all", trx);
-      const rows = await conn.execute<{ kid: string; activates_at: string }[]>(
-        "select kid, activates_at from signing_keys order by activates_at, kid",
-        [],
-        "all",
-        trx,
-      );
+      const sql = sqlOf(tx);
+      await sql.all("select pg_advisory_xact_lock(hashtext('auth.signing_keys'))");
+      const rows = await sql.all<{ kid: string; activates_at: string }>("select kid, activates_at from signing_keys order by activates_at, kid");
       const keys = rows.map((r) => ({ kid: r.kid, activatesAt: new Date(r.activates_at).getTime() }));
       const now = Date.now();
       const newest = keys.at(-1);
@@ -118,7 +113,7 @@ export class KeyStore {
       const keep = new Set(this.listed(keys, now).map((k) => k.kid));
       const expired = keys.filter((k) => !keep.has(k.kid)).map((k) => k.kid);
       if (expired.length > 0) {
-        await conn.execute("delete from signing_keys where kid in (?)", [expired], "run", trx);
+        await sql.run("delete from signing_keys where kid = any($1::text[])", [expired]);
         this.log.info({ kids: expired }, "removed retired signing keys");
       }
     });
@@ -126,13 +121,16 @@ export class KeyStore {
   }
 
   private async reload(): Promise<void> {
-    const rows = await this.orm.em.fork().find(SigningKey, {}, { orderBy: { activatesAt: "asc", kid: "asc" } });
+    // Read straight into records: GetJwks and every verifier depend on this, no entity is needed.
+    const rows = await sqlOf(this.orm.em.fork()).all<{ kid: string; public_jwk: JWK; activates_at: string; private_key_encrypted: Buffer; encryption_key_fingerprint: string }>(
+      "select kid, public_jwk, activates_at, private_key_encrypted, encryption_key_fingerprint from signing_keys order by activates_at, kid",
+    );
     this.keys = rows.map((r) => ({
       kid: r.kid,
-      publicJwk: r.publicJwk as JWK,
-      activatesAt: r.activatesAt.getTime(),
-      encrypted: Buffer.from(r.privateKeyEncrypted),
-      fingerprint: r.encryptionKeyFingerprint,
+      publicJwk: r.public_jwk,
+      activatesAt: new Date(r.activates_at).getTime(),
+      encrypted: r.private_key_encrypted,
+      fingerprint: r.encryption_key_fingerprint,
     }));
     this.loadedAt = Date.now();
   }

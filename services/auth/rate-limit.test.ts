@@ -11,6 +11,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import type { RunningService } from "../../kit/server.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { runService } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { authService } from "./service.ts";
@@ -45,7 +46,7 @@ async function expectLimited(call: Promise<unknown>) {
   expect(retryAfterMs(limited)).toBeGreaterThan(0);
 }
 
-const sql = <T>(query: string, params: unknown[] = []) => mesh.services.auth!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+const sql = <T extends object>(query: string, params: unknown[] = []) => sqlOf(mesh.services.auth!.ctx.orm.em.fork()).all<T>(query, params);
 
 beforeAll(async () => {
   mesh = await startMesh([authService], authEnv);
@@ -82,7 +83,7 @@ describe("rate limits", () => {
     // The audit log records the same address.
     const email = unique("audited");
     await failureOf(auth.login({ email, password }, xff("10.9.8.99, 198.51.100.8")));
-    const [row] = await sql<{ ip_address: string }>("select ip_address from security_audit_logs where metadata->>'email' = ?", [email]);
+    const [row] = await sql<{ ip_address: string }>("select ip_address from security_audit_logs where metadata->>'email' = $1", [email]);
     expect(row?.ip_address).toBe("198.51.100.8");
   });
 
@@ -122,7 +123,7 @@ describe("rate limits", () => {
 
     // Reset emails: over the per-address limit the answer is the same, but no email goes out.
     for (let i = 0; i < 4; i++) await auth.requestPasswordReset({ email }, xff(`192.0.2.${100 + i}`));
-    const [count] = await sql<{ n: string }>("select count(*) as n from password_reset_tokens where user_id = ?", [registered.user!.id]);
+    const [count] = await sql<{ n: string }>("select count(*) as n from password_reset_tokens where user_id = $1", [registered.user!.id]);
     expect(Number(count!.n)).toBe(2);
   });
 

@@ -3,6 +3,7 @@
  * service credential and its jobs: config, signing keys, password hasher,
  * service credentials and rate limiters. One per running service (tests run several).
  */
+import { sealForConsumer } from "../../kit/events/sealed.ts";
 import type { BaseContext } from "../../kit/server.ts";
 import { type AuthConfig, loadAuthConfig } from "./config.ts";
 import { KeyStore } from "./keys.ts";
@@ -16,6 +17,8 @@ export interface AuthRuntime {
   passwords: PasswordHasher;
   services: ServiceCredentialStore;
   limits: RateLimits;
+  /** Seals a secret of an event for Notification, with EVENT_KEY_NOTIFICATION of Auth's environment (checked at start). */
+  sealForNotification(plaintext: string, boundTo: string): Uint8Array;
 }
 
 /** Auth's state, built once by its `setup` from the settings in `ctx.env`. */
@@ -28,5 +31,6 @@ export function createAuthRuntime(ctx: BaseContext): AuthRuntime {
     services: new ServiceCredentialStore(config.serviceCredentials),
     // Auth's own database: the counters are shared by every replica.
     limits: new RateLimits(ctx.config.databaseUrl, config.rateLimit, ctx.log),
+    sealForNotification: (plaintext, boundTo) => sealForConsumer("notification", plaintext, boundTo, ctx.env),
   };
 }

@@ -4,10 +4,15 @@
  * credentials (ecommerce.auth.v1.AuthService). It verifies tokens with its own
  * key store and mints its own service token, never calling itself.
  */
+import type { HandlerContext } from "@connectrpc/connect";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { file_ecommerce_auth_v1_events } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { RenewingToken } from "../../kit/auth/credentials.ts";
+import { requireUser } from "../../kit/auth/principal.ts";
+import { clientAddressOf } from "../../kit/client-address.ts";
+import { emOf } from "../../kit/db.ts";
 import { defineService } from "../../kit/server.ts";
+import type { ClientInfo } from "./audit.ts";
 import { authEntities } from "./entities.ts";
 import { getMe, login, logout, refreshToken, register } from "./handlers/account.ts";
 import {
@@ -29,6 +34,11 @@ import { authMigrations } from "./migrations/index.ts";
 import { createAuthRuntime } from "./runtime.ts";
 import { signServiceToken } from "./sessions.ts";
 
+/** The calling client, for rate limits, sessions and the audit log: the kit's address, and the user agent cut to 512 characters. */
+function clientOf(ctx: HandlerContext): ClientInfo {
+  return { ip: clientAddressOf(ctx), userAgent: (ctx.requestHeader.get("user-agent") ?? "").slice(0, 512) };
+}
+
 export const authService = defineService({
   name: "auth",
   entities: authEntities,
@@ -39,30 +49,36 @@ export const authService = defineService({
   publicKeys: (_ctx, rt) => () => rt.keys.publicJwks(),
   // Auth's own service token, signed locally: it never calls itself.
   serviceCredentials: (_ctx, rt) => new RenewingToken(() => signServiceToken(rt, "auth")),
-  routes(router, _ctx, rt) {
+  routes(router, svc, rt) {
+    const me = (ctx: HandlerContext) => requireUser(ctx).userId;
     router.service(AuthService, {
-      register: (req, hc) => register(rt, req, hc),
-      login: (req, hc) => login(rt, req, hc),
-      refreshToken: (req, hc) => refreshToken(rt, req, hc),
-      logout: (req, hc) => logout(rt, req, hc),
-      verifyEmail: (req, hc) => verifyEmail(rt, req, hc),
-      resendVerification: (_req, hc) => resendVerification(rt, hc),
-      requestPasswordReset: (req, hc) => requestPasswordReset(rt, req, hc),
-      resetPassword: (req, hc) => resetPassword(rt, req, hc),
-      changePassword: (req, hc) => changePassword(rt, req, hc),
+      register: (req, ctx) => register(emOf(ctx), rt, clientOf(ctx), req),
+      login: (req, ctx) => login(emOf(ctx), rt, clientOf(ctx), req),
+      refreshToken: (req, ctx) => refreshToken(emOf(ctx), rt, clientOf(ctx), req),
+      logout: (req, ctx) => logout(emOf(ctx), rt, clientOf(ctx), req),
+      verifyEmail: (req, ctx) => verifyEmail(emOf(ctx), rt, clientOf(ctx), req),
+      resendVerification: (_req, ctx) => resendVerification(emOf(ctx), rt, me(ctx), clientOf(ctx)),
+      requestPasswordReset: (req, ctx) => requestPasswordReset(emOf(ctx), rt, clientOf(ctx), req),
+      resetPassword: (req, ctx) => resetPassword(emOf(ctx), rt, clientOf(ctx), req),
+      changePassword: (req, ctx) => changePassword(emOf(ctx), rt, requireUser(ctx), clientOf(ctx), req),
       getJwks: () => getJwks(rt),
-      getMe: (_req, hc) => getMe(rt, hc),
-      listUsers: (req, hc) => listUsers(req, hc),
-      getUser: (req, hc) => getUser(req, hc),
-      setUserActive: (req, hc) => setUserActive(req, hc),
-      assignRole: (req, hc) => assignRole(req, hc),
-      revokeRole: (req, hc) => revokeRole(req, hc),
-      listRoles: (_req, hc) => listRoles(hc),
-      listSecurityAuditLogs: (req, hc) => listSecurityAuditLogs(req, hc),
-      unlockUser: (req, hc) => unlockUser(req, hc),
-      revokeUserSessions: (req, hc) => revokeUserSessions(req, hc),
-      issueServiceToken: (req, hc) => issueServiceToken(rt, req, hc),
-      introspectToken: (req, hc) => introspectToken(rt, req, hc),
+      getMe: (_req, ctx) => getMe(emOf(ctx), me(ctx)),
+
+      // ADMIN: the kit's interceptor enforced the policy; the caller is the acting admin.
+      listUsers: (req, ctx) => listUsers(emOf(ctx), req),
+      getUser: (req, ctx) => getUser(emOf(ctx), req),
+      setUserActive: (req, ctx) => setUserActive(emOf(ctx), me(ctx), clientOf(ctx), req),
+      assignRole: (req, ctx) => assignRole(emOf(ctx), me(ctx), clientOf(ctx), req),
+      revokeRole: (req, ctx) => revokeRole(emOf(ctx), me(ctx), clientOf(ctx), req),
+      listRoles: (_req, ctx) => listRoles(emOf(ctx)),
+      listSecurityAuditLogs: (req, ctx) => listSecurityAuditLogs(emOf(ctx), req),
+      unlockUser: (req, ctx) => unlockUser(emOf(ctx), me(ctx), clientOf(ctx), req),
+      revokeUserSessions: (req, ctx) => revokeUserSessions(emOf(ctx), me(ctx), clientOf(ctx), req),
+
+      // INTERNAL
+      issueServiceToken: (req, ctx) => issueServiceToken(emOf(ctx), rt, clientOf(ctx), req),
+      // The kit's verifier (fed by Auth's own key store): the one set of token rules of the mesh.
+      introspectToken: (req, ctx) => introspectToken(emOf(ctx), svc.verifier, req),
     });
   },
   jobs: (ctx, rt) => authJobs(rt, ctx),

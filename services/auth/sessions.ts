@@ -11,11 +11,11 @@ import { v7 as uuidv7 } from "uuid";
 import { type TokenPair, TokenPairSchema } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { serviceRole } from "../../kit/auth/principal.ts";
 import { timestampOf } from "../../kit/convert.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import type { ClientInfo } from "./audit.ts";
 import type { User } from "./entities.ts";
 import { RefreshToken } from "./entities.ts";
 import type { AuthRuntime } from "./runtime.ts";
-import { query } from "./users.ts";
 
 /** A new secret: 32 random bytes, base64url (43 characters). */
 export function newSecret(): string {
@@ -99,14 +99,13 @@ export type RevokeScope = { sessionId: string } | { userId: string; exceptSessio
 export async function revokeSessions(em: EntityManager, scope: RevokeScope, reason: string): Promise<number> {
   const [where, params] =
     "sessionId" in scope
-      ? ["session_id = ?", [scope.sessionId]]
+      ? ["session_id = $2", [scope.sessionId]]
       : scope.exceptSessionId
-        ? ["user_id = ? and session_id <> ?", [scope.userId, scope.exceptSessionId]]
-        : ["user_id = ?", [scope.userId]];
-  const [row] = await query<{ n: number }>(
-    em,
+        ? ["user_id = $2 and session_id <> $3", [scope.userId, scope.exceptSessionId]]
+        : ["user_id = $2", [scope.userId]];
+  const row = await sqlOf(em).one<{ n: number }>(
     `with ended as (
-       update refresh_tokens set revoked = true, revoked_at = now(), revoked_reason = ?
+       update refresh_tokens set revoked = true, revoked_at = now(), revoked_reason = $1
         where not revoked and ${where}
         returning session_id, expires_at)
      select count(distinct session_id)::int as n from ended where expires_at > now()`,
@@ -117,8 +116,6 @@ export async function revokeSessions(em: EntityManager, scope: RevokeScope, reas
 
 /** Whether a session still has a live refresh token (IntrospectToken). */
 export async function sessionActive(em: EntityManager, sessionId: string): Promise<boolean> {
-  const rows = await query<{ one: number }>(em, "select 1 as one from refresh_tokens where session_id = ? and not revoked and expires_at > now() limit 1", [
-    sessionId,
-  ]);
-  return rows.length > 0;
+  const row = await sqlOf(em).one("select 1 as one from refresh_tokens where session_id = $1 and not revoked and expires_at > now() limit 1", [sessionId]);
+  return row !== undefined;
 }

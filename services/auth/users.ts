@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { LockMode, type EntityManager } from "@mikro-orm/postgresql";
 import { type User as UserMessage, UserSchema } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
-import { legacySqlOf } from "../../kit/sql.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { User } from "./entities.ts";
 
 /** Emails are compared and stored lower-cased. */
@@ -14,18 +14,12 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();
 }
 
-/** Runs raw SQL in `em`'s transaction (if any). */
-export function query<T>(em: EntityManager, sql: string, params: unknown[] = []): Promise<T[]> {
-  return legacySqlOf(em).all<T>(sql, params);
-}
-
 /** Role names of each user, sorted. */
 export async function rolesOf(em: EntityManager, userIds: string[]): Promise<Map<string, string[]>> {
   const roles = new Map<string, string[]>(userIds.map((id) => [id, []]));
   if (userIds.length === 0) return roles;
-  const rows = await query<{ user_id: string; name: string }>(
-    em,
-    "select ur.user_id, r.name from user_roles ur join roles r on r.id = ur.role_id where ur.user_id in (?) order by r.name",
+  const rows = await sqlOf(em).all<{ user_id: string; name: string }>(
+    "select ur.user_id, r.name from user_roles ur join roles r on r.id = ur.role_id where ur.user_id = any($1::uuid[]) order by r.name",
     [userIds],
   );
   for (const row of rows) roles.get(row.user_id)?.push(row.name);
@@ -42,15 +36,40 @@ export function lockUser(tx: EntityManager, id: string): Promise<User | null> {
 }
 
 /** Whether the account is locked at `now`. */
-export function lockedUntil(user: User, now = Date.now()): Date | undefined {
-  return user.lockedUntil && user.lockedUntil.getTime() > now ? user.lockedUntil : undefined;
+export function lockedUntil(user: { lockedUntil?: Date | string | null }, now = Date.now()): Date | undefined {
+  const until = user.lockedUntil ? new Date(user.lockedUntil) : undefined;
+  return until && until.getTime() > now ? until : undefined;
 }
+
+/**
+ * What the contract's User is made of: a User entity, or a row read with `userColumns`
+ * (timestamps are Dates on entities and text through sqlOf, as MikroORM's type parsers leave them).
+ */
+export interface UserFields {
+  id: string;
+  email: string;
+  emailVerified: boolean;
+  isActive: boolean;
+  failedLoginAttempts: number;
+  lockedUntil?: Date | string | null;
+  createdAt: Date | string;
+  updatedAt: Date | string;
+  lastLoginAt?: Date | string | null;
+}
+
+/** The columns of UserFields under their property names, for reads that map rows straight to messages. */
+export const userColumns = `u.id, u.email, u.email_verified as "emailVerified", u.is_active as "isActive",
+  u.failed_login_attempts as "failedLoginAttempts", u.locked_until as "lockedUntil", u.created_at as "createdAt",
+  u.updated_at as "updatedAt", u.last_login_at as "lastLoginAt"`;
+
+/** The sorted role names of user `u`, as a column of a query over `users u`. */
+export const rolesColumn = `array(select r.name from user_roles ur join roles r on r.id = ur.role_id where ur.user_id = u.id order by r.name) as roles`;
 
 /**
  * The contract's User. `admin` views include the lockout counter; the user's
  * own views (GetMe, Register, Login) always show 0.
  */
-export function userView(user: User, roles: string[], view: "own" | "admin"): UserMessage {
+export function userView(user: UserFields, roles: string[], view: "own" | "admin"): UserMessage {
   return create(UserSchema, {
     id: user.id,
     email: user.email,

@@ -8,6 +8,7 @@
 import type { PostalAddress } from "../../gen/ecommerce/common/v1/address_pb.js";
 import {
   type AddAddressRequest,
+  type Address,
   type AddAddressResponse,
   AddressType,
   type DeleteAddressRequest,
@@ -24,11 +25,24 @@ import {
 } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
+import { applyFieldMask, type FieldUpdate, maskPaths } from "../../kit/field-mask.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { v7 as uuidv7 } from "uuid";
 import { isAssignedCountry } from "./countries.ts";
 import { AddressEntity, type AddressRow, PaymentMethodEntity } from "./entities.ts";
-import { addressMessage, addressTypes, compareAddresses, coversBilling, coversShipping, nullIfEmpty } from "./mapping.ts";
-import { findProfile } from "./profiles.ts";
+import {
+  type AddressFields,
+  addressColumns,
+  addressMessage,
+  addressTypes,
+  compareAddresses,
+  coversBilling,
+  coversShipping,
+  isPresent,
+  type Nullable,
+  nullIfEmpty,
+} from "./mapping.ts";
+import { findProfile, profileNotFound } from "./profiles.ts";
 
 export const maxAddresses = 50;
 
@@ -101,30 +115,40 @@ export async function addAddress(em: EntityManager, userId: string, req: AddAddr
   });
 }
 
+/** The updatable paths of an address, applied in this order. */
+const addressUpdates: Record<"type" | "postal_address", FieldUpdate<AddressRow, Address>> = {
+  type: (row, input) => {
+    const type = addressTypes.toDb(input.type);
+    // A default for a purpose the new type no longer covers is removed, not moved.
+    if (!coversShipping(type)) row.isDefaultShipping = false;
+    if (!coversBilling(type)) row.isDefaultBilling = false;
+    if (row.type === type) return false;
+    row.type = type;
+    return true;
+  },
+  postal_address: (row, input) => {
+    Object.assign(row, postalColumns(input.postalAddress!));
+    return true;
+  },
+};
+
 export async function updateAddress(em: EntityManager, userId: string, req: UpdateAddressRequest): Promise<Omit<UpdateAddressResponse, "$typeName">> {
   const input = req.address!;
-  const paths = req.updateMask!.paths;
-  if (paths.includes("postal_address")) checkCountry(input.postalAddress!.countryCode, "address.postal_address.country_code");
+  const paths = maskPaths(req.updateMask);
+  if (paths.has("postal_address")) checkCountry(input.postalAddress!.countryCode, "address.postal_address.country_code");
   return em.transactional(async (tx) => {
     await findProfile(tx, userId, true);
     const row = await ownAddress(tx, userId, input.id);
-    if (paths.includes("type")) {
-      const type = addressTypes.toDb(input.type);
-      if (!coversBilling(type)) {
-        // A payment method's billing address must stay usable for billing (as AddPaymentMethod requires).
-        const user = await tx.findOne(PaymentMethodEntity, { userId, billingAddressId: row.id });
-        if (user) {
-          throw failedPrecondition("a saved payment method uses this address as its billing address: change or delete that payment method first", "ADDRESS_IN_USE", {
-            payment_method_id: user.id,
-          });
-        }
+    if (paths.has("type") && !coversBilling(addressTypes.toDb(input.type))) {
+      // A payment method's billing address must stay usable for billing (as AddPaymentMethod requires).
+      const user = await tx.findOne(PaymentMethodEntity, { userId, billingAddressId: row.id });
+      if (user) {
+        throw failedPrecondition("a saved payment method uses this address as its billing address: change or delete that payment method first", "ADDRESS_IN_USE", {
+          payment_method_id: user.id,
+        });
       }
-      // A default for a purpose the new type no longer covers is removed, not moved.
-      if (!coversShipping(type)) row.isDefaultShipping = false;
-      if (!coversBilling(type)) row.isDefaultBilling = false;
-      row.type = type;
     }
-    if (paths.includes("postal_address")) Object.assign(row, postalColumns(input.postalAddress!));
+    applyFieldMask(req.updateMask, row, input, addressUpdates);
     row.updatedAt = new Date();
     await tx.flush();
     return { address: addressMessage(row) };
@@ -153,11 +177,17 @@ const typesListed: Record<AddressType, string[] | undefined> = {
   [AddressType.BOTH]: ["both"],
 };
 
+/** ListAddresses in one statement: the profile (NOT_FOUND without one) left-joined with its addresses, mapped straight to messages. */
 export async function listAddresses(em: EntityManager, userId: string, req: ListAddressesRequest): Promise<Omit<ListAddressesResponse, "$typeName">> {
-  await findProfile(em, userId);
   const types = typesListed[req.type];
-  const rows = await em.find(AddressEntity, { userId, ...(types ? { type: { $in: types } } : {}) });
-  return { addresses: rows.sort(compareAddresses).map(addressMessage) };
+  const rows = await sqlOf(em).all<Nullable<AddressFields>>(
+    `select ${addressColumns} from user_profiles p
+       left join user_addresses a on a.user_id = p.user_id${types ? " and a.type = any($2::text[])" : ""}
+      where p.user_id = $1`,
+    types ? [userId, types] : [userId],
+  );
+  if (rows.length === 0) throw profileNotFound(userId);
+  return { addresses: rows.filter(isPresent).sort(compareAddresses).map(addressMessage) };
 }
 
 export async function setDefaultAddress(em: EntityManager, userId: string, req: SetDefaultAddressRequest): Promise<Omit<SetDefaultAddressResponse, "$typeName">> {
@@ -186,12 +216,16 @@ export async function setDefaultAddress(em: EntityManager, userId: string, req: 
 }
 
 export async function getAddress(em: EntityManager, req: GetAddressRequest): Promise<Omit<GetAddressResponse, "$typeName">> {
-  return { address: addressMessage(await ownAddress(em, req.userId, req.addressId)) };
+  const row = await sqlOf(em).one<AddressFields>(`select ${addressColumns} from user_addresses a where a.id = $1 and a.user_id = $2`, [req.addressId, req.userId]);
+  if (!row) throw notFound("address", req.addressId);
+  return { address: addressMessage(row) };
 }
+
+const defaultColumn = { shipping: "is_default_shipping", billing: "is_default_billing" } as const;
 
 export async function getDefaultAddress(em: EntityManager, req: GetDefaultAddressRequest): Promise<Omit<GetDefaultAddressResponse, "$typeName">> {
   const purpose: Purpose = req.type === AddressType.BILLING ? "billing" : "shipping";
-  const row = await em.findOne(AddressEntity, { userId: req.userId, [flagOf[purpose]]: true });
+  const row = await sqlOf(em).one<AddressFields>(`select ${addressColumns} from user_addresses a where a.user_id = $1 and a.${defaultColumn[purpose]}`, [req.userId]);
   if (!row) throw domainError(Code.NotFound, `user ${req.userId} has no default ${purpose} address`, { reason: "NO_DEFAULT_ADDRESS" });
   return { address: addressMessage(row) };
 }

@@ -1,6 +1,9 @@
 /**
  * Rows to contract messages and the seed's strings to contract enums, in one
- * place. Optional text is null in the database and "" in messages.
+ * place. Optional text is null in the database and "" in messages. Each message
+ * has one mapping function over the fields it shows (`*Fields`): written rows
+ * pass their entity, hot reads pass the row they selected with the matching
+ * column list (`*Columns`), so no entity is hydrated to answer a read.
  */
 import { create } from "@bufbuild/protobuf";
 import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js";
@@ -12,6 +15,126 @@ import { moneyOrUndefined } from "../../kit/money.ts";
 import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
 
 const text = (v: string | null | undefined) => v ?? "";
+
+/**
+ * A row of an entity's table as sqlOf reads it: the entity's fields, but timestamps
+ * may be text (MikroORM's type parsers keep timestamptz as text) and bigints strings.
+ */
+export type ReadRow<Row> = {
+  [K in keyof Row]: Row[K] extends Date
+    ? Date | string
+    : Row[K] extends Date | null | undefined
+      ? Date | string | null | undefined
+      : Row[K] extends bigint | null | undefined
+        ? Row[K] | string
+        : Row[K];
+};
+
+/** A row of a left join whose right side may be missing: every field may be null. */
+export type Nullable<Row> = { [K in keyof Row]: Row[K] | null };
+
+/** The joined row was there (its id is not null). */
+export const isPresent = <Row extends { id: string }>(row: Nullable<Row>): row is Row => row.id !== null;
+
+/** Milliseconds of a timestamp of either form. */
+const ms = (t: Date | string) => (t instanceof Date ? t.getTime() : Date.parse(t));
+
+export type ProfileFields = ReadRow<
+  Pick<
+    UserProfileRow,
+    | "id"
+    | "userId"
+    | "email"
+    | "firstName"
+    | "lastName"
+    | "phone"
+    | "avatarUrl"
+    | "dateOfBirth"
+    | "gender"
+    | "preferredCurrency"
+    | "preferredLanguage"
+    | "newsletterSubscribed"
+    | "marketingOptIn"
+    | "isActive"
+    | "emailVerified"
+    | "createdAt"
+    | "updatedAt"
+    | "lastLoginAt"
+  >
+>;
+
+/** The ProfileFields of `user_profiles p` (the date as text, as MikroORM reads it). */
+export const profileColumns = `p.id, p.user_id as "userId", p.email, p.first_name as "firstName", p.last_name as "lastName", p.phone,
+  p.avatar_url as "avatarUrl", p.date_of_birth::text as "dateOfBirth", p.gender, p.preferred_currency as "preferredCurrency",
+  p.preferred_language as "preferredLanguage", p.newsletter_subscribed as "newsletterSubscribed", p.marketing_opt_in as "marketingOptIn",
+  p.is_active as "isActive", p.email_verified as "emailVerified", p.created_at as "createdAt", p.updated_at as "updatedAt",
+  p.last_login_at as "lastLoginAt"`;
+
+export type AddressFields = ReadRow<
+  Pick<
+    AddressRow,
+    | "id"
+    | "type"
+    | "isDefaultShipping"
+    | "isDefaultBilling"
+    | "firstName"
+    | "lastName"
+    | "company"
+    | "addressLine1"
+    | "addressLine2"
+    | "city"
+    | "state"
+    | "postalCode"
+    | "country"
+    | "phone"
+    | "createdAt"
+    | "updatedAt"
+  >
+>;
+
+/** The AddressFields of `user_addresses a`. */
+export const addressColumns = `a.id, a.type, a.is_default_shipping as "isDefaultShipping", a.is_default_billing as "isDefaultBilling",
+  a.first_name as "firstName", a.last_name as "lastName", a.company, a.address_line1 as "addressLine1", a.address_line2 as "addressLine2",
+  a.city, a.state, a.postal_code as "postalCode", a.country, a.phone, a.created_at as "createdAt", a.updated_at as "updatedAt"`;
+
+export type PreferenceFields = ReadRow<Pick<PreferenceRow, "key" | "value" | "createdAt" | "updatedAt">>;
+
+/** The PreferenceFields of `user_preferences pr`. */
+export const preferenceColumns = `pr.key, pr.value, pr.created_at as "createdAt", pr.updated_at as "updatedAt"`;
+
+export type WishlistItemFields = ReadRow<
+  Pick<
+    WishlistItemRow,
+    | "id"
+    | "productId"
+    | "productName"
+    | "productImageUrl"
+    | "productPriceMinor"
+    | "productPriceCurrency"
+    | "inStock"
+    | "productAvailable"
+    | "notes"
+    | "createdAt"
+    | "updatedAt"
+  >
+>;
+
+export type PaymentMethodFields = ReadRow<
+  Pick<
+    PaymentMethodRow,
+    "id" | "type" | "isDefault" | "cardType" | "last4" | "expiryMonth" | "expiryYear" | "cardholderName" | "billingAddressId" | "createdAt" | "updatedAt"
+  >
+>;
+
+/** The PaymentMethodFields of `user_payment_methods m` (never the provider token). */
+export const paymentMethodColumns = `m.id, m.type, m.is_default as "isDefault", m.card_type as "cardType", m.last4, m.expiry_month as "expiryMonth",
+  m.expiry_year as "expiryYear", m.cardholder_name as "cardholderName", m.billing_address_id as "billingAddressId",
+  m.created_at as "createdAt", m.updated_at as "updatedAt"`;
+
+/** The WishlistItemFields of `user_wishlist_items w`. */
+export const wishlistItemColumns = `w.id, w.product_id as "productId", w.product_name as "productName", w.product_image_url as "productImageUrl",
+  w.product_price_minor as "productPriceMinor", w.product_price_currency as "productPriceCurrency", w.in_stock as "inStock",
+  w.product_available as "productAvailable", w.notes, w.created_at as "createdAt", w.updated_at as "updatedAt"`;
 export const nullIfEmpty = (v: string) => (v === "" ? null : v);
 
 export const genders = dbEnum<Gender>([
@@ -49,7 +172,7 @@ export const cardBrands = dbEnum<CardBrand>([
 export const coversShipping = (type: string) => type === "shipping" || type === "both";
 export const coversBilling = (type: string) => type === "billing" || type === "both";
 
-export function profileMessage(row: UserProfileRow): UserProfile {
+export function profileMessage(row: ProfileFields): UserProfile {
   return create(UserProfileSchema, {
     id: row.id,
     userId: row.userId,
@@ -72,7 +195,7 @@ export function profileMessage(row: UserProfileRow): UserProfile {
   });
 }
 
-export function addressMessage(row: AddressRow): Address {
+export function addressMessage(row: AddressFields): Address {
   return create(AddressSchema, {
     id: row.id,
     type: addressTypes.fromDbOrUnspecified(row.type),
@@ -102,7 +225,7 @@ export function isExpired(expiryYear: number | null | undefined, expiryMonth: nu
 }
 
 /** Display data only: the provider token is never part of the message. */
-export function paymentMethodMessage(row: PaymentMethodRow): PaymentMethod {
+export function paymentMethodMessage(row: PaymentMethodFields): PaymentMethod {
   return create(PaymentMethodSchema, {
     id: row.id,
     type: paymentMethodTypes.fromDbOrUnspecified(row.type),
@@ -119,11 +242,11 @@ export function paymentMethodMessage(row: PaymentMethodRow): PaymentMethod {
   });
 }
 
-export function preferenceMessage(row: PreferenceRow): Preference {
+export function preferenceMessage(row: PreferenceFields): Preference {
   return create(PreferenceSchema, { key: row.key, value: row.value, createdAt: timestampOf(row.createdAt), updatedAt: timestampOf(row.updatedAt) });
 }
 
-export function wishlistItemMessage(row: WishlistItemRow): WishlistItem {
+export function wishlistItemMessage(row: WishlistItemFields): WishlistItem {
   return create(WishlistItemSchema, {
     id: row.id,
     productId: row.productId,
@@ -140,12 +263,12 @@ export function wishlistItemMessage(row: WishlistItemRow): WishlistItem {
 }
 
 /** Defaults first (shipping, then billing), then newest first: the order every address list uses. */
-export function compareAddresses(a: AddressRow, b: AddressRow): number {
-  const rank = (r: AddressRow) => (r.isDefaultShipping ? 0 : r.isDefaultBilling ? 1 : 2);
-  return rank(a) - rank(b) || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+export function compareAddresses(a: AddressFields, b: AddressFields): number {
+  const rank = (r: AddressFields) => (r.isDefaultShipping ? 0 : r.isDefaultBilling ? 1 : 2);
+  return rank(a) - rank(b) || ms(b.createdAt) - ms(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }
 
 /** The default first, then newest first. */
-export function comparePaymentMethods(a: PaymentMethodRow, b: PaymentMethodRow): number {
-  return Number(b.isDefault) - Number(a.isDefault) || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+export function comparePaymentMethods(a: PaymentMethodFields, b: PaymentMethodFields): number {
+  return Number(b.isDefault) - Number(a.isDefault) || ms(b.createdAt) - ms(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }

@@ -9,10 +9,23 @@ import { type AddPaymentMethodRequest, type AddPaymentMethodResponse, type Delet
 import { PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import type { Principal } from "../../kit/auth/principal.ts";
 import type { EntityManager } from "../../kit/db.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { Code, domainError, failedPrecondition, notFound, permissionDenied } from "../../kit/errors.ts";
 import { AddressEntity, PaymentMethodEntity, type PaymentMethodRow, PaymentTokenAccessEntity } from "./entities.ts";
-import { cardBrands, comparePaymentMethods, coversBilling, isExpired, nullIfEmpty, paymentMethodMessage, paymentMethodTypes } from "./mapping.ts";
-import { findProfile } from "./profiles.ts";
+import {
+  cardBrands,
+  comparePaymentMethods,
+  coversBilling,
+  isExpired,
+  isPresent,
+  type Nullable,
+  nullIfEmpty,
+  type PaymentMethodFields,
+  paymentMethodColumns,
+  paymentMethodMessage,
+  paymentMethodTypes,
+} from "./mapping.ts";
+import { findProfile, profileNotFound } from "./profiles.ts";
 import { type TokenCipher, tokenBinding } from "./token-cipher.ts";
 
 export const maxPaymentMethods = 20;
@@ -99,10 +112,14 @@ export async function deletePaymentMethod(em: EntityManager, userId: string, req
   });
 }
 
+/** ListPaymentMethods in one statement: the profile (NOT_FOUND without one) left-joined with its payment methods, mapped straight to messages. */
 export async function listPaymentMethods(em: EntityManager, userId: string): Promise<Omit<ListPaymentMethodsResponse, "$typeName">> {
-  await findProfile(em, userId);
-  const rows = await em.find(PaymentMethodEntity, { userId });
-  return { paymentMethods: rows.sort(comparePaymentMethods).map(paymentMethodMessage) };
+  const rows = await sqlOf(em).all<Nullable<PaymentMethodFields>>(
+    `select ${paymentMethodColumns} from user_profiles p left join user_payment_methods m on m.user_id = p.user_id where p.user_id = $1`,
+    [userId],
+  );
+  if (rows.length === 0) throw profileNotFound(userId);
+  return { paymentMethods: rows.filter(isPresent).sort(comparePaymentMethods).map(paymentMethodMessage) };
 }
 
 export async function setDefaultPaymentMethod(

@@ -12,19 +12,27 @@ import type {
 } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError } from "../../kit/errors.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { PreferenceEntity } from "./entities.ts";
-import { preferenceMessage } from "./mapping.ts";
-import { findProfile } from "./profiles.ts";
+import { type Nullable, type PreferenceFields, preferenceColumns, preferenceMessage } from "./mapping.ts";
+import { findProfile, profileNotFound } from "./profiles.ts";
 
 export const maxPreferenceKeys = 100;
 
 /** Code-point order, not the database collation's (which may ignore "." and "_"). */
 const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
+/** GetPreferences in one statement: the profile (NOT_FOUND without one) left-joined with the asked keys, mapped straight to messages. */
 export async function getPreferences(em: EntityManager, userId: string, req: GetPreferencesRequest): Promise<Omit<GetPreferencesResponse, "$typeName">> {
-  await findProfile(em, userId);
-  const rows = await em.find(PreferenceEntity, { userId, ...(req.keys.length > 0 ? { key: { $in: req.keys } } : {}) });
-  return { preferences: rows.sort(byKey).map(preferenceMessage) };
+  const some = req.keys.length > 0;
+  const rows = await sqlOf(em).all<Nullable<PreferenceFields>>(
+    `select ${preferenceColumns} from user_profiles p
+       left join user_preferences pr on pr.user_id = p.user_id${some ? " and pr.key = any($2::text[])" : ""}
+      where p.user_id = $1`,
+    some ? [userId, req.keys] : [userId],
+  );
+  if (rows.length === 0) throw profileNotFound(userId);
+  return { preferences: rows.filter((r): r is PreferenceFields => r.key !== null).sort(byKey).map(preferenceMessage) };
 }
 
 export async function setPreferences(em: EntityManager, userId: string, req: SetPreferencesRequest): Promise<Omit<SetPreferencesResponse, "$typeName">> {

@@ -7,10 +7,13 @@ import { LockMode } from "@mikro-orm/core";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, invalidArgument } from "../../kit/errors.ts";
 import { publishEvent } from "../../kit/events/outbox.ts";
+import { applyFieldMask, type FieldUpdate, maskPaths, setField } from "../../kit/field-mask.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { dateOf } from "../../kit/convert.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import {
+  type GetMyProfileResponse,
   type GetProfileResponse,
   type ListProfilesRequest,
   type ListProfilesResponse,
@@ -20,7 +23,17 @@ import {
 } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { UserServiceConfig } from "./config.ts";
 import { AddressEntity, PaymentMethodEntity, UserProfileEntity, type UserProfileRow } from "./entities.ts";
-import { addressMessage, compareAddresses, comparePaymentMethods, genders, nullIfEmpty, paymentMethodMessage, profileMessage } from "./mapping.ts";
+import {
+  addressMessage,
+  compareAddresses,
+  comparePaymentMethods,
+  genders,
+  nullIfEmpty,
+  type ProfileFields,
+  paymentMethodMessage,
+  profileColumns,
+  profileMessage,
+} from "./mapping.ts";
 
 export function profileNotFound(userId: string) {
   return domainError(Code.NotFound, `no profile for user ${userId}: profiles are created shortly after registration; retry`, {
@@ -38,6 +51,16 @@ export async function findProfile(em: EntityManager, userId: string, lock = fals
   const row = await em.findOne(UserProfileEntity, { userId }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {});
   if (!row) throw profileNotFound(userId);
   return row;
+}
+
+/**
+ * GetMyProfile: one statement, the row mapped straight to the message (the hottest
+ * read of the service; no entity is hydrated).
+ */
+export async function getMyProfile(em: EntityManager, userId: string): Promise<Omit<GetMyProfileResponse, "$typeName">> {
+  const row = await sqlOf(em).one<ProfileFields>(`select ${profileColumns} from user_profiles p where p.user_id = $1`, [userId]);
+  if (!row) throw profileNotFound(userId);
+  return { profile: profileMessage(row) };
 }
 
 /** Queues user.updated with the profile's current values (call before the transaction commits). */
@@ -75,29 +98,25 @@ function checkBirthDate(value: string): void {
 type Updatable = "first_name" | "last_name" | "phone" | "avatar_url" | "date_of_birth" | "gender" | "preferred_currency" | "preferred_language" | "newsletter_subscribed" | "marketing_opt_in";
 
 /** Each updatable path: how to read it from the request (an empty value clears) and where it lives on the row. */
-const updatable: { [P in Updatable]: (row: UserProfileRow, input: UserProfile) => { changed: boolean; apply: () => void } } = {
-  first_name: (row, input) => diff(row.firstName, input.firstName, (v) => (row.firstName = v)),
-  last_name: (row, input) => diff(row.lastName, input.lastName, (v) => (row.lastName = v)),
-  phone: (row, input) => diff(row.phone ?? null, nullIfEmpty(input.phone), (v) => (row.phone = v)),
-  avatar_url: (row, input) => diff(row.avatarUrl ?? null, nullIfEmpty(input.avatarUrl), (v) => (row.avatarUrl = v)),
-  date_of_birth: (row, input) => diff(row.dateOfBirth ?? null, nullIfEmpty(input.dateOfBirth), (v) => (row.dateOfBirth = v)),
-  gender: (row, input) => diff(row.gender ?? null, genders.toDbOrNull(input.gender), (v) => (row.gender = v)),
-  preferred_currency: (row, input) => diff(row.preferredCurrency ?? null, nullIfEmpty(input.preferredCurrency), (v) => (row.preferredCurrency = v)),
-  preferred_language: (row, input) => diff(row.preferredLanguage ?? null, nullIfEmpty(input.preferredLanguage), (v) => (row.preferredLanguage = v)),
-  newsletter_subscribed: (row, input) => diff(row.newsletterSubscribed, input.newsletterSubscribed, (v) => (row.newsletterSubscribed = v)),
-  marketing_opt_in: (row, input) => diff(row.marketingOptIn, input.marketingOptIn, (v) => (row.marketingOptIn = v)),
+const updatable: Record<Updatable, FieldUpdate<UserProfileRow, UserProfile>> = {
+  first_name: setField((i) => i.firstName, (r) => r.firstName, (r, v) => (r.firstName = v)),
+  last_name: setField((i) => i.lastName, (r) => r.lastName, (r, v) => (r.lastName = v)),
+  phone: setField((i) => nullIfEmpty(i.phone), (r) => r.phone ?? null, (r, v) => (r.phone = v)),
+  avatar_url: setField((i) => nullIfEmpty(i.avatarUrl), (r) => r.avatarUrl ?? null, (r, v) => (r.avatarUrl = v)),
+  date_of_birth: setField((i) => nullIfEmpty(i.dateOfBirth), (r) => r.dateOfBirth ?? null, (r, v) => (r.dateOfBirth = v)),
+  gender: setField((i) => genders.toDbOrNull(i.gender), (r) => r.gender ?? null, (r, v) => (r.gender = v)),
+  preferred_currency: setField((i) => nullIfEmpty(i.preferredCurrency), (r) => r.preferredCurrency ?? null, (r, v) => (r.preferredCurrency = v)),
+  preferred_language: setField((i) => nullIfEmpty(i.preferredLanguage), (r) => r.preferredLanguage ?? null, (r, v) => (r.preferredLanguage = v)),
+  newsletter_subscribed: setField((i) => i.newsletterSubscribed, (r) => r.newsletterSubscribed, (r, v) => (r.newsletterSubscribed = v)),
+  marketing_opt_in: setField((i) => i.marketingOptIn, (r) => r.marketingOptIn, (r, v) => (r.marketingOptIn = v)),
 };
-
-function diff<T>(current: T, next: T, set: (v: T) => void) {
-  return { changed: current !== next, apply: () => set(next) };
-}
 
 export async function updateMyProfile(em: EntityManager, config: UserServiceConfig, userId: string, req: UpdateMyProfileRequest): Promise<Omit<UpdateMyProfileResponse, "$typeName">> {
   const input = req.profile!;
   // The contract's rules (mask paths, patterns) ran already; these need more than a rule can say.
-  const paths = [...new Set(req.updateMask!.paths)] as Updatable[];
-  if (paths.includes("date_of_birth") && input.dateOfBirth !== "") checkBirthDate(input.dateOfBirth);
-  if (paths.includes("preferred_currency") && input.preferredCurrency !== "" && !config.shopCurrencies.has(input.preferredCurrency)) {
+  const paths = maskPaths(req.updateMask);
+  if (paths.has("date_of_birth") && input.dateOfBirth !== "") checkBirthDate(input.dateOfBirth);
+  if (paths.has("preferred_currency") && input.preferredCurrency !== "" && !config.shopCurrencies.has(input.preferredCurrency)) {
     throw domainError(Code.InvalidArgument, `profile.preferred_currency: the shop does not sell in ${input.preferredCurrency} (it sells in ${[...config.shopCurrencies].join(", ")})`, {
       reason: "UNSUPPORTED_CURRENCY",
       field: "profile.preferred_currency",
@@ -105,14 +124,7 @@ export async function updateMyProfile(em: EntityManager, config: UserServiceConf
   }
   return em.transactional(async (tx) => {
     const row = await findProfile(tx, userId, true);
-    const changed: string[] = [];
-    for (const path of Object.keys(updatable) as Updatable[]) {
-      if (!paths.includes(path)) continue;
-      const change = updatable[path](row, input);
-      if (!change.changed) continue;
-      change.apply();
-      changed.push(path);
-    }
+    const changed = applyFieldMask(req.updateMask, row, input, updatable);
     if (changed.length > 0) {
       row.updatedAt = new Date();
       publishProfileUpdated(tx, row, changed);
@@ -133,11 +145,11 @@ export async function getProfile(em: EntityManager, userId: string): Promise<Omi
 
 /** Sort keys of ListProfiles: a SQL expression and the type its cursor is cast back to. */
 const sortKeys = {
-  created_at: { expr: "created_at", type: "timestamptz" },
-  email: { expr: "email", type: "text" },
-  last_name: { expr: "last_name", type: "text" },
+  created_at: { expr: "p.created_at", type: "timestamptz" },
+  email: { expr: "p.email", type: "text" },
+  last_name: { expr: "p.last_name", type: "text" },
   // Never-signed-in users sort as the oldest sign-in.
-  last_login_at: { expr: "coalesce(last_login_at, '-infinity'::timestamptz)", type: "timestamptz" },
+  last_login_at: { expr: "coalesce(p.last_login_at, '-infinity'::timestamptz)", type: "timestamptz" },
 } as const;
 
 function parseOrderBy(orderBy: string): { key: keyof typeof sortKeys; desc: boolean } {
@@ -157,37 +169,32 @@ export async function listProfiles(em: EntityManager, req: ListProfilesRequest):
   const { after: cursor, size } = pages;
   const where: string[] = [];
   const params: unknown[] = [];
+  /** Binds a value: its `$n` placeholder. */
+  const bind = (value: unknown) => `$${params.push(value)}`;
   if (req.query !== "") {
-    const like = `%${escapeLike(req.query)}%`;
-    where.push("(email ilike ? or first_name ilike ? or last_name ilike ?)");
-    params.push(like, like, like);
+    const like = bind(`%${escapeLike(req.query)}%`);
+    where.push(`(p.email ilike ${like} or p.first_name ilike ${like} or p.last_name ilike ${like})`);
   }
-  if (req.isActive !== undefined) (where.push("is_active = ?"), params.push(req.isActive));
-  if (req.newsletterSubscribed !== undefined) (where.push("newsletter_subscribed = ?"), params.push(req.newsletterSubscribed));
-  if (req.marketingOptIn !== undefined) (where.push("marketing_opt_in = ?"), params.push(req.marketingOptIn));
+  if (req.isActive !== undefined) where.push(`p.is_active = ${bind(req.isActive)}`);
+  if (req.newsletterSubscribed !== undefined) where.push(`p.newsletter_subscribed = ${bind(req.newsletterSubscribed)}`);
+  if (req.marketingOptIn !== undefined) where.push(`p.marketing_opt_in = ${bind(req.marketingOptIn)}`);
   const after = dateOf(req.createdAfter);
   const before = dateOf(req.createdBefore);
-  if (after) (where.push("created_at >= ?"), params.push(after));
-  if (before) (where.push("created_at < ?"), params.push(before));
+  if (after) where.push(`p.created_at >= ${bind(after)}`);
+  if (before) where.push(`p.created_at < ${bind(before)}`);
 
-  if (cursor) {
-    where.push(`(${sort.expr}, id) ${order.desc ? "<" : ">"} (?::${sort.type}, ?::uuid)`);
-    params.push(cursor.k, cursor.i);
-  }
+  if (cursor) where.push(`(${sort.expr}, p.id) ${order.desc ? "<" : ">"} (${bind(cursor.k)}::${sort.type}, ${bind(cursor.i)}::uuid)`);
   const dir = order.desc ? "desc" : "asc";
-  const rows = await em
-    .getConnection()
-    .execute<{ id: string; sort_key: string }[]>(
-      `select id, (${sort.expr})::text as sort_key from user_profiles
-        ${where.length > 0 ? `where ${where.join(" and ")}` : ""}
-        order by ${sort.expr} ${dir}, id ${dir} limit ?`,
-      [...params, size + 1],
-    );
+  const rows = await sqlOf(em).all<ProfileFields & { sort_key: string }>(
+    `select ${profileColumns}, (${sort.expr})::text as sort_key from user_profiles p
+      ${where.length > 0 ? `where ${where.join(" and ")}` : ""}
+      order by ${sort.expr} ${dir}, p.id ${dir} limit ${bind(size + 1)}`,
+    params,
+  );
   const page = rows.slice(0, size);
-  const byId = new Map((await em.find(UserProfileEntity, { id: { $in: page.map((r) => r.id) } })).map((p) => [p.id, p]));
   const last = page[page.length - 1];
   return {
-    profiles: page.map((r) => profileMessage(byId.get(r.id)!)),
+    profiles: page.map(profileMessage),
     nextPageToken: rows.length > size && last ? pages.next({ k: last.sort_key, i: last.id }) : "",
   };
 }

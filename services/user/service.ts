@@ -19,8 +19,7 @@ import { UserTables } from "./migrations/0001_user_tables.ts";
 import { WishlistSnapshotTimes } from "./migrations/0002_wishlist_snapshot_times.ts";
 import { addPaymentMethod, deletePaymentMethod, getPaymentMethodToken, listPaymentMethods, setDefaultPaymentMethod } from "./payment-methods.ts";
 import { deletePreferences, getPreferences, setPreferences } from "./preferences.ts";
-import { findProfile, getProfile, listProfiles, updateMyProfile } from "./profiles.ts";
-import { profileMessage } from "./mapping.ts";
+import { getMyProfile, getProfile, listProfiles, updateMyProfile } from "./profiles.ts";
 import { TokenCipher } from "./token-cipher.ts";
 import { addToWishlist, listWishlist, type ProductLookup, removeFromWishlist } from "./wishlist.ts";
 import { wishlistSnapshotConsumers } from "./wishlist-snapshots.ts";
@@ -45,7 +44,7 @@ export const userService = defineService({
       const lookupProduct: ProductLookup = async (productId) =>
         (await svc.peers.client(ProductService).batchGetProducts({ ids: [productId] })).products.find((p) => p.id === productId);
       router.service(UserService, {
-        getMyProfile: async (_req, ctx) => ({ profile: profileMessage(await findProfile(emOf(ctx), me(ctx))) }),
+        getMyProfile: (_req, ctx) => getMyProfile(emOf(ctx), me(ctx)),
         updateMyProfile: (req, ctx) => updateMyProfile(emOf(ctx), config, me(ctx), req),
 
         addAddress: (req, ctx) => addAddress(emOf(ctx), me(ctx), req),

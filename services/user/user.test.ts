@@ -28,6 +28,8 @@ import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/pr
 import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { errorFields } from "../../kit/errors.ts";
+import { sqlOf } from "../../kit/sql.ts";
+import { captureStatements, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -47,8 +49,8 @@ let products: ReturnType<typeof createClient<typeof ProductService>>;
 
 const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 
-async function sql<T>(query: string, params: unknown[] = []): Promise<T[]> {
-  return mesh.services.user!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params);
+async function sql<T extends object>(query: string, params: unknown[] = []): Promise<T[]> {
+  return sqlOf(mesh.services.user!.ctx.orm.em.fork()).all<T>(query, params);
 }
 
 /** Publishes an Auth event the way Auth's outbox relay does. */
@@ -176,8 +178,8 @@ describe("profiles from Auth's events", () => {
       const info = await (await js.jetstreamManager()).consumers.info("AUTH_EVENTS", "user_AUTH_EVENTS");
       return info.num_pending === 0 && info.num_ack_pending === 0 ? true : undefined;
     });
-    const [profiles] = await sql<{ n: number }>("select count(*)::int as n from user_profiles where user_id = ?", [userId]);
-    const inbox = await sql<{ processed: boolean }>("select processed from user_event_logs where event_id = ? and source = 'create-profile'", [eventId]);
+    const [profiles] = await sql<{ n: number }>("select count(*)::int as n from user_profiles where user_id = $1", [userId]);
+    const inbox = await sql<{ processed: boolean }>("select processed from user_event_logs where event_id = $1 and source = 'create-profile'", [eventId]);
     expect(profiles?.n).toBe(1);
     expect(inbox).toEqual([{ processed: true }]);
   });
@@ -303,12 +305,12 @@ describe("addresses", () => {
       [billing.id, false, false],
     ]);
     const defaults = await sql<{ s: number; b: number }>(
-      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = ?",
+      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = $1",
       [userId],
     );
     expect(defaults).toEqual([{ s: 1, b: 1 }]);
     // The partial unique index refuses a second default even when code does not stop it.
-    await expect(sql("update user_addresses set is_default_shipping = true where id = ?", [both.id])).rejects.toThrow(/user_addresses_one_default_shipping/);
+    await expect(sql("update user_addresses set is_default_shipping = true where id = $1", [both.id])).rejects.toThrow(/user_addresses_one_default_shipping/);
 
     expect(await failure(users.setDefaultAddress({ addressId: billing.id, type: AddressType.SHIPPING }, auth(token)))).toMatchObject({
       code: Code.FailedPrecondition,
@@ -344,7 +346,7 @@ describe("addresses", () => {
     expect(codes.filter((c) => c !== Code.Aborted)).toEqual([]);
     expect(outcomes.filter((o) => o.status === "fulfilled").length).toBeGreaterThan(0);
     const defaults = await sql<{ s: number; b: number }>(
-      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = ?",
+      "select count(*) filter (where is_default_shipping)::int as s, count(*) filter (where is_default_billing)::int as b from user_addresses where user_id = $1",
       [userId],
     );
     expect(defaults).toEqual([{ s: 1, b: 1 }]);
@@ -420,7 +422,7 @@ describe("payment methods", () => {
     const saved = (await users.addPaymentMethod(input, auth(token))).paymentMethod!;
     expect(saved).toMatchObject({ type: PaymentMethodType.CREDIT_CARD, cardBrand: CardBrand.VISA, last4: "4242", isDefault: true, expired: false });
     const [row] = await sql<{ provider_token: Buffer; provider_token_key_id: string; t: string }>(
-      "select provider_token, provider_token_key_id, encode(provider_token, 'escape') as t from user_payment_methods where id = ?",
+      "select provider_token, provider_token_key_id, encode(provider_token, 'escape') as t from user_payment_methods where id = $1",
       [saved.id],
     );
     expect(row!.provider_token.includes(Buffer.from(input.providerToken as string))).toBe(false);
@@ -456,7 +458,7 @@ describe("payment methods", () => {
       reason: "PAYMENT_METHOD_NOT_FOUND",
     });
     const log = await sql<{ caller: string; outcome: string }>(
-      "select caller, outcome from user_payment_token_accesses where payment_method_id = ? order by accessed_at, id",
+      "select caller, outcome from user_payment_token_accesses where payment_method_id = $1 order by accessed_at, id",
       [method.id],
     );
     expect(log).toEqual([
@@ -517,6 +519,41 @@ describe("payment methods", () => {
     expect(rotated.seal("x", "y").keyId).toBe(current.id);
     expect(() => rotated.open(sealed, tokenBinding("pm-2", "u-1"))).toThrow();
     expect(() => new TokenCipher(current, [current]).open(sealed, tokenBinding("pm-1", "u-1"))).toThrow(/unknown data key/);
+  });
+});
+
+describe("hot reads", () => {
+  /** The statements one call sends to PostgreSQL (the background's left out: the outbox relay's passes, health pings). */
+  async function statementsOf(call: () => Promise<unknown>): Promise<string[]> {
+    return (await captureStatements(call)).filter((text) => !/outbox/.test(text) && text.trim() !== "select 1");
+  }
+
+  it("answers GetMyProfile, ListAddresses, ListPaymentMethods, GetPreferences and ListWishlist with one statement each", async () => {
+    installSqlCounter();
+    const { userId, token } = await registeredUser();
+    await users.addAddress({ type: AddressType.SHIPPING, postalAddress: postal() }, auth(token));
+    await users.addAddress({ type: AddressType.BILLING, postalAddress: postal({ city: "Hamburg" }) }, auth(token));
+    await users.setPreferences({ preferences: { "ui.theme": "dark", "ui.lang": "de" } }, auth(token));
+    const saved = (await users.addPaymentMethod(card(), auth(token))).paymentMethod!;
+
+    expect(await statementsOf(() => users.getMyProfile({}, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listAddresses({}, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listAddresses({ type: AddressType.BILLING }, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listPaymentMethods({}, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.getPreferences({ keys: ["ui.theme"] }, auth(token)))).toHaveLength(1);
+    expect(await statementsOf(() => users.listWishlist({}, auth(token)))).toHaveLength(1);
+    // The answers themselves are the contract's (the other tests check them in depth).
+    expect((await users.listAddresses({ type: AddressType.BILLING }, auth(token))).addresses.map((a) => a.postalAddress?.city)).toEqual(["Hamburg"]);
+    expect((await users.getPreferences({ keys: ["ui.theme"] }, auth(token))).preferences.map((p) => [p.key, p.value])).toEqual([["ui.theme", "dark"]]);
+    expect(await users.listWishlist({}, auth(token))).toMatchObject({ items: [], totalSize: 0, nextPageToken: "" });
+    expect((await users.getMyProfile({}, auth(token))).profile?.userId).toBe(userId);
+    expect((await users.listPaymentMethods({}, auth(token))).paymentMethods).toEqual([saved]);
+
+    // Without a profile, the one statement still tells: NOT_FOUND as before.
+    const stranger = await issuer.user(uuidv7());
+    for (const call of [() => users.getPreferences({}, auth(stranger)), () => users.listWishlist({}, auth(stranger)), () => users.listAddresses({}, auth(stranger)), () => users.listPaymentMethods({}, auth(stranger))]) {
+      expect(await failure(call())).toMatchObject({ code: Code.NotFound, reason: "PROFILE_NOT_FOUND" });
+    }
   });
 });
 

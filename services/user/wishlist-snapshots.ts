@@ -25,6 +25,7 @@ import { type Product, ProductStatus, StockStatus } from "../../gen/ecommerce/pr
 import { dateOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { type EventHandler, onEvent } from "../../kit/events/consumer.ts";
+import { sqlOf } from "../../kit/sql.ts";
 
 /** What a wishlist item shows of its product. */
 export interface ProductFacts {
@@ -82,9 +83,9 @@ const stockNewer = "(w.stock_at is null or w.stock_at < v.at)";
 async function applySnapshot(em: EntityManager, productId: string, facts: ProductFacts, at: Date): Promise<void> {
   const catalogChanged = `(w.product_name, w.product_image_url, w.product_price_minor, w.product_price_currency, w.product_available)
     is distinct from (v.name, v.image_url, v.price_minor, v.price_currency, v.available)`;
-  await em.getConnection().execute(
+  await sqlOf(em).run(
     `with v (name, image_url, price_minor, price_currency, available, in_stock, at) as (
-       values (?::text, ?::text, ?::bigint, ?::char(3), ?::boolean, ?::boolean, ?::timestamptz))
+       values ($1::text, $2::text, $3::bigint, $4::char(3), $5::boolean, $6::boolean, $7::timestamptz))
      update user_wishlist_items w set
        product_name = case when ${catalogNewer} then v.name else w.product_name end,
        product_image_url = case when ${catalogNewer} then v.image_url else w.product_image_url end,
@@ -97,24 +98,20 @@ async function applySnapshot(em: EntityManager, productId: string, facts: Produc
        snapshot_at = greatest(w.snapshot_at, v.at),
        stock_at = greatest(w.stock_at, v.at)
      from v
-     where w.product_id = ? and (${catalogNewer} or ${stockNewer})`,
+     where w.product_id = $8 and (${catalogNewer} or ${stockNewer})`,
     [facts.name, facts.imageUrl, facts.priceMinor?.toString() ?? null, facts.priceCurrency, facts.available, facts.inStock, at, productId],
-    "run",
-    em.getTransactionContext(),
   );
 }
 
 /** Sets the stock flag on every wishlist row of the product whose stock fact is older. */
 async function applyStock(em: EntityManager, productId: string, inStock: boolean, at: Date): Promise<void> {
-  await em.getConnection().execute(
+  await sqlOf(em).run(
     `update user_wishlist_items set
-       updated_at = case when in_stock is distinct from ? then now() else updated_at end,
-       in_stock = ?,
-       stock_at = ?
-     where product_id = ? and (stock_at is null or stock_at < ?)`,
-    [inStock, inStock, at, productId, at],
-    "run",
-    em.getTransactionContext(),
+       updated_at = case when in_stock is distinct from $1 then now() else updated_at end,
+       in_stock = $1,
+       stock_at = $2
+     where product_id = $3 and (stock_at is null or stock_at < $2)`,
+    [inStock, at, productId],
   );
 }
 

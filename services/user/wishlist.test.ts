@@ -21,6 +21,7 @@ import { InventoryService, StockAdjustmentReason } from "../../gen/ecommerce/pro
 import { ProductService, ProductStatus, StockStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { UserService, type WishlistItem } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
@@ -88,11 +89,11 @@ function eventuallyItem(token: string, productId: string, ok: (i: WishlistItem) 
 /** Waits until the User service has processed (and committed) an event through the named consumer. */
 function processed(eventId: string, consumer: string) {
   return eventually(async () => {
-    const rows = await mesh.services.user!.ctx.orm.em.fork().getConnection().execute<{ processed: boolean }[]>(
-      "select processed from user_event_logs where event_id = ? and source = ?",
+    const row = await sqlOf(mesh.services.user!.ctx.orm.em.fork()).one<{ processed: boolean }>(
+      "select processed from user_event_logs where event_id = $1 and source = $2",
       [eventId, consumer],
     );
-    return rows[0]?.processed ? true : undefined;
+    return row?.processed ? true : undefined;
   }, 15_000, `${consumer} processed ${eventId}`);
 }
 

@@ -24,9 +24,10 @@ import type { Product } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { dateOf } from "../../kit/convert.ts";
 import { Code, domainError } from "../../kit/errors.ts";
 import { pageOf } from "../../kit/paging.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { WishlistItemEntity } from "./entities.ts";
-import { nullIfEmpty, wishlistItemMessage } from "./mapping.ts";
-import { findProfile } from "./profiles.ts";
+import { isPresent, type Nullable, nullIfEmpty, type WishlistItemFields, wishlistItemColumns, wishlistItemMessage } from "./mapping.ts";
+import { findProfile, profileNotFound } from "./profiles.ts";
 import { factsOfProduct } from "./wishlist-snapshots.ts";
 
 export const maxWishlistItems = 200;
@@ -96,23 +97,33 @@ export async function removeFromWishlist(em: EntityManager, userId: string, req:
   await em.nativeDelete(WishlistItemEntity, { userId, productId: req.productId });
 }
 
+/**
+ * ListWishlist in one statement: the profile (NOT_FOUND without one), the page of its
+ * items and their total, mapped straight to messages.
+ */
 export async function listWishlist(em: EntityManager, userId: string, req: ListWishlistRequest): Promise<Omit<ListWishlistResponse, "$typeName">> {
-  await findProfile(em, userId);
   const pages = pageOf(req, { t: "timestamptz", i: "uuid" });
   const { after: cursor, size } = pages;
-  const after = cursor ? new Date(cursor.t) : undefined;
   // Keyset on (created_at, id), newest first. created_at is always written from a
   // JavaScript Date (millisecond precision), so the cursor's time compares exactly.
-  const rows = await em.find(
-    WishlistItemEntity,
-    { userId, ...(cursor ? { $or: [{ createdAt: { $lt: after! } }, { createdAt: after!, id: { $lt: cursor.i } }] } : {}) },
-    { orderBy: { createdAt: "desc", id: "desc" }, limit: size + 1 },
+  const params: unknown[] = [userId, size + 1, ...(cursor ? [cursor.t, cursor.i] : [])];
+  const rows = await sqlOf(em).all<Nullable<WishlistItemFields> & { totalSize: number }>(
+    `select ${wishlistItemColumns}, t.total as "totalSize" from user_profiles p
+       cross join lateral (select count(*)::int as total from user_wishlist_items c where c.user_id = p.user_id) t
+       left join lateral (
+         select * from user_wishlist_items i where i.user_id = p.user_id${cursor ? " and (i.created_at, i.id) < ($3::timestamptz, $4::uuid)" : ""}
+          order by i.created_at desc, i.id desc limit $2) w on true
+      where p.user_id = $1
+      order by w.created_at desc, w.id desc`,
+    params,
   );
-  const page = rows.slice(0, size);
+  if (rows.length === 0) throw profileNotFound(userId);
+  const items = rows.filter(isPresent);
+  const page = items.slice(0, size);
   const last = page[page.length - 1];
   return {
     items: page.map(wishlistItemMessage),
-    nextPageToken: rows.length > size && last ? pages.next({ t: last.createdAt.toISOString(), i: last.id }) : "",
-    totalSize: await em.count(WishlistItemEntity, { userId }),
+    nextPageToken: items.length > size && last ? pages.next({ t: new Date(last.createdAt).toISOString(), i: last.id }) : "",
+    totalSize: rows[0]!.totalSize,
   };
 }

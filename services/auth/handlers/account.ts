@@ -1,7 +1,6 @@
 /** Sign-up, sign-in, token refresh, sign-out and the caller's own account. */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext } from "@connectrpc/connect";
-import { LockMode } from "@mikro-orm/postgresql";
+import { type EntityManager, LockMode } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
 import {
   type GetMeResponse,
@@ -21,28 +20,26 @@ import {
   SecurityAction,
 } from "../../../gen/ecommerce/auth/v1/auth_pb.js";
 import { UserLoggedInSchema, UserRegisteredSchema } from "../../../gen/ecommerce/auth/v1/events_pb.js";
-import { customerRole, requireUser } from "../../../kit/auth/principal.ts";
-import { emOf } from "../../../kit/db.ts";
-import type { ConnectError } from "../../../kit/errors.ts";
+import { customerRole } from "../../../kit/auth/principal.ts";
 import { notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { audit, clientOf } from "../audit.ts";
+import { sqlOf } from "../../../kit/sql.ts";
+import { commitThenFail, transaction } from "../../../kit/transaction.ts";
+import { audit, type ClientInfo } from "../audit.ts";
 import { Role, User, UserRole, RefreshToken } from "../entities.ts";
 import { accountDisabled, accountLocked, emailTaken, invalidCredentials, invalidRefreshToken, isUniqueViolation, refreshTokenReused } from "../failures.ts";
-import { recordFailedPassword } from "../lockout.ts";
+import { failedPassword } from "../lockout.ts";
 import { requireStrongPassword } from "../passwords.ts";
 import { enforceRateLimit } from "../rate-limit.ts";
 import type { AuthRuntime } from "../runtime.ts";
 import { issueTokenPair, revokeSessions, sha256, startSession } from "../sessions.ts";
-import { lockedUntil, lockUser, normalizeEmail, rolesOfUser, userView } from "../users.ts";
+import { lockedUntil, lockUser, normalizeEmail, rolesColumn, rolesOfUser, type UserFields, userColumns, userView } from "../users.ts";
 import { sendVerification } from "./email.ts";
 
-export async function register(rt: AuthRuntime, req: RegisterRequest, ctx: HandlerContext): Promise<RegisterResponse> {
-  const client = clientOf(ctx);
+export async function register(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: RegisterRequest): Promise<RegisterResponse> {
   const email = normalizeEmail(req.email);
   await enforceRateLimit(rt.limits, { ip: client.ip, email });
   requireStrongPassword(req.password, email, "password");
-  const em = emOf(ctx);
   if ((await em.count(User, { email })) > 0) throw emailTaken();
   const passwordHash = await rt.passwords.hash(req.password);
   const roles = [customerRole];
@@ -86,42 +83,42 @@ export async function register(rt: AuthRuntime, req: RegisterRequest, ctx: Handl
   }
 }
 
-export async function login(rt: AuthRuntime, req: LoginRequest, ctx: HandlerContext): Promise<LoginResponse> {
-  const client = clientOf(ctx);
+export async function login(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: LoginRequest): Promise<LoginResponse> {
   const email = normalizeEmail(req.email);
   await enforceRateLimit(rt.limits, { ip: client.ip, email });
-  const em = emOf(ctx);
   const found = await em.findOne(User, { email });
+  // Failed sign-ins are audited: the audit row commits, then the call fails.
   if (!found) {
     await rt.passwords.verifyNothing(req.password);
-    await em.transactional(async (tx) => audit(tx, SecurityAction.LOGIN_FAILED, { client, metadata: { email, reason: "unknown_email" } }));
-    throw invalidCredentials();
+    return transaction(em, async (tx) => {
+      audit(tx, SecurityAction.LOGIN_FAILED, { client, metadata: { email, reason: "unknown_email" } });
+      return commitThenFail(invalidCredentials());
+    });
   }
   const locked = lockedUntil(found);
   if (locked) {
-    await em.transactional(async (tx) => audit(tx, SecurityAction.LOGIN_FAILED, { userId: found.id, client, metadata: { reason: "account_locked" } }));
-    throw accountLocked(locked);
+    return transaction(em, async (tx) => {
+      audit(tx, SecurityAction.LOGIN_FAILED, { userId: found.id, client, metadata: { reason: "account_locked" } });
+      return commitThenFail(accountLocked(locked));
+    });
   }
   if (!(await rt.passwords.verify(found.passwordHash, req.password))) {
-    const lockedNow = await recordFailedPassword(rt, em, found.id, client, "invalid_password");
-    throw lockedNow ? accountLocked(lockedNow) : invalidCredentials();
+    return failedPassword(rt, em, found.id, client, "invalid_password", invalidCredentials());
   }
   if (!found.isActive) {
-    await em.transactional(async (tx) => audit(tx, SecurityAction.LOGIN_FAILED, { userId: found.id, client, metadata: { reason: "account_disabled" } }));
-    throw accountDisabled();
+    return transaction(em, async (tx) => {
+      audit(tx, SecurityAction.LOGIN_FAILED, { userId: found.id, client, metadata: { reason: "account_disabled" } });
+      return commitThenFail(accountDisabled());
+    });
   }
   const rehashed = rt.passwords.needsRehash(found.passwordHash) ? await rt.passwords.hash(req.password) : undefined;
 
-  let failure: ConnectError | undefined;
   const result = await em.transactional(async (tx) => {
     const user = await lockUser(tx, found.id);
     if (!user) throw invalidCredentials();
     // Locked by a concurrent failure while the password was checked.
     const lockedMeanwhile = lockedUntil(user);
-    if (lockedMeanwhile) {
-      failure = accountLocked(lockedMeanwhile);
-      return undefined;
-    }
+    if (lockedMeanwhile) throw accountLocked(lockedMeanwhile);
     user.failedLoginAttempts = 0;
     user.lockedUntil = null;
     user.lastLoginAt = new Date();
@@ -132,40 +129,28 @@ export async function login(rt: AuthRuntime, req: LoginRequest, ctx: HandlerCont
     publishEvent(tx, UserLoggedInSchema, { userId: user.id });
     return { user, roles, pair };
   });
-  if (!result) throw failure ?? invalidCredentials();
   return create(LoginResponseSchema, { user: userView(result.user, result.roles, "own"), tokens: result.pair });
 }
 
-export async function refreshToken(rt: AuthRuntime, req: RefreshTokenRequest, ctx: HandlerContext): Promise<RefreshTokenResponse> {
-  const client = clientOf(ctx);
+export async function refreshToken(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: RefreshTokenRequest): Promise<RefreshTokenResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip, token: req.refreshToken });
-  let failure: ConnectError | undefined;
-  const pair = await emOf(ctx).transactional(async (tx) => {
+  const pair = await transaction(em, async (tx) => {
     // The row lock makes concurrent use of one token a detected reuse, never two rotations.
     const token = await tx.findOne(RefreshToken, { tokenHash: sha256(req.refreshToken) }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
-    if (!token) {
-      failure = invalidRefreshToken();
-      return undefined;
-    }
+    if (!token) throw invalidRefreshToken();
     if (token.revokedReason === "rotated") {
+      // The revocation and its audit row commit; the caller still fails.
       const sessions = await revokeSessions(tx, { sessionId: token.sessionId }, "reuse_detected");
       audit(tx, SecurityAction.REFRESH_TOKEN_REUSE_DETECTED, {
         userId: token.userId,
         client,
         metadata: { session_id: token.sessionId, sessions_revoked: String(sessions) },
       });
-      failure = refreshTokenReused();
-      return undefined;
+      return commitThenFail(refreshTokenReused());
     }
-    if (token.revoked || token.expiresAt.getTime() <= Date.now()) {
-      failure = invalidRefreshToken();
-      return undefined;
-    }
+    if (token.revoked || token.expiresAt.getTime() <= Date.now()) throw invalidRefreshToken();
     const user = await tx.findOne(User, { id: token.userId });
-    if (!user || !user.isActive) {
-      failure = accountDisabled();
-      return undefined;
-    }
+    if (!user || !user.isActive) throw accountDisabled();
     const roles = await rolesOfUser(tx, user.id);
     const issued = await issueTokenPair(rt, tx, user, roles, token.sessionId, client);
     token.revoked = true;
@@ -175,14 +160,12 @@ export async function refreshToken(rt: AuthRuntime, req: RefreshTokenRequest, ct
     audit(tx, SecurityAction.TOKEN_REFRESHED, { userId: user.id, client, metadata: { session_id: token.sessionId } });
     return issued.pair;
   });
-  if (!pair) throw failure ?? invalidRefreshToken();
   return create(RefreshTokenResponseSchema, { tokens: pair });
 }
 
-export async function logout(rt: AuthRuntime, req: LogoutRequest, ctx: HandlerContext): Promise<LogoutResponse> {
-  const client = clientOf(ctx);
+export async function logout(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: LogoutRequest): Promise<LogoutResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip, token: req.refreshToken });
-  await emOf(ctx).transactional(async (tx) => {
+  await em.transactional(async (tx) => {
     const token = await tx.findOne(RefreshToken, { tokenHash: sha256(req.refreshToken) });
     // Unknown, expired or revoked tokens succeed without effect (idempotent sign-out).
     if (!token || token.revoked || token.expiresAt.getTime() <= Date.now()) return;
@@ -196,10 +179,9 @@ export async function logout(rt: AuthRuntime, req: LogoutRequest, ctx: HandlerCo
   return create(LogoutResponseSchema, {});
 }
 
-export async function getMe(_rt: AuthRuntime, ctx: HandlerContext): Promise<GetMeResponse> {
-  const me = requireUser(ctx);
-  const em = emOf(ctx);
-  const user = await em.findOne(User, { id: me.userId });
-  if (!user) throw notFound("user", me.userId);
-  return create(GetMeResponseSchema, { user: userView(user, await rolesOfUser(em, user.id), "own") });
+/** The caller's account: one statement, the row mapped straight to the message (a hot read). */
+export async function getMe(em: EntityManager, userId: string): Promise<GetMeResponse> {
+  const row = await sqlOf(em).one<UserFields & { roles: string[] }>(`select ${userColumns}, ${rolesColumn} from users u where u.id = $1`, [userId]);
+  if (!row) throw notFound("user", userId);
+  return create(GetMeResponseSchema, { user: userView(row, row.roles, "own") });
 }

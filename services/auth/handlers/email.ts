@@ -1,6 +1,6 @@
 /** Email verification: sending a one-time token, confirming it, sending it again. */
 import { create } from "@bufbuild/protobuf";
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { type EntityManager, LockMode } from "@mikro-orm/postgresql";
 import { v7 as uuidv7 } from "uuid";
 import {
@@ -12,19 +12,18 @@ import {
   VerifyEmailResponseSchema,
 } from "../../../gen/ecommerce/auth/v1/auth_pb.js";
 import { UserEmailVerificationRequestedSchema, UserEmailVerifiedSchema } from "../../../gen/ecommerce/auth/v1/events_pb.js";
-import { requireUser } from "../../../kit/auth/principal.ts";
 import { timestampOf } from "../../../kit/convert.ts";
-import { emOf } from "../../../kit/db.ts";
 import { domainError, failedPrecondition, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { sealedFieldBinding, sealForConsumer } from "../../../kit/events/sealed.ts";
-import { audit, type ClientInfo, clientOf } from "../audit.ts";
+import { sealedFieldBinding } from "../../../kit/events/sealed.ts";
+import { sqlOf } from "../../../kit/sql.ts";
+import { audit, type ClientInfo } from "../audit.ts";
 import { EmailVerificationToken, type User } from "../entities.ts";
 import { accountDisabled, tokenExpired, tokenInvalid } from "../failures.ts";
 import { enforceRateLimit } from "../rate-limit.ts";
 import type { AuthRuntime } from "../runtime.ts";
 import { newSecret, sha256 } from "../sessions.ts";
-import { lockUser, query } from "../users.ts";
+import { lockUser } from "../users.ts";
 
 /**
  * Creates a verification token for the user's address (earlier unused ones
@@ -32,7 +31,7 @@ import { lockUser, query } from "../users.ts";
  * sealed for Notification. Returns when the token expires.
  */
 export async function sendVerification(rt: AuthRuntime, tx: EntityManager, user: User, client: ClientInfo): Promise<Date> {
-  await query(tx, "update email_verification_tokens set superseded_at = now() where user_id = ? and not verified and superseded_at is null", [user.id]);
+  await sqlOf(tx).run("update email_verification_tokens set superseded_at = now() where user_id = $1 and not verified and superseded_at is null", [user.id]);
   const token = newSecret();
   const expiresAt = new Date(Date.now() + rt.config.emailVerificationTtlMs);
   tx.persist(
@@ -49,7 +48,7 @@ export async function sendVerification(rt: AuthRuntime, tx: EntityManager, user:
     }),
   );
   audit(tx, SecurityAction.EMAIL_VERIFICATION_REQUESTED, { userId: user.id, client });
-  const sealedToken = sealForConsumer("notification", token, sealedFieldBinding(UserEmailVerificationRequestedSchema.typeName, "sealed_token", user.id));
+  const sealedToken = rt.sealForNotification(token, sealedFieldBinding(UserEmailVerificationRequestedSchema.typeName, "sealed_token", user.id));
   publishEvent(tx, UserEmailVerificationRequestedSchema, { userId: user.id, email: user.email, sealedToken, expiresAt: timestampOf(expiresAt) });
   return expiresAt;
 }
@@ -63,10 +62,9 @@ export function markEmailVerified(tx: EntityManager, user: User, client: ClientI
   return true;
 }
 
-export async function verifyEmail(rt: AuthRuntime, req: VerifyEmailRequest, ctx: HandlerContext): Promise<VerifyEmailResponse> {
-  const client = clientOf(ctx);
+export async function verifyEmail(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: VerifyEmailRequest): Promise<VerifyEmailResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip, token: req.token });
-  return emOf(ctx).transactional(async (tx) => {
+  return em.transactional(async (tx) => {
     const token = await tx.findOne(
       EmailVerificationToken,
       { tokenHash: sha256(req.token) },
@@ -86,20 +84,16 @@ export async function verifyEmail(rt: AuthRuntime, req: VerifyEmailRequest, ctx:
   });
 }
 
-export async function resendVerification(rt: AuthRuntime, ctx: HandlerContext): Promise<ResendVerificationResponse> {
-  const me = requireUser(ctx);
-  const client = clientOf(ctx);
+export async function resendVerification(em: EntityManager, rt: AuthRuntime, userId: string, client: ClientInfo): Promise<ResendVerificationResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip });
-  return emOf(ctx).transactional(async (tx) => {
-    const user = await lockUser(tx, me.userId);
-    if (!user) throw notFound("user", me.userId);
+  return em.transactional(async (tx) => {
+    const user = await lockUser(tx, userId);
+    if (!user) throw notFound("user", userId);
     if (!user.isActive) throw accountDisabled();
     if (user.emailVerified) throw failedPrecondition("the email address is already verified", "EMAIL_ALREADY_VERIFIED");
-    const [last] = await query<{ created_at: string }>(
-      tx,
-      "select created_at from email_verification_tokens where user_id = ? order by created_at desc limit 1",
-      [user.id],
-    );
+    const last = await sqlOf(tx).one<{ created_at: string }>("select created_at from email_verification_tokens where user_id = $1 order by created_at desc limit 1", [
+      user.id,
+    ]);
     if (last) {
       const wait = new Date(last.created_at).getTime() + rt.config.verificationResendIntervalMs - Date.now();
       if (wait > 0) {

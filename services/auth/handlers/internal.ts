@@ -1,8 +1,9 @@
 /** The public key set, service tokens and token introspection. */
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext } from "@connectrpc/connect";
-import { decodeProtectedHeader, importJWK, type JWTPayload, jwtVerify } from "jose";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { decodeJwt, type JWTPayload } from "jose";
 import {
   type GetJwksResponse,
   GetJwksResponseSchema,
@@ -17,12 +18,12 @@ import {
   TokenClaimsSchema,
   TokenKind,
 } from "../../../gen/ecommerce/auth/v1/auth_pb.js";
-import { tokenAudience, tokenIssuer } from "../../../kit/auth/principal.ts";
-import { principalFromClaims } from "../../../kit/auth/verifier.ts";
+import type { Principal } from "../../../kit/auth/principal.ts";
+import type { TokenVerifier } from "../../../kit/auth/verifier.ts";
 import { timestampOf } from "../../../kit/convert.ts";
-import { emOf } from "../../../kit/db.ts";
 import { unauthenticated } from "../../../kit/errors.ts";
-import { audit, clientOf } from "../audit.ts";
+import { commitThenFail, transaction } from "../../../kit/transaction.ts";
+import { audit, type ClientInfo } from "../audit.ts";
 import { User } from "../entities.ts";
 import { enforceRateLimit } from "../rate-limit.ts";
 import type { AuthRuntime } from "../runtime.ts";
@@ -47,15 +48,15 @@ export async function getJwks(rt: AuthRuntime): Promise<GetJwksResponse> {
   });
 }
 
-export async function issueServiceToken(rt: AuthRuntime, req: IssueServiceTokenRequest, ctx: HandlerContext): Promise<IssueServiceTokenResponse> {
-  const client = clientOf(ctx);
+export async function issueServiceToken(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: IssueServiceTokenRequest): Promise<IssueServiceTokenResponse> {
   // Each check is an argon2id hash: limited per caller address like the public RPCs.
   await enforceRateLimit(rt.limits, { ip: client.ip });
   const ok = await rt.services.check(req.serviceName, req.serviceSecret);
-  await emOf(ctx).transactional(async (tx) =>
-    audit(tx, ok ? SecurityAction.SERVICE_TOKEN_ISSUED : SecurityAction.SERVICE_TOKEN_DENIED, { client, metadata: { service_name: req.serviceName } }),
-  );
-  if (!ok) throw unauthenticated("unknown service or wrong service secret", "INVALID_SERVICE_CREDENTIALS");
+  // A denial is audited too: its row commits, then the call fails.
+  await transaction(em, async (tx) => {
+    audit(tx, ok ? SecurityAction.SERVICE_TOKEN_ISSUED : SecurityAction.SERVICE_TOKEN_DENIED, { client, metadata: { service_name: req.serviceName } });
+    if (!ok) commitThenFail(unauthenticated("unknown service or wrong service secret", "INVALID_SERVICE_CREDENTIALS"));
+  });
   const signed = await signServiceToken(rt, req.serviceName);
   return create(IssueServiceTokenResponseSchema, {
     accessToken: signed.token,
@@ -65,35 +66,34 @@ export async function issueServiceToken(rt: AuthRuntime, req: IssueServiceTokenR
   });
 }
 
-/** The verified payload of one of our tokens, or undefined when it is forged, expired or not ours. */
-async function verifiedClaims(rt: AuthRuntime, token: string): Promise<JWTPayload | undefined> {
+/**
+ * The principal and claims of one of our tokens, verified by the kit's TokenVerifier
+ * (the one set of rules of the mesh: signature, issuer, audience, exp and iat required);
+ * undefined when it is forged, expired or not an access token.
+ */
+async function verifiedToken(verifier: TokenVerifier, token: string): Promise<{ principal: Principal; payload: JWTPayload } | undefined> {
   try {
-    const { kid } = decodeProtectedHeader(token);
-    const jwk = (await rt.keys.publicJwks()).find((k) => k.kid === kid);
-    if (!jwk) return undefined;
-    const { payload } = await jwtVerify(token, await importJWK(jwk, "ES256"), { issuer: tokenIssuer, audience: tokenAudience, algorithms: ["ES256"] });
-    return payload;
-  } catch {
-    return undefined;
+    const principal = await verifier.verify(token);
+    // Verified just now: reading its claims is safe.
+    return { principal, payload: decodeJwt(token) };
+  } catch (error) {
+    // A bad token is an answer (inactive); keys that cannot be read are an outage, reported as such.
+    if (error instanceof ConnectError && error.code === Code.Unauthenticated) return undefined;
+    throw error;
   }
 }
 
-export async function introspectToken(rt: AuthRuntime, req: IntrospectTokenRequest, ctx: HandlerContext): Promise<IntrospectTokenResponse> {
+export async function introspectToken(em: EntityManager, verifier: TokenVerifier, req: IntrospectTokenRequest): Promise<IntrospectTokenResponse> {
   const inactive = create(IntrospectTokenResponseSchema, { active: false });
-  const payload = await verifiedClaims(rt, req.token);
-  if (!payload) return inactive;
-  let principal;
-  try {
-    principal = principalFromClaims(payload, req.token);
-  } catch {
-    return inactive;
-  }
+  const verified = await verifiedToken(verifier, req.token);
+  if (!verified) return inactive;
+  const { principal, payload } = verified;
   const common = {
     subject: payload.sub ?? "",
     roles: principal.kind === "user" ? principal.roles : ["service"],
     tokenId: payload.jti ?? "",
-    issuedAt: payload.iat !== undefined ? timestampOf(new Date(payload.iat * 1000)) : undefined,
-    expiresAt: payload.exp !== undefined ? timestampOf(new Date(payload.exp * 1000)) : undefined,
+    issuedAt: timestampOf(new Date(payload.iat! * 1000)),
+    expiresAt: timestampOf(new Date(payload.exp! * 1000)),
   };
   if (principal.kind === "service") {
     return create(IntrospectTokenResponseSchema, {
@@ -102,7 +102,6 @@ export async function introspectToken(rt: AuthRuntime, req: IntrospectTokenReque
     });
   }
   // Beyond signature and expiry: the user is still active and the session not revoked.
-  const em = emOf(ctx);
   const sid = typeof payload.sid === "string" ? payload.sid : "";
   const user = await em.findOne(User, { id: principal.userId });
   if (!user || !user.isActive || !sid || !(await sessionActive(em, sid))) return inactive;

@@ -1,7 +1,6 @@
 /** Password reset by email and password change by the signed-in user. */
 import { create } from "@bufbuild/protobuf";
-import type { HandlerContext } from "@connectrpc/connect";
-import { LockMode } from "@mikro-orm/postgresql";
+import { type EntityManager, LockMode } from "@mikro-orm/postgresql";
 import { decodeJwt } from "jose";
 import { v7 as uuidv7 } from "uuid";
 import {
@@ -17,34 +16,33 @@ import {
   SecurityAction,
 } from "../../../gen/ecommerce/auth/v1/auth_pb.js";
 import { PasswordChangeMethod, UserPasswordChangedSchema, UserPasswordResetRequestedSchema } from "../../../gen/ecommerce/auth/v1/events_pb.js";
-import { requireUser } from "../../../kit/auth/principal.ts";
+import type { UserPrincipal } from "../../../kit/auth/principal.ts";
 import { timestampOf } from "../../../kit/convert.ts";
-import { emOf } from "../../../kit/db.ts";
 import { invalidArgument, notFound } from "../../../kit/errors.ts";
 import { publishEvent } from "../../../kit/events/outbox.ts";
-import { sealedFieldBinding, sealForConsumer } from "../../../kit/events/sealed.ts";
-import { audit, clientOf } from "../audit.ts";
+import { sealedFieldBinding } from "../../../kit/events/sealed.ts";
+import { sqlOf } from "../../../kit/sql.ts";
+import { audit, type ClientInfo } from "../audit.ts";
 import { PasswordResetToken, User } from "../entities.ts";
 import { accountDisabled, accountLocked, tokenExpired, tokenInvalid } from "../failures.ts";
-import { recordFailedPassword } from "../lockout.ts";
+import { failedPassword } from "../lockout.ts";
 import { requireStrongPassword } from "../passwords.ts";
 import { enforceRateLimit } from "../rate-limit.ts";
 import type { AuthRuntime } from "../runtime.ts";
 import { newSecret, revokeSessions, sha256 } from "../sessions.ts";
-import { lockedUntil, lockUser, normalizeEmail, query } from "../users.ts";
+import { lockedUntil, lockUser, normalizeEmail } from "../users.ts";
 import { markEmailVerified } from "./email.ts";
 
-export async function requestPasswordReset(rt: AuthRuntime, req: RequestPasswordResetRequest, ctx: HandlerContext): Promise<RequestPasswordResetResponse> {
-  const client = clientOf(ctx);
+export async function requestPasswordReset(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: RequestPasswordResetRequest): Promise<RequestPasswordResetResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip });
   const email = normalizeEmail(req.email);
   // Over the per-address limit the answer is the same but no email goes out: an error would tell
   // the caller that someone else asked for this address, and one mailbox is not flooded.
   if (await rt.limits.take("resetEmail", email)) return create(RequestPasswordResetResponseSchema, {});
-  await emOf(ctx).transactional(async (tx) => {
+  await em.transactional(async (tx) => {
     const user = await tx.findOne(User, { email });
     if (!user || !user.isActive) return; // same answer: accounts cannot be enumerated
-    await query(tx, "update password_reset_tokens set superseded_at = now() where user_id = ? and not used and superseded_at is null", [user.id]);
+    await sqlOf(tx).run("update password_reset_tokens set superseded_at = now() where user_id = $1 and not used and superseded_at is null", [user.id]);
     const token = newSecret();
     const expiresAt = new Date(Date.now() + rt.config.passwordResetTtlMs);
     tx.persist(
@@ -60,16 +58,14 @@ export async function requestPasswordReset(rt: AuthRuntime, req: RequestPassword
       }),
     );
     audit(tx, SecurityAction.PASSWORD_RESET_REQUESTED, { userId: user.id, client });
-    const sealedToken = sealForConsumer("notification", token, sealedFieldBinding(UserPasswordResetRequestedSchema.typeName, "sealed_token", user.id));
+    const sealedToken = rt.sealForNotification(token, sealedFieldBinding(UserPasswordResetRequestedSchema.typeName, "sealed_token", user.id));
     publishEvent(tx, UserPasswordResetRequestedSchema, { userId: user.id, email: user.email, sealedToken, expiresAt: timestampOf(expiresAt) });
   });
   return create(RequestPasswordResetResponseSchema, {});
 }
 
-export async function resetPassword(rt: AuthRuntime, req: ResetPasswordRequest, ctx: HandlerContext): Promise<ResetPasswordResponse> {
-  const client = clientOf(ctx);
+export async function resetPassword(em: EntityManager, rt: AuthRuntime, client: ClientInfo, req: ResetPasswordRequest): Promise<ResetPasswordResponse> {
   await enforceRateLimit(rt.limits, { ip: client.ip, token: req.token });
-  const em = emOf(ctx);
   const tokenHash = sha256(req.token);
   const usable = async (tx: typeof em, lock: boolean) => {
     const token = await tx.findOne(PasswordResetToken, { tokenHash }, lock ? { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true } : {});
@@ -105,10 +101,7 @@ function sessionOf(token: string): string | undefined {
   return typeof sid === "string" ? sid : undefined;
 }
 
-export async function changePassword(rt: AuthRuntime, req: ChangePasswordRequest, ctx: HandlerContext): Promise<ChangePasswordResponse> {
-  const me = requireUser(ctx);
-  const client = clientOf(ctx);
-  const em = emOf(ctx);
+export async function changePassword(em: EntityManager, rt: AuthRuntime, me: UserPrincipal, client: ClientInfo, req: ChangePasswordRequest): Promise<ChangePasswordResponse> {
   const user = await em.findOne(User, { id: me.userId });
   if (!user) throw notFound("user", me.userId);
   if (!user.isActive) throw accountDisabled();
@@ -116,9 +109,7 @@ export async function changePassword(rt: AuthRuntime, req: ChangePasswordRequest
   if (locked) throw accountLocked(locked);
   if (!(await rt.passwords.verify(user.passwordHash, req.currentPassword))) {
     // Counts towards the lockout, so a stolen access token cannot be used to guess the password.
-    const lockedNow = await recordFailedPassword(rt, em, user.id, client, "invalid_current_password");
-    if (lockedNow) throw accountLocked(lockedNow);
-    throw invalidArgument("current_password", "the current password is wrong", "INVALID_CURRENT_PASSWORD");
+    return failedPassword(rt, em, user.id, client, "invalid_current_password", invalidArgument("current_password", "the current password is wrong", "INVALID_CURRENT_PASSWORD"));
   }
   requireStrongPassword(req.newPassword, user.email, "new_password");
   const passwordHash = await rt.passwords.hash(req.newPassword);
