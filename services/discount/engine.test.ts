@@ -122,6 +122,9 @@ describe("amounts", () => {
     expect(once.total).toBe(600n);
     const half = run(cart([line("a", 999n, 3)]), [promo({ type: PromotionType.BUY_X_GET_Y, percentOffBps: undefined, buyXGetY: { ...b2g1, discountBps: 5000 } })]);
     expect(half.total).toBe(500n); // 499.5 rounded half up
+    const short = run(cart([line("a", 999n, 2)]), [promo({ type: PromotionType.BUY_X_GET_Y, percentOffBps: undefined, buyXGetY: b2g1 })]);
+    expect(short.applied).toEqual([]);
+    expect(short.skipped[0]!.reason).toBe(Reason.MIN_QUANTITY_NOT_MET);
   });
 
   it("max_discount caps a percentage; the remaining budget caps every type", () => {

@@ -201,10 +201,13 @@ export function ruleCheck(p: EnginePromotion, cart: EngineCart, subtotal: bigint
   }
   const eligible = eligibleLines(rules, cart.lines);
   if (eligible.length === 0) return reject(R.NOT_APPLICABLE_TO_ITEMS, "no item in the cart is eligible");
-  if (rules.minQuantity !== undefined) {
-    const units = eligible.reduce((s, l) => s + l.quantity, 0);
-    if (units < rules.minQuantity) return reject(R.MIN_QUANTITY_NOT_MET, `add ${rules.minQuantity - units} more eligible item(s) to get this discount`);
+  const units = eligible.reduce((s, l) => s + l.quantity, 0);
+  if (rules.minQuantity !== undefined && units < rules.minQuantity) {
+    return reject(R.MIN_QUANTITY_NOT_MET, `add ${rules.minQuantity - units} more eligible item(s) to get this discount`);
   }
+  // Buy X get Y needs one full group; with fewer units it does not apply (rather than applying as zero).
+  const group = p.buyXGetY ? p.buyXGetY.buy + p.buyXGetY.get : 0;
+  if (units < group) return reject(R.MIN_QUANTITY_NOT_MET, `add ${group - units} more eligible item(s) to get this discount`);
   return undefined;
 }
 

@@ -93,6 +93,8 @@ export async function createPromotion(em: EntityManager, config: DiscountConfig,
       createdAt: at,
       updatedAt: at,
     });
+    // The entities declare no relations, so the promotion is written before the rules that reference it.
+    await tx.flush();
     const rules = req.rules.map((r) => newRule(tx, row.id, r));
     await tx.flush();
     return { promotion: promotionMessage(row, rules) };
