@@ -122,6 +122,9 @@ describe("admin: promotions, rules, coupons", () => {
     expect(seen).toEqual(["Paged 4", "Paged 3", "Paged 2", "Paged 1", "Paged 0"]);
     const bad = await failure(h.discounts.listPromotions({ pageSize: 2, pageToken: "forged", nameContains: "paged" }, auth(h.admin)));
     expect(bad).toMatchObject({ code: Code.InvalidArgument, reason: "INVALID_PAGE_TOKEN" });
+    const token = (await h.discounts.listPromotions({ pageSize: 2, nameContains: "paged" }, auth(h.admin))).nextPageToken;
+    const replayed = await failure(h.discounts.listPromotions({ pageSize: 2, pageToken: token, nameContains: "renamed" }, auth(h.admin)));
+    expect(replayed).toMatchObject({ code: Code.InvalidArgument, reason: "INVALID_PAGE_TOKEN", field: "page_token" });
   });
 
   it("adds and removes rules, one per type, amounts in the promotion's currency", async () => {
@@ -314,6 +317,7 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     for (const r of retries) expect(r.redemption).toEqual(first!.redemption);
     expect(first!.redemption).toMatchObject({ orderId, status: RedemptionStatus.REDEEMED, totalDiscount: eur(300n) });
     expect(await failure(redeem(orderId, user, cart, 200n))).toMatchObject({ code: Code.AlreadyExists, reason: "REDEMPTION_CONFLICT" });
+    expect(await failure(redeem(orderId, uuidv7(), cart, 300n))).toMatchObject({ code: Code.AlreadyExists, reason: "REDEMPTION_CONFLICT" });
     expect(await failure(redeem(uuidv7(), user, cart, 300n))).toMatchObject({ code: Code.FailedPrecondition, reason: "USAGE_LIMIT_REACHED" });
     let state = (await h.discounts.getPromotion({ promotionId: p.id }, auth(h.admin))).promotion!;
     expect([state.budgetUsed, state.usageCount]).toEqual([eur(300n), 1n]);

@@ -267,7 +267,8 @@ export async function listPromotions(em: EntityManager, req: ListPromotionsReque
   );
   const page = rows.slice(0, pages.size);
   const ids = page.map((r) => r.id);
-  const [found, rules] = await Promise.all([em.find(PromotionEntity, { id: { $in: ids } }), em.find(DiscountRuleEntity, { promotionId: { $in: ids } })]);
+  const found = await em.find(PromotionEntity, { id: { $in: ids } });
+  const rules = await em.find(DiscountRuleEntity, { promotionId: { $in: ids } });
   const byId = new Map(found.map((p) => [p.id, p]));
   const last = page[page.length - 1];
   return {
