@@ -8,6 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import {
   type AppliedDiscount,
   AppliedDiscountSchema,
+  BuyXGetYSchema,
   type CalculateDiscountsResponse,
   CalculateDiscountsResponseSchema,
   type CartSnapshot,
@@ -47,7 +48,6 @@ export const ruleTypes = dbEnum<DiscountRuleType>([
 ]);
 
 const big = (v: bigint | string | number | null | undefined): bigint | undefined => (v === null || v === undefined ? undefined : BigInt(v));
-const dateOrUndefined = (v: Date | null | undefined): Date | undefined => v ?? undefined;
 
 /** The database value of a contract rule (validation made sure the member matches rule_type). */
 export function ruleValueOf(rule: DiscountRule): RuleValue {
@@ -100,7 +100,7 @@ function valueOf(row: PromotionRow, currency: string): Promotion["value"] {
     case PromotionType.BUY_X_GET_Y:
       return {
         case: "buyXGetY",
-        value: { $typeName: "ecommerce.discount.v1.BuyXGetY", buyQuantity: row.buyQuantity!, getQuantity: row.getQuantity!, getDiscountBps: row.getDiscountBps!, maxApplications: row.maxApplications! },
+        value: create(BuyXGetYSchema, { buyQuantity: row.buyQuantity!, getQuantity: row.getQuantity!, getDiscountBps: row.getDiscountBps!, maxApplications: row.maxApplications! }),
       };
     default:
       return { case: undefined };
@@ -196,8 +196,8 @@ export function engineCoupon(row: CouponRow, promotion: EnginePromotion, userUse
     usageLimitPerUser: row.usageLimitPerUser,
     timesUsed: row.timesUsed,
     userUses,
-    ...(dateOrUndefined(row.startsAt) ? { startsAt: row.startsAt! } : {}),
-    ...(dateOrUndefined(row.endsAt) ? { endsAt: row.endsAt! } : {}),
+    ...(row.startsAt ? { startsAt: row.startsAt } : {}),
+    ...(row.endsAt ? { endsAt: row.endsAt } : {}),
     isActive: row.isActive,
   };
 }

@@ -30,10 +30,13 @@ export interface Candidates {
   descriptions: Map<string, string>;
 }
 
-/** Loads the candidates of a cart: live automatic promotions of its currency and the coupons of `codes`. */
-export async function loadCandidates(em: EntityManager, config: DiscountConfig, currency: string, codes: readonly string[], userId: string, now: Date): Promise<Candidates> {
+/**
+ * Loads the candidates of a cart: live automatic promotions of its currency (unless `currency` is
+ * undefined: a code checked without a cart) and the coupons of `codes`.
+ */
+export async function loadCandidates(em: EntityManager, config: DiscountConfig, currency: string | undefined, codes: readonly string[], userId: string, now: Date): Promise<Candidates> {
   const lower = [...new Set(codes.map((c) => normalizeCode(c).toLowerCase()))];
-  const automatic = await em.find(
+  const automatic = currency === undefined ? [] : await em.find(
     PromotionEntity,
     {
       isAutomatic: true,
@@ -84,7 +87,7 @@ export async function validateCoupon(em: EntityManager, config: DiscountConfig, 
   const code = normalizeCode(req.code);
   const now = new Date();
   if (!req.cart) {
-    const { coupons, descriptions } = await loadCandidates(em, config, "", [code], userId, now);
+    const { coupons, descriptions } = await loadCandidates(em, config, undefined, [code], userId, now);
     const coupon = coupons.get(code);
     const refusal = couponCodeCheck(coupon, userId, now);
     return create(ValidateCouponResponseSchema, {
