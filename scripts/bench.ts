@@ -23,11 +23,13 @@ import { startEdge } from "../gateway/edge.ts";
 import { postgresAdminUrl } from "../kit/testing/infra.ts";
 import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
+import { discountService } from "../services/discount/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
 import { installSqlCounter, Meter } from "./bench/meter.ts";
-import { productBench } from "./bench/product.ts";
+import { discountBench } from "./bench/discount.ts";
+import { adminToken, productBench } from "./bench/product.ts";
 import { goalsOf, printGoals, printTable } from "./bench/report.ts";
 import { Bench, openLoopShare } from "./bench/run.ts";
 
@@ -44,8 +46,8 @@ const say = (line: string) => console.log(`[bench] ${line}`);
 
 // Before any service opens its pool: every statement this process sends is counted.
 installSqlCounter();
-say("starting auth, user, product and the edge (private NATS, throwaway databases)");
-const mesh = await startMesh([authService, userService, productService]);
+say("starting auth, user, product, discount and the edge (private NATS, throwaway databases)");
+const mesh = await startMesh([authService, userService, productService, discountService]);
 const edge = await startEdge({
   port: 0,
   host: "127.0.0.1",
@@ -91,6 +93,7 @@ try {
   }
 
   const product = await productBench(bench, mesh, edge.url, say);
+  await discountBench(bench, mesh, await adminToken(mesh), say);
   console.log();
   const idle = bench.idle;
   console.log(
