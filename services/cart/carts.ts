@@ -10,7 +10,7 @@
  * network call runs inside a transaction, the decision and the write see the
  * same cart, and of two concurrent changes of one version exactly one wins:
  * with expected_version the other is ABORTED (CART_VERSION_MISMATCH), without
- * it the other is decided again on the new state (at most three times).
+ * it the other is decided again on the new state (at most ten times).
  */
 import { create } from "@bufbuild/protobuf";
 import { v7 as uuidv7 } from "uuid";
@@ -78,6 +78,9 @@ interface Plan<T> {
 
 class StaleCart extends Error {}
 
+/** Decisions of one change without expected_version before it gives up with ABORTED (each retry costs two reads). */
+const maxAttempts = 10;
+
 export interface ChangeOptions {
   /** The change creates the cart when the caller has none. */
   creates: boolean;
@@ -96,12 +99,15 @@ async function change<T>(
   decide: (state: State) => Promise<Plan<T>> | Plan<T>,
 ): Promise<{ cart: Cart; result: T }> {
   const { config } = pricing;
+  let catalog: Catalog = new Map();
   for (let attempt = 1; ; attempt++) {
     const found = await callerCart(em, caller);
     const version = found?.version ?? 0;
     if (expectedVersion !== 0n && BigInt(version) !== expectedVersion) throw versionMismatch(version, expectedVersion);
     const items = found ? await itemsOf(em, found.id) : [];
-    const catalog = await catalogOf(pricing, [...items.map((i) => i.productId), ...(options.productIds ?? [])]);
+    // A retry asks the catalog again only for products it has not seen in this call.
+    const needed = [...items.map((i) => i.productId), ...(options.productIds ?? [])];
+    if (attempt === 1 || needed.some((id) => !catalog.has(id))) catalog = await catalogOf(pricing, needed);
     const currency = found?.currency ?? options.currency ?? config.currency;
     const plan = await decide({ cart: found, items, catalog, currency });
     const tokenOf = (cart: CartRecord) => (cart.userId ? undefined : caller.guestToken);
@@ -163,7 +169,7 @@ async function change<T>(
         const current = await callerCart(em, caller);
         throw versionMismatch(current?.version ?? 0, expectedVersion);
       }
-      if (attempt < 3) continue;
+      if (attempt < maxAttempts) continue;
       throw domainError(Code.Aborted, "the cart kept changing while this change was made; retry", { reason: "CART_VERSION_MISMATCH", metadata: { current_version: String(version) } });
     }
     const cart = (await cartById(em, cartId))!;

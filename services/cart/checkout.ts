@@ -16,7 +16,7 @@ import { transaction } from "../../kit/transaction.ts";
 import { versionMismatch } from "./carts.ts";
 import { cartStatuses, summaryMessage } from "./mapping.ts";
 import { priceCart, type Pricing } from "./pricing.ts";
-import { type CartRecord, cartById, cartColumns, currentStatuses, itemsOf } from "./store.ts";
+import { type CartRecord, cartById, cartColumns, cartOf, currentStatuses, itemsOf } from "./store.ts";
 
 const cartNotFound = (id: string) =>
   domainError(Code.NotFound, `no cart ${id} for this user`, { reason: "CART_NOT_FOUND", resource: { type: "cart", name: id } });
@@ -46,7 +46,8 @@ export async function getCartForCheckout(pricing: Pricing, em: EntityManager, re
 export async function markCartConverted(pricing: Pricing, em: EntityManager, req: MarkCartConvertedRequest) {
   await transaction(em, async (tx) => {
     const sql = sqlOf(tx);
-    const cart = await sql.one<CartRecord>(`select ${cartColumns} from carts where id = $1 for update`, [req.cartId]);
+    const row = await sql.one<CartRecord>(`select ${cartColumns} from carts where id = $1 for update`, [req.cartId]);
+    const cart = row && cartOf(row);
     if (!cart || cart.userId !== req.userId) throw cartNotFound(req.cartId);
     if (cart.status === "converted") {
       if (cart.orderId === req.orderId) return; // a retry of this order
@@ -90,8 +91,8 @@ export async function listCarts(em: EntityManager, req: ListCartsRequest) {
     cursor ? cursor.i : null,
     pages.size + 1,
   ];
-  const rows = await sqlOf(em).all<CartRecord & { lineCount: number; itemCount: number; storedSubtotal: string; sortKey: Date }>(
-    `select ${cartColumns}, ${column} as "sortKey", t."lineCount", t."itemCount", t."storedSubtotal"
+  const rows = await sqlOf(em).all<CartRecord & { lineCount: number; itemCount: number; storedSubtotal: string; sortKey: string }>(
+    `select ${cartColumns}, ${column}::text as "sortKey", t."lineCount", t."itemCount", t."storedSubtotal"
      from carts
      cross join lateral (
        select count(*)::int as "lineCount", coalesce(sum(quantity), 0)::int as "itemCount", coalesce(sum(unit_price * quantity), 0)::text as "storedSubtotal"
@@ -110,7 +111,7 @@ export async function listCarts(em: EntityManager, req: ListCartsRequest) {
   const page = rows.slice(0, pages.size);
   const last = page[page.length - 1];
   return {
-    carts: page.map((r) => summaryMessage(r, { lineCount: r.lineCount, itemCount: r.itemCount, storedSubtotal: BigInt(r.storedSubtotal) })),
-    nextPageToken: rows.length > pages.size && last ? pages.next({ t: last.sortKey.toISOString(), i: last.id }) : "",
+    carts: page.map((r) => summaryMessage(cartOf(r), { lineCount: r.lineCount, itemCount: r.itemCount, storedSubtotal: BigInt(r.storedSubtotal) })),
+    nextPageToken: rows.length > pages.size && last ? pages.next({ t: last.sortKey, i: last.id }) : "",
   };
 }

@@ -16,7 +16,7 @@ import { sqlOf } from "../../kit/sql.ts";
 import { transaction } from "../../kit/transaction.ts";
 import { timestampOf } from "../../kit/convert.ts";
 import { priceCart, type Pricing } from "./pricing.ts";
-import { type CartRecord, cartColumns, itemsOf } from "./store.ts";
+import { type CartRecord, cartColumns, cartOf, itemsOf } from "./store.ts";
 
 /** Carts handled per pass at most, so one pass never holds the loop for long. */
 const batch = 100;
@@ -30,13 +30,14 @@ export async function purgeExpired(ctx: ServiceContext): Promise<number> {
 
 export async function markAbandoned(ctx: ServiceContext, pricing: Pricing, signal?: AbortSignal): Promise<number> {
   const em = ctx.orm.em.fork();
-  const due = await sqlOf(em).all<CartRecord>(
+  const rows = await sqlOf(em).all<CartRecord>(
     `select ${cartColumns} from carts c
      where status = 'active' and user_id is not null and updated_at <= $1 and expires_at > now()
        and exists (select 1 from cart_items i where i.cart_id = c.id)
      order by updated_at limit ${batch}`,
     [new Date(Date.now() - pricing.config.abandonAfterMs)],
   );
+  const due = rows.map(cartOf);
   let marked = 0;
   for (const cart of due) {
     if (signal?.aborted) break;

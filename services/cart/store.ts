@@ -55,25 +55,38 @@ export function guestTokenHash(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("hex");
 }
 
+type Raw<T> = { [K in keyof T]: T[K] extends Date ? Date | string : T[K] extends bigint ? string : T[K] };
+
+/** A carts row selected with `cartColumns` (timestamps may arrive as text). */
+export function cartOf<R extends Raw<CartRecord>>(row: R): CartRecord & Omit<R, keyof CartRecord> {
+  return { ...row, expiresAt: new Date(row.expiresAt), createdAt: new Date(row.createdAt), updatedAt: new Date(row.updatedAt) };
+}
+
+const oneCart = async (em: EntityManager, text: string, params: unknown[]) => {
+  const row = await sqlOf(em).one<Raw<CartRecord>>(text, params);
+  return row ? cartOf(row) : undefined;
+};
+
 /** The signed-in user's current cart. */
 export function userCart(em: EntityManager, userId: string): Promise<CartRecord | undefined> {
-  return sqlOf(em).one<CartRecord>(`select ${cartColumns} from carts where user_id = $1 and status = any($2::text[]) and expires_at > now()`, [userId, currentStatuses]);
+  return oneCart(em, `select ${cartColumns} from carts where user_id = $1 and status = any($2::text[]) and expires_at > now()`, [userId, currentStatuses]);
 }
 
 /** The guest cart of a token; undefined for an unknown, expired, merged or converted one. */
 export function guestCart(em: EntityManager, token: string): Promise<CartRecord | undefined> {
-  return sqlOf(em).one<CartRecord>(
+  return oneCart(
+    em,
     `select ${cartColumns} from carts where guest_token_hash = $1 and user_id is null and status = any($2::text[]) and expires_at > now()`,
     [guestTokenHash(token), currentStatuses],
   );
 }
 
 export function cartById(em: EntityManager, id: string): Promise<CartRecord | undefined> {
-  return sqlOf(em).one<CartRecord>(`select ${cartColumns} from carts where id = $1`, [id]);
+  return oneCart(em, `select ${cartColumns} from carts where id = $1`, [id]);
 }
 
 /** The lines of a cart, oldest first. */
 export async function itemsOf(em: EntityManager, cartId: string): Promise<ItemRecord[]> {
-  const rows = await sqlOf(em).all<ItemRecord & { unitPrice: string }>(`select ${itemColumns} from cart_items where cart_id = $1 order by created_at, id`, [cartId]);
-  return rows.map((r) => ({ ...r, unitPrice: BigInt(r.unitPrice) }));
+  const rows = await sqlOf(em).all<Raw<ItemRecord>>(`select ${itemColumns} from cart_items where cart_id = $1 order by created_at, id`, [cartId]);
+  return rows.map((r) => ({ ...r, unitPrice: BigInt(r.unitPrice), createdAt: new Date(r.createdAt), updatedAt: new Date(r.updatedAt) }));
 }
