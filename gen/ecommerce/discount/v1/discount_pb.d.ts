@@ -2213,6 +2213,17 @@ export declare type CalculateDiscountsResponse = Message<"ecommerce.discount.v1.
    * @generated from field: repeated ecommerce.discount.v1.RejectedCoupon rejected_coupons = 7;
    */
   rejectedCoupons: RejectedCoupon[];
+
+  /**
+   * The live automatic promotions of the cart's currency that give it no
+   * discount, and why (a rule not met, not combinable, budget used up), in
+   * evaluation order. Informational, for explaining a cart to support and
+   * admins (as Saleor's and Vendure's promotion checks do); coupon codes are
+   * reported in rejected_coupons instead.
+   *
+   * @generated from field: repeated ecommerce.discount.v1.SkippedPromotion skipped_promotions = 8;
+   */
+  skippedPromotions: SkippedPromotion[];
 };
 
 /**
@@ -2220,6 +2231,47 @@ export declare type CalculateDiscountsResponse = Message<"ecommerce.discount.v1.
  * Use `create(CalculateDiscountsResponseSchema)` to create a new message.
  */
 export declare const CalculateDiscountsResponseSchema: GenMessage<CalculateDiscountsResponse>;
+
+/**
+ * A live automatic promotion that gives a cart no discount, and why.
+ *
+ * @generated from message ecommerce.discount.v1.SkippedPromotion
+ */
+export declare type SkippedPromotion = Message<"ecommerce.discount.v1.SkippedPromotion"> & {
+  /**
+   * Id of the promotion.
+   *
+   * @generated from field: string promotion_id = 1;
+   */
+  promotionId: string;
+
+  /**
+   * The promotion's customer-facing name.
+   *
+   * @generated from field: string promotion_name = 2;
+   */
+  promotionName: string;
+
+  /**
+   * Why it did not apply, with the same values as for coupon codes.
+   *
+   * @generated from field: ecommerce.discount.v1.CouponRejectionReason reason = 3;
+   */
+  reason: CouponRejectionReason;
+
+  /**
+   * An English explanation of reason.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message ecommerce.discount.v1.SkippedPromotion.
+ * Use `create(SkippedPromotionSchema)` to create a new message.
+ */
+export declare const SkippedPromotionSchema: GenMessage<SkippedPromotion>;
 
 /**
  * Request of DiscountService.RedeemDiscounts.

@@ -1,0 +1,4 @@
+import { main } from "../../kit/server.ts";
+import { discountService } from "./service.ts";
+
+await main(discountService);
