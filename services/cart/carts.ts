@@ -27,14 +27,13 @@ import type {
   UpdateItemQuantityRequest,
 } from "../../gen/ecommerce/cart/v1/cart_pb.js";
 import { CartWarningCode, CartWarningSchema } from "../../gen/ecommerce/cart/v1/cart_pb.js";
-import { type CartLine, CartLineSchema, CouponRejectionReason } from "../../gen/ecommerce/discount/v1/discount_pb.js";
+import { type CartLine, CouponRejectionReason } from "../../gen/ecommerce/discount/v1/discount_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, ConnectError, domainError, failedPrecondition, invalidArgument, isUniqueViolation } from "../../kit/errors.ts";
-import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { transaction } from "../../kit/transaction.ts";
 import { CartEntity, CartItemEntity } from "./entities.ts";
-import { type Catalog, catalogOf, emptyCart, type Offer, offerOf, priceCart, type Pricing } from "./pricing.ts";
+import { type Catalog, catalogOf, discountLines, emptyCart, type Offer, offerOf, priceCart, type Pricing } from "./pricing.ts";
 import { type CartRecord, cartById, currentStatuses, guestCart, guestTokenHash, type ItemRecord, itemsOf, newGuestToken, userCart } from "./store.ts";
 
 /** Who is asking: the signed-in user, else the guest token of the request ("" for none). */
@@ -278,26 +277,6 @@ export async function clearCart(pricing: Pricing, em: EntityManager, caller: Cal
   return { cart };
 }
 
-/** The lines the discount engine sees: the available ones, at their current price. */
-function discountLines(pricing: Pricing, s: Pick<State, "catalog" | "currency">, items: { id: string; productId: string; variantId: string | null; quantity: number }[]): CartLine[] {
-  const lines: CartLine[] = [];
-  for (const item of items) {
-    const offer = offerOf(s.catalog, item.productId, item.variantId ?? "", s.currency, pricing.config.maxLineQuantity);
-    if (offer.refusal) continue;
-    lines.push(
-      create(CartLineSchema, {
-        lineId: item.id,
-        productId: item.productId,
-        variantId: item.variantId ?? "",
-        categoryIds: offer.categoryIds,
-        quantity: item.quantity,
-        unitPrice: money(offer.unitPrice!, s.currency),
-      }),
-    );
-  }
-  return lines;
-}
-
 /** Discount's ValidateCoupon on the cart as it would be; the caller's token is forwarded, so per-customer rules are checked for a signed-in user. */
 async function validateCoupon(pricing: Pricing, code: string, currency: string, lines: CartLine[]) {
   return pricing.discounts().validateCoupon({ code, cart: lines.length > 0 ? { currencyCode: currency, lines, couponCodes: [] } : undefined });
@@ -305,7 +284,7 @@ async function validateCoupon(pricing: Pricing, code: string, currency: string, 
 
 export async function applyCoupon(pricing: Pricing, em: EntityManager, caller: Caller, req: ApplyCouponRequest) {
   const { cart } = await change(pricing, em, caller, req.expectedVersion, { creates: true }, async (s) => {
-    const answer = await validateCoupon(pricing, req.code, s.currency, discountLines(pricing, s, s.items));
+    const answer = await validateCoupon(pricing, req.code, s.currency, await discountLines(pricing, s.catalog, s.items, s.currency, "storefront"));
     if (!answer.valid) {
       const reason = CouponRejectionReason[answer.reason] ?? "NOT_FOUND";
       const metadata: Record<string, string> = answer.minSubtotal ? { min_subtotal_minor: String(answer.minSubtotal.amountMinor) } : {};
@@ -374,7 +353,7 @@ export async function mergeGuestCart(pricing: Pricing, em: EntityManager, userId
       // The guest's coupon is the more recent choice: it replaces the user's when it applies to the merged cart.
       let coupon: string | undefined;
       if (guest.couponCode && guest.couponCode !== s.cart?.couponCode) {
-        const answer = await validateCoupon(pricing, guest.couponCode, s.currency, discountLines(pricing, s, lines)).catch((error: unknown) => {
+        const answer = await validateCoupon(pricing, guest.couponCode, s.currency, await discountLines(pricing, s.catalog, lines, s.currency, "storefront")).catch((error: unknown) => {
           pricing.log.warn({ err: ConnectError.from(error).rawMessage }, "guest coupon not checked at merge; the user's coupon stays");
           return undefined;
         });

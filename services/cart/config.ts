@@ -9,6 +9,8 @@
  *   change (default 30 days each).
  * - CART_ABANDON_AFTER_MS: a user cart with items unchanged this long becomes ABANDONED
  *   and cart.abandoned is published (default 24 hours).
+ * - CART_CATEGORY_CACHE_MS: how long the catalog's category tree (for the ancestor
+ *   categories discount rules match) is kept before it is asked again (default 60 s).
  * - CART_SWEEP_INTERVAL_MS: how often the job marks abandoned carts and purges expired
  *   ones (default 5 minutes).
  */
@@ -22,6 +24,7 @@ export interface CartServiceConfig {
   customerTtlMs: number;
   abandonAfterMs: number;
   sweepIntervalMs: number;
+  categoryCacheMs: number;
 }
 
 const hour = 3_600_000;
@@ -38,6 +41,7 @@ export function loadCartConfig(env: Env = process.env): CartServiceConfig {
       customerTtlMs: r.int("CART_CUSTOMER_TTL_MS", 30 * day, 60_000, 365 * day),
       abandonAfterMs: r.int("CART_ABANDON_AFTER_MS", 24 * hour, 1, 365 * day),
       sweepIntervalMs: r.int("CART_SWEEP_INTERVAL_MS", 5 * 60_000, 100, day),
+      categoryCacheMs: r.int("CART_CATEGORY_CACHE_MS", 60_000, 0, day),
     },
     "cart service configuration",
   );

@@ -22,6 +22,7 @@ import { timestampOf } from "../../kit/convert.ts";
 import { Code, ConnectError } from "../../kit/errors.ts";
 import type { Logger } from "../../kit/logger.ts";
 import { money, moneyOrUndefined } from "../../kit/money.ts";
+import type { CategoryAncestry } from "./categories.ts";
 import type { CartServiceConfig } from "./config.ts";
 import { cartStatuses } from "./mapping.ts";
 import type { CartRecord, ItemRecord } from "./store.ts";
@@ -30,6 +31,7 @@ import type { CartRecord, ItemRecord } from "./store.ts";
 export interface Pricing {
   config: CartServiceConfig;
   log: Logger;
+  categories: CategoryAncestry;
   products(): Client<typeof ProductService>;
   discounts(): Client<typeof DiscountService>;
 }
@@ -106,6 +108,46 @@ export function offerOf(catalog: Catalog, productId: string, variantId: string, 
   return { ...withPrice, maxQuantity: backorder ? lineMaximum : Math.min(lineMaximum, source.availableQuantity) };
 }
 
+/**
+ * The lines the discount engine sees: the available ones at their current
+ * price, each with its categories and their ancestors. Without the category
+ * tree a storefront snapshot carries the direct categories only (logged);
+ * checkout fails instead.
+ */
+export async function discountLines(
+  pricing: Pricing,
+  catalog: Catalog,
+  items: readonly { id: string; productId: string; variantId: string | null; quantity: number }[],
+  currency: string,
+  mode: PriceOptions["mode"],
+): Promise<CartLine[]> {
+  const lines: CartLine[] = [];
+  for (const item of items) {
+    const offer = offerOf(catalog, item.productId, item.variantId ?? "", currency, pricing.config.maxLineQuantity);
+    if (offer.refusal) continue;
+    let categoryIds = offer.categoryIds;
+    if (categoryIds.length > 0) {
+      try {
+        categoryIds = await pricing.categories.expand(categoryIds);
+      } catch (error) {
+        if (mode === "checkout") throw error;
+        pricing.log.warn({ err: ConnectError.from(error).rawMessage }, "category tree unavailable; discount snapshot without ancestor categories");
+      }
+    }
+    lines.push(
+      create(CartLineSchema, {
+        lineId: item.id,
+        productId: item.productId,
+        variantId: item.variantId ?? "",
+        categoryIds,
+        quantity: item.quantity,
+        unitPrice: money(offer.unitPrice!, currency),
+      }),
+    );
+  }
+  return lines;
+}
+
 export interface PriceOptions {
   /** checkout: a Discount failure fails the call instead of degrading. */
   mode: "storefront" | "checkout";
@@ -133,7 +175,6 @@ export async function priceCart(pricing: Pricing, cart: CartRecord, items: ItemR
   const catalog = known && items.every((i) => known.has(i.productId)) ? known : await catalogOf(pricing, items.map((i) => i.productId));
   const warnings: CartWarning[] = [...(options.warnings ?? [])];
   const lines: CartItem[] = [];
-  const snapshot: CartLine[] = [];
   let subtotal = 0n;
   let itemCount = 0;
   for (const item of items) {
@@ -142,19 +183,7 @@ export async function priceCart(pricing: Pricing, cart: CartRecord, items: ItemR
     const lineTotal = available ? offer.unitPrice! * BigInt(item.quantity) : 0n;
     const priceChanged = offer.unitPrice !== undefined && offer.unitPrice !== item.unitPrice;
     itemCount += item.quantity;
-    if (available) {
-      subtotal += lineTotal;
-      snapshot.push(
-        create(CartLineSchema, {
-          lineId: item.id,
-          productId: item.productId,
-          variantId: item.variantId ?? "",
-          categoryIds: offer.categoryIds,
-          quantity: item.quantity,
-          unitPrice: money(offer.unitPrice!, currency),
-        }),
-      );
-    }
+    if (available) subtotal += lineTotal;
     lines.push(
       create(CartItemSchema, {
         id: item.id,
@@ -209,6 +238,7 @@ export async function priceCart(pricing: Pricing, cart: CartRecord, items: ItemR
   });
 
   let discountTotal = 0n;
+  const snapshot = await discountLines(pricing, catalog, items, currency, options.mode);
   if (snapshot.length === 0) {
     // Nothing to discount: the engine is not asked, and a stored code shows why it gives nothing.
     if (cart.couponCode) warnings.push(warning(CartWarningCode.COUPON_NOT_APPLICABLE, `coupon ${cart.couponCode} applies once the cart has items it covers`, undefined, "NOT_APPLICABLE_TO_ITEMS"));

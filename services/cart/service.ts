@@ -8,12 +8,14 @@
 import { CartService } from "../../gen/ecommerce/cart/v1/cart_pb.js";
 import { file_ecommerce_cart_v1_events } from "../../gen/ecommerce/cart/v1/events_pb.js";
 import { DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
+import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
 import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import type { HandlerContext } from "@connectrpc/connect";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
 import { defineService, type ServiceContext } from "../../kit/server.ts";
 import { addItem, applyCoupon, type Caller, callerCart, clearCart, mergeGuestCart, removeCoupon, removeItem, updateItemQuantity } from "./carts.ts";
+import { CategoryAncestry } from "./categories.ts";
 import { getCartById, getCartForCheckout, listCarts, markCartConverted } from "./checkout.ts";
 import { type CartServiceConfig, loadCartConfig } from "./config.ts";
 import { cartEntities } from "./entities.ts";
@@ -63,5 +65,11 @@ export const cartService = defineService({
 });
 
 function pricingOf(ctx: ServiceContext, config: CartServiceConfig): Pricing {
-  return { config, log: ctx.log, products: () => ctx.peers.client(ProductService), discounts: () => ctx.peers.client(DiscountService) };
+  return {
+    config,
+    log: ctx.log,
+    categories: new CategoryAncestry(() => ctx.peers.client(CategoryService), config.categoryCacheMs),
+    products: () => ctx.peers.client(ProductService),
+    discounts: () => ctx.peers.client(DiscountService),
+  };
 }
