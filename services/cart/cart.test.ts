@@ -16,6 +16,10 @@ import { CartStatus, CartWarningCode, type Cart } from "../../gen/ecommerce/cart
 import { CartAbandonedSchema, CartConvertedSchema } from "../../gen/ecommerce/cart/v1/events_pb.js";
 import type { IntervalJob } from "../../kit/jobs.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
+import { DiscountRuleType, DiscountService, PromotionType } from "../../gen/ecommerce/discount/v1/discount_pb.js";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { discountService } from "../discount/service.ts";
 import { auth, type CartHarness, failure, startCartHarness, unique } from "./testing.ts";
 
 let h: CartHarness;
@@ -242,6 +246,15 @@ describe("signing in", () => {
     expect(old).toMatchObject({ status: CartStatus.MERGED, mergedIntoCartId: mine.id, guestToken: "" });
     expect(await failure(h.carts.mergeGuestCart({ guestToken: token }))).toMatchObject({ code: Code.Unauthenticated });
   });
+
+  it("merges a guest cart once when the same token is merged concurrently", async () => {
+    const p = await h.product(100n, 50);
+    const user = await h.customer();
+    const guest = (await h.carts.addItem({ productId: p.id, quantity: 3 })).cart!;
+    const results = await Promise.all(Array.from({ length: 4 }, () => h.carts.mergeGuestCart({ guestToken: guest.guestToken }, auth(user.token))));
+    expect(results.filter((r) => r.merged)).toHaveLength(1);
+    expect((await h.carts.getCart({}, auth(user.token))).cart!.items.map((i) => i.quantity)).toEqual([3]);
+  });
 });
 
 describe("checkout (Order service)", () => {
@@ -353,5 +366,70 @@ describe("without the catalog", () => {
     const error = await failure(bare.carts.addItem({ productId: uuidv7(), quantity: 1 }));
     expect(error).toMatchObject({ code: Code.Unavailable, message: expect.stringMatching(/^product service unavailable/) });
     expect((await bare.carts.getCart({})).cart).toMatchObject({ id: "", version: 0n, currencyCode: "USD" });
+  });
+});
+
+describe("with the Discount service", () => {
+  let d: CartHarness;
+  let discounts: ReturnType<typeof createClient<typeof DiscountService>>;
+  beforeAll(async () => {
+    d = await startCartHarness({}, [discountService]);
+    discounts = createClient(DiscountService, createGrpcTransport({ baseUrl: d.mesh.url("discount") }));
+  });
+  afterAll(() => d?.stop());
+
+  /** A coupon for `percent` % off, with a minimum subtotal. */
+  async function coupon(percent: number, minSubtotal: bigint) {
+    const { promotion } = await discounts.createPromotion(
+      { name: `${percent}% off`, type: PromotionType.PERCENTAGE, value: { case: "percentOffBps", value: percent * 100 }, currencyCode: "USD", isActive: true },
+      auth(d.admin),
+    );
+    await discounts.addDiscountRule({ promotionId: promotion!.id, rule: { ruleType: DiscountRuleType.MIN_SUBTOTAL, value: { case: "minSubtotal", value: usd(minSubtotal) } } }, auth(d.admin));
+    const code = unique("C").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 32);
+    await discounts.createCoupon({ promotionId: promotion!.id, code }, auth(d.admin));
+    return { code: code.toUpperCase(), promotionId: promotion!.id };
+  }
+
+  it("keeps a code applied before shopping as COUPON_NOT_APPLICABLE until the cart meets it", async () => {
+    const { code } = await coupon(10, 5000n);
+    const early = (await d.carts.applyCoupon({ code: code.toLowerCase() })).cart!;
+    expect(early).toMatchObject({ couponCode: code, version: 1n, itemCount: 0 });
+    expect(early.guestToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(early.warnings.map((w) => w.code)).toEqual([CartWarningCode.COUPON_NOT_APPLICABLE]);
+    const p = await d.product(3000n, 10);
+    const below = (await d.carts.addItem({ guestToken: early.guestToken, productId: p.id, quantity: 1 })).cart!;
+    expect(below.warnings).toMatchObject([{ code: CartWarningCode.COUPON_NOT_APPLICABLE, reason: "MIN_SUBTOTAL_NOT_MET" }]);
+    expect(below.total).toMatchObject(usd(3000n));
+    const met = (await d.carts.updateItemQuantity({ guestToken: early.guestToken, line: { case: "product", value: { productId: p.id } }, quantity: 2 })).cart!;
+    expect(met).toMatchObject({ subtotal: usd(6000n), discountTotal: usd(600n), total: usd(5400n), warnings: [] });
+
+    // Applying a code the cart does not meet is refused and stores nothing.
+    const other = await coupon(20, 100_000n);
+    expect(await failure(d.carts.applyCoupon({ guestToken: early.guestToken, code: other.code }))).toMatchObject({
+      code: Code.FailedPrecondition,
+      reason: "COUPON_MIN_SUBTOTAL_NOT_MET",
+      metadata: { min_subtotal_minor: "100000" },
+    });
+    expect((await d.carts.getCart({ guestToken: early.guestToken })).cart!.couponCode).toBe(code);
+  });
+
+  it("gives checkout the cart priced with its discounts, and the guest's coupon wins at merge", async () => {
+    const mine = await coupon(5, 0n);
+    const guests = await coupon(15, 0n);
+    const p = await d.product(2000n, 10);
+    const user = await d.customer();
+    await d.carts.addItem({ productId: p.id, quantity: 1 }, auth(user.token));
+    await d.carts.applyCoupon({ code: mine.code }, auth(user.token));
+    const guest = (await d.carts.addItem({ productId: p.id, quantity: 1 })).cart!;
+    await d.carts.applyCoupon({ guestToken: guest.guestToken, code: guests.code });
+    const merged = (await d.carts.mergeGuestCart({ guestToken: guest.guestToken }, auth(user.token))).cart!;
+    // 2 × 20.00 = 40.00, 15% = 6.00.
+    expect(merged).toMatchObject({ couponCode: guests.code, subtotal: usd(4000n), discountTotal: usd(600n), total: usd(3400n) });
+
+    const { cart } = await d.carts.getCartForCheckout({ cartId: merged.id, userId: user.userId, expectedVersion: merged.version }, auth(d.order));
+    expect(cart).toMatchObject({ id: merged.id, version: merged.version, total: usd(3400n), discounts: [{ promotionId: guests.promotionId, amount: usd(600n) }] });
+    expect(cart!.items[0]!.discountAmount).toMatchObject(usd(600n));
+    await d.carts.clearCart({}, auth(user.token));
+    expect(await failure(d.carts.getCartForCheckout({ cartId: merged.id, userId: user.userId }, auth(d.order)))).toMatchObject({ reason: "CART_EMPTY" });
   });
 });

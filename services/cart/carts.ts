@@ -76,6 +76,8 @@ interface Plan<T> {
 }
 
 class StaleCart extends Error {}
+/** The guest cart changed (or was merged) after the merge read it. */
+class GuestCartChanged extends Error {}
 
 /** Decisions of one change without expected_version before it gives up with ABORTED (each retry costs two reads). */
 const maxAttempts = 10;
@@ -307,16 +309,29 @@ const mergeWarning = (code: CartWarningCode, message: string, init: { itemId?: s
   create(CartWarningSchema, { code, message, itemId: init.itemId ?? "", productId: init.productId ?? "", variantId: init.variantId ?? "" });
 
 export async function mergeGuestCart(pricing: Pricing, em: EntityManager, userId: string, req: MergeGuestCartRequest) {
-  const { config } = pricing;
   const caller: Caller = { userId, guestToken: "" };
-  const guest = await guestCart(em, req.guestToken);
-  if (!guest) {
-    // Idempotent: nothing to merge; the user's cart as it is.
-    const { cart } = await change(pricing, em, caller, req.expectedVersion, { creates: false }, () => ({ result: undefined }));
-    return { cart, merged: false, mergedLineCount: 0 };
+  for (let attempt = 1; ; attempt++) {
+    const guest = await guestCart(em, req.guestToken);
+    if (!guest) {
+      // Idempotent: nothing to merge (unknown, expired, converted or already merged); the user's cart as it is.
+      const { cart } = await change(pricing, em, caller, req.expectedVersion, { creates: false }, () => ({ result: undefined }));
+      return { cart, merged: false, mergedLineCount: 0 };
+    }
+    try {
+      const { cart, result } = await mergeInto(pricing, em, caller, guest, req);
+      return { cart, merged: true, mergedLineCount: result };
+    } catch (error) {
+      // The guest cart changed meanwhile (a concurrent merge of the token, a guest tab still adding): read it again.
+      if (!(error instanceof GuestCartChanged)) throw error;
+      if (attempt >= maxAttempts) throw domainError(Code.Aborted, "the guest cart kept changing during the merge; retry", { reason: "CART_VERSION_MISMATCH" });
+    }
   }
+}
+
+async function mergeInto(pricing: Pricing, em: EntityManager, caller: Caller, guest: CartRecord, req: MergeGuestCartRequest) {
+  const { config } = pricing;
   const guestItems = await itemsOf(em, guest.id);
-  const { cart, result } = await change(
+  return change(
     pricing,
     em,
     caller,
@@ -370,7 +385,7 @@ export async function mergeGuestCart(pricing: Pricing, em: EntityManager, userId
              where id = $1 and version = $2 and status = any($5::text[])`,
             [guest.id, guest.version, cartId, now, currentStatuses],
           );
-          if (moved === 0) throw new StaleCart();
+          if (moved === 0) throw new GuestCartChanged();
           for (const u of updates) await tx.nativeUpdate(CartItemEntity, { id: u.id }, { ...lineFields(u.offer), quantity: u.quantity, updatedAt: now });
           for (const i of inserts) {
             tx.create(CartItemEntity, { id: i.id, cartId, productId: i.item.productId, variantId: i.item.variantId, quantity: i.quantity, createdAt: now, updatedAt: now, ...lineFields(i.offer) });
@@ -379,7 +394,6 @@ export async function mergeGuestCart(pricing: Pricing, em: EntityManager, userId
       };
     },
   );
-  return { cart, merged: true, mergedLineCount: result };
 }
 
 export { cartById };
