@@ -239,6 +239,9 @@ export async function priceCart(pricing: Pricing, cart: CartRecord, items: ItemR
 
   let discountTotal = 0n;
   const snapshot = await discountLines(pricing, catalog, items, currency, options.mode);
+  // Lines show the categories the engine matched: the product's and their ancestors.
+  const matched = new Map(snapshot.map((l) => [l.lineId, l.categoryIds]));
+  for (const line of out.items) line.categoryIds = matched.get(line.id) ?? line.categoryIds;
   if (snapshot.length === 0) {
     // Nothing to discount: the engine is not asked, and a stored code shows why it gives nothing.
     if (cart.couponCode) warnings.push(warning(CartWarningCode.COUPON_NOT_APPLICABLE, `coupon ${cart.couponCode} applies once the cart has items it covers`, undefined, "NOT_APPLICABLE_TO_ITEMS"));
