@@ -23,7 +23,7 @@ import { captureStatements } from "./meter.ts";
 import type { Bench } from "./run.ts";
 
 /** A signed-in admin: registered, promoted with the documented create-admin command, signed in again. */
-async function adminToken(mesh: TestMesh): Promise<string> {
+export async function adminToken(mesh: TestMesh): Promise<string> {
   const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
   const email = `bench-admin-${Date.now()}@example.test`;
   const password = "quartz lantern admin river 9931";
