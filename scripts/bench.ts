@@ -30,7 +30,8 @@ import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
 import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { cartBench } from "./bench/cart.ts";
-import { productBench } from "./bench/product.ts";
+import { discountBench } from "./bench/discount.ts";
+import { adminToken, productBench } from "./bench/product.ts";
 import { goalsOf, printGoals, printTable } from "./bench/report.ts";
 import { Bench, openLoopShare } from "./bench/run.ts";
 
@@ -94,7 +95,8 @@ try {
   }
 
   const product = await productBench(bench, mesh, edge.url, say);
-  await cartBench(bench, mesh, edge.url, say);
+  await discountBench(bench, mesh, await adminToken(mesh), say);
+  await cartBench(bench, mesh, edge.url, await adminToken(mesh), say);
   console.log();
   const idle = bench.idle;
   console.log(

@@ -10,10 +10,11 @@ import { TestDatabases } from "../kit/testing/infra.ts";
 import { schemaDrift } from "../kit/testing/schema-drift.ts";
 import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
+import { discountService } from "../services/discount/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 
-const services: AnyServiceDefinition[] = [authService, userService, productService, cartService];
+const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

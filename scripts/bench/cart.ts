@@ -13,15 +13,14 @@ import { DiscountRuleType, DiscountService, PromotionType } from "../../gen/ecom
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import type { TestMesh } from "../../kit/testing/mesh.ts";
-import { adminToken } from "./product.ts";
 import type { Bench } from "./run.ts";
 
 const lines = 20;
 const promotions = 50;
 
-export async function cartBench(bench: Bench, mesh: TestMesh, edgeUrl: string, say: (l: string) => void): Promise<void> {
+export async function cartBench(bench: Bench, mesh: TestMesh, edgeUrl: string, adminToken: string, say: (l: string) => void): Promise<void> {
   say(`cart: a ${lines}-line cart and ${promotions} active automatic promotions`);
-  const admin = { headers: { authorization: `Bearer ${await adminToken(mesh)}` } };
+  const admin = { headers: { authorization: `Bearer ${adminToken}` } };
   const products = createClient(ProductService, createGrpcTransport({ baseUrl: mesh.url("product") }));
   const inventory = createClient(InventoryService, createGrpcTransport({ baseUrl: mesh.url("product") }));
   const discounts = createClient(DiscountService, createGrpcTransport({ baseUrl: mesh.url("discount") }));

@@ -4,7 +4,7 @@
  * case and unique in any letter case (unique index on lower(code)).
  */
 import { randomInt } from "node:crypto";
-import { LockMode } from "@mikro-orm/core";
+import { LockMode, raw } from "@mikro-orm/core";
 import { v7 as uuidv7 } from "uuid";
 import {
   type Coupon,
@@ -177,7 +177,7 @@ export async function getCoupon(em: EntityManager, req: GetCouponRequest): Promi
   const row =
     lookup.case === "couponId"
       ? await em.findOne(CouponEntity, { id: lookup.value })
-      : await em.findOne(CouponEntity, { code: (lookup.value ?? "").toUpperCase() });
+      : await em.findOne(CouponEntity, { [raw("lower(code)")]: (lookup.value ?? "").toLowerCase() });
   if (!row) throw notFound("coupon", lookup.value ?? "");
   return { coupon: couponMessage(row, await promotionName(em, row.promotionId)) };
 }

@@ -122,6 +122,14 @@ describe("amounts", () => {
     expect(once.total).toBe(600n);
     const half = run(cart([line("a", 999n, 3)]), [promo({ type: PromotionType.BUY_X_GET_Y, percentOffBps: undefined, buyXGetY: { ...b2g1, discountBps: 5000 } })]);
     expect(half.total).toBe(500n); // 499.5 rounded half up
+    // Units are counted, not listed: 200 lines of 10000 units each.
+    const big = cart(Array.from({ length: 200 }, (_, i) => line(`l${i}`, BigInt(100 + i), 10_000)));
+    const many = run(big, [promo({ type: PromotionType.BUY_X_GET_Y, percentOffBps: undefined, buyXGetY: b2g1 })]);
+    expect(many.applied[0]!.allocations.reduce((s, a) => s + a.amount, 0n)).toBe(many.total);
+    expect(many.total).toBeGreaterThan(0n);
+    const short = run(cart([line("a", 999n, 2)]), [promo({ type: PromotionType.BUY_X_GET_Y, percentOffBps: undefined, buyXGetY: b2g1 })]);
+    expect(short.applied).toEqual([]);
+    expect(short.skipped[0]!.reason).toBe(Reason.MIN_QUANTITY_NOT_MET);
   });
 
   it("max_discount caps a percentage; the remaining budget caps every type", () => {

@@ -201,10 +201,13 @@ export function ruleCheck(p: EnginePromotion, cart: EngineCart, subtotal: bigint
   }
   const eligible = eligibleLines(rules, cart.lines);
   if (eligible.length === 0) return reject(R.NOT_APPLICABLE_TO_ITEMS, "no item in the cart is eligible");
-  if (rules.minQuantity !== undefined) {
-    const units = eligible.reduce((s, l) => s + l.quantity, 0);
-    if (units < rules.minQuantity) return reject(R.MIN_QUANTITY_NOT_MET, `add ${rules.minQuantity - units} more eligible item(s) to get this discount`);
+  const units = eligible.reduce((s, l) => s + l.quantity, 0);
+  if (rules.minQuantity !== undefined && units < rules.minQuantity) {
+    return reject(R.MIN_QUANTITY_NOT_MET, `add ${rules.minQuantity - units} more eligible item(s) to get this discount`);
   }
+  // Buy X get Y needs one full group; with fewer units it does not apply (rather than applying as zero).
+  const group = p.buyXGetY ? p.buyXGetY.buy + p.buyXGetY.get : 0;
+  if (units < group) return reject(R.MIN_QUANTITY_NOT_MET, `add ${group - units} more eligible item(s) to get this discount`);
   return undefined;
 }
 
@@ -269,17 +272,25 @@ export function allocate(amount: bigint, weights: readonly bigint[], caps: reado
 function buyXGetY(p: EnginePromotion, eligible: readonly EngineLine[], left: ReadonlyMap<string, bigint>) {
   const { buy, get, discountBps, maxApplications } = p.buyXGetY!;
   // Units by unit price, highest first; ties by line id, so the result does not depend on line order.
-  const units = [...eligible]
-    .sort((a, b) => (a.unitPrice === b.unitPrice ? (a.lineId < b.lineId ? -1 : a.lineId > b.lineId ? 1 : 0) : a.unitPrice > b.unitPrice ? -1 : 1))
-    .flatMap((l) => Array.from({ length: l.quantity }, () => l));
-  let groups = Math.floor(units.length / (buy + get));
+  const sorted = [...eligible].sort((a, b) =>
+    a.unitPrice === b.unitPrice ? (a.lineId < b.lineId ? -1 : a.lineId > b.lineId ? 1 : 0) : a.unitPrice > b.unitPrice ? -1 : 1,
+  );
+  const size = buy + get;
+  const totalUnits = sorted.reduce((s, l) => s + l.quantity, 0);
+  let groups = Math.floor(totalUnits / size);
   if (maxApplications > 0) groups = Math.min(groups, maxApplications);
+  const end = groups * size;
+  // Discounted positions among the first n units of that order: the last `get` of each group of `size`.
+  const before = (n: number) => {
+    const m = Math.min(n, end);
+    return Math.floor(m / size) * get + Math.max(0, (m % size) - buy);
+  };
   const discounted = new Map<string, number>();
-  for (let g = 0; g < groups; g++) {
-    for (let k = 0; k < get; k++) {
-      const unit = units[g * (buy + get) + buy + k]!;
-      discounted.set(unit.lineId, (discounted.get(unit.lineId) ?? 0) + 1);
-    }
+  let start = 0;
+  for (const l of sorted) {
+    const d = before(start + l.quantity) - before(start);
+    if (d > 0) discounted.set(l.lineId, d);
+    start += l.quantity;
   }
   // A discounted unit is worth what earlier promotions left of its line, per unit: left * d / quantity.
   const lines = eligible.filter((l) => discounted.has(l.lineId));

@@ -93,6 +93,8 @@ export async function createPromotion(em: EntityManager, config: DiscountConfig,
       createdAt: at,
       updatedAt: at,
     });
+    // The entities declare no relations, so the promotion is written before the rules that reference it.
+    await tx.flush();
     const rules = req.rules.map((r) => newRule(tx, row.id, r));
     await tx.flush();
     return { promotion: promotionMessage(row, rules) };
@@ -265,7 +267,8 @@ export async function listPromotions(em: EntityManager, req: ListPromotionsReque
   );
   const page = rows.slice(0, pages.size);
   const ids = page.map((r) => r.id);
-  const [found, rules] = await Promise.all([em.find(PromotionEntity, { id: { $in: ids } }), em.find(DiscountRuleEntity, { promotionId: { $in: ids } })]);
+  const found = await em.find(PromotionEntity, { id: { $in: ids } });
+  const rules = await em.find(DiscountRuleEntity, { promotionId: { $in: ids } });
   const byId = new Map(found.map((p) => [p.id, p]));
   const last = page[page.length - 1];
   return {

@@ -72,15 +72,18 @@ async function redeemOnce(tx: EntityManager, config: DiscountConfig, req: Redeem
     [req.orderId, req.userId, currency, expected],
   );
   if (!claimed) {
-    const prior = (await sql.one<{ status: string; currency: string; expected_total_minor: string; result: Buffer }>(
-      "select status, currency, expected_total_minor, result from redemptions where order_id = $1",
+    const prior = (await sql.one<{ user_id: string; status: string; currency: string; expected_total_minor: string; result: Buffer }>(
+      "select user_id, status, currency, expected_total_minor, result from redemptions where order_id = $1",
       [req.orderId],
     ))!;
     if (prior.status === "released") {
       throw failedPrecondition("this order's redemption was released; a cancelled or failed checkout needs a new order", "REDEMPTION_RELEASED");
     }
-    if (prior.currency !== currency || BigInt(prior.expected_total_minor) !== expected) {
-      throw alreadyExists(`order ${req.orderId} was redeemed with another expected_total_discount (${prior.expected_total_minor} ${prior.currency})`, "REDEMPTION_CONFLICT");
+    if (prior.currency !== currency || BigInt(prior.expected_total_minor) !== expected || prior.user_id !== req.userId) {
+      throw alreadyExists(
+        `order ${req.orderId} was redeemed for another customer or with another expected_total_discount (${prior.expected_total_minor} ${prior.currency})`,
+        "REDEMPTION_CONFLICT",
+      );
     }
     return { redemption: fromBinary(RedemptionSchema, prior.result) };
   }

@@ -471,6 +471,7 @@ async function main(): Promise<void> {
     // On a terminal one line per table, rewritten in place; otherwise one line per finished table.
     progress: (line, final) => (tty ? process.stderr.write(`\r${line}${final ? "\n" : ""}`) : final ? say(line) : undefined),
   });
+  await (await import("../discount/seed.ts")).seedDiscountsCli(say);
   if (!result.loaded) {
     say("already seeded: nothing to do. Pass --reset to empty the catalog and load it again.");
     return;

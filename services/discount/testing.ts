@@ -1,0 +1,106 @@
+/**
+ * Test harness of the Discount service: a real server on a throwaway database
+ * and a private nats-server (kit/testing), tokens from a TestIssuer instead of
+ * Auth, a client per caller (admin, customer, guest, the Cart and Order
+ * services), and a reader of DISCOUNT_EVENTS. No peer is started: the engine
+ * takes categories from the cart snapshot and calls nobody.
+ */
+import { type DescMessage, fromBinary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { jetstream } from "@nats-io/jetstream";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { v7 as uuidv7 } from "uuid";
+import { CartSnapshotSchema, DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { errorFields } from "../../kit/errors.ts";
+import { money } from "../../kit/money.ts";
+import { subjectOf } from "../../kit/events/contracts.ts";
+import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { TestIssuer } from "../../kit/testing/tokens.ts";
+import { discountService } from "./service.ts";
+
+/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
+export async function failure(call: Promise<unknown>) {
+  const error = await call.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
+  if (!error) throw new Error("expected the call to fail");
+  const info = error.findDetails(ErrorInfoSchema)[0];
+  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
+}
+
+export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+export interface DiscountHarness {
+  mesh: TestMesh;
+  issuer: TestIssuer;
+  nc: NatsConnection;
+  discounts: ReturnType<typeof createClient<typeof DiscountService>>;
+  admin: string;
+  customer: string;
+  customerId: string;
+  /** Service credentials of the two INTERNAL callers. */
+  cart: string;
+  order: string;
+  sql<T>(query: string, params?: unknown[]): Promise<T[]>;
+  stop(): Promise<void>;
+}
+
+export async function startDiscountHarness(env: Record<string, string> = {}): Promise<DiscountHarness> {
+  const issuer = new TestIssuer();
+  const mesh = await startMesh([issuer.trustedBy(discountService)], env);
+  const nc = await natsConnect({ servers: mesh.nats.url });
+  const customerId = uuidv7();
+  return {
+    mesh,
+    issuer,
+    nc,
+    discounts: createClient(DiscountService, createGrpcTransport({ baseUrl: mesh.url("discount") })),
+    admin: await issuer.user(uuidv7(), ["customer", "admin"]),
+    customer: await issuer.user(customerId),
+    customerId,
+    cart: await issuer.service("cart"),
+    order: await issuer.service("order"),
+    sql: <T>(query: string, params: unknown[] = []) => mesh.services.discount!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
+    async stop() {
+      await nc.close();
+      await mesh.stop();
+    },
+  };
+}
+
+const eur = (amountMinor: bigint, currencyCode = "EUR") => money(amountMinor, currencyCode);
+
+/** A cart snapshot in EUR (or `currency`): lines as [unit price, quantity, init]. */
+export function snapshot(
+  lines: [bigint, number, { categoryIds?: string[]; productId?: string }?][],
+  init: Omit<Exclude<MessageInitShape<typeof CartSnapshotSchema>, { $typeName: string }>, "lines" | "$typeName"> = {},
+): Exclude<MessageInitShape<typeof CartSnapshotSchema>, { $typeName: string }> & { currencyCode: string } {
+  const currency = init.currencyCode ?? "EUR";
+  return {
+    currencyCode: currency,
+    lines: lines.map(([price, quantity, more], i) => ({ lineId: `line-${i + 1}`, productId: uuidv7(), quantity, unitPrice: eur(price, currency), ...more })),
+    ...init,
+  };
+}
+
+export { eur };
+
+/** Every event of one type currently on DISCOUNT_EVENTS, oldest first. */
+export async function discountEvents<D extends DescMessage>(h: DiscountHarness, schema: D): Promise<MessageShape<D>[]> {
+  const js = jetstream(h.nc);
+  const jsm = await js.jetstreamManager();
+  const info = await jsm.streams.info("DISCOUNT_EVENTS").catch(() => undefined);
+  if (!info || info.state.messages === 0) return [];
+  const consumer = await js.consumers.get("DISCOUNT_EVENTS");
+  const subject = subjectOf(schema);
+  const events: MessageShape<D>[] = [];
+  const batch = await consumer.fetch({ max_messages: info.state.messages, expires: 2_000 });
+  for await (const m of batch) {
+    if (m.subject === subject) events.push(fromBinary(schema, m.data));
+    if (m.info.pending === 0) break;
+  }
+  return events;
+}
