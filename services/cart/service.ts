@@ -64,7 +64,16 @@ export const cartService = defineService({
   },
 });
 
+/** One Pricing (and so one category cache) per running service, shared by the RPCs and the sweeper. */
+const pricings = new WeakMap<ServiceContext, Pricing>();
+
 function pricingOf(ctx: ServiceContext, config: CartServiceConfig): Pricing {
+  let pricing = pricings.get(ctx);
+  if (!pricing) pricings.set(ctx, (pricing = newPricing(ctx, config)));
+  return pricing;
+}
+
+function newPricing(ctx: ServiceContext, config: CartServiceConfig): Pricing {
   return {
     config,
     log: ctx.log,
