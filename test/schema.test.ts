@@ -9,11 +9,12 @@ import { openServiceDatabase, type AnyServiceDefinition } from "../kit/server.ts
 import { TestDatabases } from "../kit/testing/infra.ts";
 import { schemaDrift } from "../kit/testing/schema-drift.ts";
 import { authService } from "../services/auth/service.ts";
+import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 
-const services: AnyServiceDefinition[] = [authService, userService, productService, discountService];
+const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

@@ -250,8 +250,10 @@ export declare type CartItem = Message<"ecommerce.cart.v1.CartItem"> & {
   imageUrl: string;
 
   /**
-   * Ids of the product's categories, as used by category-based promotions
-   * (and by checkout to build the discount snapshot).
+   * Ids of the product's categories and of their ancestors (as the catalog's
+   * category tree has them), as used by category-based promotions (and by
+   * checkout to build the discount snapshot). The product's own categories
+   * only when the line is unavailable.
    *
    * @generated from field: repeated string category_ids = 8;
    */
@@ -1506,7 +1508,10 @@ export declare const CartWarningCodeSchema: GenEnum<CartWarningCode>;
  * Concurrency. Every change increments Cart.version. Mutating requests take an
  * optional expected_version; when it is set and differs from the stored
  * version the call fails with ABORTED, reason CART_VERSION_MISMATCH (metadata
- * "current_version"), and nothing changes.
+ * "current_version"), and nothing changes. Without expected_version a change
+ * that races another one is applied on top of it: the server decides it again
+ * on the cart as the other change left it (as Medusa and Vendure serialise
+ * cart mutations), and only a cart that keeps changing gives ABORTED.
  *
  * Limits. A line holds 1 to 99 units; a cart holds at most 100 lines. A
  * cart expires (expires_at) 30 days after its last change by default (server
@@ -1514,6 +1519,10 @@ export declare const CartWarningCodeSchema: GenEnum<CartWarningCode>;
  * A user cart with items that has not changed for the abandonment delay
  * (server configuration, 24 hours by default) becomes ABANDONED and
  * cart.abandoned is published once; its next change makes it ACTIVE again.
+ * Becoming ABANDONED is not a change of the cart: version and updated_at stay,
+ * so an expected_version the client holds stays valid. Expired carts are
+ * purged by a periodic job (ACTIVE, ABANDONED and MERGED ones); CONVERTED
+ * carts are kept, as the record of what an order was placed from.
  *
  * Errors common to every mutating storefront RPC: INVALID_ARGUMENT for a
  * request that breaks the rules below; ABORTED as above; UNAVAILABLE when the
@@ -1649,7 +1658,10 @@ export declare const CartService: GenService<{
    * CART_WARNING_CODE_ITEM_NOT_MERGED). Merged lines are repriced and their
    * price_at_add reset. The guest cart's coupon, if it has one, replaces the
    * user cart's (it is the more recent choice) when it applies to the merged
-   * cart. The guest cart becomes MERGED and its guest_token stops working.
+   * cart. The guest cart becomes MERGED and its guest_token stops working. A
+   * user without a cart gets a new one, in the guest cart's currency. Of
+   * concurrent merges of one guest_token exactly one merges; the others answer
+   * as for a used token.
    * Idempotent: an unknown, expired, converted or already merged guest_token
    * changes nothing and returns the user's cart with merged = false, so a
    * client may call it after every sign-in and then forget the token.
@@ -1686,7 +1698,8 @@ export declare const CartService: GenService<{
   /**
    * Checkout (Order service): marks the cart CONVERTED into the given order
    * once the order is placed, and publishes cart.converted. The user's next
-   * cart is a new one. Idempotent per order id: repeating the call with the
+   * cart is a new one. A cart that expired while the order was being placed
+   * (not yet purged) is converted too, so the order keeps its link. Idempotent per order id: repeating the call with the
    * same order_id returns the converted cart again.
    * Errors: NOT_FOUND, reason CART_NOT_FOUND, when no cart has this id for this
    * user; FAILED_PRECONDITION with reason CART_ALREADY_CONVERTED when it was

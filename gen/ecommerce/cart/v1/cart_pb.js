@@ -292,7 +292,10 @@ export const CartWarningCode = /*@__PURE__*/
  * Concurrency. Every change increments Cart.version. Mutating requests take an
  * optional expected_version; when it is set and differs from the stored
  * version the call fails with ABORTED, reason CART_VERSION_MISMATCH (metadata
- * "current_version"), and nothing changes.
+ * "current_version"), and nothing changes. Without expected_version a change
+ * that races another one is applied on top of it: the server decides it again
+ * on the cart as the other change left it (as Medusa and Vendure serialise
+ * cart mutations), and only a cart that keeps changing gives ABORTED.
  *
  * Limits. A line holds 1 to 99 units; a cart holds at most 100 lines. A
  * cart expires (expires_at) 30 days after its last change by default (server
@@ -300,6 +303,10 @@ export const CartWarningCode = /*@__PURE__*/
  * A user cart with items that has not changed for the abandonment delay
  * (server configuration, 24 hours by default) becomes ABANDONED and
  * cart.abandoned is published once; its next change makes it ACTIVE again.
+ * Becoming ABANDONED is not a change of the cart: version and updated_at stay,
+ * so an expected_version the client holds stays valid. Expired carts are
+ * purged by a periodic job (ACTIVE, ABANDONED and MERGED ones); CONVERTED
+ * carts are kept, as the record of what an order was placed from.
  *
  * Errors common to every mutating storefront RPC: INVALID_ARGUMENT for a
  * request that breaks the rules below; ABORTED as above; UNAVAILABLE when the
