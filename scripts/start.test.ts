@@ -66,6 +66,24 @@ async function waitFor(run: ReturnType<typeof npmStart>, pattern: RegExp, timeou
   }
 }
 
+/**
+ * Starts npm start and waits until it is ready. The stack's ports (50051+2000...) lie in
+ * Linux's ephemeral range, so another process's outbound connection can hold one for a
+ * moment: a start that fails only because a port was taken by someone else is tried again.
+ */
+async function npmStartReady(): Promise<ReturnType<typeof npmStart>> {
+  for (let attempt = 1; ; attempt++) {
+    const run = npmStart();
+    try {
+      await waitFor(run, /ready\. Ctrl-C stops everything/, 120_000);
+      return run;
+    } catch (error) {
+      if (attempt >= 3 || !/EADDRINUSE/.test(run.output)) throw error;
+      await run.exited;
+    }
+  }
+}
+
 /** Every port a stack at this offset uses: services, edge, embedded PostgreSQL, nats-server. */
 const stackPorts = () => [...Object.values(serviceCatalog).map((s) => s.port + offset), edge, 54329 + offset, 42229 + offset];
 
@@ -83,8 +101,7 @@ afterAll(async () => {
 
 describe("npm start", () => {
   it("brings up embedded PostgreSQL, nats-server, the services and the edge, restarts a service that dies, and stops on Ctrl-C", async () => {
-    const run = npmStart();
-    await waitFor(run, /ready\. Ctrl-C stops everything/, 120_000);
+    const run = await npmStartReady();
     expect(run.output).toMatch(/starting an embedded PostgreSQL/);
     expect(run.output).toMatch(/starting nats-server with JetStream/);
 
