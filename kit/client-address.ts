@@ -9,7 +9,7 @@
  * entry we have, and a call without the header to the TCP peer.
  */
 import { isIP } from "node:net";
-import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { type ContextValues, createContextKey, type HandlerContext } from "@connectrpc/connect";
 
 /** What the server knows of a call's connection, set by the kit's node adapter. */
 export interface ConnectionInfo {
@@ -45,8 +45,9 @@ export function clientAddress(forwardedFor: string | null | undefined, peer: str
   return "";
 }
 
-/** The client address of the call being handled. Every user of a client IP takes it from here. */
-export function clientAddressOf(ctx: HandlerContext): string {
-  const { peer, trustedProxyHops } = ctx.values.get(connectionKey);
-  return clientAddress(ctx.requestHeader.get("x-forwarded-for"), peer, trustedProxyHops);
+/** The client address of the call being handled (from a handler or an interceptor). Every user of a client IP takes it from here. */
+export function clientAddressOf(call: HandlerContext | { contextValues: ContextValues; header: Headers }): string {
+  const [values, header] = "requestHeader" in call ? [call.values, call.requestHeader] : [call.contextValues, call.header];
+  const { peer, trustedProxyHops } = values.get(connectionKey);
+  return clientAddress(header.get("x-forwarded-for"), peer, trustedProxyHops);
 }

@@ -43,6 +43,8 @@ function outbound(peer: string, url: string, options: PeerClientOptions): Interc
   const attempts = options.maxAttempts ?? 3;
   return (next) => async (req) => {
     for (const [k, v] of Object.entries(propagationHeaders())) req.header.set(k, v);
+    const client = currentCall()?.client;
+    if (client) req.header.set("x-forwarded-for", client);
     const caller = currentCaller();
     const userToken = caller?.kind === "user" ? caller.token : caller?.kind === "service" ? caller.onBehalfOf?.token : undefined;
     const internal = hasOption(req.method, access) && getOption(req.method, access) === AccessPolicy.INTERNAL;

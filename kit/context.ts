@@ -7,6 +7,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { clientAddressOf } from "./client-address.ts";
 
 export interface TraceContext {
   requestId: string;
@@ -70,6 +71,12 @@ export interface CallDeadline {
   signal: AbortSignal;
   /** Epoch ms; every inbound call has one (the server gives MAX_TIMEOUT_MS to calls without). */
   deadline: number;
+  /**
+   * The client address (kit/client-address.ts), passed on to peer calls as their
+   * X-Forwarded-For: the peer trusts this service as one proxy hop, so its per-client
+   * rate limits count the shopper, not the calling service.
+   */
+  client: string;
 }
 
 const calls = new AsyncLocalStorage<CallDeadline>();
@@ -113,7 +120,7 @@ export function deadlineInterceptor(maxTimeoutMs: number): Interceptor {
       : given !== undefined
         ? Date.now() + given
         : Number.POSITIVE_INFINITY;
-    return calls.run({ signal: req.signal, deadline }, async () => {
+    return calls.run({ signal: req.signal, deadline, client: clientAddressOf(req) }, async () => {
       try {
         return await next(req);
       } catch (error) {

@@ -38,6 +38,7 @@ import { observeInterceptor } from "./observe.ts";
 import { pagingInterceptor } from "./paging.ts";
 import { writeErrorResponse } from "./protocol.ts";
 import { reflectionRoutes } from "./reflection.ts";
+import { RateLimits, rateLimitInterceptor, type RpcRateLimit } from "./rate-limit.ts";
 import { retentionJobs } from "./retention.ts";
 import { validationInterceptor } from "./validation.ts";
 
@@ -86,6 +87,11 @@ export interface ServiceDefinition<State = void> {
   publicKeys?(ctx: BaseContext, state: State): PublicKeySource;
   /** How this service gets its service credential; default: Auth's IssueServiceToken. */
   serviceCredentials?(ctx: BaseContext, state: State): ServiceTokenSource;
+  /**
+   * Per-client limits on some RPCs (e.g. cart writes, coupon checks), counted by the kit
+   * in the service's database, so every replica shares them (kit/rate-limit.ts).
+   */
+  rateLimits?(state: State): RpcRateLimit[];
   /** INTERNAL RPCs callable without a service token (only Auth's IssueServiceToken). */
   credentialExempt?: string[];
 }
@@ -171,6 +177,11 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     { service: def.name, orm, bus, log, metrics, inboxTable, maxDeliveries: config.events.maxDeliveries, ackWaitMs: config.events.ackWaitMs },
     def.consumers?.(ctx, state) ?? [],
   );
+  const rateLimitRules = def.rateLimits?.(state) ?? [];
+  const rateLimits =
+    rateLimitRules.length > 0
+      ? { rules: rateLimitRules, limits: new RateLimits<string>(config.databaseUrl, Object.fromEntries(rateLimitRules.map((r) => [r.name, r])), log) }
+      : undefined;
   const health = new HealthState(async () => bus.connected && (await pingDatabase(orm)));
 
   const served: DescService[] = [];
@@ -194,6 +205,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     observeInterceptor(log, metrics),
     deadlineInterceptor(config.limits.maxTimeoutMs),
     authInterceptor(verifier, def.credentialExempt),
+    ...(rateLimits ? [rateLimitInterceptor(rateLimits.limits, rateLimits.rules)] : []),
     validationInterceptor,
     pagingInterceptor(config.pageTokenKey),
     entityManagerInterceptor(orm),
@@ -276,6 +288,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       for (const job of jobs) await job.stop().catch((error) => log.warn({ job: job.name, err: (error as Error).message }, "job did not stop cleanly"));
       await relay.stop();
       await bus.close();
+      await rateLimits?.limits.close();
       await orm.close();
       log.info("stopped");
     })());

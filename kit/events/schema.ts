@@ -4,6 +4,7 @@
  * idempotency keys.
  */
 import { Migration } from "@mikro-orm/migrations";
+import { rateLimitsMigration } from "../rate-limit.ts";
 import { defineEntity, p } from "@mikro-orm/postgresql";
 import type { MigrationEntry } from "../db.ts";
 
@@ -113,7 +114,7 @@ export function kitMigrations(inboxTable: string): MigrationEntry[] {
       for (const sql of eventsV2Sql(inboxTable)) this.addSql(sql);
     }
   }
-  return [infrastructureMigration(inboxTable), { name: "0000_kit_v2_events", class: KitEventsV2 }];
+  return [infrastructureMigration(inboxTable), { name: "0000_kit_v2_events", class: KitEventsV2 }, rateLimitsMigration];
 }
 
 /** The first migration of every service. */

@@ -8,7 +8,7 @@ import type { BaseContext } from "../../kit/server.ts";
 import { type AuthConfig, loadAuthConfig } from "./config.ts";
 import { KeyStore } from "./keys.ts";
 import { PasswordHasher } from "./passwords.ts";
-import { RateLimits } from "./rate-limit.ts";
+import { type AuthRateLimits, authRateLimits } from "./rate-limit.ts";
 import { ServiceCredentialStore } from "./service-credentials.ts";
 
 export interface AuthRuntime {
@@ -16,7 +16,7 @@ export interface AuthRuntime {
   keys: KeyStore;
   passwords: PasswordHasher;
   services: ServiceCredentialStore;
-  limits: RateLimits;
+  limits: AuthRateLimits;
   /** Seals a secret of an event for Notification, with EVENT_KEY_NOTIFICATION of Auth's environment (checked at start). */
   sealForNotification(plaintext: string, boundTo: string): Uint8Array;
 }
@@ -30,7 +30,7 @@ export function createAuthRuntime(ctx: BaseContext): AuthRuntime {
     passwords: new PasswordHasher(config.argon2),
     services: new ServiceCredentialStore(config.serviceCredentials),
     // Auth's own database: the counters are shared by every replica.
-    limits: new RateLimits(ctx.config.databaseUrl, config.rateLimit, ctx.log),
+    limits: authRateLimits(ctx.config.databaseUrl, config.rateLimit, ctx.log),
     sealForNotification: (plaintext, boundTo) => sealForConsumer("notification", plaintext, boundTo, ctx.env),
   };
 }

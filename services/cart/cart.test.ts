@@ -78,9 +78,9 @@ describe("guest carts", () => {
 
     const read = (await h.carts.getCart({ guestToken: token })).cart!;
     expect(read).toMatchObject({ id: cart.id, guestToken: token, version: 2n, total: usd(3299n) });
-    const stored = await h.sql<{ guest_token_hash: string }>("select guest_token_hash from carts where id = ?", [cart.id]);
+    const stored = await h.sql<{ guest_token_hash: string }>("select guest_token_hash from carts where id = $1", [cart.id]);
     expect(stored[0]!.guest_token_hash).toBe(createHash("sha256").update(token).digest("hex"));
-    const anywhere = await h.sql<{ n: number }>("select count(*)::int as n from carts where row_to_json(carts)::text like ?", [`%${token}%`]);
+    const anywhere = await h.sql<{ n: number }>("select count(*)::int as n from carts where row_to_json(carts)::text like $1", [`%${token}%`]);
     expect(anywhere[0]!.n).toBe(0);
   });
 
@@ -348,7 +348,7 @@ describe("the sweeper", () => {
   it("purges expired carts: they are nobody's any more", async () => {
     const p = await h.product(100n, 10);
     const guest = (await h.carts.addItem({ productId: p.id, quantity: 1 })).cart!;
-    await h.sql("update carts set expires_at = now() - interval '1 second' where id = ?", [guest.id]);
+    await h.sql("update carts set expires_at = now() - interval '1 second' where id = $1", [guest.id]);
     expect((await h.carts.getCart({ guestToken: guest.guestToken })).cart!.id).toBe("");
     await (h.mesh.services.cart!.jobs.get("cart-sweeper") as IntervalJob).runNow();
     expect(await failure(h.carts.getCartById({ cartId: guest.id }, auth(h.admin)))).toMatchObject({ reason: "CART_NOT_FOUND" });

@@ -25,6 +25,9 @@ export interface CartServiceConfig {
   abandonAfterMs: number;
   sweepIntervalMs: number;
   categoryCacheMs: number;
+  /** Storefront writes per client address and window (RESOURCE_EXHAUSTED beyond), shared by every replica. */
+  writesPerWindow: number;
+  rateLimitWindowMs: number;
 }
 
 const hour = 3_600_000;
@@ -42,6 +45,8 @@ export function loadCartConfig(env: Env = process.env): CartServiceConfig {
       abandonAfterMs: r.int("CART_ABANDON_AFTER_MS", 24 * hour, 1, 365 * day),
       sweepIntervalMs: r.int("CART_SWEEP_INTERVAL_MS", 5 * 60_000, 100, day),
       categoryCacheMs: r.int("CART_CATEGORY_CACHE_MS", 60_000, 0, day),
+      writesPerWindow: r.int("CART_RATE_LIMIT_WRITES", 300, 1, 1_000_000),
+      rateLimitWindowMs: r.int("CART_RATE_LIMIT_WINDOW_MS", 60_000, 1_000, day),
     },
     "cart service configuration",
   );

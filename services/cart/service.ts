@@ -36,6 +36,14 @@ export const cartService = defineService({
   migrations: [{ name: "0001_cart_tables", class: CartTables }],
   publishes: file_ecommerce_cart_v1_events,
   setup: (ctx) => ({ config: loadCartConfig(ctx.env) }),
+  rateLimits: ({ config }) => [
+    {
+      name: "cart-writes",
+      methods: ["addItem", "updateItemQuantity", "removeItem", "clearCart", "applyCoupon", "removeCoupon", "mergeGuestCart"],
+      points: config.writesPerWindow,
+      windowMs: config.rateLimitWindowMs,
+    },
+  ],
   jobs: (ctx, { config }) => [cartSweeper(ctx, pricingOf(ctx, config))],
   routes(router, svc, { config }) {
     const pricing = pricingOf(svc, config);

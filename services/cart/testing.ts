@@ -11,6 +11,7 @@ import { CartService } from "../../gen/ecommerce/cart/v1/cart_pb.js";
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { type Product, ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import type { AnyServiceDefinition } from "../../kit/server.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { productService } from "../product/service.ts";
@@ -34,7 +35,8 @@ export interface CartHarness {
   customer(): Promise<{ userId: string; token: string }>;
   /** An ACTIVE, visible product priced `priceMinor` USD with `stock` units (0: none). */
   product(priceMinor: bigint, stock: number, init?: Record<string, unknown>): Promise<Product>;
-  sql<T>(query: string, params?: unknown[]): Promise<T[]>;
+  /** Reads Cart's database directly ($n parameters). */
+  sql<T extends object>(query: string, params?: unknown[]): Promise<T[]>;
   stop(): Promise<void>;
 }
 
@@ -69,7 +71,7 @@ export async function startCartHarness(env: Record<string, string> = {}, more: A
       }
       return product!;
     },
-    sql: <T>(query: string, params: unknown[] = []) => mesh.services.cart!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
+    sql: <T extends object>(query: string, params: unknown[] = []) => sqlOf(mesh.services.cart!.ctx.orm.em.fork()).all<T>(query, params),
     stop: () => mesh.stop(),
   };
 }

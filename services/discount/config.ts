@@ -14,11 +14,16 @@ import { type Env, EnvReader } from "../../kit/env.ts";
 export interface DiscountConfig {
   shopCurrencies: ReadonlySet<string>;
   maxAutomatic: number;
+  /** ValidateCoupon calls per client address and window: it stops guessing codes (shared by every replica). */
+  codeChecksPerWindow: number;
+  rateLimitWindowMs: number;
 }
 
 export function loadDiscountConfig(env: Env = process.env): DiscountConfig {
   const r = new EnvReader(env);
   const currencies = r.currencies("SHOP_CURRENCIES", ["EUR", "USD", "GBP"]);
   const maxAutomatic = r.int("DISCOUNT_MAX_AUTOMATIC", 200, 1, 10_000);
-  return r.done({ shopCurrencies: new Set(currencies), maxAutomatic }, "discount service configuration");
+  const codeChecksPerWindow = r.int("DISCOUNT_RATE_LIMIT_CODE_CHECKS", 30, 1, 1_000_000);
+  const rateLimitWindowMs = r.int("DISCOUNT_RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3_600_000);
+  return r.done({ shopCurrencies: new Set(currencies), maxAutomatic, codeChecksPerWindow, rateLimitWindowMs }, "discount service configuration");
 }

@@ -37,6 +37,7 @@ export const discountService = defineService({
   setup(ctx) {
     return { config: loadDiscountConfig(ctx.env) };
   },
+  rateLimits: ({ config }) => [{ name: "code-checks", methods: ["validateCoupon"], points: config.codeChecksPerWindow, windowMs: config.rateLimitWindowMs }],
   routes(router, _svc, { config }) {
     router.service(DiscountService, {
       // ADMIN: the kit's interceptor enforced the policy.

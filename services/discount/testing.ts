@@ -16,6 +16,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { subjectOf } from "../../kit/events/contracts.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { discountService } from "./service.ts";
@@ -44,7 +45,8 @@ export interface DiscountHarness {
   /** Service credentials of the two INTERNAL callers. */
   cart: string;
   order: string;
-  sql<T>(query: string, params?: unknown[]): Promise<T[]>;
+  /** Reads Discount's database directly ($n parameters). */
+  sql<T extends object>(query: string, params?: unknown[]): Promise<T[]>;
   stop(): Promise<void>;
 }
 
@@ -63,7 +65,7 @@ export async function startDiscountHarness(env: Record<string, string> = {}): Pr
     customerId,
     cart: await issuer.service("cart"),
     order: await issuer.service("order"),
-    sql: <T>(query: string, params: unknown[] = []) => mesh.services.discount!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
+    sql: <T extends object>(query: string, params: unknown[] = []) => sqlOf(mesh.services.discount!.ctx.orm.em.fork()).all<T>(query, params),
     async stop() {
       await nc.close();
       await mesh.stop();

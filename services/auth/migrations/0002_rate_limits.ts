@@ -9,11 +9,12 @@ import { Migration } from "@mikro-orm/migrations";
 
 export class RateLimits extends Migration {
   override async up(): Promise<void> {
-    this.addSql(`create table rate_limits (
+    // "if not exists": since kit migration 0000_kit_v3_rate_limits (run first) every service has this table.
+    this.addSql(`create table if not exists rate_limits (
       key varchar(255) primary key,
       points integer not null default 0,
       expire bigint
     )`);
-    this.addSql("create index rate_limits_expire on rate_limits (expire)");
+    this.addSql("create index if not exists rate_limits_expire on rate_limits (expire)");
   }
 }

@@ -1526,8 +1526,9 @@ export declare const CartWarningCodeSchema: GenEnum<CartWarningCode>;
  *
  * Errors common to every mutating storefront RPC: INVALID_ARGUMENT for a
  * request that breaks the rules below; ABORTED as above; UNAVAILABLE when the
- * Product service cannot be reached; RESOURCE_EXHAUSTED when the edge rate
- * limit for cart writes is hit.
+ * Product service cannot be reached; RESOURCE_EXHAUSTED (reason RATE_LIMITED,
+ * with a RetryInfo) when the client's rate limit for cart writes is hit
+ * (counted per client address by the service, shared by its replicas).
  *
  * @generated from service ecommerce.cart.v1.CartService
  */
@@ -1621,7 +1622,8 @@ export declare const CartService: GenService<{
    * (COUPON_SIGN_IN_REQUIRED). A stored code that later gives no discount
    * (lines removed, coupon expired) stays on the cart and shows the warning
    * CART_WARNING_CODE_COUPON_NOT_APPLICABLE until it applies again or is
-   * removed. Rate-limited at the edge like every code check.
+   * removed. Rate-limited per client like every code check (Discount's
+   * ValidateCoupon counts it too).
    * Errors: FAILED_PRECONDITION with reason "COUPON_" followed by the Discount
    * service's CouponRejectionReason, e.g. COUPON_NOT_FOUND, COUPON_EXPIRED,
    * COUPON_NOT_STARTED, COUPON_INACTIVE, COUPON_USAGE_LIMIT_REACHED,

@@ -310,8 +310,9 @@ export const CartWarningCode = /*@__PURE__*/
  *
  * Errors common to every mutating storefront RPC: INVALID_ARGUMENT for a
  * request that breaks the rules below; ABORTED as above; UNAVAILABLE when the
- * Product service cannot be reached; RESOURCE_EXHAUSTED when the edge rate
- * limit for cart writes is hit.
+ * Product service cannot be reached; RESOURCE_EXHAUSTED (reason RATE_LIMITED,
+ * with a RetryInfo) when the client's rate limit for cart writes is hit
+ * (counted per client address by the service, shared by its replicas).
  *
  * @generated from service ecommerce.cart.v1.CartService
  */

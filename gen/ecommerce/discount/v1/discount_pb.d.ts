@@ -2890,8 +2890,9 @@ export declare const DiscountService: GenService<{
    * for that user; without one, a customer-list coupon answers SIGN_IN_REQUIRED
    * and the others are checked at checkout. Without a cart, only the code
    * itself is checked (exists, active, window, usage limits).
-   * Errors: RESOURCE_EXHAUSTED when the edge rate limit for code checks is hit
-   * (it stops guessing codes).
+   * Errors: RESOURCE_EXHAUSTED (reason RATE_LIMITED, with a RetryInfo) when the
+   * client's rate limit for code checks is hit (it stops guessing codes; counted
+   * per client address, shared by every replica).
    *
    * @generated from rpc ecommerce.discount.v1.DiscountService.ValidateCoupon
    */
