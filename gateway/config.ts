@@ -20,6 +20,8 @@ export interface EdgeConfig {
   /** Idle timeout of server streams; 0 for none. */
   streamTimeoutMs: number;
   shutdownGraceMs: number;
+  /** Unary requests at least this slow are logged at warn; successful ones otherwise at debug. */
+  slowCallMs: number;
   /** Timeouts and limits of client connections: the services' variables (HEADERS_TIMEOUT_MS …), edge defaults. */
   listener: ListenerLimits;
 }
@@ -86,6 +88,7 @@ export function loadEdgeConfig(env: Env = process.env): EdgeConfig {
     upstreamTimeoutMs: int("EDGE_UPSTREAM_TIMEOUT_MS", edgePolicy.upstreamTimeoutMs, 100, 600_000),
     streamTimeoutMs: int("EDGE_STREAM_TIMEOUT_MS", edgePolicy.streamTimeoutMs, 0, 24 * 3_600_000),
     shutdownGraceMs: int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+    slowCallMs: int("SLOW_CALL_MS", edgePolicy.slowCallMs, 1, 3_600_000),
     listener: readListenerLimits(listenerReader, edgePolicy.listener),
   };
   problems.push(...listenerReader.problems);

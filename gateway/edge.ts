@@ -42,6 +42,8 @@ export interface EdgeOptions {
   shutdownGraceMs?: number;
   logLevel?: string;
   logger?: Logger;
+  /** Requests that take at least this long are logged at warn (SLOW_CALL_MS); others that succeed at debug. */
+  slowCallMs?: number;
   /** Default: loaded from gen/ecommerce. */
   routes?: RouteTable;
   /** Timeouts and limits of client connections; default `edgePolicy.listener`. */
@@ -166,13 +168,28 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const upstreamTimeoutMs = options.upstreamTimeoutMs ?? edgePolicy.upstreamTimeoutMs;
   const streamTimeoutMs = options.streamTimeoutMs ?? edgePolicy.streamTimeoutMs;
   const originAllowed = originMatcher(options.allowedOrigins);
+  const slowCallMs = options.slowCallMs ?? edgePolicy.slowCallMs;
   guardUpstreamSessions(log);
+  // fastify gives every request a child logger (pino's child() costs more than the rest of the
+  // edge's own work per request). The edge's lines name the request themselves (request_id), so
+  // requests share one logger per route log level instead.
+  const loggerByLevel = new Map<string, Logger>();
+  const requestLogger = (logger: Logger, _bindings: unknown, opts: { level?: string }) => {
+    const level = opts.level ?? "";
+    let found = loggerByLevel.get(level);
+    if (!found) {
+      found = level ? logger.child({}, { level }) : logger;
+      loggerByLevel.set(level, found);
+    }
+    return found;
+  };
 
   let network: Listener | undefined;
   const app: FastifyInstance = fastify({
     loggerInstance: log,
     // One line per request is logged below, with the route and upstream.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLogger as never,
     bodyLimit: maxBodyBytes,
     exposeHeadRoutes: false,
     requestIdHeader: false,
@@ -201,20 +218,28 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     reply.raw.once("close", () => {
       inFlight--;
       if (inFlight === 0) drained?.();
-      const route = routeOf.get(request);
+      const ms = performance.now() - started;
+      const status = reply.raw.statusCode;
       const grpcStatus = reply.getHeader("grpc-status");
+      const failed = status >= 400 || (grpcStatus !== undefined && Number(grpcStatus) !== 0);
+      const slow = ms >= slowCallMs && routeOf.get(request)?.kind === "unary";
+      // A line per request only when the level wants it: successes at debug, failures at info, slow calls at warn.
+      if (!failed && !slow && !log.isLevelEnabled("debug")) return;
+      const route = routeOf.get(request);
+      const path = request.url.split("?")[0];
       const fields = {
         request_id: request.id,
         method: request.method,
-        path: request.url.split("?")[0],
-        status: reply.raw.statusCode,
+        path,
+        status,
         ...(grpcStatus !== undefined ? { grpc_status: Number(grpcStatus) } : {}),
         ...(route ? { rpc: route.rpc, upstream: route.service } : {}),
         remote,
-        duration_ms: Math.round((performance.now() - started) * 10) / 10,
+        duration_ms: Math.round(ms * 10) / 10,
       };
-      if (fields.path === "/healthz") log.debug(fields, "edge request");
-      else log.info(fields, "edge request");
+      if (slow) log.warn({ ...fields, slow_call_ms: slowCallMs }, "slow edge request");
+      else if (failed && path !== "/healthz") log.info(fields, "edge request");
+      else log.debug(fields, "edge request");
     });
 
     reply.header("x-request-id", request.id);
@@ -243,13 +268,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     void reply.send({ status: "ok" });
   });
 
+  const stripped = new Set<string>(edgePolicy.strippedRequestHeaders);
   const upstreamHeaders = (request: EdgeRequest, headers: IncomingHttpHeaders | Http2IncomingHttpHeaders) => {
-    const out: Record<string, string | string[] | undefined> = { ...headers };
-    for (const name of edgePolicy.strippedRequestHeaders) delete out[name];
-    out["x-request-id"] = request.id;
+    const out: Record<string, string | string[] | undefined> = {};
     // The trust boundary: what a client says about where it comes from is dropped, and the
     // edge says it from the connection itself (request.ip is the TCP peer: no trustProxy).
-    for (const name of Object.keys(out)) if (name.startsWith("x-forwarded-")) delete out[name];
+    for (const name in headers) if (!stripped.has(name) && !name.startsWith("x-forwarded-")) out[name] = headers[name];
+    out["x-request-id"] = request.id;
     out["x-forwarded-for"] = request.ip;
     out["x-forwarded-proto"] = "http";
     out["x-forwarded-host"] = request.host;

@@ -112,9 +112,10 @@ export interface RunningService {
 }
 
 /** Opens a service's database with the kit's tables and migrations first, then the service's own. */
-export function openServiceDatabase(def: AnyServiceDefinition, url: string, log: Logger): Promise<MikroORM> {
+export function openServiceDatabase(def: AnyServiceDefinition, url: string, log: Logger, poolSize?: number): Promise<MikroORM> {
   return openDatabase({
     url,
+    poolSize,
     entities: [OutboxEvent, ...def.entities],
     migrations: [...kitMigrations(def.inboxTable ?? "event_inbox"), ...def.migrations],
     log,
@@ -145,7 +146,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
   const metrics = new ServiceMetrics(def.name);
   const inboxTable = def.inboxTable ?? "event_inbox";
 
-  const orm = await openServiceDatabase(def, config.databaseUrl, log);
+  const orm = await openServiceDatabase(def, config.databaseUrl, log, config.dbPoolSize);
   const bus = new EventBus(config.natsUrl, `${def.name}-service`, log);
   const base: BaseContext = { config, env, log, metrics, orm, bus };
   let state: unknown;
@@ -190,7 +191,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
   };
   const interceptors: Interceptor[] = [
     drainTracker,
-    observeInterceptor(log, metrics),
+    observeInterceptor(log, metrics, { slowCallMs: config.slowCallMs }),
     deadlineInterceptor(config.limits.maxTimeoutMs),
     authInterceptor(verifier, def.credentialExempt),
     validationInterceptor,
