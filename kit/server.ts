@@ -140,9 +140,14 @@ function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number
   }
 }
 
-export async function runService(def: AnyServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
+export interface RunOptions {
+  /** The service's logger; default: JSON lines on stdout at LOG_LEVEL. */
+  logger?: Logger;
+}
+
+export async function runService(def: AnyServiceDefinition, env: Record<string, string | undefined> = process.env, options: RunOptions = {}): Promise<RunningService> {
   const config = loadConfig(def.name, env);
-  const log = createLogger(def.name, config.logLevel);
+  const log = options.logger ?? createLogger(def.name, config.logLevel);
   const metrics = new ServiceMetrics(def.name);
   const inboxTable = def.inboxTable ?? "event_inbox";
 
