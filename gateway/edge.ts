@@ -285,19 +285,17 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
    * @param get a Connect GET with this query replacing the client's, and these headers on a
    *   successful answer (the JWKS document).
    */
-  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => (request: FastifyRequest, reply: FastifyReply) => {
-    routeOf.set(request, route);
+  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => {
     const timeout = route.kind === "unary" ? upstreamTimeoutMs : streamTimeoutMs;
-    const body = Buffer.isBuffer(request.body) ? request.body : undefined;
-    reply.from(route.upstreamPath, {
-      ...(body && request.method === "POST" ? { body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : {}),
+    // What does not change per request is built once per route; a request adds only its body.
+    const options = {
       ...(get ? { queryString: () => get.query } : {}),
       timeout,
       // No retries: most RPCs are not idempotent, and clients own their retry policy.
       retryDelay: () => null,
       rewriteRequestHeaders: upstreamHeaders,
-      onResponse: (req, rep, res) => {
-        const upstream = res.stream as unknown as ClientHttp2Stream;
+      onResponse: (req: EdgeRequest, rep: EdgeReply, res: { statusCode: number; stream: unknown }) => {
+        const upstream = res.stream as ClientHttp2Stream;
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
         } else {
@@ -305,7 +303,8 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
           void rep.send(upstream);
         }
       },
-      onError: (rep, { error }) => {
+      onError: (rep: EdgeReply, { error }: { error: Error }) => {
+        const request = rep.request;
         if (clientGone(rep)) {
           log.debug({ request_id: request.id, upstream: route.service, rpc: route.rpc }, "client cancelled the call");
           return;
@@ -316,7 +315,12 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         if (timedOut) sendError(request, rep, "deadline_exceeded", `the ${route.service} service did not answer within ${timeout} ms`);
         else sendError(request, rep, "unavailable", `the ${route.service} service is unavailable (${reason})`);
       },
-    });
+    } as Parameters<FastifyReply["from"]>[1];
+    return (request: FastifyRequest, reply: FastifyReply) => {
+      routeOf.set(request, route);
+      const body = Buffer.isBuffer(request.body) && request.method === "POST" ? request.body : undefined;
+      reply.from(route.upstreamPath, body ? { ...options, body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : options);
+    };
   };
 
   const notConfigured = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
