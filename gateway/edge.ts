@@ -298,8 +298,18 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         const upstream = res.stream as ClientHttp2Stream;
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
+        } else if (route.kind === "unary") {
+          // One message: relayed as one body with its length, rather than piped as a chunked
+          // stream (several writes per answer, and stream machinery, for a few hundred bytes).
+          const chunks: Buffer[] = [];
+          upstream.on("data", (chunk: Buffer) => chunks.push(chunk));
+          upstream.once("error", (error: Error) => sendError(rep.request, rep, "unavailable", `the ${route.service} service failed while answering (${failureReason(error)})`));
+          upstream.once("end", () => {
+            if (clientGone(rep)) return;
+            if (get && res.statusCode === 200) rep.headers(get.headers);
+            void rep.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+          });
         } else {
-          if (get && res.statusCode === 200) rep.headers(get.headers);
           void rep.send(upstream);
         }
       },
