@@ -299,8 +299,8 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
         } else if (route.kind === "unary") {
-          // One message: relayed as one body with its length, rather than piped as a chunked
-          // stream (several writes per answer, and stream machinery, for a few hundred bytes).
+          // One message: relayed as one body, which fastify writes with its headers at once, rather
+          // than piped (stream machinery and a write per chunk, for a few hundred bytes).
           const chunks: Buffer[] = [];
           upstream.on("data", (chunk: Buffer) => chunks.push(chunk));
           upstream.once("error", (error: Error) => sendError(rep.request, rep, "unavailable", `the ${route.service} service failed while answering (${failureReason(error)})`));
