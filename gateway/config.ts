@@ -20,6 +20,8 @@ export interface EdgeConfig {
   /** Idle timeout of server streams; 0 for none. */
   streamTimeoutMs: number;
   shutdownGraceMs: number;
+  /** Unary requests at least this slow are logged at warn; successful ones otherwise at debug. */
+  slowCallMs: number;
   /** Timeouts and limits of client connections: the services' variables (HEADERS_TIMEOUT_MS …), edge defaults. */
   listener: ListenerLimits;
 }
@@ -55,6 +57,7 @@ export function loadEdgeConfig(env: Env = process.env): EdgeConfig {
     upstreamTimeoutMs: r.int("EDGE_UPSTREAM_TIMEOUT_MS", edgePolicy.upstreamTimeoutMs, 100, 600_000),
     streamTimeoutMs: r.int("EDGE_STREAM_TIMEOUT_MS", edgePolicy.streamTimeoutMs, 0, 24 * 3_600_000),
     shutdownGraceMs: r.int("SHUTDOWN_GRACE_MS", 10_000, 0, 120_000),
+    slowCallMs: r.int("SLOW_CALL_MS", edgePolicy.slowCallMs, 1, 3_600_000),
     listener: readListenerLimits(r, edgePolicy.listener),
   }, "edge configuration");
 }

@@ -42,6 +42,8 @@ export interface EdgeOptions {
   shutdownGraceMs?: number;
   logLevel?: string;
   logger?: Logger;
+  /** Requests that take at least this long are logged at warn (SLOW_CALL_MS); others that succeed at debug. */
+  slowCallMs?: number;
   /** Default: loaded from gen/ecommerce. */
   routes?: RouteTable;
   /** Timeouts and limits of client connections; default `edgePolicy.listener`. */
@@ -166,13 +168,28 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
   const upstreamTimeoutMs = options.upstreamTimeoutMs ?? edgePolicy.upstreamTimeoutMs;
   const streamTimeoutMs = options.streamTimeoutMs ?? edgePolicy.streamTimeoutMs;
   const originAllowed = originMatcher(options.allowedOrigins);
+  const slowCallMs = options.slowCallMs ?? edgePolicy.slowCallMs;
   guardUpstreamSessions(log);
+  // fastify gives every request a child logger (pino's child() costs more than the rest of the
+  // edge's own work per request). The edge's lines name the request themselves (request_id), so
+  // requests share one logger per route log level instead.
+  const loggerByLevel = new Map<string, Logger>();
+  const requestLogger = (logger: Logger, _bindings: unknown, opts: { level?: string }) => {
+    const level = opts.level ?? "";
+    let found = loggerByLevel.get(level);
+    if (!found) {
+      found = level ? logger.child({}, { level }) : logger;
+      loggerByLevel.set(level, found);
+    }
+    return found;
+  };
 
   let network: Listener | undefined;
   const app: FastifyInstance = fastify({
     loggerInstance: log,
     // One line per request is logged below, with the route and upstream.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLogger as never,
     bodyLimit: maxBodyBytes,
     exposeHeadRoutes: false,
     requestIdHeader: false,
@@ -201,20 +218,28 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     reply.raw.once("close", () => {
       inFlight--;
       if (inFlight === 0) drained?.();
-      const route = routeOf.get(request);
+      const ms = performance.now() - started;
+      const status = reply.raw.statusCode;
       const grpcStatus = reply.getHeader("grpc-status");
+      const failed = status >= 400 || (grpcStatus !== undefined && Number(grpcStatus) !== 0);
+      const slow = ms >= slowCallMs && routeOf.get(request)?.kind === "unary";
+      // A line per request only when the level wants it: successes at debug, failures at info, slow calls at warn.
+      if (!failed && !slow && !log.isLevelEnabled("debug")) return;
+      const route = routeOf.get(request);
+      const path = request.url.split("?")[0];
       const fields = {
         request_id: request.id,
         method: request.method,
-        path: request.url.split("?")[0],
-        status: reply.raw.statusCode,
+        path,
+        status,
         ...(grpcStatus !== undefined ? { grpc_status: Number(grpcStatus) } : {}),
         ...(route ? { rpc: route.rpc, upstream: route.service } : {}),
         remote,
-        duration_ms: Math.round((performance.now() - started) * 10) / 10,
+        duration_ms: Math.round(ms * 10) / 10,
       };
-      if (fields.path === "/healthz") log.debug(fields, "edge request");
-      else log.info(fields, "edge request");
+      if (slow) log.warn({ ...fields, slow_call_ms: slowCallMs }, "slow edge request");
+      else if (failed && path !== "/healthz") log.info(fields, "edge request");
+      else log.debug(fields, "edge request");
     });
 
     reply.header("x-request-id", request.id);
@@ -243,13 +268,13 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     void reply.send({ status: "ok" });
   });
 
+  const stripped = new Set<string>(edgePolicy.strippedRequestHeaders);
   const upstreamHeaders = (request: EdgeRequest, headers: IncomingHttpHeaders | Http2IncomingHttpHeaders) => {
-    const out: Record<string, string | string[] | undefined> = { ...headers };
-    for (const name of edgePolicy.strippedRequestHeaders) delete out[name];
-    out["x-request-id"] = request.id;
+    const out: Record<string, string | string[] | undefined> = {};
     // The trust boundary: what a client says about where it comes from is dropped, and the
     // edge says it from the connection itself (request.ip is the TCP peer: no trustProxy).
-    for (const name of Object.keys(out)) if (name.startsWith("x-forwarded-")) delete out[name];
+    for (const name in headers) if (!stripped.has(name) && !name.startsWith("x-forwarded-")) out[name] = headers[name];
+    out["x-request-id"] = request.id;
     out["x-forwarded-for"] = request.ip;
     out["x-forwarded-proto"] = "http";
     out["x-forwarded-host"] = request.host;
@@ -260,27 +285,36 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
    * @param get a Connect GET with this query replacing the client's, and these headers on a
    *   successful answer (the JWKS document).
    */
-  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => (request: FastifyRequest, reply: FastifyReply) => {
-    routeOf.set(request, route);
+  const forward = (route: RpcRoute, get?: { query: string; headers: Record<string, string> }) => {
     const timeout = route.kind === "unary" ? upstreamTimeoutMs : streamTimeoutMs;
-    const body = Buffer.isBuffer(request.body) ? request.body : undefined;
-    reply.from(route.upstreamPath, {
-      ...(body && request.method === "POST" ? { body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : {}),
+    // What does not change per request is built once per route; a request adds only its body.
+    const options = {
       ...(get ? { queryString: () => get.query } : {}),
       timeout,
       // No retries: most RPCs are not idempotent, and clients own their retry policy.
       retryDelay: () => null,
       rewriteRequestHeaders: upstreamHeaders,
-      onResponse: (req, rep, res) => {
-        const upstream = res.stream as unknown as ClientHttp2Stream;
+      onResponse: (req: EdgeRequest, rep: EdgeReply, res: { statusCode: number; stream: unknown }) => {
+        const upstream = res.stream as ClientHttp2Stream;
         if (req.raw.httpVersionMajor === 2 && protocolOf(rep.getHeader("content-type") as string | undefined) === "grpc") {
           relayGrpc(rep, res.statusCode, upstream);
+        } else if (route.kind === "unary") {
+          // One message: relayed as one body, which fastify writes with its headers at once, rather
+          // than piped (stream machinery and a write per chunk, for a few hundred bytes).
+          const chunks: Buffer[] = [];
+          upstream.on("data", (chunk: Buffer) => chunks.push(chunk));
+          upstream.once("error", (error: Error) => sendError(rep.request, rep, "unavailable", `the ${route.service} service failed while answering (${failureReason(error)})`));
+          upstream.once("end", () => {
+            if (clientGone(rep)) return;
+            if (get && res.statusCode === 200) rep.headers(get.headers);
+            void rep.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+          });
         } else {
-          if (get && res.statusCode === 200) rep.headers(get.headers);
           void rep.send(upstream);
         }
       },
-      onError: (rep, { error }) => {
+      onError: (rep: EdgeReply, { error }: { error: Error }) => {
+        const request = rep.request;
         if (clientGone(rep)) {
           log.debug({ request_id: request.id, upstream: route.service, rpc: route.rpc }, "client cancelled the call");
           return;
@@ -291,7 +325,12 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         if (timedOut) sendError(request, rep, "deadline_exceeded", `the ${route.service} service did not answer within ${timeout} ms`);
         else sendError(request, rep, "unavailable", `the ${route.service} service is unavailable (${reason})`);
       },
-    });
+    } as Parameters<FastifyReply["from"]>[1];
+    return (request: FastifyRequest, reply: FastifyReply) => {
+      routeOf.set(request, route);
+      const body = Buffer.isBuffer(request.body) && request.method === "POST" ? request.body : undefined;
+      reply.from(route.upstreamPath, body ? { ...options, body, contentType: request.headers["content-type"] ?? "application/octet-stream" } : options);
+    };
   };
 
   const notConfigured = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {

@@ -65,6 +65,8 @@ export const edgePolicy = {
   upstreamTimeoutMs: 30_000,
   /** Server streams (WatchOrder) have no edge timeout; the service ends them (after one hour at most). */
   streamTimeoutMs: 0,
+  /** Unary requests at least this slow are logged at warn (SLOW_CALL_MS, as the services). */
+  slowCallMs: 1_000,
   /** Without EDGE_ALLOWED_ORIGINS, browsers on this machine only. */
   defaultOriginPattern: "^https?://(localhost|127\\.0\\.0\\.1|\\[::1\\])(:[0-9]+)?$",
   corsAllowMethods: ["GET", "POST", "OPTIONS"],

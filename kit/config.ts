@@ -14,8 +14,12 @@ export interface ServiceConfig {
   host: string;
   port: number;
   databaseUrl: string;
+  /** Most PostgreSQL connections this process opens (DB_POOL_SIZE). */
+  dbPoolSize: number;
   natsUrl: string;
   logLevel: string;
+  /** Unary calls taking at least this long are logged at warn whatever the level (SLOW_CALL_MS). */
+  slowCallMs: number;
   /** Base URLs of the other services (gRPC over HTTP/2 cleartext). */
   peers: Record<ServiceName, string>;
   /** This service's secret, presented to Auth's IssueServiceToken for a service credential. */
@@ -67,6 +71,9 @@ export interface ServiceConfig {
 
 const day = 24 * 3_600_000;
 
+/** PostgreSQL connections per service process (DB_POOL_SIZE); docs/kit.md says how it was sized. */
+export const defaultPoolSize = 10;
+
 const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /**
@@ -109,8 +116,10 @@ export function loadConfig(service: ServiceName, env: Env = process.env): Servic
     host: r.string("HOST", "127.0.0.1"),
     port: r.int("PORT", defaults.port, 0, 65535),
     databaseUrl: r.url("DATABASE_URL", `postgres://postgres@127.0.0.1:5432/${defaults.database}`, ["postgres:", "postgresql:"]),
+    dbPoolSize: r.int("DB_POOL_SIZE", defaultPoolSize, 1, 1_000),
     natsUrl: r.url("NATS_URL", "nats://127.0.0.1:4222", ["nats:", "tls:"]),
     logLevel: r.oneOf("LOG_LEVEL", "info", logLevels),
+    slowCallMs: r.int("SLOW_CALL_MS", 1_000, 1, 3_600_000),
     peers,
     serviceSecret: r.string("SERVICE_SECRET", developmentServiceSecret(service)),
     pageTokenKey: r.string("PAGE_TOKEN_KEY", r.string("SERVICE_SECRET", developmentServiceSecret(service))),

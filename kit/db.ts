@@ -18,6 +18,7 @@ import type { EventSubscriber, MigrationObject } from "@mikro-orm/core";
 import { Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM, type Options } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { defaultPoolSize } from "./config.ts";
 import { currentCall } from "./context.ts";
 import { Code, ConnectError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
@@ -32,6 +33,7 @@ export interface DatabaseOptions {
   entities: NonNullable<Options["entities"]>;
   migrations: MigrationEntry[];
   log: Logger;
+  /** Most connections the pool opens (DB_POOL_SIZE). */
   poolSize?: number;
 }
 
@@ -107,7 +109,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<MikroORM> 
     clientUrl: options.url,
     entities: options.entities,
     extensions: [Migrator],
-    pool: { min: 0, max: options.poolSize ?? 10 },
+    pool: { min: 0, max: options.poolSize ?? defaultPoolSize },
     migrations: {
       migrationsList: options.migrations,
       transactional: true,
@@ -154,21 +156,27 @@ export async function underMigrationLock<T>(url: string, migrate: () => Promise<
   }
 }
 
-const emKey = createContextKey<EntityManager | undefined>(undefined, { description: "request-scoped EntityManager" });
+/** The call's EntityManager, forked on first use: health, reflection and calls that never touch the database pay nothing. */
+interface LazyEm {
+  orm: MikroORM;
+  em?: EntityManager;
+}
 
-/** Gives every RPC its own EntityManager fork. */
+const emKey = createContextKey<LazyEm | undefined>(undefined, { description: "request-scoped EntityManager" });
+
+/** Gives every RPC its own EntityManager fork (made when the handler first asks for it). */
 export function entityManagerInterceptor(orm: MikroORM): Interceptor {
-  return (next) => async (req) => {
-    req.contextValues.set(emKey, orm.em.fork());
+  return (next) => (req) => {
+    req.contextValues.set(emKey, { orm });
     return next(req);
   };
 }
 
 /** The request's EntityManager. */
 export function emOf(ctx: HandlerContext): EntityManager {
-  const em = ctx.values.get(emKey);
-  if (!em) throw new Error("no EntityManager in this context: is the service started through runService?");
-  return em;
+  const lazy = ctx.values.get(emKey);
+  if (!lazy) throw new Error("no EntityManager in this context: is the service started through runService?");
+  return (lazy.em ??= lazy.orm.em.fork());
 }
 
 /** Cheap liveness probe used by the health service. */

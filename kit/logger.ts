@@ -2,13 +2,14 @@
  * Structured JSON logs (pino). Every line carries the service name and, inside
  * a request or event handler, its request_id and trace_id.
  */
-import { pino, type Logger } from "pino";
+import { type DestinationStream, type LoggerOptions, pino, type Logger } from "pino";
 import { currentTrace } from "./context.ts";
 
 export type { Logger };
 
-export function createLogger(service: string, level = "info"): Logger {
-  return pino({
+/** `destination`: where lines go (default stdout); tests read them from a stream. */
+export function createLogger(service: string, level = "info", destination?: DestinationStream): Logger {
+  const options: LoggerOptions = {
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -21,5 +22,6 @@ export function createLogger(service: string, level = "info"): Logger {
       paths: ["password", "*.password", "token", "*.token", "authorization", "*.authorization", "refreshToken", "*.refreshToken"],
       censor: "[redacted]",
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

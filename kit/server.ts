@@ -118,9 +118,10 @@ export interface RunningService {
 }
 
 /** Opens a service's database with the kit's tables and migrations first, then the service's own. */
-export function openServiceDatabase(def: AnyServiceDefinition, url: string, log: Logger): Promise<MikroORM> {
+export function openServiceDatabase(def: AnyServiceDefinition, url: string, log: Logger, poolSize?: number): Promise<MikroORM> {
   return openDatabase({
     url,
+    poolSize,
     entities: [OutboxEvent, ...def.entities],
     migrations: [...kitMigrations(def.inboxTable ?? "event_inbox"), ...def.migrations],
     log,
@@ -145,13 +146,18 @@ function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number
   }
 }
 
-export async function runService(def: AnyServiceDefinition, env: Record<string, string | undefined> = process.env): Promise<RunningService> {
+export interface RunOptions {
+  /** The service's logger; default: JSON lines on stdout at LOG_LEVEL. */
+  logger?: Logger;
+}
+
+export async function runService(def: AnyServiceDefinition, env: Record<string, string | undefined> = process.env, options: RunOptions = {}): Promise<RunningService> {
   const config = loadConfig(def.name, env);
-  const log = createLogger(def.name, config.logLevel);
+  const log = options.logger ?? createLogger(def.name, config.logLevel);
   const metrics = new ServiceMetrics(def.name);
   const inboxTable = def.inboxTable ?? "event_inbox";
 
-  const orm = await openServiceDatabase(def, config.databaseUrl, log);
+  const orm = await openServiceDatabase(def, config.databaseUrl, log, config.dbPoolSize);
   const bus = new EventBus(config.natsUrl, `${def.name}-service`, log);
   const base: BaseContext = { config, env, log, metrics, orm, bus };
   let state: unknown;
@@ -202,7 +208,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
   };
   const interceptors: Interceptor[] = [
     drainTracker,
-    observeInterceptor(log, metrics),
+    observeInterceptor(log, metrics, { slowCallMs: config.slowCallMs }),
     deadlineInterceptor(config.limits.maxTimeoutMs),
     authInterceptor(verifier, def.credentialExempt),
     ...(rateLimits ? [rateLimitInterceptor(rateLimits.limits, rateLimits.rules)] : []),

@@ -25,23 +25,13 @@ function bearer(value: string | null): string | undefined {
 
 /** What the contract says of one RPC, read once per method rather than per call. */
 interface MethodAccess {
+  /** "pkg.Service/Method", for messages. */
+  name: string;
+  /** Health, reflection, or a credential-exempt RPC: no token is looked at. */
+  open: boolean;
   policy: AccessPolicy;
   /** For INTERNAL RPCs: the services whose credential may call it (allowed_callers). */
   callers: ReadonlySet<string>;
-}
-
-const accessCache = new WeakMap<DescMethod, MethodAccess>();
-
-function accessOf(method: DescMethod): MethodAccess {
-  let found = accessCache.get(method);
-  if (!found) {
-    found = {
-      policy: hasOption(method, access) ? getOption(method, access) : AccessPolicy.UNSPECIFIED,
-      callers: new Set(hasOption(method, allowed_callers) ? getOption(method, allowed_callers) : []),
-    };
-    accessCache.set(method, found);
-  }
-  return found;
 }
 
 /**
@@ -49,14 +39,27 @@ function accessOf(method: DescMethod): MethodAccess {
  *   although INTERNAL: only Auth's IssueServiceToken, which is how a service gets one.
  */
 export function authInterceptor(verifier: TokenVerifier, credentialExempt: string[] = []): Interceptor {
+  // Per interceptor: which RPCs are exempt is the service's own choice.
+  const accessCache = new WeakMap<DescMethod, MethodAccess>();
+  const accessOf = (method: DescMethod): MethodAccess => {
+    let found = accessCache.get(method);
+    if (!found) {
+      const name = `${method.parent.typeName}/${method.name}`;
+      found = {
+        name,
+        open: openPackages.some((p) => method.parent.typeName.startsWith(p)) || credentialExempt.includes(name),
+        policy: hasOption(method, access) ? getOption(method, access) : AccessPolicy.UNSPECIFIED,
+        callers: new Set(hasOption(method, allowed_callers) ? getOption(method, allowed_callers) : []),
+      };
+      accessCache.set(method, found);
+    }
+    return found;
+  };
   return (next) => async (req) => {
-    const service = req.method.parent.typeName;
-    if (openPackages.some((p) => service.startsWith(p))) return next(req);
-    if (credentialExempt.includes(`${service}/${req.method.name}`)) return next(req);
-
-    const { policy, callers } = accessOf(req.method);
+    const { name, open, policy, callers } = accessOf(req.method);
+    if (open) return next(req);
     if (policy === AccessPolicy.UNSPECIFIED) {
-      throw permissionDenied(`${service}/${req.method.name} declares no access policy and is refused`, "NO_ACCESS_POLICY");
+      throw permissionDenied(`${name} declares no access policy and is refused`, "NO_ACCESS_POLICY");
     }
 
     const token = bearer(req.header.get("authorization"));
@@ -89,7 +92,7 @@ export function authInterceptor(verifier: TokenVerifier, credentialExempt: strin
         // The contract names the services that may call it (none named: nobody may).
         if (!callers.has(caller.service)) {
           throw permissionDenied(
-            `the ${caller.service} service may not call ${service}/${req.method.name}; allowed callers: ${[...callers].join(", ") || "none"}`,
+            `the ${caller.service} service may not call ${name}; allowed callers: ${[...callers].join(", ") || "none"}`,
             "CALLER_NOT_ALLOWED",
           );
         }
