@@ -460,6 +460,7 @@ describe("starting replicas", () => {
       expect(applied).toEqual([
         { name: "0000_kit_infrastructure", n: 1 },
         { name: "0000_kit_v2_events", n: 1 },
+        { name: "0000_kit_v3_rate_limits", n: 1 },
         { name: "0001_fixture", n: 1 },
       ]);
       const info = await eventually(async () => {
