@@ -87,3 +87,16 @@ export function uniqueViolation(error: unknown): string | undefined {
 /** Bigint columns arrive as strings through raw SQL. */
 export const big = (v: string | number | bigint | null | undefined): bigint | undefined =>
   v === null || v === undefined ? undefined : BigInt(v);
+
+/**
+ * The parameters of a statement assembled from optional parts (filters, facets):
+ * `add(value)` keeps the value and returns its placeholder (`$1`, `$2` ...), so
+ * the text only ever holds placeholders and the values are bound by PostgreSQL.
+ */
+export class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
