@@ -1,11 +1,26 @@
 /**
  * MikroORM entities of the Product service (tables in
- * migrations/0001_product_tables.ts). Categories and reviews are written
- * through them; the stock, search and catalog paths that need set-based or
- * conditional SQL (reservations, aggregates, documents) use raw SQL on the
- * same transaction (sql.ts). search_words is written by triggers only and
- * has no entity. Optional text is null in the database and "" in
- * the contract; money is bigint minor units.
+ * migrations/0001_product_tables.ts), for the tables whose rows the service
+ * writes one by one: categories, products, variants, images, reviews, the
+ * stock adjustment log and the restocks of returns (created, or loaded with
+ * their lock, changed under a field mask and flushed). Reads go through sqlOf
+ * and map rows straight to messages.
+ *
+ * The other tables have no entity, on purpose: their writes are set-based or
+ * conditional statements that an entity cannot express in one statement.
+ * - product_inventory: counters changed by "+ n where enough is left" under
+ *   row locks (reservations, adjustments, restocks);
+ * - stock_reservations, stock_reservation_lines, stock_reservation_allocations:
+ *   written by ReserveStock's one statement (unnest) and changed by
+ *   conditional status updates;
+ * - product_tags, product_categories: a product's set replaced in one insert
+ *   (its statement trigger refreshes the search document once);
+ * - product_skus, search_words: kept by triggers only;
+ * - review_helpful_votes: "insert ... on conflict do nothing" decides the count.
+ *
+ * Optional text is null in the database and "" in the contract; money is
+ * bigint minor units. Generated columns (rating_average_hundredths) are read
+ * through SQL only.
  */
 import type { InferEntity } from "@mikro-orm/core";
 import { defineEntity, p } from "@mikro-orm/postgresql";
@@ -101,28 +116,6 @@ export const ProductVariantEntity = defineEntity({
   },
 });
 
-export const ProductSkuEntity = defineEntity({
-  name: "ProductSku",
-  tableName: "product_skus",
-  properties: {
-    skuKey: p.text().primary(),
-    ownerId: p.uuid(),
-    productId: p.uuid(),
-  },
-});
-
-export const ProductCategoryEntity = defineEntity({
-  name: "ProductCategory",
-  tableName: "product_categories",
-  properties: {
-    id: p.uuid().primary(),
-    productId: p.uuid(),
-    categoryId: p.uuid(),
-    position: p.integer().default(0),
-    createdAt: p.datetime().onCreate(now),
-  },
-});
-
 export const ProductImageEntity = defineEntity({
   name: "ProductImage",
   tableName: "product_images",
@@ -138,79 +131,6 @@ export const ProductImageEntity = defineEntity({
 });
 
 export type ProductImageRow = InferEntity<typeof ProductImageEntity>;
-
-export const ProductTagEntity = defineEntity({
-  name: "ProductTag",
-  tableName: "product_tags",
-  properties: {
-    id: p.uuid().primary(),
-    productId: p.uuid(),
-    tag: p.text(),
-    createdAt: p.datetime().onCreate(now),
-  },
-});
-
-export const ProductInventoryEntity = defineEntity({
-  name: "ProductInventory",
-  tableName: "product_inventory",
-  properties: {
-    id: p.uuid().primary(),
-    productId: p.uuid(),
-    variantId: p.uuid().nullable(),
-    location: p.text().default("default"),
-    quantity: p.integer().default(0),
-    reservedQuantity: p.integer().default(0),
-    availableQuantity: p.integer().generated("(quantity - reserved_quantity) stored"),
-    lastRestockedAt: p.datetime().nullable(),
-    createdAt: p.datetime().onCreate(now),
-    updatedAt: p.datetime().onCreate(now),
-  },
-});
-
-export const StockReservationEntity = defineEntity({
-  name: "StockReservation",
-  tableName: "stock_reservations",
-  properties: {
-    id: p.uuid().primary(),
-    orderId: p.uuid(),
-    /** active | committed | released | expired */
-    status: p.text().default("active"),
-    linesSignature: p.text(),
-    expiresAt: p.datetime(),
-    createdAt: p.datetime().onCreate(now),
-    committedAt: p.datetime().nullable(),
-    releasedAt: p.datetime().nullable(),
-    releaseReason: p.text().nullable(),
-    stockReturnedAt: p.datetime().nullable(),
-  },
-});
-
-export const StockReservationLineEntity = defineEntity({
-  name: "StockReservationLine",
-  tableName: "stock_reservation_lines",
-  properties: {
-    id: p.uuid().primary(),
-    reservationId: p.uuid(),
-    lineIndex: p.integer(),
-    productId: p.uuid(),
-    variantId: p.uuid().nullable(),
-    sku: p.text(),
-    quantity: p.integer(),
-    backorderedQuantity: p.integer().default(0),
-  },
-});
-
-export const StockReservationAllocationEntity = defineEntity({
-  name: "StockReservationAllocation",
-  tableName: "stock_reservation_allocations",
-  properties: {
-    id: p.uuid().primary(),
-    lineId: p.uuid(),
-    inventoryId: p.uuid().nullable(),
-    location: p.text(),
-    quantity: p.integer(),
-  },
-});
 
 export const StockAdjustmentEntity = defineEntity({
   name: "StockAdjustment",
@@ -265,30 +185,12 @@ export const ProductReviewEntity = defineEntity({
 });
 export type ProductReviewRow = InferEntity<typeof ProductReviewEntity>;
 
-export const ReviewHelpfulVoteEntity = defineEntity({
-  name: "ReviewHelpfulVote",
-  tableName: "review_helpful_votes",
-  properties: {
-    reviewId: p.uuid().primary(),
-    userId: p.uuid().primary(),
-    createdAt: p.datetime().onCreate(now),
-  },
-});
-
 export const productEntities = [
   CategoryEntity,
   ProductEntity,
   ProductVariantEntity,
-  ProductSkuEntity,
-  ProductCategoryEntity,
   ProductImageEntity,
-  ProductTagEntity,
-  ProductInventoryEntity,
-  StockReservationEntity,
-  StockReservationLineEntity,
-  StockReservationAllocationEntity,
   StockAdjustmentEntity,
   StockRestockEntity,
   ProductReviewEntity,
-  ReviewHelpfulVoteEntity,
 ];

@@ -389,13 +389,16 @@ function sortedObject(o: Record<string, string>): [string, string][] {
 export async function archiveProduct(em: EntityManager, viewer: Viewer, req: ArchiveProductRequest): Promise<Out<ArchiveProductResponse>> {
   return em.transactional(async (tx) => {
     const db = sqlOf(tx);
-    const row = await productRow(db, req.id, true);
+    const row = await tx.findOne(ProductEntity, { id: req.id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     if (!row) throw notFound("product", req.id);
     if (row.status !== "archived") {
-      await db.run("update products set status = 'archived', updated_at = now() where id = $1", [row.id]);
+      const previous = row.status;
+      row.status = "archived";
+      row.updatedAt = new Date();
+      await tx.flush();
       publishEvent(tx, ProductArchivedSchema, {
         productId: row.id,
-        previousStatus: productStatuses.fromDb(row.status),
+        previousStatus: productStatuses.fromDb(previous),
         product: await productSnapshot(db, row.id),
         actorUserId: viewer.userId ?? "",
       });

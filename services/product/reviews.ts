@@ -346,12 +346,13 @@ export async function moderateReview(em: EntityManager, viewer: Viewer, req: Mod
     const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = $1", [req.id]);
     if (!probe) throw notFound("review", req.id);
     await productRow(db, probe.product_id, true);
+    const review = await tx.findOne(ProductReviewEntity, { id: req.id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    if (!review) throw notFound("review", req.id);
     const approve = req.decision === ModerationDecision.APPROVE;
-    const changed = await db.run(
-      "update product_reviews set status = $1, rejection_reason = $2, moderated_at = now() where id = $3",
-      [approve ? "approved" : "rejected", approve ? null : req.reason, req.id],
-    );
-    if (changed === 0) throw notFound("review", req.id);
+    review.status = approve ? "approved" : "rejected";
+    review.rejectionReason = approve ? null : req.reason;
+    review.moderatedAt = new Date();
+    await tx.flush();
     await refreshRating(db, probe.product_id);
   });
   return { review: reviewMessage((await reviewById(sqlOf(em), req.id))!, viewer) };

@@ -1,0 +1,91 @@
+/**
+ * What the hot paths cost PostgreSQL, through the public contract against a
+ * real server: every statement the process sends during one call is captured
+ * (scripts/bench/meter.ts, the bench's own counter), so the counts are exact.
+ * GetProduct is one statement, ReserveStock a fixed number whatever its lines,
+ * SearchProducts two statements sent together, each of which PostgreSQL plans
+ * through the indexes (EXPLAIN with the call's own parameters, on a seeded
+ * catalog: no Seq Scan on products).
+ */
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SearchFacet } from "../../gen/ecommerce/product/v1/search_pb.js";
+import { eventually } from "../../kit/testing/mesh.ts";
+import { type CapturedQuery, captureQueries, installSqlCounter } from "../../scripts/bench/meter.ts";
+import { seedCatalog } from "./seed.ts";
+import { activeProduct, auth, type ProductHarness, startProductHarness, unique } from "./testing.ts";
+
+let h: ProductHarness;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  // No background passes during a measured call: the relay polls, the sweeper and retention wait.
+  h = await startProductHarness({ OUTBOX_POLL_MS: "600000", RESERVATION_SWEEP_INTERVAL_MS: "3600000" });
+  installSqlCounter();
+  const url = h.mesh.services.product!.ctx.config.databaseUrl;
+  await seedCatalog(url, { products: 4000 });
+  pool = new pg.Pool({ connectionString: url, max: 2 });
+}, 120_000);
+
+afterAll(async () => {
+  await pool?.end();
+  await h?.stop();
+});
+
+/** The statements one call sends, once the outbox relay has nothing left to publish (the health probe's `select 1` is not the call's). */
+async function statementsOf(call: () => Promise<unknown>): Promise<CapturedQuery[]> {
+  await eventually(async () => ((await h.sql<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null"))[0]!.n === 0 ? true : undefined));
+  return (await captureQueries(call)).filter((q) => q.text.trim() !== "select 1");
+}
+
+describe("statements per call", () => {
+  it("GetProduct reads a product with its relations in one statement, by id and by slug", async () => {
+    const product = await activeProduct(h, { tags: ["wool"], attributes: { colour: "red" } });
+    await h.products.createVariant({ productId: product.id, sku: unique("V"), price: { amountMinor: 2500n, currencyCode: "USD" }, attributes: { size: "M" } }, auth(h.admin));
+    await h.products.addImage({ productId: product.id, url: "https://img.example.com/a.jpg" }, auth(h.admin));
+
+    let answer: Awaited<ReturnType<typeof h.products.getProduct>> | undefined;
+    const byId = await statementsOf(async () => (answer = await h.products.getProduct({ lookup: { case: "id", value: product.id } }, {})));
+    expect(byId).toHaveLength(1);
+    expect(answer!.product).toMatchObject({ id: product.id, tags: ["wool"], variants: [{ attributes: { size: "M" } }], images: [{ isPrimary: true }] });
+
+    const bySlug = await statementsOf(() => h.products.getProduct({ lookup: { case: "slug", value: product.slug } }, {}));
+    expect(bySlug).toHaveLength(1);
+  });
+
+  it("ReserveStock takes the same few statements for one line and for five", async () => {
+    const products = await Promise.all(Array.from({ length: 5 }, () => activeProduct(h, {}, 10)));
+    const reserve = (lines: { productId: string; quantity: number }[]) => statementsOf(() => h.inventory.reserveStock({ orderId: crypto.randomUUID(), lines }, auth(h.service)));
+
+    const one = await reserve([{ productId: products[0]!.id, quantity: 1 }]);
+    const five = await reserve(products.map((p) => ({ productId: p.id, quantity: 2 })));
+    // BEGIN, the order's lock, its latest reservation, the lines, the inventory rows, the write, the stock refresh, COMMIT.
+    expect(one.length).toBeLessThanOrEqual(10);
+    expect(five.length).toBe(one.length);
+  });
+});
+
+describe("SearchProducts on a seeded catalog", () => {
+  const request = { query: "merino", pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] };
+
+  it("sends its page and its counts together, and PostgreSQL plans both through the indexes", async () => {
+    const statements = await statementsOf(() => h.search.searchProducts(request, {}));
+    expect(statements).toHaveLength(2);
+    for (const { text, values } of statements) {
+      const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
+      const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+      expect(plan, plan).not.toMatch(/Seq Scan on products\b/);
+    }
+  });
+
+  it("answers with the same hits, total and facets as the filters say", async () => {
+    const res = await h.search.searchProducts(request, {});
+    expect(res.totalCount).toBeGreaterThan(20);
+    expect(res.hits).toHaveLength(20);
+    expect(res.priceBandFacet.reduce((s, b) => s + b.count, 0)).toBe(res.totalCount);
+    expect(res.ratingFacet.map((r) => r.minRating)).toEqual([4, 3, 2, 1]);
+    const page2 = await h.search.searchProducts({ ...request, pageToken: res.nextPageToken }, {});
+    const first = new Set(res.hits.map((x) => x.product!.id));
+    expect(page2.hits.some((x) => first.has(x.product!.id))).toBe(false);
+  });
+});
