@@ -68,10 +68,13 @@ describe("statements per call", () => {
 describe("SearchProducts on a seeded catalog", () => {
   const request = { query: "merino", pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] };
 
-  it("sends its page and its counts together, and PostgreSQL plans both through the indexes", async () => {
+  it("sends its page and its counts together", async () => {
+    expect(await statementsOf(() => h.search.searchProducts(request, {}))).toHaveLength(2);
+  });
+
+  it("has every statement planned through the indexes: no Seq Scan on products", async () => {
     const statements = await statementsOf(() => h.search.searchProducts(request, {}));
-    expect(statements).toHaveLength(2);
-    for (const { text, values } of statements) {
+    for (const { text, values } of statements.filter((q) => /^\s*(select|with)\b/i.test(q.text))) {
       const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
       const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
       expect(plan, plan).not.toMatch(/Seq Scan on products\b/);
