@@ -5,15 +5,18 @@
  * GetProduct is one statement, ReserveStock a fixed number whatever its lines,
  * SearchProducts two statements sent together, each of which PostgreSQL plans
  * through the indexes (EXPLAIN with the call's own parameters, on a seeded
- * catalog: no Seq Scan on products).
+ * catalog: no Seq Scan on products). And the "commit, then fail" of
+ * CommitReservation, which needs a sweeper that does not run.
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
+import { ReservationStatus } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { SearchFacet } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { type CapturedQuery, captureQueries, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { seedCatalog } from "./seed.ts";
-import { activeProduct, auth, type ProductHarness, startProductHarness, unique } from "./testing.ts";
+import { activeProduct, auth, failure, type ProductHarness, startProductHarness, unique } from "./testing.ts";
 
 let h: ProductHarness;
 let pool: pg.Pool;
@@ -62,6 +65,20 @@ describe("statements per call", () => {
     // BEGIN, the order's lock, its latest reservation, the lines, the inventory rows, the write, the stock refresh, COMMIT.
     expect(one.length).toBeLessThanOrEqual(10);
     expect(five.length).toBe(one.length);
+  });
+});
+
+describe("CommitReservation of a reservation that expired before the sweeper saw it", () => {
+  it("gives the units back (committed) and then fails with RESERVATION_EXPIRED", async () => {
+    const p = await activeProduct(h, {}, 3);
+    const orderId = crypto.randomUUID();
+    await h.inventory.reserveStock({ orderId, lines: [{ productId: p.id, quantity: 3 }], ttl: { seconds: 1n, nanos: 0 } }, auth(h.service));
+    // The sweeper of this harness runs hourly: the reservation stays ACTIVE past its expiry.
+    await eventually(async () => ((await h.sql<{ due: boolean }>("select expires_at <= now() as due from stock_reservations where order_id = $1", [orderId]))[0]!.due ? true : undefined));
+    expect(await failure(h.inventory.commitReservation({ orderId }, auth(h.service)))).toMatchObject({ code: Code.FailedPrecondition, reason: "RESERVATION_EXPIRED" });
+    const [reservation] = (await h.inventory.listReservations({ orderId }, auth(h.admin))).reservations;
+    expect(reservation).toMatchObject({ status: ReservationStatus.EXPIRED, releaseReason: "expired" });
+    expect((await h.inventory.getStock({ productId: p.id }, auth(h.admin))).items[0]).toMatchObject({ quantityOnHand: 3, reservedQuantity: 0, availableQuantity: 3 });
   });
 });
 
