@@ -66,18 +66,27 @@ const and = (conditions: Condition[]) => (conditions.length > 0 ? conditions.map
 const wordsOf = (text: string) => text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w !== "");
 
 /**
- * The query matches the search document, the SKU exactly, or (from four
- * characters on, for small typos) the name by trigram word similarity. Each
- * branch has its index (GIN, btree, GIN trigram), combined by a BitmapOr; the
- * indexed column stays on the left of %> for the trigram index.
+ * The query matches the search document, the SKU exactly, or (for small
+ * typos) the search document with each word of four letters or more widened
+ * to the known words it is similar to (trigram word similarity over
+ * search_words, the catalog's word list). Every branch has its index: the
+ * document's GIN (twice, combined by a BitmapOr), the SKU's btree, and the
+ * word list's trigram GIN, which is small where a trigram index over 100,000
+ * names is not.
  */
 function textCondition(p: Params, query: string): Condition {
-  const lower = query.toLowerCase();
-  const l = p.add(lower);
-  return {
-    name: "text",
-    sql: `p.search_vector @@ websearch_to_tsquery(${tsConfig}, ${p.add(query)}) or lower(p.sku) = ${l}${lower.length >= 4 ? ` or lower(p.name) %> ${l}` : ""}`,
-  };
+  const lower = p.add(query.toLowerCase());
+  const words = wordsOf(query);
+  // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
+  const fuzzy = words.some((w) => w.length >= 4)
+    ? ` or p.search_vector @@ (
+          select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
+            from (select '(' || string_agg(m.word, ' | ') || ')' as alternatives
+                    from unnest(${p.add(words)}::text[]) with ordinality as q(word, i)
+                    cross join lateral (select q.word union select s.word from search_words s where length(q.word) >= 4 and s.word %> q.word) as m(word)
+                   group by q.i) a)`
+    : "";
+  return { name: "text", sql: `p.search_vector @@ websearch_to_tsquery(${tsConfig}, ${p.add(query)}) or lower(p.sku) = ${lower}${fuzzy}` };
 }
 
 function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: string): void {
@@ -239,12 +248,18 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
   };
 }
 
+/**
+ * The page's hits in order, with their summary columns (and highlights for a
+ * query): the ordering picks the page's ids first, so only they are read in
+ * full and pay for ts_headline.
+ */
 async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: number): Promise<(SummaryDbRow & HighlightRow)[]> {
   const p = new Params();
   const where = and(conditionsOf(p, filter));
-  const score = filter.query ? scoreOf(p, filter.query) : "0";
-  const highlights = filter.query ? `, ${highlightColumns(p, filter.query)}` : "";
   const order = orderOf(filter.req.orderBy, filter.query !== "");
+  // The score only matters to the relevance order.
+  const score = order.startsWith("score") ? scoreOf(p, filter.query) : "0";
+  const highlights = filter.query ? `, ${highlightColumns(p, filter.query)}` : "";
   return db.all<SummaryDbRow & HighlightRow>(
     `with page as (
        select p.id, ${score} as score from products p where ${where}
@@ -254,6 +269,14 @@ async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: nu
     p.values,
   );
 }
+
+/**
+ * The rows of a related table for each hit, through its index on product_id.
+ * `offset 0` keeps the lateral subquery a per-hit lookup: flattened into a join,
+ * the planner hashes the whole table (100,000 category rows, 300,000 tags) to
+ * meet a few thousand hits, several times slower.
+ */
+const perHit = (select: string, alias: string) => `cross join lateral (${select} offset 0) ${alias}`;
 
 /** The columns the facets read, kept for each candidate row of a search. */
 const facetColumns = "p.id, p.min_price_minor, p.rating_average_hundredths, p.attributes";
@@ -283,7 +306,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
   }
   if (facets.has(SearchFacet.TAG)) {
     columns.push(`(select coalesce(json_agg(json_build_object('tag', x.tag, 'n', x.n) order by x.n desc, x.tag), '[]') from (
-                     select t.tag, count(*)::int as n from ${hitsExcept("tags")} h join product_tags t on t.product_id = h.id
+                     select t.tag, count(*)::int as n from ${hitsExcept("tags")} h ${perHit("select t.tag from product_tags t where t.product_id = h.id", "t")}
                       group by t.tag order by n desc, t.tag limit 30) x) as tag_facet`);
   }
   if (facets.has(SearchFacet.RATING)) {
@@ -298,7 +321,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
                      select a.v, count(distinct a.id)::int as n from (
                        select h.id, h.attributes ->> ${k} as v from ${hitsExcept(`attribute:${key}`)} h
                        union all
-                       select h.id, pv.attributes ->> ${k} from ${hitsExcept(`attribute:${key}`)} h join product_variants pv on pv.product_id = h.id
+                       select h.id, pv.v from ${hitsExcept(`attribute:${key}`)} h ${perHit(`select pv.attributes ->> ${k} as v from product_variants pv where pv.product_id = h.id`, "pv")}
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
   const row = (await db.one<Record<string, unknown> & { total: number }>(
@@ -346,8 +369,9 @@ function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hit
        union all
        select t.root, c.id from tree t join categories c on c.parent_id = t.id ${active ? `where ${active}` : ""}
      ), counted as (
-       select c.id, c.name, c.slug, c.sort_order, count(distinct pc.product_id)::int as n
-         from tree t join product_categories pc on pc.category_id = t.id join ${hits} h on h.id = pc.product_id join categories c on c.id = t.root
+       select c.id, c.name, c.slug, c.sort_order, count(distinct h.id)::int as n
+         from ${hits} h ${perHit("select pc.category_id from product_categories pc where pc.product_id = h.id", "pc")}
+         join tree t on t.id = pc.category_id join categories c on c.id = t.root
         group by c.id, c.name, c.slug, c.sort_order
      )
      select coalesce(json_agg(json_build_object('id', id, 'name', name, 'slug', slug, 'n', n) order by n desc, sort_order, name), '[]') from counted)`;
