@@ -7,10 +7,10 @@
  * (above 0 again) and product.low_stock (fell to or below the threshold, once
  * per crossing), queued in the outbox of the same transaction.
  *
- * Lock order, everywhere: inventory rows (by id), then item rows (by product,
- * variant), then the products of items that are variants (by id). Callers lock
- * inventory rows before calling refreshStock, so concurrent stock changes
- * never deadlock.
+ * Lock order, everywhere: inventory rows (by id), then item rows (products
+ * without variants by id, then variants by id), then the products of items
+ * that are variants (by id). Callers lock inventory rows before calling
+ * refreshStock, so concurrent stock changes never deadlock.
  */
 import { ProductBackInStockSchema, ProductLowStockSchema, ProductOutOfStockSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
 import { publishEvent } from "../../kit/events/outbox.ts";
