@@ -18,7 +18,7 @@ import type {
   UpdateImageResponse,
 } from "../../gen/ecommerce/product/v1/product_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
-import { Code, domainError, failedPrecondition, invalidArgument, notFound } from "../../kit/errors.ts";
+import { Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
 import { v7 as uuidv7 } from "uuid";
 import { type ImageDbRow, imageMessage, imageOrder, productRow } from "./catalog.ts";
 import type { Viewer } from "./mapping.ts";

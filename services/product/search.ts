@@ -1,13 +1,16 @@
 /**
  * Product search on PostgreSQL alone: full text over the weighted search
  * document (name A; tags and category names B; descriptions C; attribute
- * values D; GIN index), exact SKU matches, trigram similarity on names for
- * small typos (pg_trgm, GIN index), filters, facets and suggestions.
+ * values D; GIN index), exact SKU matches, small typos through the trigram
+ * index of the catalog's word list (pg_trgm), filters, facets and suggestions.
  *
- * Facets are counted over the hits with every filter applied except the
- * facet's own, from the same conditions as the hits, so their numbers always
- * agree with what the filters return. Pages are offsets into a total order
- * that ends with the product id (deterministic), capped at 10000 hits.
+ * A search is two statements sent together: the page, and the total with the
+ * facets. Facets are counted over the hits with every filter applied except
+ * the facet's own, from the same conditions as the hits, so their numbers
+ * always agree with what the filters return; they start from the rows the
+ * indexed conditions match, never from the whole catalog (unless the search
+ * has no query). Pages are offsets into a total order that ends with the
+ * product id (deterministic), capped at 10000 hits.
  */
 import { create } from "@bufbuild/protobuf";
 import type { Money } from "../../gen/ecommerce/common/v1/money_pb.js";

@@ -31,10 +31,6 @@ export function uniqueItems(items: readonly ItemKey[]): ItemKey[] {
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
 }
 
-export function statusFor(available: number, allowBackorder: boolean): string {
-  return available > 0 ? "in_stock" : allowBackorder ? "backorder" : "out_of_stock";
-}
-
 /** One item's derived stock before and after a refresh, as the refresh statements return it. */
 interface Refreshed {
   product_id: string;
