@@ -299,8 +299,17 @@ async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: nu
  */
 const perHit = (select: string, alias: string) => `cross join lateral (${select} offset 0) ${alias}`;
 
-/** The columns the facets read, kept for each candidate row of a search. */
-const facetColumns = "p.id, p.min_price_minor, p.rating_average_hundredths, p.attributes";
+
+/** The columns the requested facets read, kept for each candidate row (the base of countsOf holds thousands). */
+function columnsOf(req: SearchProductsRequest): string {
+  const facets = new Set(req.facets);
+  return [
+    "p.id",
+    ...(facets.has(SearchFacet.PRICE_BAND) ? ["p.min_price_minor"] : []),
+    ...(facets.has(SearchFacet.RATING) ? ["p.rating_average_hundredths"] : []),
+    ...(req.facetAttributeKeys.length > 0 ? ["p.attributes"] : []),
+  ].join(", ");
+}
 
 /**
  * Total and facets in one statement: `base` holds the rows that match the
@@ -315,7 +324,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
   const flag = (c: Condition) => `f${flagged.indexOf(c)}`;
   const hitsExcept = (name?: string) => {
     const used = flagged.filter((c) => c.name !== name);
-    return `(select b.id, b.min_price_minor, b.rating_average_hundredths, b.attributes from base b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
+    return `(select b.* from base b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
   };
   const facets = new Set(filter.req.facets);
   const columns = [`(select count(*)::int from ${hitsExcept()} h) as total`];
@@ -347,7 +356,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
   }
   const row = (await db.one<Record<string, unknown> & { total: number }>(
     `with base as materialized (
-       select ${facetColumns}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")} from products p where ${and(fixed)}
+       select ${columnsOf(filter.req)}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")} from products p where ${and(fixed)}
      )
      select ${columns.join(",\n")}`,
     p.values,
