@@ -5,7 +5,7 @@
  * EntityManager (request-scoped identity map).
  *
  * Statements obey the inbound call's deadline (kit/context.ts), for every service
- * and every path (ORM, `legacySqlOf`, raw `execute`): each statement run for a call carries
+ * and every path (ORM flushes and finds, raw `execute`; `sqlOf` passes the signal itself): each statement run for a call carries
  * the call's signal, and when the deadline passes or the caller cancels, MikroORM's
  * "cancel query" strategy has PostgreSQL cancel the statement in flight
  * (`pg_cancel_backend`, over a pool connection), so it stops holding locks and its

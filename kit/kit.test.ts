@@ -308,9 +308,7 @@ describe("events", () => {
     await mesh.nats.pause();
     const res = await users.updateMyProfile({ profile: { firstName: "During" }, updateMask: { paths: ["first_name"] } }, auth(token));
     expect(res.profile?.firstName).toBe("During");
-    const [pending] = await mesh.services.user!.ctx.orm.em.fork().getConnection().execute<{ n: number }[]>(
-      "select count(*)::int as n from outbox_events where published_at is null",
-    );
+    const [pending] = await sqlIn()<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null");
     expect(pending?.n).toBeGreaterThanOrEqual(1);
     await mesh.nats.resume();
 
@@ -327,9 +325,7 @@ describe("events", () => {
     expect(seen).toEqual(["During"]);
     // Published rows are marked, so the relay does not send them again.
     await eventually(async () => {
-      const [row] = await mesh.services.user!.ctx.orm.em.fork().getConnection().execute<{ n: number }[]>(
-        "select count(*)::int as n from outbox_events where published_at is null",
-      );
+      const [row] = await sqlIn()<{ n: number }>("select count(*)::int as n from outbox_events where published_at is null");
       return row?.n === 0 ? true : undefined;
     }, 10_000, "outbox drained");
   });

@@ -50,38 +50,6 @@ export function sqlOf(em: EntityManager): Sql {
   };
 }
 
-/**
- * @deprecated MikroORM's client-side `?` interpolation; every caller moves to `sqlOf`
- * (bound `$n` parameters) and this goes.
- */
-export function legacySqlOf(em: EntityManager): LegacySql {
-  const conn = em.getConnection();
-  const trx = () => em.getTransactionContext();
-  return {
-    em,
-    all: <T>(query: string, params: unknown[] = []) => conn.execute<T[]>(query, params, "all", trx()),
-    one: async <T>(query: string, params: unknown[] = []) => (await conn.execute<T[]>(query, params, "all", trx()))[0],
-    run: async (query: string, params: unknown[] = []) => {
-      const result = (await conn.execute(query, params, "run", trx())) as { affectedRows?: number };
-      return result.affectedRows ?? 0;
-    },
-  };
-}
-
-
-/** @deprecated see legacySqlOf. */
-export interface LegacySql {
-  all<T>(query: string, params?: unknown[]): Promise<T[]>;
-  one<T>(query: string, params?: unknown[]): Promise<T | undefined>;
-  run(query: string, params?: unknown[]): Promise<number>;
-  em: EntityManager;
-}
-
-/** A PostgreSQL array literal of strings ("{}" when empty), for `= any(?::uuid[])` and friends. */
-export function pgArray(values: readonly string[]): string {
-  return `{${values.map((v) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`).join(",")}}`;
-}
-
 /** The constraint a unique violation was raised for (raw or wrapped by MikroORM), if `error` is one. */
 export function uniqueViolation(error: unknown): string | undefined {
   if (!isUniqueViolation(error)) return undefined;
@@ -91,3 +59,16 @@ export function uniqueViolation(error: unknown): string | undefined {
 /** Bigint columns arrive as strings through raw SQL. */
 export const big = (v: string | number | bigint | null | undefined): bigint | undefined =>
   v === null || v === undefined ? undefined : BigInt(v);
+
+/**
+ * The parameters of a statement assembled from optional parts (filters, facets):
+ * `add(value)` keeps the value and returns its placeholder (`$1`, `$2` ...), so
+ * the text only ever holds placeholders and the values are bound by PostgreSQL.
+ */
+export class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}

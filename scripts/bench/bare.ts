@@ -15,7 +15,7 @@ import { type GetProductRequest, ProductService } from "../../gen/ecommerce/prod
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { notFound } from "../../kit/errors.ts";
-import type { LegacySql } from "../../kit/sql.ts";
+import type { Sql } from "../../kit/sql.ts";
 import { loadProduct } from "../../services/product/catalog.ts";
 import { type ProfileFields, profileColumns, profileMessage } from "../../services/user/mapping.ts";
 
@@ -44,18 +44,14 @@ async function serve(databaseUrl: string, routes: (router: ConnectRouter, pool: 
   };
 }
 
-/** The kit's Sql over a plain pg pool: `?` placeholders (the only `?` in the text, see kit/sql.ts) become $n. */
-function poolSql(pool: pg.Pool): LegacySql {
-  const numbered = (query: string) => {
-    let n = 0;
-    return query.replace(/\?/g, () => `$${++n}`);
-  };
-  const all = async <T>(query: string, params: unknown[] = []) => (await pool.query(numbered(query), params)).rows as T[];
+/** The kit's Sql over a plain pg pool: the same `$n` text and bound parameters, sent by pg. */
+function poolSql(pool: pg.Pool): Sql {
+  const all = async <Row extends object>(text: string, params: readonly unknown[] = []) => (await pool.query(text, params as unknown[])).rows as Row[];
   return {
     em: undefined as unknown as EntityManager, // loadProduct never uses it
     all,
-    one: async <T>(query: string, params: unknown[] = []) => (await all<T>(query, params))[0],
-    run: async (query: string, params: unknown[] = []) => (await pool.query(numbered(query), params)).rowCount ?? 0,
+    one: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await all<Row>(text, params))[0],
+    run: async (text: string, params: readonly unknown[] = []) => (await pool.query(text, params as unknown[])).rowCount ?? 0,
   };
 }
 

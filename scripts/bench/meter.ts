@@ -28,7 +28,7 @@ interface SqlCounters {
 const sql: SqlCounters = { statements: 0, rounds: 0, relayPasses: 0 };
 let inFlight = 0;
 const excluded = new WeakSet<object>();
-let captured: string[] | undefined;
+let captured: CapturedQuery[] | undefined;
 const relayPass = /from outbox_events\s+where published_at is null order by/;
 
 const installed = Symbol("bench.sqlCounter");
@@ -55,7 +55,7 @@ export function installSqlCounter(): void {
       q[pending] = false;
       inFlight--;
     };
-    proto.submit = function (this: Record<symbol, boolean> & { text?: string }, connection: object) {
+    proto.submit = function (this: Record<symbol, boolean> & { text?: string; values?: unknown[] }, connection: object) {
       const error = submit.call(this, connection);
       if (error || excluded.has(connection)) return error;
       this[pending] = true;
@@ -63,7 +63,7 @@ export function installSqlCounter(): void {
       sql.statements++;
       if (typeof this.text === "string") {
         if (relayPass.test(this.text)) sql.relayPasses++;
-        captured?.push(this.text);
+        captured?.push({ text: this.text, values: this.values ?? [] });
       }
       return error;
     };
@@ -83,8 +83,14 @@ export function sqlCounters(): Readonly<SqlCounters> {
   return { ...sql };
 }
 
-/** The SQL texts this process sends while `fn` runs (for EXPLAIN). */
-export async function captureStatements(fn: () => Promise<unknown>): Promise<string[]> {
+/** A statement as sent: its text and its bound parameters. */
+export interface CapturedQuery {
+  text: string;
+  values: unknown[];
+}
+
+/** The statements (text and bound parameters) this process sends while `fn` runs, for EXPLAIN with the same values. */
+export async function captureQueries(fn: () => Promise<unknown>): Promise<CapturedQuery[]> {
   captured = [];
   try {
     await fn();

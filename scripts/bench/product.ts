@@ -19,7 +19,7 @@ import type { TestMesh } from "../../kit/testing/mesh.ts";
 import { benchSearchWords, loadBenchCatalog } from "../../services/product/bench.ts";
 import { seedCatalog } from "../../services/product/seed.ts";
 import { bareProductServer } from "./bare.ts";
-import { captureStatements } from "./meter.ts";
+import { captureQueries } from "./meter.ts";
 import type { Bench } from "./run.ts";
 
 /** A signed-in admin: registered, promoted with the documented create-admin command, signed in again. */
@@ -94,11 +94,12 @@ const searchRequest = (query: string) => ({ query, pageSize: 20, facets: ["SEARC
 async function explainSearch(mesh: TestMesh, pool: pg.Pool, say: (l: string) => void): Promise<number> {
   const search = createClient(SearchService, createGrpcTransport({ baseUrl: mesh.url("product") }));
   const word = benchSearchWords[0]!;
-  const statements = await captureStatements(() => search.searchProducts({ query: word, pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] }));
+  const statements = await captureQueries(() => search.searchProducts({ query: word, pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] }));
   let seqScans = 0;
   say(`SearchProducts "${word}": EXPLAIN of its ${statements.length} statements`);
-  for (const text of statements.filter((t) => /^\s*(select|with)\b/i.test(t))) {
-    const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`);
+  for (const { text, values } of statements.filter((q) => /^\s*(select|with)\b/i.test(q.text))) {
+    // With the statement's own parameters, so the plan is the one PostgreSQL chose for them.
+    const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
     const plan = rows.map((r) => r["QUERY PLAN"]);
     const flagged = plan.filter((l) => /Seq Scan on products\b/.test(l)).length;
     seqScans += flagged;

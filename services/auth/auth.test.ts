@@ -29,7 +29,7 @@ import { developmentServiceSecret } from "../../kit/config.ts";
 import { openSealedField, sealedFieldBinding } from "../../kit/events/sealed.ts";
 import { openText } from "../../kit/sealing.ts";
 import { sqlOf } from "../../kit/sql.ts";
-import { captureStatements, installSqlCounter } from "../../scripts/bench/meter.ts";
+import { captureQueries, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { loadAuthConfig } from "./config.ts";
@@ -226,7 +226,7 @@ describe("hot reads", () => {
     installSqlCounter();
     const { userId, tokens } = await register();
     // The background's statements left out: the outbox relay's passes, health pings.
-    const sent = (await captureStatements(() => auth.getMe({}, bearer(tokens.accessToken)))).filter((t) => !/outbox/.test(t) && t.trim() !== "select 1");
+    const sent = (await captureQueries(() => auth.getMe({}, bearer(tokens.accessToken)))).map((q) => q.text).filter((t) => !/outbox/.test(t) && t.trim() !== "select 1");
     expect(sent).toHaveLength(1);
     expect((await auth.getMe({}, bearer(tokens.accessToken))).user).toMatchObject({ id: userId, roles: ["customer"], failedLoginAttempts: 0, isActive: true });
   });

@@ -1,8 +1,9 @@
 /**
- * Reading products: the row shape, loading a page of products with their
- * categories, tags, images and variants in a few set queries, and turning them
- * into the contract's Product, ProductSummary and the events' ProductSnapshot.
- * The cost price is only ever filled for admins.
+ * Reading products: the row shape, loading products with their categories,
+ * tags, images and variants in one statement (the relations as JSON arrays, so
+ * GetProduct is one round trip and nothing is hydrated), and turning them into
+ * the contract's Product, ProductSummary and the events' ProductSnapshot. The
+ * cost price is only ever filled for admins.
  */
 import { create } from "@bufbuild/protobuf";
 import { type ProductSnapshot, ProductSnapshotSchema, VariantSnapshotSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
@@ -20,9 +21,9 @@ import {
   RatingSummarySchema,
 } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
-import { productStatuses, stockStatuses, type Viewer } from "./mapping.ts";
+import { customerVisible, productStatuses, stockStatuses, type Viewer } from "./mapping.ts";
 import { money, moneyOrUndefined } from "../../kit/money.ts";
-import { pgArray, type LegacySql } from "../../kit/sql.ts";
+import type { Sql } from "../../kit/sql.ts";
 
 export interface ProductDbRow {
   id: string;
@@ -59,9 +60,9 @@ export interface ProductDbRow {
   rating_4_count: number;
   rating_5_count: number;
   rating_average_hundredths: number;
-  created_at: string;
-  updated_at: string;
-  published_at: string | null;
+  created_at: Date;
+  updated_at: Date;
+  published_at: Date | null;
 }
 
 /** Every column of products but the search document, for tables aliased `p`. */
@@ -84,8 +85,9 @@ export interface VariantDbRow {
   stock_status: string;
   low_stock_threshold: number;
   low_stock: boolean;
-  created_at: string;
-  updated_at: string;
+  /** Date from a column, ISO text from the JSON of relationColumns. */
+  created_at: Date | string;
+  updated_at: Date | string;
 }
 
 export const variantColumns = `v.id, v.product_id, v.sku, v.name, v.price_minor, v.compare_at_price_minor, v.attributes, v.image_url,
@@ -98,60 +100,44 @@ export interface ImageDbRow {
   alt_text: string;
   sort_order: number;
   is_primary: boolean;
-  created_at: string;
+  created_at: Date | string;
 }
 
 export const imageOrder = "sort_order, created_at, id";
 
-export interface Relations {
-  categoryIds: Map<string, string[]>;
-  tags: Map<string, string[]>;
-  images: Map<string, ImageDbRow[]>;
-  variants: Map<string, VariantDbRow[]>;
+/** A product row with its relations, as `fullProductRows` selects them. */
+export interface FullProductDbRow extends ProductDbRow {
+  category_ids: string[];
+  tags: string[];
+  images: ImageDbRow[];
+  variants: VariantDbRow[];
 }
 
-function group<T extends { product_id: string }>(rows: T[]): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const r of rows) {
-    const list = out.get(r.product_id);
-    if (list) list.push(r);
-    else out.set(r.product_id, [r]);
-  }
-  return out;
-}
+/**
+ * The relations of products aliased `p`, as JSON arrays in their display order
+ * (bigints as text, so no precision is lost on the way).
+ */
+export const relationColumns = `
+  coalesce((select json_agg(pc.category_id order by pc.position, pc.created_at) from product_categories pc where pc.product_id = p.id), '[]') as category_ids,
+  coalesce((select json_agg(t.tag order by t.tag) from product_tags t where t.product_id = p.id), '[]') as tags,
+  coalesce((select json_agg(json_build_object('id', i.id, 'product_id', i.product_id, 'url', i.url, 'alt_text', i.alt_text, 'sort_order', i.sort_order,
+                                              'is_primary', i.is_primary, 'created_at', i.created_at) order by i.sort_order, i.created_at, i.id)
+              from product_images i where i.product_id = p.id), '[]') as images,
+  coalesce((select json_agg(json_build_object('id', v.id, 'product_id', v.product_id, 'sku', v.sku, 'name', v.name, 'price_minor', v.price_minor::text,
+                                              'compare_at_price_minor', v.compare_at_price_minor::text, 'attributes', v.attributes, 'image_url', v.image_url,
+                                              'stock_quantity', v.stock_quantity, 'stock_status', v.stock_status, 'low_stock_threshold', v.low_stock_threshold,
+                                              'low_stock', v.low_stock, 'created_at', v.created_at, 'updated_at', v.updated_at) order by v.created_at, v.id)
+              from product_variants v where v.product_id = p.id), '[]') as variants`;
 
 /** Product rows by id (any status); `lock` takes the rows' write locks in id order. */
-export async function productRows(db: LegacySql, ids: readonly string[], lock = false): Promise<Map<string, ProductDbRow>> {
+export async function productRows(db: Sql, ids: readonly string[], lock = false): Promise<Map<string, ProductDbRow>> {
   if (ids.length === 0) return new Map();
-  const rows = await db.all<ProductDbRow>(
-    `select ${productColumns} from products p where p.id = any(?::uuid[]) order by p.id${lock ? " for update" : ""}`,
-    [pgArray(ids)],
-  );
+  const rows = await db.all<ProductDbRow>(`select ${productColumns} from products p where p.id = any($1::uuid[]) order by p.id${lock ? " for update" : ""}`, [ids]);
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-export async function productRow(db: LegacySql, id: string, lock = false): Promise<ProductDbRow | undefined> {
+export async function productRow(db: Sql, id: string, lock = false): Promise<ProductDbRow | undefined> {
   return (await productRows(db, [id], lock)).get(id);
-}
-
-export async function loadRelations(db: LegacySql, ids: readonly string[]): Promise<Relations> {
-  if (ids.length === 0) return { categoryIds: new Map(), tags: new Map(), images: new Map(), variants: new Map() };
-  const list = pgArray(ids);
-  const [categories, tags, images, variants] = await Promise.all([
-    db.all<{ product_id: string; category_id: string }>(
-      "select product_id, category_id from product_categories where product_id = any(?::uuid[]) order by product_id, position, created_at",
-      [list],
-    ),
-    db.all<{ product_id: string; tag: string }>("select product_id, tag from product_tags where product_id = any(?::uuid[]) order by product_id, tag", [list]),
-    db.all<ImageDbRow>(`select * from product_images where product_id = any(?::uuid[]) order by product_id, ${imageOrder}`, [list]),
-    db.all<VariantDbRow>(`select ${variantColumns} from product_variants v where v.product_id = any(?::uuid[]) order by v.product_id, v.created_at, v.id`, [list]),
-  ]);
-  return {
-    categoryIds: new Map([...group(categories)].map(([k, v]) => [k, v.map((r) => r.category_id)])),
-    tags: new Map([...group(tags)].map(([k, v]) => [k, v.map((r) => r.tag)])),
-    images: group(images),
-    variants: group(variants),
-  };
 }
 
 export function ratingOf(row: ProductDbRow): RatingSummary {
@@ -195,7 +181,7 @@ export function variantMessage(v: VariantDbRow, currency: string): ProductVarian
   });
 }
 
-export function productMessage(row: ProductDbRow, rel: Relations, viewer: Viewer): Product {
+export function productMessage(row: FullProductDbRow, viewer: Viewer): Product {
   const hasDimensions = row.length_mm !== null || row.width_mm !== null || row.height_mm !== null;
   return create(ProductSchema, {
     id: row.id,
@@ -219,10 +205,10 @@ export function productMessage(row: ProductDbRow, rel: Relations, viewer: Viewer
     metaTitle: row.meta_title,
     metaDescription: row.meta_description,
     attributes: row.attributes,
-    tags: rel.tags.get(row.id) ?? [],
-    categoryIds: rel.categoryIds.get(row.id) ?? [],
-    images: (rel.images.get(row.id) ?? []).map(imageMessage),
-    variants: (rel.variants.get(row.id) ?? []).map((v) => variantMessage(v, row.currency)),
+    tags: row.tags,
+    categoryIds: row.category_ids,
+    images: row.images.map(imageMessage),
+    variants: row.variants.map((v) => variantMessage(v, row.currency)),
     rating: ratingOf(row),
     createdAt: timestampOf(row.created_at),
     updatedAt: timestampOf(row.updated_at),
@@ -230,17 +216,25 @@ export function productMessage(row: ProductDbRow, rel: Relations, viewer: Viewer
   });
 }
 
-/** Full products by id, for the viewer (non-admins only get ACTIVE, visible ones). */
-export async function loadProducts(db: LegacySql, ids: readonly string[], viewer: Viewer): Promise<Map<string, Product>> {
-  const rows = [...(await productRows(db, ids)).values()].filter((r) => viewer.admin || (r.status === "active" && r.is_visible));
-  const rel = await loadRelations(
-    db,
-    rows.map((r) => r.id),
+/**
+ * Full products matching `where` (over products aliased `p`, with its
+ * parameters), in one statement; non-admins only get ACTIVE, visible ones.
+ */
+export async function fullProductRows(db: Sql, where: string, params: readonly unknown[], viewer: Viewer): Promise<FullProductDbRow[]> {
+  return db.all<FullProductDbRow>(
+    `select ${productColumns}, ${relationColumns} from products p where (${where})${viewer.admin ? "" : ` and ${customerVisible}`}`,
+    params,
   );
-  return new Map(rows.map((r) => [r.id, productMessage(r, rel, viewer)]));
 }
 
-export async function loadProduct(db: LegacySql, id: string, viewer: Viewer): Promise<Product | undefined> {
+/** Full products by id, for the viewer (non-admins only get ACTIVE, visible ones). */
+export async function loadProducts(db: Sql, ids: readonly string[], viewer: Viewer): Promise<Map<string, Product>> {
+  if (ids.length === 0) return new Map();
+  const rows = await fullProductRows(db, "p.id = any($1::uuid[])", [ids], viewer);
+  return new Map(rows.map((r) => [r.id, productMessage(r, viewer)]));
+}
+
+export async function loadProduct(db: Sql, id: string, viewer: Viewer): Promise<Product | undefined> {
   return (await loadProducts(db, [id], viewer)).get(id);
 }
 
@@ -281,11 +275,10 @@ export function summaryMessage(r: SummaryDbRow): ProductSummary {
 }
 
 /** The product as events carry it (never the cost price), read inside the change's transaction. */
-export async function productSnapshot(db: LegacySql, productId: string): Promise<ProductSnapshot> {
-  const row = await productRow(db, productId);
+export async function productSnapshot(db: Sql, productId: string): Promise<ProductSnapshot> {
+  const [row] = await fullProductRows(db, "p.id = $1", [productId], { admin: true });
   if (!row) throw new Error(`product ${productId} vanished inside its own transaction`);
-  const rel = await loadRelations(db, [productId]);
-  const primary = (rel.images.get(productId) ?? []).find((i) => i.is_primary);
+  const primary = row.images.find((i) => i.is_primary);
   return create(ProductSnapshotSchema, {
     productId: row.id,
     sku: row.sku,
@@ -298,8 +291,8 @@ export async function productSnapshot(db: LegacySql, productId: string): Promise
     status: productStatuses.fromDb(row.status),
     isVisible: row.is_visible,
     stockStatus: stockStatuses.fromDb(row.stock_status),
-    categoryIds: rel.categoryIds.get(productId) ?? [],
-    variants: (rel.variants.get(productId) ?? []).map((v) =>
+    categoryIds: row.category_ids,
+    variants: row.variants.map((v) =>
       create(VariantSnapshotSchema, {
         variantId: v.id,
         sku: v.sku,
@@ -316,13 +309,13 @@ export async function productSnapshot(db: LegacySql, productId: string): Promise
 }
 
 /** Recomputes a product's price range and variant count after its price or variants changed. */
-export async function refreshPriceRange(db: LegacySql, productId: string): Promise<void> {
+export async function refreshPriceRange(db: Sql, productId: string): Promise<void> {
   await db.run(
     `update products p set
        min_price_minor = least(p.price_minor, coalesce((select min(v.price_minor) from product_variants v where v.product_id = p.id), p.price_minor)),
        max_price_minor = greatest(p.price_minor, coalesce((select max(v.price_minor) from product_variants v where v.product_id = p.id), p.price_minor)),
        variant_count = (select count(*) from product_variants v where v.product_id = p.id)
-     where p.id = ?`,
+     where p.id = $1`,
     [productId],
   );
 }

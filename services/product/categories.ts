@@ -38,7 +38,8 @@ import { v7 as uuidv7 } from "uuid";
 import { CategoryEntity, type CategoryRow } from "./entities.ts";
 import { allocateSlug, checkSlugFree, guarded } from "./guards.ts";
 import { nullIfEmpty, slugify, type Viewer } from "./mapping.ts";
-import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
+import { type Sql, sqlOf } from "../../kit/sql.ts";
+import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -47,7 +48,7 @@ export const maxLevel = 4;
 const maxCategoryOffset = 100_000;
 
 /** Held by every change of the tree's shape, for the rest of the transaction. */
-async function lockTree(db: LegacySql): Promise<void> {
+async function lockTree(db: Sql): Promise<void> {
   await db.run("select pg_advisory_xact_lock(hashtext('categories:tree'))");
 }
 
@@ -120,10 +121,10 @@ function walk(tree: Tree, start: string | null, maxDepth = Infinity): { row: Cat
  * Ids of a category and its descendants that the viewer may see; empty when
  * the category does not exist or is hidden from the viewer.
  */
-export async function categorySubtree(db: LegacySql, categoryId: string, admin: boolean): Promise<string[]> {
+export async function categorySubtree(db: Sql, categoryId: string, admin: boolean): Promise<string[]> {
   const rows = await db.all<{ id: string }>(
     `with recursive sub(id) as (
-       select c.id from categories c where c.id = ?
+       select c.id from categories c where c.id = $1
        union all
        select c.id from categories c join sub on c.parent_id = sub.id ${admin ? "" : "where c.is_active"}
      ) select id from sub`,
@@ -133,7 +134,7 @@ export async function categorySubtree(db: LegacySql, categoryId: string, admin: 
   if (!admin) {
     const hidden = await db.one<{ id: string }>(
       `with recursive up(id, parent_id, is_active) as (
-         select id, parent_id, is_active from categories where id = ?
+         select id, parent_id, is_active from categories where id = $1
          union all
          select c.id, c.parent_id, c.is_active from categories c join up on c.id = up.parent_id
        ) select id from up where not is_active limit 1`,
@@ -145,11 +146,11 @@ export async function categorySubtree(db: LegacySql, categoryId: string, admin: 
 }
 
 /** Number of ACTIVE, visible products in each category's subtree (as the viewer sees the tree). */
-async function productCounts(db: LegacySql, ids: string[], admin: boolean): Promise<Map<string, number>> {
+async function productCounts(db: Sql, ids: string[], admin: boolean): Promise<Map<string, number>> {
   if (ids.length === 0) return new Map();
   const rows = await db.all<{ id: string; n: number }>(
     `with recursive tree(root, id) as (
-       select c.id, c.id from categories c where c.id = any(?::uuid[])
+       select c.id, c.id from categories c where c.id = any($1::uuid[])
        union all
        select t.root, c.id from tree t join categories c on c.parent_id = t.id ${admin ? "" : "where c.is_active"}
      )
@@ -158,7 +159,7 @@ async function productCounts(db: LegacySql, ids: string[], admin: boolean): Prom
        join product_categories pc on pc.category_id = t.id
        join products p on p.id = pc.product_id and p.status = 'active' and p.is_visible
       group by t.root`,
-    [pgArray(ids)],
+    [ids],
   );
   const counts = new Map(ids.map((id) => [id, 0]));
   for (const r of rows) counts.set(r.id, r.n);
@@ -168,7 +169,7 @@ async function productCounts(db: LegacySql, ids: string[], admin: boolean): Prom
 export async function createCategory(em: EntityManager, req: CreateCategoryRequest): Promise<Out<CreateCategoryResponse>> {
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = legacySqlOf(tx);
+      const db = sqlOf(tx);
       let level = 0;
       if (req.parentId) {
         await lockTree(db);
@@ -209,7 +210,7 @@ export async function getCategory(em: EntityManager, viewer: Viewer, req: GetCat
   if (!row || !tree.visible(row.id)) throw notFound("category", lookup.value ?? "");
   const ancestors: CategoryRow[] = [];
   for (let p = row.parentId ? tree.byId.get(row.parentId) : undefined; p; p = p.parentId ? tree.byId.get(p.parentId) : undefined) ancestors.unshift(p);
-  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
   return {
     category: categoryMessage(row, counts?.get(row.id)),
     ancestors: ancestors.map((a) => categoryMessage(a, counts?.get(a.id))),
@@ -228,7 +229,7 @@ export async function listCategories(em: EntityManager, viewer: Viewer, req: Lis
   const size = pages.size;
   const offset = pages.after?.o ?? 0;
   const page = rows.slice(offset, offset + size);
-  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
   return {
     categories: page.map((c) => categoryMessage(c, counts?.get(c.id))),
     nextPageToken: offset + size < rows.length ? pages.next({ o: offset + size }) : "",
@@ -248,7 +249,7 @@ export async function getCategoryTree(em: EntityManager, viewer: Viewer, req: Ge
   }
   const maxDepth = req.maxDepth === 0 ? Infinity : req.maxDepth;
   const included = [...roots, ...roots.flatMap((r) => walk(tree, r.id, maxDepth - 1).map((w) => w.row))];
-  const counts = req.includeProductCounts ? await productCounts(legacySqlOf(em), included.map((c) => c.id), viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), included.map((c) => c.id), viewer.admin) : undefined;
   const node = (c: CategoryRow, depth: number): CategoryNode =>
     create(CategoryNodeSchema, {
       category: categoryMessage(c, counts?.get(c.id)),
@@ -263,40 +264,22 @@ export async function updateCategory(em: EntityManager, req: UpdateCategoryReque
     em.transactional(async (tx) => {
       const row = await tx.findOne(CategoryEntity, { id: input.id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!row) throw notFound("category", input.id);
-      let changed = false;
-      const set = <K extends keyof CategoryRow>(key: K, value: CategoryRow[K]) => {
-        if (row[key] !== value) {
-          row[key] = value;
-          changed = true;
-        }
-      };
-      for (const path of new Set(req.updateMask!.paths)) {
-        switch (path) {
-          case "name":
-            if (!input.name.trim()) throw invalidArgument("category.name", "cannot be cleared");
-            set("name", input.name);
-            break;
-          case "slug":
-            if (!input.slug) throw invalidArgument("category.slug", "cannot be cleared");
-            if (input.slug !== row.slug) await checkSlugFree(legacySqlOf(tx), "categories", input.slug, "category.slug", row.id);
-            set("slug", input.slug);
-            break;
-          case "description":
-            set("description", input.description);
-            break;
-          case "sort_order":
-            set("sortOrder", input.sortOrder);
-            break;
-          case "image_url":
-            set("imageUrl", nullIfEmpty(input.imageUrl));
-            break;
-          case "is_active":
-            set("isActive", input.isActive);
-            break;
-          default:
-            throw invalidArgument("update_mask", `path "${path}" cannot be updated (the parent changes with MoveCategory)`);
-        }
+      const paths = new Set(req.updateMask?.paths ?? []);
+      if (paths.has("name") && !input.name.trim()) throw invalidArgument("category.name", "cannot be cleared");
+      if (paths.has("slug")) {
+        if (!input.slug) throw invalidArgument("category.slug", "cannot be cleared");
+        if (input.slug !== row.slug) await checkSlugFree(sqlOf(tx), "categories", input.slug, "category.slug", row.id);
       }
+      const field = <V>(read: (i: Category) => V, get: (r: CategoryRow) => V, put: (r: CategoryRow, v: V) => void) => setField(read, get, put);
+      const changed =
+        applyFieldMask(req.updateMask, row, input, {
+          name: field((i) => i.name, (r) => r.name, (r, v) => (r.name = v)),
+          slug: field((i) => i.slug, (r) => r.slug, (r, v) => (r.slug = v)),
+          description: field((i) => i.description, (r) => r.description, (r, v) => (r.description = v)),
+          sort_order: field((i) => i.sortOrder, (r) => r.sortOrder, (r, v) => (r.sortOrder = v)),
+          image_url: field((i) => nullIfEmpty(i.imageUrl), (r) => r.imageUrl ?? null, (r, v) => (r.imageUrl = v)),
+          is_active: field((i) => i.isActive, (r) => r.isActive, (r, v) => (r.isActive = v)),
+        }).length > 0;
       if (changed) row.updatedAt = new Date();
       await tx.flush();
       return { category: categoryMessage(row) };
@@ -306,7 +289,7 @@ export async function updateCategory(em: EntityManager, req: UpdateCategoryReque
 
 export async function moveCategory(em: EntityManager, req: MoveCategoryRequest): Promise<Out<MoveCategoryResponse>> {
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     await lockTree(db);
     const row = await tx.findOne(CategoryEntity, { id: req.id });
     if (!row) throw notFound("category", req.id);
@@ -320,7 +303,7 @@ export async function moveCategory(em: EntityManager, req: MoveCategoryRequest):
     }
     const subtree = await db.all<{ id: string; level: number }>(
       `with recursive sub(id, level) as (
-         select id, level from categories where id = ?
+         select id, level from categories where id = $1
          union all
          select c.id, c.level from categories c join sub on c.parent_id = sub.id
        ) select id, level from sub`,
@@ -335,7 +318,7 @@ export async function moveCategory(em: EntityManager, req: MoveCategoryRequest):
     }
     const delta = newLevel - row.level;
     if (delta !== 0) {
-      await db.run("update categories set level = level + ?, updated_at = now() where id = any(?::uuid[]) and id <> ?", [delta, pgArray(subtree.map((s) => s.id)), row.id]);
+      await db.run("update categories set level = level + $1, updated_at = now() where id = any($2::uuid[]) and id <> $3", [delta, subtree.map((s) => s.id), row.id]);
     }
     row.parentId = newParentId;
     row.level = newLevel;
@@ -348,14 +331,14 @@ export async function moveCategory(em: EntityManager, req: MoveCategoryRequest):
 
 export async function deleteCategory(em: EntityManager, req: DeleteCategoryRequest): Promise<void> {
   await em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     await lockTree(db);
     const row = await tx.findOne(CategoryEntity, { id: req.id });
     if (!row) throw notFound("category", req.id);
     const counts = await db.one<{ children: number; products: number }>(
-      `select (select count(*) from categories where parent_id = ?)::int as children,
-              (select count(*) from product_categories where category_id = ?)::int as products`,
-      [row.id, row.id],
+      `select (select count(*) from categories where parent_id = $1)::int as children,
+              (select count(*) from product_categories where category_id = $1)::int as products`,
+      [row.id],
     );
     if (counts && (counts.children > 0 || counts.products > 0)) {
       throw failedPrecondition("only an empty category can be deleted: move its children and products first, or deactivate it", "CATEGORY_NOT_EMPTY", {

@@ -7,12 +7,12 @@
 import { OrderCancelledSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
 import { type EventHandler, onEvent } from "../../kit/events/consumer.ts";
 import { returnStockOfCancelledOrder } from "./reservations.ts";
-import { legacySqlOf } from "../../kit/sql.ts";
+import { sqlOf } from "../../kit/sql.ts";
 
 export function productConsumers(): EventHandler[] {
   return [
     onEvent(OrderCancelledSchema, "release-stock-of-cancelled-order", async (em, event) => {
-      await returnStockOfCancelledOrder(legacySqlOf(em), event.orderId, event.reason || "order_cancelled");
+      await returnStockOfCancelledOrder(sqlOf(em), event.orderId, event.reason || "order_cancelled");
     }),
   ];
 }

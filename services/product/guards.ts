@@ -5,7 +5,7 @@
  * ALREADY_EXISTS.
  */
 import { alreadyExists, Code, domainError } from "../../kit/errors.ts";
-import { pgArray, type LegacySql, uniqueViolation } from "../../kit/sql.ts";
+import { type Sql, uniqueViolation } from "../../kit/sql.ts";
 
 export function skuTaken(field: string) {
   return domainError(Code.AlreadyExists, `${field}: the SKU is used by another product or variant`, { reason: "SKU_TAKEN", field });
@@ -45,15 +45,15 @@ export async function guarded<T>(work: () => Promise<T>): Promise<T> {
 }
 
 /** SKU_TAKEN unless the SKU is free or belongs to `ownerId` already. */
-export async function checkSkuFree(db: LegacySql, sku: string, field: string, ownerId?: string): Promise<void> {
-  const row = await db.one<{ owner_id: string }>("select owner_id from product_skus where sku_key = lower(?)", [sku]);
+export async function checkSkuFree(db: Sql, sku: string, field: string, ownerId?: string): Promise<void> {
+  const row = await db.one<{ owner_id: string }>("select owner_id from product_skus where sku_key = lower($1)", [sku]);
   if (row && row.owner_id !== ownerId) throw skuTaken(field);
 }
 
 /** INVALID_ARGUMENT UNKNOWN_CATEGORY naming the first category id that does not exist. */
-export async function checkCategoriesExist(db: LegacySql, ids: readonly string[], field: string): Promise<void> {
+export async function checkCategoriesExist(db: Sql, ids: readonly string[], field: string): Promise<void> {
   if (ids.length === 0) return;
-  const rows = await db.all<{ id: string }>("select id from categories where id = any(?::uuid[])", [pgArray(ids)]);
+  const rows = await db.all<{ id: string }>("select id from categories where id = any($1::uuid[])", [ids]);
   const found = new Set(rows.map((r) => r.id));
   const missing = ids.findIndex((id) => !found.has(id));
   if (missing >= 0) {
@@ -69,16 +69,16 @@ export async function checkCategoriesExist(db: LegacySql, ids: readonly string[]
  * Serialized per base by an advisory lock, so two creations of the same name
  * never pick the same suffix.
  */
-export async function allocateSlug(db: LegacySql, table: "products" | "categories", base: string): Promise<string> {
-  await db.run("select pg_advisory_xact_lock(hashtext(?))", [`${table}:slug:${base}`]);
+export async function allocateSlug(db: Sql, table: "products" | "categories", base: string): Promise<string> {
+  await db.run("select pg_advisory_xact_lock(hashtext($1))", [`${table}:slug:${base}`]);
   // Slugs hold only [a-z0-9-], so LIKE needs no escaping.
-  const rows = await db.all<{ slug: string }>(`select slug from ${table} where slug = ? or slug like ?`, [base, `${base}-%`]);
+  const rows = await db.all<{ slug: string }>(`select slug from ${table} where slug = $1 or slug like $2`, [base, `${base}-%`]);
   const taken = new Set(rows.map((r) => r.slug));
   if (!taken.has(base)) return base;
   for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
 }
 
-export async function checkSlugFree(db: LegacySql, table: "products" | "categories", slug: string, field: string, ownerId?: string): Promise<void> {
-  const row = await db.one<{ id: string }>(`select id from ${table} where slug = ?`, [slug]);
+export async function checkSlugFree(db: Sql, table: "products" | "categories", slug: string, field: string, ownerId?: string): Promise<void> {
+  const row = await db.one<{ id: string }>(`select id from ${table} where slug = $1`, [slug]);
   if (row && row.id !== ownerId) throw slugTaken(field);
 }

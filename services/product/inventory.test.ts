@@ -47,7 +47,7 @@ describe("reservations", () => {
     const item = await stockOf(p.id);
     expect(item).toMatchObject({ quantityOnHand: 50, reservedQuantity: 50, availableQuantity: 0, stockStatus: StockStatus.OUT_OF_STOCK });
     const [row] = await h.sql<{ quantity: number; reserved_quantity: number; available_quantity: number }>(
-      "select quantity, reserved_quantity, available_quantity from product_inventory where product_id = ?",
+      "select quantity, reserved_quantity, available_quantity from product_inventory where product_id = $1",
       [p.id],
     );
     expect(row).toEqual({ quantity: 50, reserved_quantity: 50, available_quantity: 0 });

@@ -37,8 +37,9 @@ import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { productRow } from "./catalog.ts";
 import { adjustmentReasons, stockStatuses } from "./mapping.ts";
-import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
-import { inventoryOf, type ItemKey, itemKey, refreshStock, uniqueItems } from "./stock-state.ts";
+import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { StockAdjustmentEntity, StockRestockEntity } from "./entities.ts";
+import { type ItemKey, itemKey, refreshStock, uniqueItems } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -54,7 +55,7 @@ interface StockItemDbRow {
   stock_status: string;
   low_stock_threshold: number;
   low_stock: boolean;
-  updated_at: string;
+  updated_at: Date;
 }
 
 export interface LevelDbRow {
@@ -64,25 +65,24 @@ export interface LevelDbRow {
   location: string;
   quantity: number;
   reserved_quantity: number;
-  last_restocked_at: string | null;
-  updated_at: string;
+  last_restocked_at: Date | null;
+  updated_at: Date;
 }
 
-const latest = (values: (string | null)[]) =>
-  values.filter((v): v is string => v !== null).reduce<string | null>((a, b) => (a === null || new Date(b) > new Date(a) ? b : a), null);
+const latest = (values: (Date | null)[]) => values.filter((v): v is Date => v !== null).reduce<Date | null>((a, b) => (a === null || b > a ? b : a), null);
 
 /** StockItem messages of rows of the stock_items view, with their levels and backordered units. */
-async function stockItemMessages(db: LegacySql, rows: StockItemDbRow[]): Promise<StockItem[]> {
+async function stockItemMessages(db: Sql, rows: StockItemDbRow[]): Promise<StockItem[]> {
   if (rows.length === 0) return [];
-  const productIds = pgArray([...new Set(rows.map((r) => r.product_id))]);
+  const productIds = [...new Set(rows.map((r) => r.product_id))];
   const levels = await db.all<LevelDbRow>(
-    "select id, product_id, variant_id, location, quantity, reserved_quantity, last_restocked_at, updated_at from product_inventory where product_id = any(?::uuid[]) order by location",
+    "select id, product_id, variant_id, location, quantity, reserved_quantity, last_restocked_at, updated_at from product_inventory where product_id = any($1::uuid[]) order by location",
     [productIds],
   );
   const backordered = await db.all<{ product_id: string; variant_id: string | null; n: number }>(
     `select l.product_id, l.variant_id, sum(l.backordered_quantity)::int as n
        from stock_reservation_lines l join stock_reservations r on r.id = l.reservation_id
-      where r.status = 'active' and l.backordered_quantity > 0 and l.product_id = any(?::uuid[])
+      where r.status = 'active' and l.backordered_quantity > 0 and l.product_id = any($1::uuid[])
       group by l.product_id, l.variant_id`,
     [productIds],
   );
@@ -121,13 +121,13 @@ async function stockItemMessages(db: LegacySql, rows: StockItemDbRow[]): Promise
 }
 
 /** StockItem messages of the given items, in the given order (items that no longer exist are left out). */
-export async function stockItems(db: LegacySql, items: readonly ItemKey[]): Promise<StockItem[]> {
+export async function stockItems(db: Sql, items: readonly ItemKey[]): Promise<StockItem[]> {
   if (items.length === 0) return [];
   const variantIds = items.map((i) => i.variantId).filter((v): v is string => v !== null);
   const productIds = items.filter((i) => i.variantId === null).map((i) => i.productId);
   const rows = await db.all<StockItemDbRow>(
-    "select * from stock_items where variant_id = any(?::uuid[]) or (variant_id is null and product_id = any(?::uuid[]))",
-    [pgArray(variantIds), pgArray(productIds)],
+    "select * from stock_items where variant_id = any($1::uuid[]) or (variant_id is null and product_id = any($2::uuid[]))",
+    [variantIds, productIds],
   );
   const byKey = new Map(rows.map((r) => [itemKey({ productId: r.product_id, variantId: r.variant_id }), r]));
   return stockItemMessages(
@@ -140,11 +140,11 @@ export async function stockItems(db: LegacySql, items: readonly ItemKey[]): Prom
  * The item a request names: the product when it has no variants, else the
  * variant, which is then required (VARIANT_REQUIRED) and must be the product's.
  */
-export async function resolveItem(db: LegacySql, productId: string, variantId: string, field = "variant_id"): Promise<ItemKey> {
+export async function resolveItem(db: Sql, productId: string, variantId: string, field = "variant_id"): Promise<ItemKey> {
   const product = await productRow(db, productId);
   if (!product) throw notFound("product", productId);
   if (variantId) {
-    const variant = await db.one<{ id: string }>("select id from product_variants where id = ? and product_id = ?", [variantId, productId]);
+    const variant = await db.one<{ id: string }>("select id from product_variants where id = $1 and product_id = $2", [variantId, productId]);
     if (!variant) throw notFound("variant", variantId);
     return { productId, variantId };
   }
@@ -155,7 +155,7 @@ export async function resolveItem(db: LegacySql, productId: string, variantId: s
 }
 
 export async function getStock(em: EntityManager, req: GetStockRequest): Promise<Out<GetStockResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   const product = await productRow(db, req.productId);
   if (!product) throw notFound("product", req.productId);
   let items: ItemKey[];
@@ -164,40 +164,30 @@ export async function getStock(em: EntityManager, req: GetStockRequest): Promise
   } else if (product.variant_count === 0) {
     items = [{ productId: product.id, variantId: null }];
   } else {
-    const variants = await db.all<{ id: string }>("select id from product_variants where product_id = ? order by created_at, id", [product.id]);
+    const variants = await db.all<{ id: string }>("select id from product_variants where product_id = $1 order by created_at, id", [product.id]);
     items = variants.map((v) => ({ productId: product.id, variantId: v.id }));
   }
   return { items: await stockItems(db, items) };
 }
 
 export async function listStockItems(em: EntityManager, req: ListStockItemsRequest): Promise<Out<ListStockItemsResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   const where: string[] = [];
-  const params: unknown[] = [];
-  if (req.productId) {
-    where.push("s.product_id = ?");
-    params.push(req.productId);
-  }
+  const p = new Params();
+  if (req.productId) where.push(`s.product_id = ${p.add(req.productId)}`);
   if (req.location) {
     where.push(
-      "exists (select 1 from product_inventory i where i.location = ? and i.product_id = s.product_id and i.variant_id is not distinct from s.variant_id)",
+      `exists (select 1 from product_inventory i where i.location = ${p.add(req.location)} and i.product_id = s.product_id and i.variant_id is not distinct from s.variant_id)`,
     );
-    params.push(req.location);
   }
   if (req.lowStockOnly) where.push("s.low_stock");
-  if (req.stockStatus !== StockStatus.UNSPECIFIED) {
-    where.push("s.stock_status = ?");
-    params.push(stockStatuses.toDb(req.stockStatus));
-  }
+  if (req.stockStatus !== StockStatus.UNSPECIFIED) where.push(`s.stock_status = ${p.add(stockStatuses.toDb(req.stockStatus))}`);
   const pages = pageOf(req, { a: "int", s: "text" });
   const { after: cursor, size } = pages;
-  if (cursor) {
-    where.push("(s.available_quantity, s.sku) > (?::int, ?::text)");
-    params.push(cursor.a, cursor.s);
-  }
+  if (cursor) where.push(`(s.available_quantity, s.sku) > (${p.add(cursor.a)}::int, ${p.add(cursor.s)}::text)`);
   const rows = await db.all<StockItemDbRow>(
-    `select * from stock_items s ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by s.available_quantity, s.sku limit ?`,
-    [...params, size + 1],
+    `select * from stock_items s ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by s.available_quantity, s.sku limit ${p.add(size + 1)}`,
+    p.values,
   );
   const page = rows.slice(0, size);
   const last = page.at(-1);
@@ -208,14 +198,16 @@ export async function listStockItems(em: EntityManager, req: ListStockItemsReque
 }
 
 /** The inventory row of an item at a location, created on first use, locked. */
-async function lockedLevel(db: LegacySql, item: ItemKey, location: string): Promise<LevelDbRow> {
+async function lockedLevel(db: Sql, item: ItemKey, location: string): Promise<LevelDbRow> {
   await db.run(
-    `insert into product_inventory (id, product_id, variant_id, location) values (?, ?, ?, ?)
+    `insert into product_inventory (id, product_id, variant_id, location) values ($1, $2, $3, $4)
      on conflict on constraint product_inventory_item_location_unique do nothing`,
     [uuidv7(), item.productId, item.variantId, location],
   );
-  const [where, params] = inventoryOf(item);
-  return (await db.one<LevelDbRow>(`select * from product_inventory i where ${where} and i.location = ? for update`, [...params, location]))!;
+  return (await db.one<LevelDbRow>(
+    `select * from product_inventory i where i.product_id = $1 and i.variant_id is not distinct from $2::uuid and i.location = $3 for update`,
+    [item.productId, item.variantId, location],
+  ))!;
 }
 
 export async function adjustStock(em: EntityManager, actor: string, req: AdjustStockRequest): Promise<AdjustStockResponse> {
@@ -223,7 +215,7 @@ export async function adjustStock(em: EntityManager, actor: string, req: AdjustS
     em,
     { scope: "AdjustStock", key: req.idempotencyKey, requestSchema: AdjustStockRequestSchema, request: req, responseSchema: AdjustStockResponseSchema },
     async (tx) => {
-      const db = legacySqlOf(tx);
+      const db = sqlOf(tx);
       const item = await resolveItem(db, req.productId, req.variantId);
       const location = req.location || defaultLocation;
       const level = await lockedLevel(db, item, location);
@@ -238,14 +230,22 @@ export async function adjustStock(em: EntityManager, actor: string, req: AdjustS
       }
       const received = req.reason === StockAdjustmentReason.RECEIVED;
       await db.run(
-        `update product_inventory set quantity = ?, updated_at = now()${received ? ", last_restocked_at = now()" : ""} where id = ?`,
+        `update product_inventory set quantity = $1, updated_at = now()${received ? ", last_restocked_at = now()" : ""} where id = $2`,
         [after, level.id],
       );
-      await db.run(
-        `insert into stock_adjustments (id, product_id, variant_id, location, quantity_before, quantity_after, reason, note, actor)
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [uuidv7(), item.productId, item.variantId, location, level.quantity, after, adjustmentReasons.toDb(req.reason), req.note, actor],
-      );
+      tx.create(StockAdjustmentEntity, {
+        id: uuidv7(),
+        productId: item.productId,
+        variantId: item.variantId,
+        location,
+        quantityBefore: level.quantity,
+        quantityAfter: after,
+        reason: adjustmentReasons.toDb(req.reason),
+        note: req.note,
+        actor,
+        referenceId: null,
+        createdAt: new Date(),
+      });
       await refreshStock(db, [item]);
       return create(AdjustStockResponseSchema, { item: (await stockItems(db, [item]))[0] });
     },
@@ -254,12 +254,11 @@ export async function adjustStock(em: EntityManager, actor: string, req: AdjustS
 
 export async function setLowStockThreshold(em: EntityManager, req: SetLowStockThresholdRequest): Promise<Out<SetLowStockThresholdResponse>> {
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     const item = await resolveItem(db, req.productId, req.variantId);
-    const [where, params] = inventoryOf(item);
-    await db.all(`select i.id from product_inventory i where ${where} order by i.id for update`, params);
-    if (item.variantId) await db.run("update product_variants set low_stock_threshold = ? where id = ?", [req.lowStockThreshold, item.variantId]);
-    else await db.run("update products set low_stock_threshold = ? where id = ?", [req.lowStockThreshold, item.productId]);
+    await lockLevels(db, [item]);
+    if (item.variantId) await db.run("update product_variants set low_stock_threshold = $1 where id = $2", [req.lowStockThreshold, item.variantId]);
+    else await db.run("update products set low_stock_threshold = $1 where id = $2", [req.lowStockThreshold, item.productId]);
     await refreshStock(db, [item]);
     return { item: (await stockItems(db, [item]))[0] };
   });
@@ -268,14 +267,14 @@ export async function setLowStockThreshold(em: EntityManager, req: SetLowStockTh
 export async function restockItems(em: EntityManager, actor: string, req: RestockItemsRequest): Promise<Out<RestockItemsResponse>> {
   const hash = requestHash(RestockItemsRequestSchema, req);
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
-    await db.run("select pg_advisory_xact_lock(hashtext(?))", [`restock:${req.returnId}`]);
+    const db = sqlOf(tx);
+    await db.run("select pg_advisory_xact_lock(hashtext($1))", [`restock:${req.returnId}`]);
     const resolved: (ItemKey | undefined)[] = [];
     for (const line of req.lines) {
       const product = await productRow(db, line.productId);
       let item: ItemKey | undefined;
       if (product && line.variantId) {
-        const variant = await db.one("select id from product_variants where id = ? and product_id = ?", [line.variantId, line.productId]);
+        const variant = await db.one("select id from product_variants where id = $1 and product_id = $2", [line.variantId, line.productId]);
         if (variant) item = { productId: line.productId, variantId: line.variantId };
       } else if (product && product.variant_count === 0) {
         item = { productId: line.productId, variantId: null };
@@ -284,7 +283,7 @@ export async function restockItems(em: EntityManager, actor: string, req: Restoc
     }
     const items = uniqueItems(resolved.filter((i): i is ItemKey => i !== undefined));
     const done = await db.one<{ request_hash: string; skipped_line_indexes: number[] }>(
-      "select request_hash, skipped_line_indexes from stock_restocks where return_id = ?",
+      "select request_hash, skipped_line_indexes from stock_restocks where return_id = $1",
       [req.returnId],
     );
     if (done) {
@@ -307,7 +306,7 @@ export async function restockItems(em: EntityManager, actor: string, req: Restoc
     }
     for (const u of units.values()) {
       await db.run(
-        `insert into product_inventory (id, product_id, variant_id, location) values (?, ?, ?, ?)
+        `insert into product_inventory (id, product_id, variant_id, location) values ($1, $2, $3, $4)
          on conflict on constraint product_inventory_item_location_unique do nothing`,
         [uuidv7(), u.item.productId, u.item.variantId, u.location],
       );
@@ -315,35 +314,38 @@ export async function restockItems(em: EntityManager, actor: string, req: Restoc
     const rows = await lockLevels(db, items);
     for (const u of units.values()) {
       const level = rows.find((r) => r.location === u.location && itemKey({ productId: r.product_id, variantId: r.variant_id }) === itemKey(u.item))!;
-      await db.run("update product_inventory set quantity = quantity + ?, updated_at = now() where id = ?", [u.quantity, level.id]);
-      await db.run(
-        `insert into stock_adjustments (id, product_id, variant_id, location, quantity_before, quantity_after, reason, note, actor, reference_id)
-         values (?, ?, ?, ?, ?, ?, 'returned', ?, ?, ?)`,
-        [uuidv7(), u.item.productId, u.item.variantId, u.location, level.quantity, level.quantity + u.quantity, req.orderId ? `order ${req.orderId}` : "", actor, req.returnId],
-      );
+      await db.run("update product_inventory set quantity = quantity + $1, updated_at = now() where id = $2", [u.quantity, level.id]);
+      tx.create(StockAdjustmentEntity, {
+        id: uuidv7(),
+        productId: u.item.productId,
+        variantId: u.item.variantId,
+        location: u.location,
+        quantityBefore: level.quantity,
+        quantityAfter: level.quantity + u.quantity,
+        reason: "returned",
+        note: req.orderId ? `order ${req.orderId}` : "",
+        actor,
+        referenceId: req.returnId,
+        createdAt: new Date(),
+      });
       level.quantity += u.quantity;
     }
     await refreshStock(db, items);
-    await db.run("insert into stock_restocks (return_id, order_id, request_hash, skipped_line_indexes) values (?, ?, ?, ?::int[])", [
-      req.returnId,
-      req.orderId || null,
-      hash,
-      `{${skipped.join(",")}}`,
-    ]);
+    tx.create(StockRestockEntity, { returnId: req.returnId, orderId: req.orderId || null, requestHash: hash, skippedLineIndexes: skipped, createdAt: new Date() });
     return { items: await stockItems(db, items), skippedLineIndexes: skipped, alreadyApplied: false };
   });
 }
 
 /** Every inventory row of the items, locked in id order (the first step of every multi-item stock change). */
-export async function lockLevels(db: LegacySql, items: readonly ItemKey[]): Promise<LevelDbRow[]> {
+export async function lockLevels(db: Sql, items: readonly ItemKey[]): Promise<LevelDbRow[]> {
   if (items.length === 0) return [];
   const variantIds = items.map((i) => i.variantId).filter((v): v is string => v !== null);
   const productIds = items.filter((i) => i.variantId === null).map((i) => i.productId);
   return db.all<LevelDbRow>(
     `select id, product_id, variant_id, location, quantity, reserved_quantity, last_restocked_at, updated_at from product_inventory
-      where variant_id = any(?::uuid[]) or (variant_id is null and product_id = any(?::uuid[]))
+      where variant_id = any($1::uuid[]) or (variant_id is null and product_id = any($2::uuid[]))
       order by id for update`,
-    [pgArray(variantIds), pgArray(productIds)],
+    [variantIds, productIds],
   );
 }
 

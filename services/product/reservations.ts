@@ -32,10 +32,11 @@ import type { EntityManager } from "../../kit/db.ts";
 import { type ConnectError, Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
-import { productRows } from "./catalog.ts";
 import { defaultLocation, lockLevels } from "./inventory.ts";
+import { StockAdjustmentEntity } from "./entities.ts";
 import { reservationStatuses } from "./mapping.ts";
-import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
+import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import { type ItemKey, itemKey, refreshStock } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -45,12 +46,12 @@ interface ReservationDbRow {
   order_id: string;
   status: string;
   lines_signature: string;
-  expires_at: string;
-  created_at: string;
-  committed_at: string | null;
-  released_at: string | null;
+  expires_at: Date;
+  created_at: Date;
+  committed_at: Date | null;
+  released_at: Date | null;
   release_reason: string | null;
-  stock_returned_at: string | null;
+  stock_returned_at: Date | null;
   /** Computed by the queries below: expires_at is in the past. */
   due: boolean;
 }
@@ -69,8 +70,6 @@ interface LineDbRow {
 }
 
 interface AllocationDbRow {
-  line_id: string;
-  inventory_id: string | null;
   location: string;
   quantity: number;
 }
@@ -83,66 +82,63 @@ function signatureOf(lines: readonly { productId: string; variantId: string; qua
     .join(";");
 }
 
-async function lockOrder(db: LegacySql, orderId: string): Promise<void> {
-  await db.run("select pg_advisory_xact_lock(hashtext(?))", [`reservation:${orderId}`]);
+async function lockOrder(db: Sql, orderId: string): Promise<void> {
+  await db.run("select pg_advisory_xact_lock(hashtext($1))", [`reservation:${orderId}`]);
 }
 
 /** The order's latest reservation, locked. */
-async function latestReservation(db: LegacySql, orderId: string): Promise<ReservationDbRow | undefined> {
-  return db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.order_id = ? order by r.created_at desc, r.id desc limit 1 for update`, [
+async function latestReservation(db: Sql, orderId: string): Promise<ReservationDbRow | undefined> {
+  return db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.order_id = $1 order by r.created_at desc, r.id desc limit 1 for update`, [
     orderId,
   ]);
 }
 
-/** Reservation messages with their lines and allocations, in the given order. */
-async function reservationMessages(db: LegacySql, rows: ReservationDbRow[]): Promise<Reservation[]> {
+/** Reservation messages with their lines and allocations (one statement for all of them), in the given order. */
+async function reservationMessages(db: Sql, rows: ReservationDbRow[]): Promise<Reservation[]> {
   if (rows.length === 0) return [];
-  const lines = await db.all<LineDbRow>("select * from stock_reservation_lines where reservation_id = any(?::uuid[]) order by reservation_id, line_index", [
-    pgArray(rows.map((r) => r.id)),
-  ]);
-  const allocations =
-    lines.length === 0
-      ? []
-      : await db.all<AllocationDbRow>("select line_id, inventory_id, location, quantity from stock_reservation_allocations where line_id = any(?::uuid[]) order by location", [
-          pgArray(lines.map((l) => l.id)),
-        ]);
-  return rows.map((r) =>
-    create(ReservationSchema, {
-      id: r.id,
-      orderId: r.order_id,
-      status: reservationStatuses.fromDb(r.status),
-      lines: lines
-        .filter((l) => l.reservation_id === r.id)
-        .map((l) =>
-          create(ReservationLineSchema, {
-            productId: l.product_id,
-            variantId: l.variant_id ?? "",
-            sku: l.sku,
-            quantity: l.quantity,
-            backorderedQuantity: l.backordered_quantity,
-            allocations: allocations.filter((a) => a.line_id === l.id).map((a) => create(StockAllocationSchema, { location: a.location, quantity: a.quantity })),
-          }),
-        ),
-      expiresAt: timestampOf(r.expires_at),
-      createdAt: timestampOf(r.created_at),
-      committedAt: timestampOf(r.committed_at),
-      releasedAt: timestampOf(r.released_at),
-      releaseReason: r.release_reason ?? "",
-    }),
+  const lines = await db.all<LineDbRow & { allocations: AllocationDbRow[] }>(
+    `select l.*, coalesce((select json_agg(json_build_object('location', a.location, 'quantity', a.quantity) order by a.location)
+                             from stock_reservation_allocations a where a.line_id = l.id), '[]') as allocations
+       from stock_reservation_lines l where l.reservation_id = any($1::uuid[]) order by l.reservation_id, l.line_index`,
+    [rows.map((r) => r.id)],
   );
+  return rows.map((r) => reservationOf(r, lines.filter((l) => l.reservation_id === r.id)));
 }
 
-async function reservationMessage(db: LegacySql, reservationId: string): Promise<Reservation> {
-  const row = await db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.id = ?`, [reservationId]);
+function reservationOf(r: Omit<ReservationDbRow, "due" | "lines_signature">, lines: (LineDbRow & { allocations: AllocationDbRow[] })[]): Reservation {
+  return create(ReservationSchema, {
+    id: r.id,
+    orderId: r.order_id,
+    status: reservationStatuses.fromDb(r.status),
+    lines: lines.map((l) =>
+      create(ReservationLineSchema, {
+        productId: l.product_id,
+        variantId: l.variant_id ?? "",
+        sku: l.sku,
+        quantity: l.quantity,
+        backorderedQuantity: l.backordered_quantity,
+        allocations: l.allocations.map((a) => create(StockAllocationSchema, { location: a.location, quantity: a.quantity })),
+      }),
+    ),
+    expiresAt: timestampOf(r.expires_at),
+    createdAt: timestampOf(r.created_at),
+    committedAt: timestampOf(r.committed_at),
+    releasedAt: timestampOf(r.released_at),
+    releaseReason: r.release_reason ?? "",
+  });
+}
+
+async function reservationMessage(db: Sql, reservationId: string): Promise<Reservation> {
+  const row = await db.one<ReservationDbRow>(`select ${reservationColumns} from stock_reservations r where r.id = $1`, [reservationId]);
   return (await reservationMessages(db, [row!]))[0]!;
 }
 
 /** The reservation's items and what it holds per inventory row. */
-async function holdings(db: LegacySql, reservationId: string): Promise<{ items: ItemKey[]; perRow: Map<string, number> }> {
+async function holdings(db: Sql, reservationId: string): Promise<{ items: ItemKey[]; perRow: Map<string, number> }> {
   const rows = await db.all<{ product_id: string; variant_id: string | null; inventory_id: string | null; quantity: number | null }>(
     `select l.product_id, l.variant_id, a.inventory_id, a.quantity
        from stock_reservation_lines l left join stock_reservation_allocations a on a.line_id = l.id
-      where l.reservation_id = ?`,
+      where l.reservation_id = $1`,
     [reservationId],
   );
   const perRow = new Map<string, number>();
@@ -151,18 +147,26 @@ async function holdings(db: LegacySql, reservationId: string): Promise<{ items: 
 }
 
 /** Locks inventory rows by id in id order (the stock lock order). */
-async function lockRows(db: LegacySql, ids: string[]): Promise<void> {
-  if (ids.length > 0) await db.all("select id from product_inventory where id = any(?::uuid[]) order by id for update", [pgArray(ids)]);
+async function lockRows(db: Sql, ids: string[]): Promise<void> {
+  if (ids.length > 0) await db.all("select id from product_inventory where id = any($1::uuid[]) order by id for update", [ids]);
+}
+
+/** Changes inventory rows by per-row amounts in one statement: on hand by `onHand` times the amount, reserved by `reserved` times it. */
+async function moveUnits(db: Sql, perRow: Map<string, number>, onHand: -1 | 0 | 1, reserved: -1 | 0 | 1): Promise<void> {
+  if (perRow.size === 0) return;
+  await db.run(
+    `update product_inventory i set quantity = i.quantity + $3::int * t.n, reserved_quantity = i.reserved_quantity + $4::int * t.n, updated_at = now()
+       from unnest($1::uuid[], $2::int[]) as t(id, n) where i.id = t.id`,
+    [[...perRow.keys()], [...perRow.values()], onHand, reserved],
+  );
 }
 
 /** Gives an ACTIVE reservation's units back (RELEASED or EXPIRED). */
-async function giveBack(db: LegacySql, reservation: ReservationDbRow, status: "released" | "expired", reason: string): Promise<void> {
+async function giveBack(db: Sql, reservation: ReservationDbRow, status: "released" | "expired", reason: string): Promise<void> {
   const { items, perRow } = await holdings(db, reservation.id);
   await lockRows(db, [...perRow.keys()]);
-  for (const [inventoryId, quantity] of perRow) {
-    await db.run("update product_inventory set reserved_quantity = reserved_quantity - ?, updated_at = now() where id = ?", [quantity, inventoryId]);
-  }
-  await db.run("update stock_reservations set status = ?, released_at = now(), release_reason = ? where id = ?", [status, reason || null, reservation.id]);
+  await moveUnits(db, perRow, 0, -1);
+  await db.run("update stock_reservations set status = $1, released_at = now(), release_reason = $2 where id = $3", [status, reason || null, reservation.id]);
   await refreshStock(db, items);
 }
 
@@ -192,11 +196,57 @@ function shortageError(
   return error;
 }
 
+interface LineCheckDbRow {
+  idx: number;
+  product_id: string | null;
+  status: string | null;
+  is_visible: boolean | null;
+  variant_count: number | null;
+  allow_backorder: boolean | null;
+  product_sku: string | null;
+  variant_id: string | null;
+  variant_product_id: string | null;
+  variant_sku: string | null;
+}
+
+/*
+ * The reservation, its lines and allocations and the raised reserved counts in
+ * one statement. Every allocation's row was locked and checked by the caller;
+ * the conditional update (and the CHECK) back that up: `held` counts the rows
+ * it could raise.
+ */
+const writeReservation = `
+  with r as (
+    insert into stock_reservations (id, order_id, status, lines_signature, expires_at)
+    values ($1, $2, 'active', $3, now() + ($4::float8 * interval '1 second'))
+    returning created_at, expires_at
+  ), l as (
+    insert into stock_reservation_lines (id, reservation_id, line_index, product_id, variant_id, sku, quantity, backordered_quantity)
+    select t.id, $1, t.line_index, t.product_id, t.variant_id, t.sku, t.quantity, t.backordered
+      from unnest($5::uuid[], $6::int[], $7::uuid[], $8::uuid[], $9::text[], $10::int[], $11::int[])
+           as t(id, line_index, product_id, variant_id, sku, quantity, backordered)
+  ), a as (
+    insert into stock_reservation_allocations (id, line_id, inventory_id, location, quantity)
+    select * from unnest($12::uuid[], $13::uuid[], $14::uuid[], $15::text[], $16::int[])
+  ), held as (
+    update product_inventory i set reserved_quantity = i.reserved_quantity + t.n, updated_at = now()
+      from unnest($14::uuid[], $16::int[]) as t(id, n)
+     where i.id = t.id and i.quantity - i.reserved_quantity >= t.n
+    returning i.id
+  )
+  select r.created_at, r.expires_at, (select count(*)::int from held) as held from r`;
+
+/**
+ * ReserveStock in a fixed number of statements whatever the number of lines:
+ * the order's lock and its latest reservation, one check of every line, one
+ * lock of every inventory row, one write of everything (writeReservation), one
+ * refresh of the items' stock (refreshStock) and the response from memory.
+ */
 export async function reserveStock(em: EntityManager, defaultTtlSeconds: number, req: ReserveStockRequest): Promise<Out<ReserveStockResponse>> {
   const ttlSeconds = req.ttl ? Number(req.ttl.seconds) + req.ttl.nanos / 1e9 : defaultTtlSeconds;
   const signature = signatureOf(req.lines);
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     await lockOrder(db, req.orderId);
     const existing = await latestReservation(db, req.orderId);
     if (existing && existing.status === "released") {
@@ -212,33 +262,29 @@ export async function reserveStock(em: EntityManager, defaultTtlSeconds: number,
     }
 
     // Every line must name something a customer can buy now.
-    const products = await productRows(
-      db,
-      req.lines.map((l) => l.productId),
-    );
-    const variantIds = req.lines.map((l) => l.variantId).filter((v) => v !== "");
-    const variants = new Map(
-      variantIds.length === 0
-        ? []
-        : (await db.all<{ id: string; product_id: string; sku: string }>("select id, product_id, sku from product_variants where id = any(?::uuid[])", [pgArray(variantIds)])).map(
-            (v) => [v.id, v],
-          ),
+    const checked = await db.all<LineCheckDbRow>(
+      `select l.idx::int as idx, p.id as product_id, p.status, p.is_visible, p.variant_count, p.allow_backorder, p.sku as product_sku,
+              v.id as variant_id, v.product_id as variant_product_id, v.sku as variant_sku
+         from unnest($1::uuid[], $2::uuid[]) with ordinality as l(product_id, variant_id, idx)
+         left join products p on p.id = l.product_id
+         left join product_variants v on v.id = l.variant_id
+        order by l.idx`,
+      [req.lines.map((l) => l.productId), req.lines.map((l) => l.variantId || null)],
     );
     const lines = req.lines.map((line, index) => {
-      const product = products.get(line.productId);
+      const c = checked[index]!;
       const unavailable = () =>
         domainError(Code.FailedPrecondition, `lines[${index}]: the product is not available`, { reason: "PRODUCT_UNAVAILABLE", field: `lines[${index}]` });
-      if (!product || product.status !== "active" || !product.is_visible) throw unavailable();
-      if (!line.variantId && product.variant_count > 0) {
+      if (!c.product_id || c.status !== "active" || !c.is_visible) throw unavailable();
+      if (!line.variantId && c.variant_count! > 0) {
         throw domainError(Code.InvalidArgument, `lines[${index}].variant_id: the product has variants; name one`, {
           reason: "VARIANT_REQUIRED",
           field: `lines[${index}].variant_id`,
         });
       }
-      const variant = line.variantId ? variants.get(line.variantId) : undefined;
-      if (line.variantId && variant?.product_id !== product.id) throw unavailable();
-      const item: ItemKey = { productId: product.id, variantId: variant?.id ?? null };
-      return { index, line, product, item, sku: variant?.sku ?? product.sku };
+      if (line.variantId && c.variant_product_id !== c.product_id) throw unavailable();
+      const item: ItemKey = { productId: c.product_id, variantId: c.variant_id };
+      return { index, line, allowBackorder: c.allow_backorder!, item, sku: c.variant_sku ?? c.product_sku! };
     });
 
     const levels = await lockLevels(
@@ -256,54 +302,70 @@ export async function reserveStock(em: EntityManager, defaultTtlSeconds: number,
       return { ...l, own, available };
     });
     const shorts = plans
-      .filter((p) => p.available < p.line.quantity && !p.product.allow_backorder)
+      .filter((p) => p.available < p.line.quantity && !p.allowBackorder)
       .map((p) => ({ index: p.index, productId: p.line.productId, variantId: p.line.variantId, requested: p.line.quantity, available: p.available }));
     if (shorts.length > 0) throw shortageError(shorts);
 
     const reservationId = uuidv7();
-    await db.run(
-      "insert into stock_reservations (id, order_id, status, lines_signature, expires_at) values (?, ?, 'active', ?, now() + (? * interval '1 second'))",
-      [reservationId, req.orderId, signature, ttlSeconds],
-    );
-    for (const p of plans) {
-      const lineId = uuidv7();
+    const planned = plans.map((p) => {
       const backordered = Math.max(0, p.line.quantity - p.available);
-      await db.run(
-        "insert into stock_reservation_lines (id, reservation_id, line_index, product_id, variant_id, sku, quantity, backordered_quantity) values (?, ?, ?, ?, ?, ?, ?, ?)",
-        [lineId, reservationId, p.index, p.item.productId, p.item.variantId, p.sku, p.line.quantity, backordered],
-      );
       let remaining = p.line.quantity - backordered;
+      const allocations: { inventoryId: string; location: string; quantity: number }[] = [];
       for (const lv of p.own) {
         if (remaining === 0) break;
         const take = Math.min(remaining, lv.available);
         if (take <= 0) continue;
-        // Conditional on what is still there: under the row lock it always is; the CHECK backs it up.
-        const updated = await db.run(
-          "update product_inventory set reserved_quantity = reserved_quantity + ?, updated_at = now() where id = ? and quantity - reserved_quantity >= ?",
-          [take, lv.id, take],
-        );
-        if (updated !== 1) throw new Error(`inventory row ${lv.id} changed under its lock`);
-        await db.run("insert into stock_reservation_allocations (id, line_id, inventory_id, location, quantity) values (?, ?, ?, ?, ?)", [
-          uuidv7(),
-          lineId,
-          lv.id,
-          lv.location,
-          take,
-        ]);
+        allocations.push({ inventoryId: lv.id, location: lv.location, quantity: take });
         remaining -= take;
       }
-    }
+      return { ...p, lineId: uuidv7(), backordered, allocations };
+    });
+    const allocations = planned.flatMap((p) => p.allocations.map((a) => ({ ...a, lineId: p.lineId, id: uuidv7() })));
+    const written = await db.one<{ created_at: Date; expires_at: Date; held: number }>(writeReservation, [
+      reservationId,
+      req.orderId,
+      signature,
+      ttlSeconds,
+      planned.map((p) => p.lineId),
+      planned.map((p) => p.index),
+      planned.map((p) => p.item.productId),
+      planned.map((p) => p.item.variantId),
+      planned.map((p) => p.sku),
+      planned.map((p) => p.line.quantity),
+      planned.map((p) => p.backordered),
+      allocations.map((a) => a.id),
+      allocations.map((a) => a.lineId),
+      allocations.map((a) => a.inventoryId),
+      allocations.map((a) => a.location),
+      allocations.map((a) => a.quantity),
+    ]);
+    if (written!.held !== allocations.length) throw new Error(`reservation ${reservationId}: inventory rows changed under their locks`);
     await refreshStock(
       db,
       plans.map((p) => p.item),
     );
-    return { reservation: await reservationMessage(db, reservationId) };
+    return {
+      reservation: reservationOf(
+        { id: reservationId, order_id: req.orderId, status: "active", ...written!, committed_at: null, released_at: null, release_reason: null, stock_returned_at: null },
+        planned.map((p) => ({
+          id: p.lineId,
+          reservation_id: reservationId,
+          line_index: p.index,
+          product_id: p.item.productId,
+          variant_id: p.item.variantId,
+          sku: p.sku,
+          quantity: p.line.quantity,
+          backordered_quantity: p.backordered,
+          allocations: [...p.allocations].sort((a, b) => (a.location < b.location ? -1 : a.location > b.location ? 1 : 0)),
+        })),
+      ),
+    };
   });
 }
 
 export async function releaseReservation(em: EntityManager, req: ReleaseReservationRequest): Promise<Out<ReleaseReservationResponse>> {
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     await lockOrder(db, req.orderId);
     const r = await latestReservation(db, req.orderId);
     if (!r) throw notFound("reservation", `of order ${req.orderId}`);
@@ -316,41 +378,33 @@ export async function releaseReservation(em: EntityManager, req: ReleaseReservat
 }
 
 export async function commitReservation(em: EntityManager, req: CommitReservationRequest): Promise<Out<CommitReservationResponse>> {
-  const outcome = await em.transactional(async (tx): Promise<{ reservation: Reservation } | { error: ConnectError }> => {
-    const db = legacySqlOf(tx);
+  return transaction(em, async (tx) => {
+    const db = sqlOf(tx);
     await lockOrder(db, req.orderId);
     const r = await latestReservation(db, req.orderId);
     if (!r) throw notFound("reservation", `of order ${req.orderId}`);
     if (r.status === "released") throw failedPrecondition("the reservation was released", "RESERVATION_RELEASED");
     if (r.status === "expired") throw failedPrecondition("the reservation expired; reserve again", "RESERVATION_EXPIRED");
     if (r.status === "active" && r.due) {
-      // Expired but not swept yet: give the units back now (committed below), then refuse.
+      // Expired but not swept yet: the units go back (committed), then the call fails.
       await giveBack(db, r, "expired", "expired");
-      return { error: failedPrecondition("the reservation expired; reserve again", "RESERVATION_EXPIRED") };
+      commitThenFail(failedPrecondition("the reservation expired; reserve again", "RESERVATION_EXPIRED"));
     }
     if (r.status === "active") {
       const { items, perRow } = await holdings(db, r.id);
       await lockRows(db, [...perRow.keys()]);
-      for (const [inventoryId, quantity] of perRow) {
-        await db.run("update product_inventory set quantity = quantity - ?, reserved_quantity = reserved_quantity - ?, updated_at = now() where id = ?", [
-          quantity,
-          quantity,
-          inventoryId,
-        ]);
-      }
-      await db.run("update stock_reservations set status = 'committed', committed_at = now() where id = ?", [r.id]);
+      await moveUnits(db, perRow, -1, -1);
+      await db.run("update stock_reservations set status = 'committed', committed_at = now() where id = $1", [r.id]);
       await refreshStock(db, items);
     }
     return { reservation: await reservationMessage(db, r.id) };
   });
-  if ("error" in outcome) throw outcome.error;
-  return outcome;
 }
 
 /** Gives back one expired reservation, if any is due; returns whether one was. Each runs in its own transaction. */
 export async function expireOneDue(em: EntityManager): Promise<boolean> {
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     const due = await db.one<ReservationDbRow>(
       `select ${reservationColumns} from stock_reservations r where r.status = 'active' and r.expires_at <= now()
         order by r.expires_at limit 1 for update skip locked`,
@@ -366,7 +420,7 @@ export async function expireOneDue(em: EntityManager): Promise<boolean> {
  * COMMITTED one were sold and go back on hand at the locations they came from
  * (once: stock_returned_at).
  */
-export async function returnStockOfCancelledOrder(db: LegacySql, orderId: string, reason: string): Promise<void> {
+export async function returnStockOfCancelledOrder(db: Sql, orderId: string, reason: string): Promise<void> {
   await lockOrder(db, orderId);
   const r = await latestReservation(db, orderId);
   if (!r) return;
@@ -377,48 +431,46 @@ export async function returnStockOfCancelledOrder(db: LegacySql, orderId: string
   if (r.status !== "committed" || r.stock_returned_at) return;
   const { items, perRow } = await holdings(db, r.id);
   await lockRows(db, [...perRow.keys()]);
-  for (const [inventoryId, quantity] of perRow) {
-    const level = await db.one<{ product_id: string; variant_id: string | null; location: string; quantity: number }>(
-      "update product_inventory set quantity = quantity + ?, updated_at = now() where id = ? returning product_id, variant_id, location, quantity",
-      [quantity, inventoryId],
-    );
-    if (!level) continue;
-    await db.run(
-      `insert into stock_adjustments (id, product_id, variant_id, location, quantity_before, quantity_after, reason, note, actor, reference_id)
-       values (?, ?, ?, ?, ?, ?, 'order_cancelled', ?, 'event:order.cancelled', ?)`,
-      [uuidv7(), level.product_id, level.variant_id, level.location, level.quantity - quantity, level.quantity, reason, orderId],
-    );
+  const levels = await db.all<{ product_id: string; variant_id: string | null; location: string; quantity: number; n: number }>(
+    `update product_inventory i set quantity = i.quantity + t.n, updated_at = now()
+       from unnest($1::uuid[], $2::int[]) as t(id, n) where i.id = t.id
+     returning i.product_id, i.variant_id, i.location, i.quantity, t.n`,
+    [[...perRow.keys()], [...perRow.values()]],
+  );
+  for (const level of levels) {
+    db.em.create(StockAdjustmentEntity, {
+      id: uuidv7(),
+      productId: level.product_id,
+      variantId: level.variant_id,
+      location: level.location,
+      quantityBefore: level.quantity - level.n,
+      quantityAfter: level.quantity,
+      reason: "order_cancelled",
+      note: reason,
+      actor: "event:order.cancelled",
+      referenceId: orderId,
+      createdAt: new Date(),
+    });
   }
-  await db.run("update stock_reservations set stock_returned_at = now() where id = ?", [r.id]);
+  await db.run("update stock_reservations set stock_returned_at = now() where id = $1", [r.id]);
   await refreshStock(db, items);
+  await db.em.flush();
 }
 
 export async function listReservations(em: EntityManager, req: ListReservationsRequest): Promise<Out<ListReservationsResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   const where: string[] = [];
-  const params: unknown[] = [];
-  if (req.orderId) {
-    where.push("r.order_id = ?");
-    params.push(req.orderId);
-  }
-  if (req.productId) {
-    where.push("exists (select 1 from stock_reservation_lines l where l.reservation_id = r.id and l.product_id = ?)");
-    params.push(req.productId);
-  }
-  if (req.statuses.length > 0) {
-    where.push("r.status = any(?::text[])");
-    params.push(pgArray(req.statuses.map(reservationStatuses.toDb)));
-  }
+  const p = new Params();
+  if (req.orderId) where.push(`r.order_id = ${p.add(req.orderId)}`);
+  if (req.productId) where.push(`exists (select 1 from stock_reservation_lines l where l.reservation_id = r.id and l.product_id = ${p.add(req.productId)})`);
+  if (req.statuses.length > 0) where.push(`r.status = any(${p.add(req.statuses.map(reservationStatuses.toDb))}::text[])`);
   const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
   const { after: cursor, size } = pages;
-  if (cursor) {
-    where.push("(r.created_at, r.id) < (?::timestamptz, ?::uuid)");
-    params.push(cursor.t, cursor.id);
-  }
+  if (cursor) where.push(`(r.created_at, r.id) < (${p.add(cursor.t)}::timestamptz, ${p.add(cursor.id)}::uuid)`);
   const rows = await db.all<ReservationDbRow & { created_text: string }>(
     `select ${reservationColumns}, r.created_at::text as created_text from stock_reservations r
-      ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by r.created_at desc, r.id desc limit ?`,
-    [...params, size + 1],
+      ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by r.created_at desc, r.id desc limit ${p.add(size + 1)}`,
+    p.values,
   );
   const page = rows.slice(0, size);
   const last = page.at(-1);

@@ -47,7 +47,8 @@ import { productRow, ratingOf } from "./catalog.ts";
 import { ProductReviewEntity, type ProductReviewRow } from "./entities.ts";
 import { guarded, reviewExists } from "./guards.ts";
 import { customerVisible, reviewStatuses, type Viewer } from "./mapping.ts";
-import { pgArray, type LegacySql, legacySqlOf } from "../../kit/sql.ts";
+import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -64,9 +65,9 @@ interface ReviewDbRow {
   status: string;
   rejection_reason: string | null;
   helpful_count: number;
-  created_at: string;
-  updated_at: string;
-  moderated_at: string | null;
+  created_at: Date;
+  updated_at: Date;
+  moderated_at: Date | null;
   /** Sort key of the page, as text. */
   k?: string[];
 }
@@ -97,22 +98,22 @@ function reviewMessage(r: ReviewDbRow, viewer: Viewer, votedHelpful = false): Re
   });
 }
 
-async function reviewById(db: LegacySql, id: string): Promise<ReviewDbRow | undefined> {
-  return db.one<ReviewDbRow>(`${reviewSelect} where r.id = ?`, [id]);
+async function reviewById(db: Sql, id: string): Promise<ReviewDbRow | undefined> {
+  return db.one<ReviewDbRow>(`${reviewSelect} where r.id = $1`, [id]);
 }
 
 /** The viewer's helpful votes among these reviews. */
-async function votesOf(db: LegacySql, viewer: Viewer, reviewIds: string[]): Promise<Set<string>> {
+async function votesOf(db: Sql, viewer: Viewer, reviewIds: string[]): Promise<Set<string>> {
   if (!viewer.userId || reviewIds.length === 0) return new Set();
-  const rows = await db.all<{ review_id: string }>("select review_id from review_helpful_votes where user_id = ? and review_id = any(?::uuid[])", [
+  const rows = await db.all<{ review_id: string }>("select review_id from review_helpful_votes where user_id = $1 and review_id = any($2::uuid[])", [
     viewer.userId,
-    pgArray(reviewIds),
+    reviewIds,
   ]);
   return new Set(rows.map((r) => r.review_id));
 }
 
 /** Recomputes a product's rating summary from its approved reviews; the caller holds the product's row lock. */
-async function refreshRating(db: LegacySql, productId: string): Promise<void> {
+async function refreshRating(db: Sql, productId: string): Promise<void> {
   await db.run(
     `update products p set rating_count = s.n, rating_sum = s.total,
        rating_1_count = s.c1, rating_2_count = s.c2, rating_3_count = s.c3, rating_4_count = s.c4, rating_5_count = s.c5
@@ -120,14 +121,14 @@ async function refreshRating(db: LegacySql, productId: string): Promise<void> {
                   count(*) filter (where rating = 1)::int as c1, count(*) filter (where rating = 2)::int as c2,
                   count(*) filter (where rating = 3)::int as c3, count(*) filter (where rating = 4)::int as c4,
                   count(*) filter (where rating = 5)::int as c5
-             from product_reviews where product_id = ? and status = 'approved') s
-     where p.id = ?`,
-    [productId, productId],
+             from product_reviews where product_id = $1 and status = 'approved') s
+     where p.id = $1`,
+    [productId],
   );
 }
 
 /** NOT_FOUND unless the product exists and, for non-admins, is ACTIVE and visible. */
-async function visibleProduct(db: LegacySql, productId: string, viewer: Viewer) {
+async function visibleProduct(db: Sql, productId: string, viewer: Viewer) {
   const row = await productRow(db, productId);
   if (!row || (!viewer.admin && !(row.status === "active" && row.is_visible))) throw notFound("product", productId);
   return row;
@@ -136,8 +137,8 @@ async function visibleProduct(db: LegacySql, productId: string, viewer: Viewer) 
 export type PurchaseCheck = (userId: string, productId: string) => Promise<boolean>;
 
 export async function createReview(em: EntityManager, viewer: Viewer, userId: string, checkPurchase: PurchaseCheck, req: CreateReviewRequest): Promise<Out<CreateReviewResponse>> {
-  const db = legacySqlOf(em);
-  const product = await db.one<{ id: string }>(`select p.id from products p where p.id = ? and ${customerVisible}`, [req.productId]);
+  const db = sqlOf(em);
+  const product = await db.one<{ id: string }>(`select p.id from products p where p.id = $1 and ${customerVisible}`, [req.productId]);
   if (!product) throw notFound("product", req.productId);
   // Before asking Order: a second review is refused whatever Order says.
   if (await em.findOne(ProductReviewEntity, { productId: req.productId, userId })) throw reviewExists();
@@ -167,22 +168,22 @@ export async function createReview(em: EntityManager, viewer: Viewer, userId: st
 }
 
 export async function getMyReview(em: EntityManager, viewer: Viewer, userId: string, req: GetMyReviewRequest): Promise<Out<GetMyReviewResponse>> {
-  const db = legacySqlOf(em);
-  const row = await db.one<ReviewDbRow>(`${reviewSelect} where r.product_id = ? and r.user_id = ?`, [req.productId, userId]);
+  const db = sqlOf(em);
+  const row = await db.one<ReviewDbRow>(`${reviewSelect} where r.product_id = $1 and r.user_id = $2`, [req.productId, userId]);
   if (!row) throw notFound("review", `of product ${req.productId}`);
   const votes = await votesOf(db, viewer, [row.id]);
   return { review: reviewMessage(row, viewer, votes.has(row.id)) };
 }
 
 export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: string, req: ListMyReviewsRequest): Promise<Out<ListMyReviewsResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
   const { after: cursor, size } = pages;
   const rows = await db.all<ReviewDbRow & { t: string }>(
-    `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where r.user_id = ?
-       ${cursor ? "and (r.created_at, r.id) < (?::timestamptz, ?::uuid)" : ""}
-     order by r.created_at desc, r.id desc limit ?`,
-    [userId, ...(cursor ? [cursor.t, cursor.id] : []), size + 1],
+    `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where r.user_id = $1
+       ${cursor ? "and (r.created_at, r.id) < ($3::timestamptz, $4::uuid)" : ""}
+     order by r.created_at desc, r.id desc limit $2`,
+    [userId, size + 1, ...(cursor ? [cursor.t, cursor.id] : [])],
   );
   const page = rows.slice(0, size);
   const votes = await votesOf(
@@ -199,8 +200,8 @@ export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: s
 
 /** The caller's own review, locked with its product (product first: the rating lock order). */
 async function ownReviewLocked(tx: EntityManager, userId: string, reviewId: string): Promise<ProductReviewRow> {
-  const db = legacySqlOf(tx);
-  const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = ? and user_id = ?", [reviewId, userId]);
+  const db = sqlOf(tx);
+  const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = $1 and user_id = $2", [reviewId, userId]);
   if (!probe) throw notFound("review", reviewId);
   await productRow(db, probe.product_id, true);
   const row = await tx.findOne(ProductReviewEntity, { id: reviewId, userId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
@@ -213,33 +214,23 @@ export async function updateMyReview(em: EntityManager, viewer: Viewer, userId: 
   const id = await em.transactional(async (tx) => {
     const row = await ownReviewLocked(tx, userId, input.id);
     const wasApproved = row.status === "approved";
-    for (const path of new Set(req.updateMask!.paths)) {
-      switch (path) {
-        case "rating":
-          if (input.rating < 1 || input.rating > 5) throw invalidArgument("review.rating", "must be 1 to 5 stars");
-          row.rating = input.rating;
-          break;
-        case "title":
-          row.title = input.title;
-          break;
-        case "comment":
-          row.comment = input.comment;
-          break;
-        case "author_display_name":
-          row.authorDisplayName = input.authorDisplayName;
-          break;
-        default:
-          throw invalidArgument("update_mask", `path "${path}" cannot be updated`);
-      }
-    }
+    if (req.updateMask?.paths.includes("rating") && (input.rating < 1 || input.rating > 5)) throw invalidArgument("review.rating", "must be 1 to 5 stars");
+    const field = <V>(read: (i: Review) => V, get: (r: ProductReviewRow) => V, put: (r: ProductReviewRow, v: V) => void) => setField(read, get, put);
+    applyFieldMask(req.updateMask, row, input, {
+      rating: field((i) => i.rating, (r) => r.rating, (r, v) => (r.rating = v)),
+      title: field((i) => i.title, (r) => r.title, (r, v) => (r.title = v)),
+      comment: field((i) => i.comment, (r) => r.comment, (r, v) => (r.comment = v)),
+      author_display_name: field((i) => i.authorDisplayName, (r) => r.authorDisplayName, (r, v) => (r.authorDisplayName = v)),
+    });
+    // Any edit goes back to moderation, even one that changes nothing visible.
     row.status = "pending";
     row.rejectionReason = null;
     row.updatedAt = new Date();
     await tx.flush();
-    if (wasApproved) await refreshRating(legacySqlOf(tx), row.productId);
+    if (wasApproved) await refreshRating(sqlOf(tx), row.productId);
     return row.id;
   });
-  return { review: reviewMessage((await reviewById(legacySqlOf(em), id))!, viewer) };
+  return { review: reviewMessage((await reviewById(sqlOf(em), id))!, viewer) };
 }
 
 export async function deleteMyReview(em: EntityManager, userId: string, req: DeleteMyReviewRequest): Promise<void> {
@@ -249,7 +240,7 @@ export async function deleteMyReview(em: EntityManager, userId: string, req: Del
     const wasApproved = row.status === "approved";
     tx.remove(row);
     await tx.flush();
-    if (wasApproved) await refreshRating(legacySqlOf(tx), productId);
+    if (wasApproved) await refreshRating(sqlOf(tx), productId);
   });
 }
 
@@ -269,30 +260,26 @@ const reviewSorts: Record<ReviewOrderBy, ReviewSort> = {
 };
 
 export async function listReviews(em: EntityManager, viewer: Viewer, req: ListReviewsRequest): Promise<Out<ListReviewsResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   await visibleProduct(db, req.productId, viewer);
-  const where = ["r.product_id = ?", "r.status = 'approved'"];
-  const params: unknown[] = [req.productId];
-  if (req.rating > 0) {
-    where.push("r.rating = ?");
-    params.push(req.rating);
-  }
+  const p = new Params();
+  const where = [`r.product_id = ${p.add(req.productId)}`, "r.status = 'approved'"];
+  if (req.rating > 0) where.push(`r.rating = ${p.add(req.rating)}`);
   if (req.verifiedOnly) where.push("r.is_verified_purchase");
-  const total = await db.one<{ n: number }>(`select count(*)::int as n from product_reviews r where ${where.join(" and ")}`, params);
+  const countParams = [...p.values];
   const sort = reviewSorts[req.orderBy];
   const pages = pageOf(req, { k: sort.casts });
   const { after: cursor, size } = pages;
   const pageWhere = [...where];
-  const pageParams = [...params];
-  if (cursor) {
-    pageWhere.push(`(${sort.keys.join(", ")}) < (${sort.casts.map((c) => `?::${c}`).join(", ")})`);
-    pageParams.push(...cursor.k);
-  }
-  const rows = await db.all<ReviewDbRow>(
-    `${reviewSelect.replace("select ", `select json_build_array(${sort.keys.map((k) => `(${k})::text`).join(", ")}) as k, `)}
-      where ${pageWhere.join(" and ")} order by ${sort.keys.map((k) => `${k} desc`).join(", ")} limit ?`,
-    [...pageParams, size + 1],
-  );
+  if (cursor) pageWhere.push(`(${sort.keys.join(", ")}) < (${sort.casts.map((c, i) => `${p.add(cursor.k[i])}::${c}`).join(", ")})`);
+  const [total, rows] = await Promise.all([
+    db.one<{ n: number }>(`select count(*)::int as n from product_reviews r where ${where.join(" and ")}`, countParams),
+    db.all<ReviewDbRow>(
+      `${reviewSelect.replace("select ", `select json_build_array(${sort.keys.map((k) => `(${k})::text`).join(", ")}) as k, `)}
+        where ${pageWhere.join(" and ")} order by ${sort.keys.map((k) => `${k} desc`).join(", ")} limit ${p.add(size + 1)}`,
+      p.values,
+    ),
+  ]);
   const page = rows.slice(0, size);
   const votes = await votesOf(
     db,
@@ -307,52 +294,43 @@ export async function listReviews(em: EntityManager, viewer: Viewer, req: ListRe
 }
 
 export async function getRatingSummary(em: EntityManager, viewer: Viewer, req: GetRatingSummaryRequest): Promise<Out<GetRatingSummaryResponse>> {
-  return { ratingSummary: ratingOf(await visibleProduct(legacySqlOf(em), req.productId, viewer)) };
+  return { ratingSummary: ratingOf(await visibleProduct(sqlOf(em), req.productId, viewer)) };
 }
 
 export async function markReviewHelpful(em: EntityManager, userId: string, req: MarkReviewHelpfulRequest): Promise<Out<MarkReviewHelpfulResponse>> {
   return em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     const review = await db.one<{ user_id: string; helpful_count: number }>(
-      "select user_id, helpful_count from product_reviews where id = ? and status = 'approved' for update",
+      "select user_id, helpful_count from product_reviews where id = $1 and status = 'approved' for update",
       [req.reviewId],
     );
     if (!review) throw notFound("review", req.reviewId);
     if (review.user_id === userId) throw failedPrecondition("you cannot vote on your own review", "OWN_REVIEW");
     let count = review.helpful_count;
     if (req.helpful) {
-      const added = await db.run("insert into review_helpful_votes (review_id, user_id) values (?, ?) on conflict do nothing", [req.reviewId, userId]);
-      if (added > 0) count = (await db.one<{ n: number }>("update product_reviews set helpful_count = helpful_count + 1 where id = ? returning helpful_count as n", [req.reviewId]))!.n;
+      const added = await db.run("insert into review_helpful_votes (review_id, user_id) values ($1, $2) on conflict do nothing", [req.reviewId, userId]);
+      if (added > 0) count = (await db.one<{ n: number }>("update product_reviews set helpful_count = helpful_count + 1 where id = $1 returning helpful_count as n", [req.reviewId]))!.n;
     } else {
-      const removed = await db.run("delete from review_helpful_votes where review_id = ? and user_id = ?", [req.reviewId, userId]);
-      if (removed > 0) count = (await db.one<{ n: number }>("update product_reviews set helpful_count = helpful_count - 1 where id = ? returning helpful_count as n", [req.reviewId]))!.n;
+      const removed = await db.run("delete from review_helpful_votes where review_id = $1 and user_id = $2", [req.reviewId, userId]);
+      if (removed > 0) count = (await db.one<{ n: number }>("update product_reviews set helpful_count = helpful_count - 1 where id = $1 returning helpful_count as n", [req.reviewId]))!.n;
     }
     return { helpfulCount: count, votedHelpful: req.helpful };
   });
 }
 
 export async function listReviewsForModeration(em: EntityManager, viewer: Viewer, req: ListReviewsForModerationRequest): Promise<Out<ListReviewsForModerationResponse>> {
-  const db = legacySqlOf(em);
+  const db = sqlOf(em);
   const statuses = req.statuses.length > 0 ? req.statuses : [ReviewStatus.PENDING];
-  const where = ["r.status = any(?::text[])"];
-  const params: unknown[] = [pgArray(statuses.map(reviewStatuses.toDb))];
-  if (req.productId) {
-    where.push("r.product_id = ?");
-    params.push(req.productId);
-  }
-  if (req.userId) {
-    where.push("r.user_id = ?");
-    params.push(req.userId);
-  }
+  const p = new Params();
+  const where = [`r.status = any(${p.add(statuses.map(reviewStatuses.toDb))}::text[])`];
+  if (req.productId) where.push(`r.product_id = ${p.add(req.productId)}`);
+  if (req.userId) where.push(`r.user_id = ${p.add(req.userId)}`);
   const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
   const { after: cursor, size } = pages;
-  if (cursor) {
-    where.push("(r.created_at, r.id) > (?::timestamptz, ?::uuid)");
-    params.push(cursor.t, cursor.id);
-  }
+  if (cursor) where.push(`(r.created_at, r.id) > (${p.add(cursor.t)}::timestamptz, ${p.add(cursor.id)}::uuid)`);
   const rows = await db.all<ReviewDbRow & { t: string }>(
-    `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where ${where.join(" and ")} order by r.created_at, r.id limit ?`,
-    [...params, size + 1],
+    `${reviewSelect.replace("select ", "select r.created_at::text as t, ")} where ${where.join(" and ")} order by r.created_at, r.id limit ${p.add(size + 1)}`,
+    p.values,
   );
   const page = rows.slice(0, size);
   const last = page.at(-1);
@@ -364,17 +342,18 @@ export async function listReviewsForModeration(em: EntityManager, viewer: Viewer
 
 export async function moderateReview(em: EntityManager, viewer: Viewer, req: ModerateReviewRequest): Promise<Out<ModerateReviewResponse>> {
   await em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
-    const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = ?", [req.id]);
+    const db = sqlOf(tx);
+    const probe = await db.one<{ product_id: string }>("select product_id from product_reviews where id = $1", [req.id]);
     if (!probe) throw notFound("review", req.id);
     await productRow(db, probe.product_id, true);
+    const review = await tx.findOne(ProductReviewEntity, { id: req.id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
+    if (!review) throw notFound("review", req.id);
     const approve = req.decision === ModerationDecision.APPROVE;
-    const changed = await db.run(
-      "update product_reviews set status = ?, rejection_reason = ?, moderated_at = now() where id = ?",
-      [approve ? "approved" : "rejected", approve ? null : req.reason, req.id],
-    );
-    if (changed === 0) throw notFound("review", req.id);
+    review.status = approve ? "approved" : "rejected";
+    review.rejectionReason = approve ? null : req.reason;
+    review.moderatedAt = new Date();
+    await tx.flush();
     await refreshRating(db, probe.product_id);
   });
-  return { review: reviewMessage((await reviewById(legacySqlOf(em), req.id))!, viewer) };
+  return { review: reviewMessage((await reviewById(sqlOf(em), req.id))!, viewer) };
 }

@@ -7,16 +7,16 @@
  * (above 0 again) and product.low_stock (fell to or below the threshold, once
  * per crossing), queued in the outbox of the same transaction.
  *
- * Lock order, everywhere: inventory rows (by id), then item rows (by product,
- * variant), then the products of items that are variants (by id). Callers lock
- * inventory rows before calling refreshStock, so concurrent stock changes
- * never deadlock.
+ * Lock order, everywhere: inventory rows (by id), then item rows (products
+ * without variants by id, then variants by id), then the products of items
+ * that are variants (by id). Callers lock inventory rows before calling
+ * refreshStock, so concurrent stock changes never deadlock.
  */
 import { ProductBackInStockSchema, ProductLowStockSchema, ProductOutOfStockSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
 import { publishEvent } from "../../kit/events/outbox.ts";
 import { stockStatuses } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
-import { pgArray, type LegacySql } from "../../kit/sql.ts";
+import type { Sql } from "../../kit/sql.ts";
 
 export interface ItemKey {
   productId: string;
@@ -31,22 +31,16 @@ export function uniqueItems(items: readonly ItemKey[]): ItemKey[] {
   return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
 }
 
-/** SQL condition (and its parameters) selecting the inventory rows of one item. */
-export function inventoryOf(item: ItemKey, alias = "i"): [string, unknown[]] {
-  return item.variantId
-    ? [`${alias}.variant_id = ?`, [item.variantId]]
-    : [`${alias}.product_id = ? and ${alias}.variant_id is null`, [item.productId]];
-}
-
-export function statusFor(available: number, allowBackorder: boolean): string {
-  return available > 0 ? "in_stock" : allowBackorder ? "backorder" : "out_of_stock";
-}
-
-interface ItemState {
-  stock_quantity: number;
-  low_stock: boolean;
-  low_stock_threshold: number;
-  allow_backorder: boolean;
+/** One item's derived stock before and after a refresh, as the refresh statements return it. */
+interface Refreshed {
+  product_id: string;
+  variant_id: string | null;
+  old_quantity: number;
+  old_low: boolean;
+  available: number;
+  low: boolean;
+  threshold: number;
+  status: string;
 }
 
 interface Crossing {
@@ -57,75 +51,100 @@ interface Crossing {
   itemStatus: string;
 }
 
+/*
+ * One statement per kind of item: the available sums over the items' inventory
+ * rows, the items' rows locked in id order (their state before, for the
+ * crossings), and the update, which returns both.
+ */
+const refreshProducts = `
+  with s as (
+    select t.id, coalesce(sum(i.quantity - i.reserved_quantity), 0)::int as available
+      from unnest($1::uuid[]) as t(id) left join product_inventory i on i.product_id = t.id and i.variant_id is null
+     group by t.id
+  ), prev as (
+    select p.id, p.stock_quantity, p.low_stock from products p where p.id = any($1::uuid[]) order by p.id for update
+  )
+  update products p set
+    stock_quantity = s.available,
+    stock_status = case when s.available > 0 then 'in_stock' when p.allow_backorder then 'backorder' else 'out_of_stock' end,
+    low_stock = p.low_stock_threshold > 0 and s.available <= p.low_stock_threshold
+    from s join prev on prev.id = s.id
+   where p.id = s.id
+  returning p.id as product_id, null::uuid as variant_id, prev.stock_quantity as old_quantity, prev.low_stock as old_low,
+            p.stock_quantity as available, p.low_stock as low, p.low_stock_threshold as threshold, p.stock_status as status`;
+
+const refreshVariants = `
+  with s as (
+    select t.id, coalesce(sum(i.quantity - i.reserved_quantity), 0)::int as available
+      from unnest($1::uuid[]) as t(id) left join product_inventory i on i.variant_id = t.id
+     group by t.id
+  ), prev as (
+    select v.id, v.stock_quantity, v.low_stock from product_variants v where v.id = any($1::uuid[]) order by v.id for update
+  )
+  update product_variants v set
+    stock_quantity = s.available,
+    stock_status = case when s.available > 0 then 'in_stock' when p.allow_backorder then 'backorder' else 'out_of_stock' end,
+    low_stock = v.low_stock_threshold > 0 and s.available <= v.low_stock_threshold
+    from s join prev on prev.id = s.id, products p
+   where v.id = s.id and p.id = v.product_id
+  returning v.product_id, v.id as variant_id, prev.stock_quantity as old_quantity, prev.low_stock as old_low,
+            v.stock_quantity as available, v.low_stock as low, v.low_stock_threshold as threshold, v.stock_status as status`;
+
 /**
  * Recomputes the items' derived stock from their inventory rows and publishes
- * the crossings. Items of deleted variants are skipped.
+ * the crossings, in one statement per kind of item (products without variants,
+ * variants) and one for the products of variants. Items of deleted variants
+ * are skipped.
  */
-export async function refreshStock(db: LegacySql, items: readonly ItemKey[]): Promise<void> {
+export async function refreshStock(db: Sql, items: readonly ItemKey[]): Promise<void> {
+  const unique = uniqueItems(items);
+  const productIds = unique.filter((i) => i.variantId === null).map((i) => i.productId);
+  const variantIds = unique.map((i) => i.variantId).filter((v): v is string => v !== null);
+  const refreshed = [
+    ...(productIds.length > 0 ? await db.all<Refreshed>(refreshProducts, [productIds]) : []),
+    ...(variantIds.length > 0 ? await db.all<Refreshed>(refreshVariants, [variantIds]) : []),
+  ];
+  const variantProducts = [...new Set(refreshed.filter((r) => r.variant_id !== null).map((r) => r.product_id))].sort();
+  if (variantProducts.length > 0) await refreshProductStock(db, variantProducts);
   const crossings: Crossing[] = [];
-  const variantProducts = new Set<string>();
-  for (const item of uniqueItems(items)) {
-    const state = item.variantId
-      ? await db.one<ItemState>(
-          `select v.stock_quantity, v.low_stock, v.low_stock_threshold, p.allow_backorder
-             from product_variants v join products p on p.id = v.product_id where v.id = ? for update of v`,
-          [item.variantId],
-        )
-      : await db.one<ItemState>("select stock_quantity, low_stock, low_stock_threshold, allow_backorder from products where id = ? for update", [
-          item.productId,
-        ]);
-    if (!state) continue;
-    const [where, params] = inventoryOf(item);
-    const sum = await db.one<{ available: number }>(
-      `select coalesce(sum(i.quantity - i.reserved_quantity), 0)::int as available from product_inventory i where ${where}`,
-      params,
-    );
-    const available = sum?.available ?? 0;
-    const status = statusFor(available, state.allow_backorder);
-    const low = state.low_stock_threshold > 0 && available <= state.low_stock_threshold;
-    if (item.variantId) {
-      variantProducts.add(item.productId);
-      await db.run("update product_variants set stock_quantity = ?, stock_status = ?, low_stock = ? where id = ?", [available, status, low, item.variantId]);
-    } else {
-      await db.run("update products set stock_quantity = ?, stock_status = ?, low_stock = ? where id = ?", [available, status, low, item.productId]);
-    }
-    const base = { item, available, threshold: state.low_stock_threshold, itemStatus: status };
-    if (state.stock_quantity > 0 && available === 0) crossings.push({ ...base, kind: "out" });
-    if (state.stock_quantity === 0 && available > 0) crossings.push({ ...base, kind: "back" });
-    if (!state.low_stock && low && available > 0) crossings.push({ ...base, kind: "low" });
+  for (const r of refreshed) {
+    const base = { item: { productId: r.product_id, variantId: r.variant_id }, available: r.available, threshold: r.threshold, itemStatus: r.status };
+    if (r.old_quantity > 0 && r.available === 0) crossings.push({ ...base, kind: "out" });
+    if (r.old_quantity === 0 && r.available > 0) crossings.push({ ...base, kind: "back" });
+    if (!r.old_low && r.low && r.available > 0) crossings.push({ ...base, kind: "low" });
   }
-  for (const productId of [...variantProducts].sort()) await refreshProductStock(db, productId);
   if (crossings.length > 0) await publishCrossings(db, crossings);
 }
 
 /**
- * A product's totals: its own inventory while it has no variants, else the sum
- * of its variants'. Used after stock changes and after structural changes
- * (variants added or deleted, backorders switched), which publish no stock events.
+ * Products' totals: their own inventory while they have no variants, else the
+ * sum of their variants'. Used after stock changes and after structural
+ * changes (variants added or deleted, backorders switched), which publish no
+ * stock events.
  */
-export async function refreshProductStock(db: LegacySql, productId: string): Promise<void> {
+export async function refreshProductStock(db: Sql, productIds: string | readonly string[]): Promise<void> {
   await db.run(
     `update products p set
        stock_quantity = t.available,
        stock_status = case when t.available > 0 or t.any_in_stock then 'in_stock' when p.allow_backorder then 'backorder' else 'out_of_stock' end,
        low_stock = case when p.variant_count = 0 then p.low_stock_threshold > 0 and t.available <= p.low_stock_threshold else false end
      from (
-       select case when p2.variant_count = 0
+       select p2.id, case when p2.variant_count = 0
                 then (select coalesce(sum(i.quantity - i.reserved_quantity), 0) from product_inventory i where i.product_id = p2.id and i.variant_id is null)
                 else (select coalesce(sum(v.stock_quantity), 0) from product_variants v where v.product_id = p2.id) end::int as available,
               exists (select 1 from product_variants v where v.product_id = p2.id and v.stock_status = 'in_stock') as any_in_stock
-         from products p2 where p2.id = ?
+         from products p2 where p2.id = any($1::uuid[])
      ) t
-     where p.id = ?`,
-    [productId, productId],
+     where p.id = t.id`,
+    [typeof productIds === "string" ? [productIds] : productIds],
   );
 }
 
 /** Re-derives every variant's stock status after the product's allow_backorder changed. */
-export async function refreshVariantStatuses(db: LegacySql, productId: string): Promise<void> {
+export async function refreshVariantStatuses(db: Sql, productId: string): Promise<void> {
   await db.run(
     `update product_variants v set stock_status = case when v.stock_quantity > 0 then 'in_stock' when p.allow_backorder then 'backorder' else 'out_of_stock' end
-       from products p where p.id = v.product_id and p.id = ?`,
+       from products p where p.id = v.product_id and p.id = $1`,
     [productId],
   );
 }
@@ -143,7 +162,7 @@ interface EventInfo {
   primary_image_url: string | null;
 }
 
-async function publishCrossings(db: LegacySql, crossings: Crossing[]): Promise<void> {
+async function publishCrossings(db: Sql, crossings: Crossing[]): Promise<void> {
   const productIds = [...new Set(crossings.map((c) => c.item.productId))];
   const variantIds = crossings.map((c) => c.item.variantId).filter((v): v is string => v !== null);
   const products = new Map(
@@ -151,8 +170,8 @@ async function publishCrossings(db: LegacySql, crossings: Crossing[]): Promise<v
       await db.all<EventInfo>(
         `select p.id as product_id, p.name, p.slug, p.sku, p.currency, p.price_minor, p.status, p.is_visible, p.stock_status,
                 (select i.url from product_images i where i.product_id = p.id and i.is_primary) as primary_image_url
-           from products p where p.id = any(?::uuid[])`,
-        [pgArray(productIds)],
+           from products p where p.id = any($1::uuid[])`,
+        [productIds],
       )
     ).map((r) => [r.product_id, r]),
   );
@@ -161,8 +180,8 @@ async function publishCrossings(db: LegacySql, crossings: Crossing[]): Promise<v
       ? []
       : (
           await db.all<{ id: string; sku: string; name: string; price_minor: string; image_url: string | null }>(
-            "select id, sku, name, price_minor, image_url from product_variants where id = any(?::uuid[])",
-            [pgArray(variantIds)],
+            "select id, sku, name, price_minor, image_url from product_variants where id = any($1::uuid[])",
+            [variantIds],
           )
         ).map((r) => [r.id, r]),
   );

@@ -18,6 +18,7 @@ import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { subjectOf } from "../../kit/events/contracts.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
@@ -41,7 +42,8 @@ export interface ProductHarness {
   service: string;
   /** The Returns service's credential: the one caller of RestockItems. */
   returnsService: string;
-  sql<T>(query: string, params?: unknown[]): Promise<T[]>;
+  /** A statement on the service's database, `$n` parameters bound (kit/sql.ts). */
+  sql<T extends object>(query: string, params?: unknown[]): Promise<T[]>;
   stop(): Promise<void>;
 }
 
@@ -66,7 +68,7 @@ export async function startProductHarness(env: Record<string, string> = {}, peer
     customer: await issuer.user(uuidv7()),
     service: await issuer.service("order"),
     returnsService: await issuer.service("returns"),
-    sql: <T>(query: string, params: unknown[] = []) => mesh.services.product!.ctx.orm.em.fork().getConnection().execute<T[]>(query, params),
+    sql: <T extends object>(query: string, params: unknown[] = []) => sqlOf(mesh.services.product!.ctx.orm.em.fork()).all<T>(query, params),
     async stop() {
       await nc.close();
       await mesh.stop();

@@ -22,7 +22,11 @@ import { checkSkuFree, guarded } from "./guards.ts";
 import { nullIfEmpty, type Viewer } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
 import { publishProductUpdated } from "./products.ts";
-import { type LegacySql, legacySqlOf } from "../../kit/sql.ts";
+import { type Sql, sqlOf } from "../../kit/sql.ts";
+import { applyFieldMask, setField } from "../../kit/field-mask.ts";
+import { LockMode } from "@mikro-orm/core";
+import { ProductVariantEntity } from "./entities.ts";
+import type { ProductVariant } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { refreshProductStock } from "./stock-state.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -31,12 +35,12 @@ export const maxVariants = 100;
 
 const nameFrom = (attributes: Record<string, string>) => Object.values(attributes).join(" / ");
 
-async function variantRow(db: LegacySql, id: string, lock = false): Promise<VariantDbRow | undefined> {
-  return db.one<VariantDbRow>(`select ${variantColumns} from product_variants v where v.id = ?${lock ? " for update" : ""}`, [id]);
+async function variantRow(db: Sql, id: string, lock = false): Promise<VariantDbRow | undefined> {
+  return db.one<VariantDbRow>(`select ${variantColumns} from product_variants v where v.id = $1${lock ? " for update" : ""}`, [id]);
 }
 
-async function checkAttributesFree(db: LegacySql, productId: string, attributes: Record<string, string>, field: string, variantId?: string): Promise<void> {
-  const other = await db.one<{ id: string }>("select id from product_variants where product_id = ? and attributes = ?::jsonb", [productId, JSON.stringify(attributes)]);
+async function checkAttributesFree(db: Sql, productId: string, attributes: Record<string, string>, field: string, variantId?: string): Promise<void> {
+  const other = await db.one<{ id: string }>("select id from product_variants where product_id = $1 and attributes = $2::jsonb", [productId, JSON.stringify(attributes)]);
   if (other && other.id !== variantId) throw alreadyExists(`${field}: another variant of the product has the same attributes`, "VARIANT_EXISTS", field);
 }
 
@@ -46,7 +50,7 @@ const currencyMismatch = (field: string, currency: string) =>
 export async function createVariant(em: EntityManager, viewer: Viewer, req: CreateVariantRequest): Promise<Out<CreateVariantResponse>> {
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = legacySqlOf(tx);
+      const db = sqlOf(tx);
       const product = await productRow(db, req.productId, true);
       if (!product) throw notFound("product", req.productId);
       const price = req.price!;
@@ -57,24 +61,24 @@ export async function createVariant(em: EntityManager, viewer: Viewer, req: Crea
       await checkSkuFree(db, req.sku, "sku");
       await checkAttributesFree(db, product.id, req.attributes, "attributes");
       const id = uuidv7();
-      await db.run(
-        `insert into product_variants (id, product_id, sku, name, price_minor, compare_at_price_minor, attributes, image_url, stock_status)
-         values (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?)`,
-        [
-          id,
-          product.id,
-          req.sku,
-          req.name || nameFrom(req.attributes),
-          price.amountMinor.toString(),
-          req.compareAtPrice?.amountMinor.toString() ?? null,
-          JSON.stringify(req.attributes),
-          nullIfEmpty(req.imageUrl),
-          product.allow_backorder ? "backorder" : "out_of_stock",
-        ],
-      );
+      const now = new Date();
+      tx.create(ProductVariantEntity, {
+        id,
+        productId: product.id,
+        sku: req.sku,
+        name: req.name || nameFrom(req.attributes),
+        priceMinor: price.amountMinor,
+        compareAtPriceMinor: req.compareAtPrice?.amountMinor ?? null,
+        attributes: req.attributes,
+        imageUrl: nullIfEmpty(req.imageUrl),
+        stockStatus: product.allow_backorder ? "backorder" : "out_of_stock",
+        createdAt: now,
+        updatedAt: now,
+      });
+      await tx.flush();
       await refreshPriceRange(db, product.id);
       await refreshProductStock(db, product.id);
-      await db.run("update products set updated_at = now() where id = ?", [product.id]);
+      await db.run("update products set updated_at = now() where id = $1", [product.id]);
       await publishProductUpdated(db, product.id, ["variants"], viewer);
       return { variant: variantMessage((await variantRow(db, id))!, product.currency) };
     }),
@@ -83,74 +87,57 @@ export async function createVariant(em: EntityManager, viewer: Viewer, req: Crea
 
 export async function updateVariant(em: EntityManager, viewer: Viewer, req: UpdateVariantRequest): Promise<Out<UpdateVariantResponse>> {
   const input = req.variant!;
+  const paths = new Set(req.updateMask?.paths ?? []);
   return guarded(() =>
     em.transactional(async (tx) => {
-      const db = legacySqlOf(tx);
-      const row = await variantRow(db, input.id, true);
+      const db = sqlOf(tx);
+      const row = await tx.findOne(ProductVariantEntity, { id: input.id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
       if (!row) throw notFound("variant", input.id);
-      const product = (await productRow(db, row.product_id, true))!;
-      const set: Record<string, unknown> = {};
-      let price = BigInt(row.price_minor);
-      let compareAt = row.compare_at_price_minor === null ? null : BigInt(row.compare_at_price_minor);
-      let attributes = row.attributes;
-      for (const path of new Set(req.updateMask!.paths)) {
-        switch (path) {
-          case "sku":
-            if (!input.sku) throw invalidArgument("variant.sku", "cannot be cleared");
-            if (input.sku !== row.sku) {
-              await checkSkuFree(db, input.sku, "variant.sku", row.id);
-              set.sku = input.sku;
-            }
-            break;
-          case "name":
-            set.name = input.name;
-            break;
-          case "price":
-            if (!input.price) throw invalidArgument("variant.price", "cannot be cleared");
-            if (input.price.currencyCode !== product.currency) throw currencyMismatch("variant.price", product.currency);
-            price = input.price.amountMinor;
-            break;
-          case "compare_at_price":
-            if (input.compareAtPrice && input.compareAtPrice.currencyCode !== product.currency) throw currencyMismatch("variant.compare_at_price", product.currency);
-            compareAt = input.compareAtPrice ? input.compareAtPrice.amountMinor : null;
-            break;
-          case "attributes":
-            if (Object.keys(input.attributes).length === 0) throw invalidArgument("variant.attributes", "a variant has at least one attribute");
-            attributes = input.attributes;
-            await checkAttributesFree(db, row.product_id, attributes, "variant.attributes", row.id);
-            set.attributes = JSON.stringify(attributes);
-            break;
-          case "image_url":
-            set.image_url = nullIfEmpty(input.imageUrl);
-            break;
-          default:
-            throw invalidArgument("update_mask", `path "${path}" cannot be updated`);
-        }
+      const product = (await productRow(db, row.productId, true))!;
+      if (paths.has("sku")) {
+        if (!input.sku) throw invalidArgument("variant.sku", "cannot be cleared");
+        if (input.sku !== row.sku) await checkSkuFree(db, input.sku, "variant.sku", row.id);
       }
-      if ("name" in set && set.name === "") set.name = nameFrom(attributes);
+      if (paths.has("price")) {
+        if (!input.price) throw invalidArgument("variant.price", "cannot be cleared");
+        if (input.price.currencyCode !== product.currency) throw currencyMismatch("variant.price", product.currency);
+      }
+      if (paths.has("compare_at_price") && input.compareAtPrice && input.compareAtPrice.currencyCode !== product.currency) {
+        throw currencyMismatch("variant.compare_at_price", product.currency);
+      }
+      if (paths.has("attributes")) {
+        if (Object.keys(input.attributes).length === 0) throw invalidArgument("variant.attributes", "a variant has at least one attribute");
+        await checkAttributesFree(db, row.productId, input.attributes, "variant.attributes", row.id);
+      }
+      const price = paths.has("price") ? input.price!.amountMinor : row.priceMinor;
+      const compareAt = paths.has("compare_at_price") ? (input.compareAtPrice?.amountMinor ?? null) : (row.compareAtPriceMinor ?? null);
       if (compareAt !== null && compareAt <= price) {
         throw domainError(Code.InvalidArgument, "variant.compare_at_price: must be above price", { reason: "COMPARE_AT_NOT_ABOVE_PRICE", field: "variant.compare_at_price" });
       }
-      const oldPrice = BigInt(row.price_minor);
-      if (price !== oldPrice) set.price_minor = price.toString();
-      if (compareAt !== (row.compare_at_price_minor === null ? null : BigInt(row.compare_at_price_minor))) {
-        set.compare_at_price_minor = compareAt === null ? null : compareAt.toString();
-      }
-      for (const [k, v] of Object.entries(set)) {
-        const before = (row as unknown as Record<string, unknown>)[k];
-        if (k !== "attributes" && before === v) delete set[k];
-      }
-      if (Object.keys(set).length > 0) {
-        const columns = Object.keys(set);
-        await db.run(
-          `update product_variants set ${columns.map((c) => (c === "attributes" ? "attributes = ?::jsonb" : `${c} = ?`)).join(", ")}, updated_at = now() where id = ?`,
-          [...columns.map((c) => set[c]), row.id],
-        );
-        if (price !== oldPrice) await refreshPriceRange(db, row.product_id);
-        await db.run("update products set updated_at = now() where id = ?", [row.product_id]);
+      const attributes = paths.has("attributes") ? input.attributes : row.attributes;
+      const oldPrice = row.priceMinor;
+      type Row = typeof row;
+      const changed = applyFieldMask(req.updateMask, row, input, {
+        sku: setField<Row, ProductVariant, string>((i) => i.sku, (r) => r.sku, (r, v) => (r.sku = v)),
+        // An empty name is derived from the (new) attributes.
+        name: setField<Row, ProductVariant, string>((i) => i.name || nameFrom(attributes), (r) => r.name, (r, v) => (r.name = v)),
+        price: setField<Row, ProductVariant, bigint>(() => price, (r) => r.priceMinor, (r, v) => (r.priceMinor = v)),
+        compare_at_price: setField<Row, ProductVariant, bigint | null>(() => compareAt, (r) => r.compareAtPriceMinor ?? null, (r, v) => (r.compareAtPriceMinor = v)),
+        // Replaced as a whole (jsonb equality would ignore key order; a rewrite is harmless).
+        attributes: (r, i) => {
+          r.attributes = i.attributes;
+          return true;
+        },
+        image_url: setField<Row, ProductVariant, string | null>((i) => nullIfEmpty(i.imageUrl), (r) => r.imageUrl ?? null, (r, v) => (r.imageUrl = v)),
+      });
+      if (changed.length > 0) {
+        row.updatedAt = new Date();
+        await tx.flush();
+        if (price !== oldPrice) await refreshPriceRange(db, row.productId);
+        await db.run("update products set updated_at = now() where id = $1", [row.productId]);
         const priceChanges =
           price !== oldPrice ? [create(PriceChangeSchema, { variantId: row.id, oldPrice: money(oldPrice, product.currency), newPrice: money(price, product.currency) })] : [];
-        await publishProductUpdated(db, row.product_id, ["variants"], viewer, priceChanges);
+        await publishProductUpdated(db, row.productId, ["variants"], viewer, priceChanges);
       }
       return { variant: variantMessage((await variantRow(db, row.id))!, product.currency) };
     }),
@@ -159,22 +146,22 @@ export async function updateVariant(em: EntityManager, viewer: Viewer, req: Upda
 
 export async function deleteVariant(em: EntityManager, viewer: Viewer, req: DeleteVariantRequest): Promise<void> {
   await em.transactional(async (tx) => {
-    const db = legacySqlOf(tx);
+    const db = sqlOf(tx);
     // Inventory rows first, as every stock change locks them (stock-state.ts).
-    await db.all("select id from product_inventory where variant_id = ? order by id for update", [req.id]);
+    await db.all("select id from product_inventory where variant_id = $1 order by id for update", [req.id]);
     const row = await variantRow(db, req.id, true);
     if (!row) throw notFound("variant", req.id);
     const held = await db.one<{ order_id: string }>(
       `select r.order_id from stock_reservation_lines l join stock_reservations r on r.id = l.reservation_id
-        where l.variant_id = ? and r.status = 'active' limit 1`,
+        where l.variant_id = $1 and r.status = 'active' limit 1`,
       [row.id],
     );
     if (held) throw failedPrecondition("an active stock reservation holds this variant; it can be deleted once the order is settled", "VARIANT_RESERVED", { order_id: held.order_id });
     await productRow(db, row.product_id, true);
-    await db.run("delete from product_variants where id = ?", [row.id]);
+    await db.run("delete from product_variants where id = $1", [row.id]);
     await refreshPriceRange(db, row.product_id);
     await refreshProductStock(db, row.product_id);
-    await db.run("update products set updated_at = now() where id = ?", [row.product_id]);
+    await db.run("update products set updated_at = now() where id = $1", [row.product_id]);
     await publishProductUpdated(db, row.product_id, ["variants"], viewer);
   });
 }

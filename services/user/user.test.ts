@@ -29,7 +29,7 @@ import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/us
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { sqlOf } from "../../kit/sql.ts";
-import { captureStatements, installSqlCounter } from "../../scripts/bench/meter.ts";
+import { captureQueries, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import type { ServiceDefinition } from "../../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -525,7 +525,7 @@ describe("payment methods", () => {
 describe("hot reads", () => {
   /** The statements one call sends to PostgreSQL (the background's left out: the outbox relay's passes, health pings). */
   async function statementsOf(call: () => Promise<unknown>): Promise<string[]> {
-    return (await captureStatements(call)).filter((text) => !/outbox/.test(text) && text.trim() !== "select 1");
+    return (await captureQueries(call)).map((q) => q.text).filter((text) => !/outbox/.test(text) && text.trim() !== "select 1");
   }
 
   it("answers GetMyProfile, ListAddresses, ListPaymentMethods, GetPreferences and ListWishlist with one statement each", async () => {
