@@ -6,9 +6,7 @@
  * real Discount service in test/e2e/cart.test.ts.
  */
 import { createHash } from "node:crypto";
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { jetstream } from "@nats-io/jetstream";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +14,7 @@ import { CartStatus, CartWarningCode, type Cart } from "../../gen/ecommerce/cart
 import { CartAbandonedSchema, CartConvertedSchema } from "../../gen/ecommerce/cart/v1/events_pb.js";
 import type { IntervalJob } from "../../kit/jobs.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
+import { eventsOnStream } from "../../kit/testing/events.ts";
 import { DiscountRuleType, DiscountService, PromotionType } from "../../gen/ecommerce/discount/v1/discount_pb.js";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -37,17 +36,7 @@ const codes = (cart: Cart | undefined) => cart!.warnings.map((w) => w.code);
 async function cartEvents<S extends typeof CartConvertedSchema | typeof CartAbandonedSchema>(schema: S) {
   const nc = await natsConnect({ servers: h.mesh.nats.url });
   try {
-    const js = jetstream(nc);
-    const info = await (await js.jetstreamManager()).streams.info("CART_EVENTS").catch(() => undefined);
-    if (!info || info.state.messages === 0) return [];
-    const consumer = await js.consumers.get("CART_EVENTS");
-    const out = [];
-    const subject = schema === CartConvertedSchema ? "cart.converted" : "cart.abandoned";
-    for await (const m of await consumer.fetch({ max_messages: info.state.messages, expires: 2_000 })) {
-      if (m.subject === subject) out.push(fromBinary(schema, m.data));
-      if (m.info.pending === 0) break;
-    }
-    return out;
+    return await eventsOnStream(nc, "CART_EVENTS", schema);
   } finally {
     await nc.close();
   }

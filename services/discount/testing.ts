@@ -5,19 +5,18 @@
  * services), and a reader of DISCOUNT_EVENTS. No peer is started: the engine
  * takes categories from the cart snapshot and calls nobody.
  */
-import { type DescMessage, fromBinary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { jetstream } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
 import { CartSnapshotSchema, DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
-import { subjectOf } from "../../kit/events/contracts.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { eventsOnStream } from "../../kit/testing/events.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { discountService } from "./service.ts";
 
@@ -91,18 +90,6 @@ export function snapshot(
 export { eur };
 
 /** Every event of one type currently on DISCOUNT_EVENTS, oldest first. */
-export async function discountEvents<D extends DescMessage>(h: DiscountHarness, schema: D): Promise<MessageShape<D>[]> {
-  const js = jetstream(h.nc);
-  const jsm = await js.jetstreamManager();
-  const info = await jsm.streams.info("DISCOUNT_EVENTS").catch(() => undefined);
-  if (!info || info.state.messages === 0) return [];
-  const consumer = await js.consumers.get("DISCOUNT_EVENTS");
-  const subject = subjectOf(schema);
-  const events: MessageShape<D>[] = [];
-  const batch = await consumer.fetch({ max_messages: info.state.messages, expires: 2_000 });
-  for await (const m of batch) {
-    if (m.subject === subject) events.push(fromBinary(schema, m.data));
-    if (m.info.pending === 0) break;
-  }
-  return events;
+export function discountEvents<D extends DescMessage>(h: DiscountHarness, schema: D): Promise<MessageShape<D>[]> {
+  return eventsOnStream(h.nc, "DISCOUNT_EVENTS", schema);
 }

@@ -4,10 +4,9 @@
  * Auth, gRPC clients of the five services, and readers of PRODUCT_EVENTS.
  * Other services are not started unless a test passes stand-ins for them.
  */
-import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { jetstream } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -17,10 +16,10 @@ import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/pr
 import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { errorFields } from "../../kit/errors.ts";
-import { subjectOf } from "../../kit/events/contracts.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { eventsOnStream } from "../../kit/testing/events.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { productService } from "./service.ts";
 
@@ -114,19 +113,6 @@ export async function activeProduct(h: ProductHarness, init: Record<string, unkn
 }
 
 /** Every event of one type currently on PRODUCT_EVENTS, oldest first. */
-export async function productEvents<D extends DescMessage>(h: ProductHarness, schema: D): Promise<MessageShape<D>[]> {
-  const js = jetstream(h.nc);
-  const jsm = await js.jetstreamManager();
-  const info = await jsm.streams.info("PRODUCT_EVENTS").catch(() => undefined);
-  if (!info || info.state.messages === 0) return [];
-  // An ordered consumer over the whole stream (the machines' nats-server predates filter_subjects).
-  const consumer = await js.consumers.get("PRODUCT_EVENTS");
-  const subject = subjectOf(schema);
-  const events: MessageShape<D>[] = [];
-  const batch = await consumer.fetch({ max_messages: info.state.messages, expires: 2_000 });
-  for await (const m of batch) {
-    if (m.subject === subject) events.push(fromBinary(schema, m.data));
-    if (m.info.pending === 0) break;
-  }
-  return events;
+export function productEvents<D extends DescMessage>(h: ProductHarness, schema: D): Promise<MessageShape<D>[]> {
+  return eventsOnStream(h.nc, "PRODUCT_EVENTS", schema);
 }
