@@ -95,7 +95,10 @@ export function createListener(handler: Handler, limits: ListenerLimits): Listen
     session.once("close", () => sessions.delete(session));
   });
   h2.on("stream", (stream) => {
-    const session = stream.session as ServerHttp2Session;
+    // A stream the client reset at once (cancel under load) may arrive already detached
+    // from its session: nothing to count, and a WeakMap refuses an undefined key.
+    const session = stream.session as ServerHttp2Session | undefined;
+    if (!session) return;
     openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
     stream.once("close", () => openStreams.set(session, (openStreams.get(session) ?? 1) - 1));
   });
