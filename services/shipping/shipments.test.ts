@@ -17,6 +17,7 @@ import { ShipmentStatus, TrackedShipmentSchema, WebhookOutcome } from "../../gen
 import { eventsOnStream } from "../../kit/testing/events.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { signWebhook } from "../../kit/webhooks.ts";
+import { startEdge } from "../../gateway/edge.ts";
 import { developmentSandboxWebhookSecret } from "./config.ts";
 import { auth, carrierWithMethod, customerToken, failure, orderOf, type ShippingHarness, startShippingHarness } from "./testing.ts";
 
@@ -211,5 +212,25 @@ describe("tracking", () => {
 
     expect((await h.shipping.getShipment({ id: shipment!.id }, auth(customer))).shipment!.cost).toBeUndefined();
     expect((await failure(h.shipping.getShipment({ id: shipment!.id }, auth(h.customer)))).code).toBe(Code.NotFound);
+  });
+
+  it("the edge maps a carrier's plain POST onto the webhook RPC: 401 for a bad signature, 200 for a good one", async () => {
+    const order = orderOf(h, customerId, [1]);
+    const { shipment } = await ship(order.id, [{ orderItemId: order.items[0]!.id, quantity: 1 }]);
+    const edge = await startEdge({ port: 0, upstreams: { shipping: h.mesh.url("shipping") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
+    try {
+      const body = JSON.stringify({ id: `evt-${uuidv7()}`, tracking_number: shipment!.trackingNumber, status: "out_for_delivery", location: "Berlin, DE", occurred_at: new Date().toISOString() });
+      const post = (signature: string, path = "/webhooks/carriers/sandbox") =>
+        fetch(`${edge.url}${path}`, { method: "POST", headers: { "content-type": "application/json", "carrier-signature": signature }, body });
+      const bad = await post(signWebhook(body, "not-the-sandbox-key-at-all-123"));
+      expect(bad.status).toBe(401);
+      expect(((await bad.json()) as { code: string }).code).toBe("unauthenticated");
+      expect((await post(signWebhook(body, developmentSandboxWebhookSecret), "/webhooks/carriers/nobody")).status).toBe(404);
+      const good = await post(signWebhook(body, developmentSandboxWebhookSecret));
+      expect([good.status, ((await good.json()) as { outcome: string }).outcome]).toEqual([200, "WEBHOOK_OUTCOME_APPLIED"]);
+      expect((await h.shipping.adminGetShipment({ id: shipment!.id }, auth(h.admin))).shipment!.status).toBe(ShipmentStatus.OUT_FOR_DELIVERY);
+    } finally {
+      await edge.stop();
+    }
   });
 });
