@@ -9,6 +9,8 @@
  *   (refused in production).
  * - SHIPPING_WEBHOOK_TOLERANCE_SECONDS: how far a webhook's `t=` may be from
  *   our clock, 30 to 3600. Default 300 (Stripe's).
+ * - SHIPPING_QUOTE_TTL_SECONDS: how long a QuoteShippingRate quote binds,
+ *   1 to 86400. Default 1800 (30 minutes).
  * - SHIPPING_LABEL_CURRENCY: currency of the sandbox carrier's label costs.
  *   Default EUR.
  * - SHIPPING_RATE_LIMIT_TRACKING / SHIPPING_RATE_LIMIT_WINDOW_MS: TrackShipment
@@ -24,6 +26,7 @@ export interface ShippingConfig {
   webhookSecrets: ReadonlyMap<string, string[]>;
   webhookToleranceSeconds: number;
   labelCurrency: string;
+  quoteTtlSeconds: number;
   trackingChecksPerWindow: number;
   rateLimitWindowMs: number;
 }
@@ -43,7 +46,8 @@ export function loadShippingConfig(env: Env = process.env): ShippingConfig {
   }
   const webhookToleranceSeconds = r.int("SHIPPING_WEBHOOK_TOLERANCE_SECONDS", 300, 30, 3600);
   const labelCurrency = r.currency("SHIPPING_LABEL_CURRENCY", "EUR");
+  const quoteTtlSeconds = r.int("SHIPPING_QUOTE_TTL_SECONDS", 1800, 1, 86_400);
   const trackingChecksPerWindow = r.int("SHIPPING_RATE_LIMIT_TRACKING", 60, 1, 1_000_000);
   const rateLimitWindowMs = r.int("SHIPPING_RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3_600_000);
-  return r.done({ webhookSecrets, webhookToleranceSeconds, labelCurrency, trackingChecksPerWindow, rateLimitWindowMs }, "shipping service configuration");
+  return r.done({ webhookSecrets, webhookToleranceSeconds, labelCurrency, quoteTtlSeconds, trackingChecksPerWindow, rateLimitWindowMs }, "shipping service configuration");
 }

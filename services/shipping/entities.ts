@@ -60,6 +60,20 @@ export const ShippingRateEntity = defineEntity({
 });
 export type ShippingRateRow = InferEntity<typeof ShippingRateEntity>;
 
+export const ShippingQuoteEntity = defineEntity({
+  name: "ShippingQuote",
+  tableName: "shipping_quotes",
+  properties: {
+    id: p.uuid().primary(),
+    /** The ShippingQuote message, protobuf binary. */
+    quote: p.blob(),
+    totalWeightGrams: p.integer(),
+    expiresAt: p.datetime(),
+    createdAt: p.datetime().onCreate(now),
+  },
+});
+export type ShippingQuoteRow = InferEntity<typeof ShippingQuoteEntity>;
+
 export const ShipmentEntity = defineEntity({
   name: "Shipment",
   tableName: "shipments",
@@ -116,4 +130,4 @@ export const TrackingEventEntity = defineEntity({
 });
 export type TrackingEventRow = InferEntity<typeof TrackingEventEntity>;
 
-export const shippingEntities = [CarrierEntity, ShippingMethodEntity, ShippingRateEntity, ShipmentEntity, ShipmentItemEntity, TrackingEventEntity];
+export const shippingEntities = [CarrierEntity, ShippingMethodEntity, ShippingRateEntity, ShippingQuoteEntity, ShipmentEntity, ShipmentItemEntity, TrackingEventEntity];

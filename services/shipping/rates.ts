@@ -6,8 +6,9 @@
  * every-country rate; then the lowest price after free_above wins. One
  * statement picks the winner of every method (distinct on).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { v7 as uuidv7 } from "uuid";
 import type { Money } from "../../gen/ecommerce/common/v1/money_pb.js";
 import {
   type GetShippingRatesRequest,
@@ -17,10 +18,11 @@ import {
   ShippingQuoteSchema,
 } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
-import { failedPrecondition, invalidArgument } from "../../kit/errors.ts";
+import { Code, domainError, failedPrecondition, invalidArgument } from "../../kit/errors.ts";
 import { money, moneyOrUndefined } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { findMethod } from "./carriers.ts";
+import { ShippingQuoteEntity } from "./entities.ts";
 
 /** The most a parcel's total weight may be (the contract's item limits allow more than int32 grams). */
 const maxTotalGrams = 2_147_483_647;
@@ -112,7 +114,8 @@ export async function getShippingRates(em: EntityManager, req: GetShippingRatesR
   return { quotes: rows.map((r) => quoteOf(r, req.currencyCode, now)), totalWeightGrams: weight };
 }
 
-export async function quoteShippingRate(em: EntityManager, req: QuoteShippingRateRequest) {
+/** Prices the chosen method and stores the quote, binding for `ttlSeconds`. */
+export async function quoteShippingRate(em: EntityManager, ttlSeconds: number, req: QuoteShippingRateRequest) {
   const weight = totalWeightOf(req.items);
   const method = await findMethod(em, req.methodId);
   const country = req.shipTo!.countryCode;
@@ -124,5 +127,27 @@ export async function quoteShippingRate(em: EntityManager, req: QuoteShippingRat
       { method_id: method.id, country_code: country, total_weight_grams: String(weight) },
     );
   }
-  return { quote: quoteOf(row, req.subtotal!.currencyCode, new Date()), totalWeightGrams: weight };
+  const now = new Date();
+  const quote = quoteOf(row, req.subtotal!.currencyCode, now);
+  const stored = em.create(ShippingQuoteEntity, {
+    id: uuidv7(),
+    quote: Buffer.from(toBinary(ShippingQuoteSchema, quote)),
+    totalWeightGrams: weight,
+    expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
+    createdAt: now,
+  });
+  await em.flush();
+  return { quote, totalWeightGrams: weight, quoteId: stored.id, expiresAt: timestampFromDate(stored.expiresAt) };
+}
+
+/** A stored quote as it was made, while it holds. */
+export async function getShippingQuote(em: EntityManager, quoteId: string) {
+  const row = await em.findOne(ShippingQuoteEntity, { id: quoteId });
+  if (!row) throw domainError(Code.NotFound, `shipping quote ${quoteId} not found`, { reason: "SHIPPING_QUOTE_NOT_FOUND", resource: { type: "shipping quote", name: quoteId } });
+  if (row.expiresAt.getTime() <= Date.now()) {
+    throw failedPrecondition(`shipping quote ${quoteId} expired at ${row.expiresAt.toISOString()}; quote again with QuoteShippingRate`, "QUOTE_EXPIRED", {
+      expires_at: row.expiresAt.toISOString(),
+    });
+  }
+  return { quote: fromBinary(ShippingQuoteSchema, row.quote), totalWeightGrams: row.totalWeightGrams, quoteId: row.id, expiresAt: timestampFromDate(row.expiresAt) };
 }

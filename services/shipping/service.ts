@@ -29,7 +29,7 @@ import { shippingEntities } from "./entities.ts";
 import { ShippingTables } from "./migrations/0001_shipping_tables.ts";
 import { loadShippingConfig } from "./config.ts";
 import { carrierProviders } from "./providers.ts";
-import { getShippingRates, quoteShippingRate } from "./rates.ts";
+import { getShippingQuote, getShippingRates, quoteShippingRate } from "./rates.ts";
 import {
   addTrackingEvent,
   adminGetShipment,
@@ -70,7 +70,8 @@ export const shippingService = defineService({
       listShipmentsForOrder: (req, ctx) => listShipmentsForOrder(emOf(ctx), requireUser(ctx).userId, req.orderId),
 
       // INTERNAL (order)
-      quoteShippingRate: (req, ctx) => quoteShippingRate(emOf(ctx), req),
+      quoteShippingRate: (req, ctx) => quoteShippingRate(emOf(ctx), config.quoteTtlSeconds, req),
+      getShippingQuote: (req, ctx) => getShippingQuote(emOf(ctx), req.quoteId),
 
       // ADMIN: the kit's interceptor enforced the policy.
       createCarrier: (req, ctx) => createCarrier(emOf(ctx), req),

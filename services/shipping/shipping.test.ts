@@ -10,6 +10,7 @@ import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { money } from "../../kit/money.ts";
 import { addBusinessDays } from "./rates.ts";
+import { eventually } from "../../kit/testing/mesh.ts";
 import { auth, carrierWithMethod, failure, type ShippingHarness, startShippingHarness } from "./testing.ts";
 
 let h: ShippingHarness;
@@ -198,11 +199,40 @@ describe("rate selection", () => {
     const cur = "DKK";
     const { method } = await carrierWithMethod(h, nextCode(), [1, 2]);
     await h.shipping.createShippingRate({ methodId: method.id, countries: ["DK"], maxWeightGrams: 5000, price: money(3900n, cur) }, auth(h.admin));
-    const { quote, totalWeightGrams } = await h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("DK"), items: parcel(1200, 2), subtotal: money(10000n, cur) }, auth(h.order));
+    const { quote, totalWeightGrams, quoteId, expiresAt } = await h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("DK"), items: parcel(1200, 2), subtotal: money(10000n, cur) }, auth(h.order));
     expect([quote!.methodId, quote!.price!.amountMinor, quote!.price!.currencyCode, totalWeightGrams]).toEqual([method.id, 3900n, cur, 2400]);
+    // Binding: the stored quote keeps its price when the rates change.
+    const { shippingRates } = await h.shipping.listShippingRates({ methodId: method.id }, auth(h.admin));
+    await h.shipping.updateShippingRate({ shippingRate: { id: shippingRates[0]!.id, price: money(9900n, cur) }, updateMask: { paths: ["price"] } }, auth(h.admin));
+    const stored = await h.shipping.getShippingQuote({ quoteId }, auth(h.order));
+    expect([stored.quote!.price!.amountMinor, stored.totalWeightGrams, stored.quoteId]).toEqual([3900n, 2400, quoteId]);
+    expect(Number(expiresAt!.seconds) - Date.now() / 1000).toBeGreaterThan(25 * 60);
+    expect((await failure(h.shipping.getShippingQuote({ quoteId }, auth(h.cart)))).code).toBe(Code.PermissionDenied);
+    expect((await failure(h.shipping.getShippingQuote({ quoteId: uuidv7() }, auth(h.order)))).reason).toBe("SHIPPING_QUOTE_NOT_FOUND");
     const tooHeavy = await failure(h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("DK"), items: parcel(5000), subtotal: money(0n, cur) }, auth(h.order)));
     expect([tooHeavy.code, tooHeavy.reason]).toEqual([Code.FailedPrecondition, "SHIPPING_UNAVAILABLE"]);
     const elsewhere = await failure(h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("SE"), items: parcel(100), subtotal: money(0n, cur) }, auth(h.order)));
     expect(elsewhere.reason).toBe("SHIPPING_UNAVAILABLE");
+  });
+});
+
+describe("quote expiry", () => {
+  it("a stored quote holds until its expiry, then is refused as QUOTE_EXPIRED", async () => {
+    const short = await startShippingHarness({ SHIPPING_QUOTE_TTL_SECONDS: "1" });
+    try {
+      const { method } = await carrierWithMethod(short, nextCode());
+      await short.shipping.createShippingRate({ methodId: method.id, price: money(500n, "EUR") }, auth(short.admin));
+      const { quoteId, expiresAt } = await short.shipping.quoteShippingRate(
+        { methodId: method.id, shipTo: address("DE"), items: parcel(100), subtotal: money(1000n, "EUR") },
+        auth(short.order),
+      );
+      const expired = await eventually(async () => {
+        const f = await failure(short.shipping.getShippingQuote({ quoteId }, auth(short.order))).catch(() => undefined);
+        return f?.reason === "QUOTE_EXPIRED" ? f : undefined;
+      });
+      expect([expired.code, expired.metadata?.expires_at]).toEqual([Code.FailedPrecondition, new Date(Number(expiresAt!.seconds) * 1000 + expiresAt!.nanos / 1e6).toISOString()]);
+    } finally {
+      await short.stop();
+    }
   });
 });

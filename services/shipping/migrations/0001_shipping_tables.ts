@@ -1,7 +1,8 @@
 /**
  * The Shipping service's tables (ARCHITECTURE.md shipping_db: carriers,
  * shipping_methods, shipping_rates, shipments, shipment_items,
- * tracking_events). Weights carry their unit in the name (grams) and money is
+ * tracking_events) plus shipping_quotes, the binding quotes of
+ * QuoteShippingRate. Weights carry their unit in the name (grams) and money is
  * bigint minor units with the rate's one currency, so the CHECKs can hold the
  * contract's rules (a non-empty weight band, free_above positive) even for a
  * bug. Committed: never edit, add a new migration instead.
@@ -55,6 +56,16 @@ export class ShippingTables extends Migration {
     )`);
     // Every quote reads the rates of the live methods in one currency.
     this.addSql("create index shipping_rates_method on shipping_rates (method_id, currency)");
+
+    this.addSql(`create table shipping_quotes (
+      id uuid primary key,
+      -- The ShippingQuote message as it was answered (protobuf binary): returned unchanged until expires_at.
+      quote bytea not null,
+      total_weight_grams integer not null,
+      expires_at timestamptz not null,
+      created_at timestamptz not null default now()
+    )`);
+    this.addSql("create index shipping_quotes_expires on shipping_quotes (expires_at)");
 
     this.addSql(`create table shipments (
       id uuid primary key,
