@@ -340,6 +340,10 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       routeOf.set(request, route);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const header = hook.signatureHeaders.map((h) => request.headers[h]).find((v) => typeof v === "string") ?? "";
+      if (header === "") {
+        void reply.code(401).send({ code: "unauthenticated", message: `the webhook has no signature header (${hook.signatureHeaders.join(" or ")})` });
+        return;
+      }
       const body = Buffer.from(JSON.stringify({ [hook.nameField]: request.params.name, payload: raw.toString("base64"), signature: header }));
       reply.from(`/${route.rpc}`, {
         body,

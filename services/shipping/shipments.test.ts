@@ -84,7 +84,8 @@ describe("CreateShipment", () => {
 
   it("returns the first shipment for a retried key and refuses the key for another request", async () => {
     const order = orderOf(h, customerId, [2]);
-    const req = { orderId: order.id, items: [{ orderItemId: order.items[0]!.id, quantity: 1 }], methodId, weightGrams: 500, idempotencyKey: key() };
+    // Every unit at once: the second of two concurrent calls can only succeed as the first one's replay.
+    const req = { orderId: order.id, items: [{ orderItemId: order.items[0]!.id, quantity: 2 }], methodId, weightGrams: 500, idempotencyKey: key() };
     const [one, two] = await Promise.all([h.shipping.createShipment(req, auth(h.admin)), h.shipping.createShipment(req, auth(h.admin))]);
     expect(two.shipment!.id).toBe(one.shipment!.id);
     const reused = await failure(h.shipping.createShipment({ ...req, weightGrams: 600 }, auth(h.admin)));
@@ -225,6 +226,8 @@ describe("tracking", () => {
       const bad = await post(signWebhook(body, "not-the-sandbox-key-at-all-123"));
       expect(bad.status).toBe(401);
       expect(((await bad.json()) as { code: string }).code).toBe("unauthenticated");
+      const unsigned = await fetch(`${edge.url}/webhooks/carriers/sandbox`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      expect(unsigned.status).toBe(401);
       expect((await post(signWebhook(body, developmentSandboxWebhookSecret), "/webhooks/carriers/nobody")).status).toBe(404);
       const good = await post(signWebhook(body, developmentSandboxWebhookSecret));
       expect([good.status, ((await good.json()) as { outcome: string }).outcome]).toEqual([200, "WEBHOOK_OUTCOME_APPLIED"]);

@@ -163,10 +163,12 @@ export async function createShipment(em: EntityManager, peers: PeerClients, prov
   const estimated = dateOf(req.estimatedDelivery) ?? label?.estimatedDelivery ?? new Date(now.getTime() + method.maxDays * 86_400_000);
 
   try {
-    return await transaction(em, async (tx) => {
+    const done: { shipment: Shipment } | { replay: true } = await transaction(em, async (tx) => {
       const sql = sqlOf(tx);
       // One order's shipments are created one at a time, so two parcels cannot both take the last units.
       await sql.run("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`shipment-order:${order.id}`]);
+      // A concurrent call with the same key committed while this one waited: answer as its retry.
+      if (await sql.one("select 1 from shipments where idempotency_key = $1", [req.idempotencyKey])) return { replay: true as const };
       const shippedRows = await sql.all<{ order_item_id: string; quantity: string }>(
         `select i.order_item_id, sum(i.quantity)::text as quantity from shipment_items i join shipments s on s.id = i.shipment_id
           where s.order_id = $1 and s.status <> 'returned' group by i.order_item_id`,
@@ -227,6 +229,7 @@ export async function createShipment(em: EntityManager, peers: PeerClients, prov
       await tx.flush();
       return { shipment };
     });
+    return "replay" in done ? (await replay())! : done;
   } catch (error) {
     const constraint = uniqueViolation(error);
     if (constraint === "shipments_idempotency_key_unique") return (await replay())!;
