@@ -216,10 +216,25 @@ describe("rate selection", () => {
   });
 });
 
-describe("quote expiry", () => {
+describe("short limits", () => {
+  let short: ShippingHarness;
+  beforeAll(async () => {
+    short = await startShippingHarness({ SHIPPING_QUOTE_TTL_SECONDS: "1", SHIPPING_RATE_LIMIT_TRACKING: "2" });
+  });
+  afterAll(async () => {
+    await short?.stop();
+  });
+
+  it("TrackShipment is rate-limited per client: RESOURCE_EXHAUSTED past the limit", async () => {
+    const track = () => failure(short.shipping.trackShipment({ trackingNumber: "SBX123456789012" }));
+    expect((await track()).code).toBe(Code.NotFound);
+    expect((await track()).code).toBe(Code.NotFound);
+    const limited = await track();
+    expect([limited.code, limited.reason]).toEqual([Code.ResourceExhausted, "RATE_LIMITED"]);
+  });
+
   it("a stored quote holds until its expiry, then is refused as QUOTE_EXPIRED", async () => {
-    const short = await startShippingHarness({ SHIPPING_QUOTE_TTL_SECONDS: "1" });
-    try {
+    {
       const { method } = await carrierWithMethod(short, nextCode());
       await short.shipping.createShippingRate({ methodId: method.id, price: money(500n, "EUR") }, auth(short.admin));
       const { quoteId, expiresAt } = await short.shipping.quoteShippingRate(
@@ -231,8 +246,6 @@ describe("quote expiry", () => {
         return f?.reason === "QUOTE_EXPIRED" ? f : undefined;
       });
       expect([expired.code, expired.metadata?.expires_at]).toEqual([Code.FailedPrecondition, new Date(Number(expiresAt!.seconds) * 1000 + expiresAt!.nanos / 1e6).toISOString()]);
-    } finally {
-      await short.stop();
     }
   });
 });
