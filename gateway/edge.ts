@@ -23,7 +23,7 @@ import { type ServiceName, serviceNames } from "../kit/catalog.ts";
 import { createListener, type Listener, type ListenerLimits } from "../kit/listener.ts";
 import { createLogger, type Logger } from "../kit/logger.ts";
 import { type ErrorCode, errorResponse, protocolOf, writeErrorResponse } from "../kit/protocol.ts";
-import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute } from "./routes.ts";
+import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute, type WebhookRoute } from "./routes.ts";
 
 export interface EdgeOptions {
   /** Default 8080; 0 picks a free port. */
@@ -333,6 +333,61 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     };
   };
 
+  /** A provider's plain POST as a Connect JSON call of its RPC, the answer as a plain status (edgePolicy.webhooks). */
+  const forwardWebhook = (route: RpcRoute, hook: WebhookRoute) => {
+    const webhookStatus: Record<string, number> = { invalid_argument: 400, unauthenticated: 401, not_found: 404 };
+    return (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
+      routeOf.set(request, route);
+      const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const header = hook.signatureHeaders.map((h) => request.headers[h]).find((v) => typeof v === "string") ?? "";
+      if (header === "") {
+        void reply.code(401).send({ code: "unauthenticated", message: `the webhook has no signature header (${hook.signatureHeaders.join(" or ")})` });
+        return;
+      }
+      const body = Buffer.from(JSON.stringify({ [hook.nameField]: request.params.name, payload: raw.toString("base64"), signature: header }));
+      reply.from(`/${route.rpc}`, {
+        body,
+        contentType: "application/json",
+        timeout: upstreamTimeoutMs,
+        retryDelay: () => null,
+        rewriteRequestHeaders: (req: EdgeRequest) =>
+          ({
+            "content-type": "application/json",
+            "connect-protocol-version": "1",
+            "x-request-id": req.id,
+            "x-forwarded-for": req.ip,
+            "x-forwarded-proto": "http",
+          }) as IncomingHttpHeaders,
+        onResponse: (_req: EdgeRequest, rep: EdgeReply, res: { statusCode: number; stream: unknown }) => {
+          const chunks: Buffer[] = [];
+          const upstream = res.stream as ClientHttp2Stream;
+          upstream.on("data", (chunk: Buffer) => chunks.push(chunk));
+          upstream.once("error", (error: Error) => sendError(rep.request, rep, "unavailable", `the ${route.service} service failed while answering (${failureReason(error)})`, 503));
+          upstream.once("end", () => {
+            if (clientGone(rep)) return;
+            const answer = Buffer.concat(chunks);
+            let status = 200;
+            if (res.statusCode !== 200) {
+              const code = (() => {
+                try {
+                  return String((JSON.parse(answer.toString("utf8")) as { code?: string }).code ?? "");
+                } catch {
+                  return "";
+                }
+              })();
+              status = webhookStatus[code] ?? 503;
+            }
+            void rep.code(status).header("content-type", "application/json").send(answer);
+          });
+        },
+        onError: (rep: EdgeReply, { error }: { error: Error }) => {
+          log.warn({ request_id: rep.request.id, upstream: route.service, rpc: route.rpc, reason: failureReason(error) }, "upstream webhook call failed");
+          void rep.code(503).header("content-type", "application/json").send({ code: "unavailable", message: `the ${route.service} service is unavailable; retry later` });
+        },
+      } as Parameters<FastifyReply["from"]>[1]);
+    };
+  };
+
   const notConfigured = (route: RpcRoute) => (request: FastifyRequest, reply: FastifyReply) => {
     routeOf.set(request, route);
     sendError(request, reply, "unavailable", `the ${route.service} service is unavailable (the edge has no address for it)`);
@@ -381,6 +436,10 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         const getJwks = table.byPath.get(`/${edgePolicy.jwks.rpc}`)!;
         const document = { query: edgePolicy.jwks.query, headers: { "cache-control": edgePolicy.jwks.cacheControl } };
         scope.get(edgePolicy.jwks.path, { logLevel: "error" }, base ? forward(getJwks, document) : notConfigured(getJwks));
+      }
+      for (const hook of edgePolicy.webhooks.filter((w) => w.service === service)) {
+        const route = table.byPath.get(`/${hook.rpc}`)!;
+        scope.post(`${hook.prefix}:name`, { logLevel: "error" }, base ? forwardWebhook(route, hook) : notConfigured(route));
       }
       for (const route of routes) {
         scope.route({

@@ -51,6 +51,15 @@ export interface RpcRoute {
   exposed: boolean;
 }
 
+/** A provider's plain-HTTP webhook mapped onto an RPC (edgePolicy.webhooks). */
+export interface WebhookRoute {
+  prefix: string;
+  service: ServiceName;
+  rpc: string;
+  nameField: string;
+  signatureHeaders: readonly string[];
+}
+
 export interface RouteTable {
   /** Every RPC, in a stable order (files, services, methods as declared). */
   routes: readonly RpcRoute[];
@@ -102,6 +111,23 @@ export const edgePolicy = {
     query: "connect=v1&encoding=json&message=%7B%7D",
     cacheControl: "public, max-age=300",
   },
+  /**
+   * Plain-HTTP webhooks of outside providers (carriers, payment providers), which cannot speak
+   * Connect: `POST <prefix><name>` becomes a Connect JSON call of `rpc` with the raw body as
+   * `payload`, the last path segment as `nameField` and the first of `signatureHeaders` present
+   * as `signature`. The answer is 200 with the response as JSON; an error is 400
+   * (INVALID_ARGUMENT), 401 (UNAUTHENTICATED), 404 (NOT_FOUND) or 503 (anything else, so the
+   * sender retries), with the Connect error JSON as body.
+   */
+  webhooks: [
+    {
+      prefix: "/webhooks/carriers/",
+      service: "shipping",
+      rpc: "ecommerce.shipping.v1.ShippingService/HandleCarrierWebhook",
+      nameField: "carrier_code",
+      signatureHeaders: ["carrier-signature", "sandbox-signature"],
+    },
+  ] satisfies readonly WebhookRoute[],
   /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */
   listener: { ...defaultListenerLimits, http2MaxConcurrentStreams: 100 } satisfies ListenerLimits,
 } as const;

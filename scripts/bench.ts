@@ -25,12 +25,14 @@ import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
+import { shippingService } from "../services/shipping/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
 import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { cartBench } from "./bench/cart.ts";
 import { discountBench } from "./bench/discount.ts";
+import { shippingBench } from "./bench/shipping.ts";
 import { adminToken, productBench } from "./bench/product.ts";
 import { goalsOf, printGoals, printTable } from "./bench/report.ts";
 import { Bench, openLoopShare } from "./bench/run.ts";
@@ -48,12 +50,12 @@ const say = (line: string) => console.log(`[bench] ${line}`);
 
 // Before any service opens its pool: every statement this process sends is counted.
 installSqlCounter();
-say("starting auth, user, product, cart, discount and the edge (private NATS, throwaway databases)");
-const mesh = await startMesh([authService, userService, productService, cartService, discountService]);
+say("starting auth, user, product, cart, discount, shipping and the edge (private NATS, throwaway databases)");
+const mesh = await startMesh([authService, userService, productService, cartService, discountService, shippingService]);
 const edge = await startEdge({
   port: 0,
   host: "127.0.0.1",
-  upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product"), cart: mesh.url("cart"), discount: mesh.url("discount") },
+  upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product"), cart: mesh.url("cart"), discount: mesh.url("discount"), shipping: mesh.url("shipping") },
   logLevel: "silent",
 });
 const meter = await Meter.start(postgresAdminUrl, mesh);
@@ -97,6 +99,7 @@ try {
   const product = await productBench(bench, mesh, edge.url, say);
   await discountBench(bench, mesh, await adminToken(mesh), say);
   await cartBench(bench, mesh, edge.url, await adminToken(mesh), say);
+  await shippingBench(bench, mesh, edge.url, say);
   console.log();
   const idle = bench.idle;
   console.log(

@@ -472,6 +472,7 @@ async function main(): Promise<void> {
     progress: (line, final) => (tty ? process.stderr.write(`\r${line}${final ? "\n" : ""}`) : final ? say(line) : undefined),
   });
   await (await import("../discount/seed.ts")).seedDiscountsCli(say);
+  await (await import("../shipping/seed.ts")).seedShippingCli(say);
   if (!result.loaded) {
     say("already seeded: nothing to do. Pass --reset to empty the catalog and load it again.");
     return;

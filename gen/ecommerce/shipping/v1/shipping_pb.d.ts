@@ -1028,6 +1028,20 @@ export declare type QuoteShippingRateResponse = Message<"ecommerce.shipping.v1.Q
    * @generated from field: int32 total_weight_grams = 2;
    */
   totalWeightGrams: number;
+
+  /**
+   * Id of the stored quote (UUIDv7), for GetShippingQuote.
+   *
+   * @generated from field: string quote_id = 3;
+   */
+  quoteId: string;
+
+  /**
+   * Until when the quote holds.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
 };
 
 /**
@@ -1035,6 +1049,67 @@ export declare type QuoteShippingRateResponse = Message<"ecommerce.shipping.v1.Q
  * Use `create(QuoteShippingRateResponseSchema)` to create a new message.
  */
 export declare const QuoteShippingRateResponseSchema: GenMessage<QuoteShippingRateResponse>;
+
+/**
+ * Request of ShippingService.GetShippingQuote.
+ *
+ * @generated from message ecommerce.shipping.v1.GetShippingQuoteRequest
+ */
+export declare type GetShippingQuoteRequest = Message<"ecommerce.shipping.v1.GetShippingQuoteRequest"> & {
+  /**
+   * Id from QuoteShippingRateResponse.quote_id.
+   *
+   * @generated from field: string quote_id = 1;
+   */
+  quoteId: string;
+};
+
+/**
+ * Describes the message ecommerce.shipping.v1.GetShippingQuoteRequest.
+ * Use `create(GetShippingQuoteRequestSchema)` to create a new message.
+ */
+export declare const GetShippingQuoteRequestSchema: GenMessage<GetShippingQuoteRequest>;
+
+/**
+ * Response of ShippingService.GetShippingQuote.
+ *
+ * @generated from message ecommerce.shipping.v1.GetShippingQuoteResponse
+ */
+export declare type GetShippingQuoteResponse = Message<"ecommerce.shipping.v1.GetShippingQuoteResponse"> & {
+  /**
+   * The quote as it was made.
+   *
+   * @generated from field: ecommerce.shipping.v1.ShippingQuote quote = 1;
+   */
+  quote?: ShippingQuote | undefined;
+
+  /**
+   * Total weight the quote is based on, in grams.
+   *
+   * @generated from field: int32 total_weight_grams = 2;
+   */
+  totalWeightGrams: number;
+
+  /**
+   * Id of the quote.
+   *
+   * @generated from field: string quote_id = 3;
+   */
+  quoteId: string;
+
+  /**
+   * Until when the quote holds.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message ecommerce.shipping.v1.GetShippingQuoteResponse.
+ * Use `create(GetShippingQuoteResponseSchema)` to create a new message.
+ */
+export declare const GetShippingQuoteResponseSchema: GenMessage<GetShippingQuoteResponse>;
 
 /**
  * Request of ShippingService.CreateCarrier.
@@ -2295,6 +2370,12 @@ export declare const ShippingService: GenService<{
    * Prices one shipping method for a checkout, with the same rate selection as
    * GetShippingRates. Called by Order while placing an order.
    *
+   * The quote is binding: it is stored with an id and an expiry
+   * (`expires_at`, SHIPPING_QUOTE_TTL_SECONDS after it was made, 30 minutes by
+   * default, as carriers' rate quotes), and GetShippingQuote returns the same
+   * price until then, whatever happens to the rates meanwhile. A retry makes
+   * another quote, which is harmless (hence NO_SIDE_EFFECTS).
+   *
    * Errors: NOT_FOUND when the method does not exist; FAILED_PRECONDITION with
    * reason SHIPPING_UNAVAILABLE when the method or its carrier is inactive, or
    * no rate of the method covers the country, the weight, the subtotal and the
@@ -2306,6 +2387,20 @@ export declare const ShippingService: GenService<{
     methodKind: "unary";
     input: typeof QuoteShippingRateRequestSchema;
     output: typeof QuoteShippingRateResponseSchema;
+  },
+  /**
+   * Returns a quote made by QuoteShippingRate, as it was made, while it is
+   * valid: Order prices a checkout with it.
+   * Errors: NOT_FOUND (reason SHIPPING_QUOTE_NOT_FOUND) when there is no such
+   * quote; FAILED_PRECONDITION with reason QUOTE_EXPIRED (metadata
+   * expires_at) after its expiry: quote again with QuoteShippingRate.
+   *
+   * @generated from rpc ecommerce.shipping.v1.ShippingService.GetShippingQuote
+   */
+  getShippingQuote: {
+    methodKind: "unary";
+    input: typeof GetShippingQuoteRequestSchema;
+    output: typeof GetShippingQuoteResponseSchema;
   },
   /**
    * Creates a carrier. Errors: ALREADY_EXISTS (reason CARRIER_CODE_TAKEN)
