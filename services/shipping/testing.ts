@@ -1,0 +1,124 @@
+/**
+ * Test harness of the Shipping service: a real server on a throwaway database
+ * and a private nats-server (kit/testing), tokens from a TestIssuer instead of
+ * Auth, and a client per caller (admin, customer, guest, the Order service).
+ * The Order service is not built yet: a stand-in built on the kit (a real
+ * server, real HTTP/2, the kit's policy checks) answers GetOrderInternal with
+ * the orders a test puts in `orders`.
+ */
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { v7 as uuidv7 } from "uuid";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { create } from "@bufbuild/protobuf";
+import { type Order, OrderSchema, OrderService, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { ShippingService } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import { defineService } from "../../kit/server.ts";
+import { notFound } from "../../kit/errors.ts";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { errorFields } from "../../kit/errors.ts";
+import { money } from "../../kit/money.ts";
+import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { TestIssuer } from "../../kit/testing/tokens.ts";
+import { shippingService } from "./service.ts";
+
+/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
+export async function failure(call: Promise<unknown>) {
+  const error = await call.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
+  if (!error) throw new Error("expected the call to fail");
+  const info = error.findDetails(ErrorInfoSchema)[0];
+  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
+}
+
+export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+export const eur = (amountMinor: bigint) => money(amountMinor, "EUR");
+
+/** Stand-in of the Order service's GetOrderInternal: answers from `orders`. */
+function orderStandIn(orders: Map<string, Order>) {
+  return defineService({
+    name: "order",
+    entities: [],
+    migrations: [],
+    routes(router) {
+      router.service(OrderService, {
+        getOrderInternal: (req) => {
+          const order = orders.get(req.orderId);
+          if (!order) throw notFound("order", req.orderId);
+          return { order };
+        },
+      });
+    },
+  });
+}
+
+export interface ShippingHarness {
+  issuer: TestIssuer;
+  mesh: TestMesh;
+  nc: NatsConnection;
+  /** Orders the Order stand-in knows, by id. */
+  orders: Map<string, Order>;
+  shipping: ReturnType<typeof createClient<typeof ShippingService>>;
+  admin: string;
+  customer: string;
+  /** Service credentials of the INTERNAL caller (order) and of a service that is not one. */
+  order: string;
+  cart: string;
+  stop(): Promise<void>;
+}
+
+export async function startShippingHarness(env: Record<string, string> = {}): Promise<ShippingHarness> {
+  const issuer = new TestIssuer();
+  const orders = new Map<string, Order>();
+  const mesh = await startMesh([issuer.trustedBy(orderStandIn(orders)), issuer.trustedBy(shippingService)], env);
+  const nc = await natsConnect({ servers: mesh.nats.url });
+  return {
+    mesh,
+    nc,
+    orders,
+    issuer,
+    shipping: createClient(ShippingService, createGrpcTransport({ baseUrl: mesh.url("shipping") })),
+    admin: await issuer.user(uuidv7(), ["customer", "admin"]),
+    customer: await issuer.user(uuidv7()),
+    order: await issuer.service("order"),
+    cart: await issuer.service("cart"),
+    async stop() {
+      await nc.close();
+      await mesh.stop();
+    },
+  };
+}
+
+/** An active carrier with one active method (min..max days), created by the admin. */
+export async function carrierWithMethod(h: ShippingHarness, code: string, days: [number, number] = [2, 4], methodCode = "standard") {
+  const { carrier } = await h.shipping.createCarrier(
+    { code, name: `${code.toUpperCase()} Parcel`, trackingUrlTemplate: `https://track.example.com/${code}/{tracking_number}`, isActive: true },
+    auth(h.admin),
+  );
+  const { shippingMethod } = await h.shipping.createShippingMethod(
+    { carrierId: carrier!.id, code: methodCode, name: `${methodCode} (${days[0]}-${days[1]} days)`, minDays: days[0], maxDays: days[1], isActive: true },
+    auth(h.admin),
+  );
+  return { carrier: carrier!, method: shippingMethod! };
+}
+
+/** A CONFIRMED order of `userId` shipped to Germany with the given line quantities; registered with the Order stand-in. */
+export function orderOf(h: ShippingHarness, userId: string, quantities: number[], init: Omit<MessageInitShape<typeof OrderSchema>, "$typeName"> = {}): Order {
+  const base: MessageInitShape<typeof OrderSchema> = {
+    id: uuidv7(),
+    userId,
+    status: OrderStatus.CONFIRMED,
+    items: quantities.map((quantity) => ({ id: uuidv7(), productId: uuidv7(), quantity })),
+    shippingAddress: { firstName: "Ada", lastName: "Lovelace", addressLine1: "1 Main St", city: "Berlin", postalCode: "10115", countryCode: "DE" },
+  };
+  const order = create(OrderSchema, { ...base, ...init } as MessageInitShape<typeof OrderSchema>);
+  h.orders.set(order.id, order);
+  return order;
+}
+
+/** A customer token for a given user id (the customer of an order). */
+export const customerToken = (h: ShippingHarness, userId: string) => h.issuer.user(userId);
