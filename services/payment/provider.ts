@@ -7,10 +7,9 @@
  * Each operation carries an idempotency key the provider dedupes on (our
  * payment, capture, void or refund id), so a retried or resumed call never
  * charges twice. A provider that did not answer throws `ProviderUnavailable`;
- * a refusal is an outcome, not an exception.
+ * a refusal is an outcome, not an exception. Webhook signatures use the
+ * kit's one scheme (kit/webhooks.ts, Stripe's) unless a provider has its own.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
-
 export interface MethodDisplay {
   type: "credit_card" | "debit_card" | "paypal";
   brand?: string;
@@ -86,34 +85,3 @@ export interface PaymentProvider {
 export class ProviderUnavailable extends Error {}
 export class WebhookSignatureInvalid extends Error {}
 export class WebhookPayloadInvalid extends Error {}
-
-/**
- * Stripe's webhook signature scheme, which the sandbox uses too:
- * `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`, several v1
- * while a secret is rotated; any v1 matching any of `secrets` passes, and a
- * timestamp more than `toleranceS` away from now is refused (replays).
- */
-export function verifyStripeStyleSignature(payload: Buffer, header: string, secrets: readonly string[], toleranceS: number, nowMs: number): void {
-  let timestamp: string | undefined;
-  const signatures: Buffer[] = [];
-  for (const part of header.split(",")) {
-    const [k, v] = part.trim().split("=", 2);
-    if (k === "t") timestamp = v;
-    else if (k === "v1" && v && /^[0-9a-f]{64}$/.test(v)) signatures.push(Buffer.from(v, "hex"));
-  }
-  if (!timestamp || !/^\d{1,12}$/.test(timestamp) || signatures.length === 0) throw new WebhookSignatureInvalid("the signature header has no timestamp or no v1 signature");
-  if (Math.abs(nowMs / 1000 - Number(timestamp)) > toleranceS) throw new WebhookSignatureInvalid(`the signature's timestamp is more than ${toleranceS} s from now`);
-  const signed = Buffer.concat([Buffer.from(`${timestamp}.`), payload]);
-  const ok = secrets.some((secret) => {
-    const expected = createHmac("sha256", secret).update(signed).digest();
-    return signatures.some((s) => timingSafeEqual(s, expected));
-  });
-  if (!ok) throw new WebhookSignatureInvalid("no signature matches a configured webhook secret");
-}
-
-/** Signs a payload in Stripe's format with each secret (the sandbox's sender, and tests). */
-export function signStripeStyle(payload: Buffer | string, secrets: readonly string[], nowMs: number): string {
-  const t = Math.floor(nowMs / 1000);
-  const signed = Buffer.concat([Buffer.from(`${t}.`), Buffer.from(payload)]);
-  return [`t=${t}`, ...secrets.map((s) => `v1=${createHmac("sha256", s).update(signed).digest("hex")}`)].join(",");
-}

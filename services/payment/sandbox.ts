@@ -17,7 +17,9 @@
  * systems, not for our records (those are in payment_db). Every operation is
  * idempotent by the key the service passes, as Stripe's Idempotency-Key is.
  */
+import { ConnectError } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
+import { verifyWebhook } from "../../kit/webhooks.ts";
 import {
   type AuthorizeInput,
   type MethodDisplay,
@@ -26,7 +28,7 @@ import {
   type ProviderOutcome,
   type ProviderPaymentState,
   ProviderUnavailable,
-  verifyStripeStyleSignature,
+  WebhookSignatureInvalid,
   WebhookPayloadInvalid,
 } from "./provider.ts";
 
@@ -150,7 +152,11 @@ export class SandboxProvider implements PaymentProvider {
    * "data": {"payment_id", "amount_minor", "failure_code", "failure_message"}}.
    */
   verifyWebhook(payload: Buffer, signature: string, nowMs: number): void {
-    verifyStripeStyleSignature(payload, signature, this.options.webhookSecrets, this.options.toleranceS, nowMs);
+    try {
+      verifyWebhook(signature, payload, this.options.webhookSecrets, { toleranceSeconds: this.options.toleranceS, nowSeconds: Math.floor(nowMs / 1000) });
+    } catch (error) {
+      throw error instanceof ConnectError ? new WebhookSignatureInvalid(error.rawMessage) : error;
+    }
   }
 
   parseEvent(payload: Buffer): ProviderEvent {

@@ -22,8 +22,8 @@ import { eventsOnStream } from "../../kit/testing/events.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import type { IntervalJob } from "../../kit/jobs.ts";
+import { signWebhook } from "../../kit/webhooks.ts";
 import { userService } from "../user/service.ts";
-import { signStripeStyle } from "./provider.ts";
 import { paymentService } from "./service.ts";
 
 export { failure } from "../discount/testing.ts";
@@ -97,7 +97,10 @@ export function sandboxWebhook(
   const payload = Buffer.from(
     JSON.stringify({ id: event.id ?? `evt_${uuidv7()}`, type: event.type, sequence: event.sequence, data: { payment_id: event.paymentId, failure_code: event.failureCode } }),
   );
-  return { provider: "sandbox", payload, signature: signStripeStyle(payload, secrets, atMs) };
+  const t = Math.floor(atMs / 1000);
+  // One v1 per secret, as a sender rotating its secret signs.
+  const [first, ...more] = secrets.map((secret) => signWebhook(payload, secret, t));
+  return { provider: "sandbox", payload, signature: [first, ...more.map((h) => h.slice(h.indexOf(",") + 1))].join(",") };
 }
 
 export function paymentEvents<D extends DescMessage>(h: PaymentHarness, schema: D): Promise<MessageShape<D>[]> {
