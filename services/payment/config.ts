@@ -10,6 +10,10 @@
  *   accepted during a rotation; default none.
  * - PAYMENT_WEBHOOK_TOLERANCE_S: how far a webhook's signed timestamp may be
  *   from now, in seconds; default 300 (Stripe's).
+ * - PAYMENT_SANDBOX_WEBHOOK_URL: where the sandbox POSTs its signed webhooks;
+ *   default this service's own route (PAYMENT_SERVICE_URL, else
+ *   http://127.0.0.1:$PORT, + /webhooks/payments/sandbox); behind the edge, set
+ *   it to the edge's /webhooks/payments/sandbox. "off" sends none.
  * - PAYMENT_SANDBOX_SLOW_MS / PAYMENT_SANDBOX_ASYNC_MS: when tok_sandbox_slow
  *   answers (default 10000) and tok_sandbox_async settles (default 2000).
  * - PAYMENT_AUTHORIZATION_TTL_HOURS: how long an authorization holds before it
@@ -23,7 +27,7 @@ import { type Env, EnvReader } from "../../kit/env.ts";
 
 export interface PaymentConfig {
   provider: string;
-  sandbox: { webhookSecrets: string[]; toleranceS: number; slowMs: number; asyncMs: number };
+  sandbox: { webhookSecrets: string[]; toleranceS: number; slowMs: number; asyncMs: number; webhookUrl: string | undefined };
   authorizationTtlMs: number;
   reconcileEveryMs: number;
   reconcileAfterMs: number;
@@ -37,6 +41,9 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
   const secret = r.secret("PAYMENT_SANDBOX_WEBHOOK_SECRET", "whsec_dev_only_sandbox_webhook_secret_do_not_use");
   const previous = r.list("PAYMENT_SANDBOX_WEBHOOK_PREVIOUS_SECRETS", []);
   const toleranceS = r.int("PAYMENT_WEBHOOK_TOLERANCE_S", 300, 1, 3600);
+  const own = env.PAYMENT_SERVICE_URL ?? `http://127.0.0.1:${env.PORT ?? "50055"}`;
+  const webhookUrl = r.string("PAYMENT_SANDBOX_WEBHOOK_URL", `${own}/webhooks/payments/sandbox`);
+  if (webhookUrl !== "off") r.url("PAYMENT_SANDBOX_WEBHOOK_URL", webhookUrl, ["http:", "https:"]);
   const slowMs = r.int("PAYMENT_SANDBOX_SLOW_MS", 10_000, 1, 600_000);
   const asyncMs = r.int("PAYMENT_SANDBOX_ASYNC_MS", 2_000, 0, 600_000);
   const ttlHours = r.int("PAYMENT_AUTHORIZATION_TTL_HOURS", 168, 1, 30 * 24);
@@ -45,7 +52,7 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
   return r.done(
     {
       provider,
-      sandbox: { webhookSecrets: [secret, ...previous], toleranceS, slowMs, asyncMs },
+      sandbox: { webhookSecrets: [secret, ...previous], toleranceS, slowMs, asyncMs, webhookUrl: webhookUrl === "off" ? undefined : webhookUrl },
       authorizationTtlMs: ttlHours * 3_600_000,
       reconcileEveryMs,
       reconcileAfterMs,

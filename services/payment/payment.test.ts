@@ -24,7 +24,10 @@ let h: PaymentHarness;
 
 beforeAll(async () => {
   // Reconciliation runs only when a test asks (runNow), and looks at any unsettled payment.
-  h = await startPaymentHarness({ PAYMENT_RECONCILE_EVERY_MS: String(24 * 3_600_000), PAYMENT_RECONCILE_AFTER_MS: "0", PAYMENT_SANDBOX_SLOW_MS: "1500" });
+  h = await startPaymentHarness({ PAYMENT_RECONCILE_EVERY_MS: String(24 * 3_600_000), PAYMENT_RECONCILE_AFTER_MS: "0", PAYMENT_SANDBOX_SLOW_MS: "1500",
+    // Async payments are settled by the tests' own webhooks here (webhook-delivery.test.ts has the sandbox's).
+    PAYMENT_SANDBOX_ASYNC_MS: "600000",
+  });
 });
 
 afterAll(async () => {

@@ -3,14 +3,15 @@
  * (its settings in config.ts); the domain only sees `PaymentProvider`.
  */
 import { invalidArgument } from "../../kit/errors.ts";
+import type { Logger } from "../../kit/logger.ts";
 import type { PaymentConfig } from "./config.ts";
 import type { PaymentProvider } from "./provider.ts";
 import { SandboxProvider } from "./sandbox.ts";
 
 export class Providers {
   private readonly byName = new Map<string, PaymentProvider>();
-  constructor(config: PaymentConfig) {
-    this.byName.set("sandbox", new SandboxProvider(config.sandbox));
+  constructor(config: PaymentConfig, log: Logger) {
+    this.byName.set("sandbox", new SandboxProvider(config.sandbox, log));
     this.defaultName = config.provider;
   }
   readonly defaultName: string;

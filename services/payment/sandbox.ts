@@ -9,8 +9,10 @@
  * - tok_sandbox_retry: the first two attempts of a payment fail transiently, the third succeeds.
  * - tok_sandbox_slow: answers after SANDBOX_SLOW_MS; a caller that gives up first
  *   still gets the authorization made (what reconciliation repairs).
- * - tok_sandbox_async: PROCESSING; the outcome is authorized SANDBOX_ASYNC_MS later
- *   and reported by a signed webhook.
+ * - tok_sandbox_async: PROCESSING; the outcome is authorized PAYMENT_SANDBOX_ASYNC_MS
+ *   later and reported by signed webhooks to PAYMENT_SANDBOX_WEBHOOK_URL, delivered
+ *   the way real providers may: the later event first, the earlier one after it,
+ *   and the later one again (a receiver must dedupe and apply in sequence order).
  * - anything else: declined with invalid_token.
  *
  * Its ledger is this process's memory: it stands for the provider's own
@@ -19,7 +21,8 @@
  */
 import { ConnectError } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
-import { verifyWebhook } from "../../kit/webhooks.ts";
+import type { Logger } from "../../kit/logger.ts";
+import { signWebhook, verifyWebhook } from "../../kit/webhooks.ts";
 import {
   type AuthorizeInput,
   type MethodDisplay,
@@ -37,6 +40,8 @@ export interface SandboxOptions {
   toleranceS: number;
   slowMs: number;
   asyncMs: number;
+  /** Where webhooks are POSTed; undefined sends none. */
+  webhookUrl: string | undefined;
 }
 
 interface SandboxPayment {
@@ -62,9 +67,11 @@ export class SandboxProvider implements PaymentProvider {
   private readonly transientFailures = new Map<string, number>();
 
   private readonly options: SandboxOptions;
+  private readonly log: Logger;
 
-  constructor(options: SandboxOptions) {
+  constructor(options: SandboxOptions, log: Logger) {
     this.options = options;
+    this.log = log;
   }
 
   async authorize(input: AuthorizeInput, signal: AbortSignal): Promise<ProviderOutcome> {
@@ -94,6 +101,7 @@ export class SandboxProvider implements PaymentProvider {
         refundedMinor: 0n,
         settlesAt: Date.now() + this.options.asyncMs,
       });
+      setTimeout(() => void this.settle(input.paymentId), this.options.asyncMs).unref();
     } else {
       outcome = { status: "succeeded", providerId: providerPaymentId, method: card, raw: { id: providerPaymentId, status: "requires_capture", amount: input.amountMinor.toString() } };
       if (token === "tok_sandbox_slow") {
@@ -182,6 +190,36 @@ export class SandboxProvider implements PaymentProvider {
       failureCode: str(data.failure_code),
       failureMessage: str(data.failure_message),
     };
+  }
+
+  /** Settles an async payment and reports it: later event first, then the earlier one, then the later one again. */
+  private async settle(paymentId: string): Promise<void> {
+    await this.retrieve(paymentId);
+    const url = this.options.webhookUrl;
+    if (!url) return;
+    const event = (sequence: number, type: string) => JSON.stringify({ id: `evt_sandbox_${paymentId}_${sequence}`, type, sequence, data: { payment_id: paymentId } });
+    const authorized = event(2, "payment_intent.amount_capturable_updated");
+    for (const body of [authorized, event(1, "payment_intent.processing"), authorized]) await this.deliver(url, body);
+  }
+
+  /** POSTs one signed event, retried with backoff on a failure or a non-2xx answer, as providers do. */
+  private async deliver(url: string, body: string): Promise<void> {
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      try {
+        const res = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json", [this.signatureHeader]: signWebhook(body, this.options.webhookSecrets[0]!) },
+          body,
+          signal: AbortSignal.timeout(10_000),
+        });
+        await res.body?.cancel();
+        if (res.ok) return;
+      } catch {
+        // Retried below.
+      }
+      await new Promise((r) => setTimeout(r, 200 * 2 ** attempt).unref());
+    }
+    this.log.warn({ url }, "sandbox: webhook not delivered after 5 attempts");
   }
 
   private once(key: string, work: () => ProviderOutcome): ProviderOutcome {

@@ -18,7 +18,7 @@ import { PaymentTables } from "./migrations/0001_payment_tables.ts";
 import { authorizePayment, capturePayment, refundPayment, voidPayment } from "./payments.ts";
 import { Providers } from "./providers.ts";
 import { reconcilePayments } from "./reconcile.ts";
-import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent } from "./webhooks.ts";
+import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent, webhookRoute } from "./webhooks.ts";
 
 export const paymentService = defineService({
   name: "payment",
@@ -27,7 +27,7 @@ export const paymentService = defineService({
   publishes: file_ecommerce_payment_v1_events,
   setup(ctx) {
     const config = loadPaymentConfig(ctx.env);
-    return { config, providers: new Providers(config) };
+    return { config, providers: new Providers(config, ctx.log) };
   },
   routes(router, svc, { config, providers }) {
     const deps = { config, providers, peers: svc.peers };
@@ -61,6 +61,7 @@ export const paymentService = defineService({
       handleProviderWebhook: (req, ctx) => handleProviderWebhook(emOf(ctx), hooks, req),
     });
   },
+  httpRoutes: (ctx, { config, providers }) => [webhookRoute(() => ctx.orm.em.fork(), { config, providers, log: ctx.log })],
   jobs: (ctx, { config, providers }) => [
     intervalJob({
       name: "payment-reconciliation",
