@@ -382,6 +382,22 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         const document = { query: edgePolicy.jwks.query, headers: { "cache-control": edgePolicy.jwks.cacheControl } };
         scope.get(edgePolicy.jwks.path, { logLevel: "error" }, base ? forward(getJwks, document) : notConfigured(getJwks));
       }
+      const webhookPath = edgePolicy.webhooks[service];
+      if (webhookPath) {
+        // The signature covers the raw body: relayed byte for byte, path and headers as they came.
+        scope.post(webhookPath, { logLevel: "error" }, (request, reply) => {
+          if (!base) return sendError(request, reply, "unavailable", `the ${service} service is unavailable (the edge has no address for it)`);
+          const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+          reply.from(request.url, {
+            body,
+            contentType: request.headers["content-type"] ?? "application/octet-stream",
+            timeout: upstreamTimeoutMs,
+            retryDelay: () => null,
+            rewriteRequestHeaders: upstreamHeaders,
+            onError: (rep: EdgeReply, { error }: { error: Error }) => sendError(rep.request, rep, "unavailable", `the ${service} service is unavailable (${failureReason(error)})`),
+          } as Parameters<FastifyReply["from"]>[1]);
+        });
+      }
       for (const route of routes) {
         scope.route({
           method: route.readOnly ? ["GET", "POST"] : ["POST"],

@@ -102,6 +102,11 @@ export const edgePolicy = {
     query: "connect=v1&encoding=json&message=%7B%7D",
     cacheControl: "public, max-age=300",
   },
+  /**
+   * Plain HTTP webhook routes of providers and carriers, forwarded unchanged (raw body, signature
+   * header) to the service's own route (kit/http-routes.ts); the service answers 200/400/401/503.
+   */
+  webhooks: { payment: "/webhooks/payments/:provider" } as Partial<Record<ServiceName, string>>,
   /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */
   listener: { ...defaultListenerLimits, http2MaxConcurrentStreams: 100 } satisfies ListenerLimits,
 } as const;

@@ -5,6 +5,7 @@
  * ends in the provider's state; the route's HTTP answers.
  */
 import { v7 as uuidv7 } from "uuid";
+import { type RunningEdge, startEdge } from "../../gateway/edge.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PaymentStatus, WebhookEventStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { money } from "../../kit/money.ts";
@@ -13,17 +14,20 @@ import { signWebhook } from "../../kit/webhooks.ts";
 import { auth, type PaymentHarness, sandboxWebhook, startPaymentHarness, webhookSecret } from "./testing.ts";
 
 let h: PaymentHarness;
+let edge: RunningEdge;
 
 beforeAll(async () => {
   h = await startPaymentHarness({ PAYMENT_SANDBOX_ASYNC_MS: "200" });
+  edge = await startEdge({ port: 0, host: "127.0.0.1", upstreams: { payment: h.mesh.url("payment") }, logLevel: "silent" });
 });
 
 afterAll(async () => {
+  await edge?.stop();
   await h?.stop();
 });
 
-const post = (path: string, body: Buffer | string, headers: Record<string, string> = {}) =>
-  fetch(`${h.mesh.url("payment")}${path}`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
+const post = (path: string, body: Buffer | string, headers: Record<string, string> = {}, base = h.mesh.url("payment")) =>
+  fetch(`${base}${path}`, { method: "POST", body, headers: { "content-type": "application/json", ...headers } });
 
 describe("sandbox webhook deliveries", () => {
   it("settles tok_sandbox_async by its webhooks: later event first, earlier after, later again", async () => {
@@ -70,5 +74,17 @@ describe("sandbox webhook deliveries", () => {
     const refused = await post("/webhooks/payments/sandbox", garbage, { "sandbox-signature": signWebhook(garbage, webhookSecret) });
     expect(refused.status).toBe(400);
     expect(await refused.json()).toMatchObject({ reason: "WEBHOOK_PAYLOAD_INVALID" });
+  });
+
+  it("the edge forwards POST /webhooks/payments/<provider> with its raw body and signature", async () => {
+    const event = sandboxWebhook({ type: "payment_intent.processing", sequence: 1, paymentId: uuidv7() });
+    const accepted = await post("/webhooks/payments/sandbox", event.payload, { "sandbox-signature": event.signature }, edge.url);
+    expect(accepted.status).toBe(200);
+    const stored = (await accepted.json()) as { webhook_event_id: string };
+    const { events } = await h.payments.listWebhookEvents({ providerEventId: JSON.parse(event.payload.toString()).id, includePayload: true }, auth(h.admin));
+    expect(events.map((e) => e.id)).toEqual([stored.webhook_event_id]);
+    expect(Buffer.from(events[0]!.payload).equals(event.payload)).toBe(true);
+    const forged = await post("/webhooks/payments/sandbox", event.payload, { "sandbox-signature": event.signature.replace(/v1=(.)/, (_m, c: string) => `v1=${c === "0" ? "1" : "0"}`) }, edge.url);
+    expect(forged.status).toBe(401);
   });
 });
