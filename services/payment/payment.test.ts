@@ -188,7 +188,11 @@ describe("capture, void, refund", () => {
     expectAmountsFromLog(captured);
     const again = (await h.payments.capturePayment({ paymentId: payment!.id, amount: money(800n, "EUR") }, auth(h.order))).payment!;
     expect(again.transactions).toHaveLength(2);
-    expect(await failure(h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order)))).toMatchObject({ code: Code.FailedPrecondition, reason: "ALREADY_CAPTURED" });
+    expect((await h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order))).payment?.amountCaptured?.amountMinor).toBe(800n);
+    expect(await failure(h.payments.capturePayment({ paymentId: payment!.id, amount: money(1000n, "EUR") }, auth(h.order)))).toMatchObject({
+      code: Code.FailedPrecondition,
+      reason: "ALREADY_CAPTURED",
+    });
     expect(await failure(h.payments.voidPayment({ paymentId: payment!.id, reason: "order_cancelled" }, auth(h.order)))).toMatchObject({
       code: Code.FailedPrecondition,
       reason: "PAYMENT_ALREADY_CAPTURED",

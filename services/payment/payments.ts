@@ -282,8 +282,8 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
     [req.paymentId],
   );
   if (capture) {
-    // Captured (or being captured) once: the same amount is the same capture, another amount is refused.
-    if (BigInt(capture.amount_minor) !== amount) {
+    // Captured (or being captured) once: the same amount (or none) is the same capture, another amount is refused.
+    if (req.amount && BigInt(capture.amount_minor) !== amount) {
       throw failedPrecondition(`payment ${req.paymentId} was captured with ${capture.amount_minor} minor units; a payment is captured once`, "ALREADY_CAPTURED", {
         captured_minor: capture.amount_minor,
       });
@@ -313,8 +313,9 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
     capture = { id, amount_minor: amount.toString(), status: "pending" };
   }
   const captureId = capture.id;
+  const captureMinor = BigInt(capture.amount_minor);
   const provider = deps.providers.get(p.provider);
-  const outcome = await callProvider("capture", (signal) => provider.capture(p.provider_payment_id!, amount, captureId, signal));
+  const outcome = await callProvider("capture", (signal) => provider.capture(p.provider_payment_id!, captureMinor, captureId, signal));
   await transaction(em, async (tx) => {
     const changed = await recordOperation(tx, captureId, outcome);
     if (!changed) return;
@@ -329,7 +330,7 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
       orderId: p.order_id,
       orderNumber: p.order_number,
       userId: p.user_id,
-      amountCaptured: money(amount, p.currency),
+      amountCaptured: money(captureMinor, p.currency),
       provider: p.provider,
     });
   });

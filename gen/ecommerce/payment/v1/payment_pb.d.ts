@@ -2068,8 +2068,7 @@ export declare const PaymentService: GenService<{
    * Captures an authorized payment, in full or in part. A payment is captured
    * once: capturing less than the authorized amount releases the rest.
    * Idempotent on the payment id: capturing a SUCCEEDED payment again with the
-   * same amount returns it unchanged (an unset amount means the whole
-   * authorized amount, so after a partial capture it is ALREADY_CAPTURED).
+   * same amount (or none) returns it unchanged.
    *
    * Errors: NOT_FOUND when there is no such payment; INVALID_ARGUMENT, reason
    * CURRENCY_MISMATCH, when the amount's currency is not the payment's;
