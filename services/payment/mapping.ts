@@ -90,7 +90,7 @@ export const cardBrand = dbEnum<CardBrand>([
 /** customer: no provider ids or raw responses; internal: provider ids; admin: everything. */
 export type View = "customer" | "internal" | "admin";
 
-interface PaymentRow {
+export interface PaymentRow {
   id: string;
   order_id: string;
   order_number: string;
@@ -122,12 +122,12 @@ interface PaymentRow {
 }
 
 /** One statement: the payment, its method's display data and the sums of its log. */
-const paymentSelect = `select p.*, m.type as m_type, m.card_brand as m_brand, m.last4 as m_last4, m.expiry_month as m_month, m.expiry_year as m_year,
+export const paymentSelect = `select p.*, m.type as m_type, m.card_brand as m_brand, m.last4 as m_last4, m.expiry_month as m_month, m.expiry_year as m_year,
     coalesce((select sum(t.amount_minor) from payment_transactions t where t.payment_id = p.id and t.type = 'capture' and t.status = 'succeeded'), 0) as captured_minor,
     coalesce((select sum(t.amount_minor) from payment_transactions t where t.payment_id = p.id and t.type = 'refund' and t.status = 'succeeded'), 0) as refunded_minor
   from payments p left join payment_methods m on m.id = p.payment_method_id`;
 
-interface RefundRow {
+export interface RefundRow {
   id: string;
   payment_id: string;
   order_id: string;

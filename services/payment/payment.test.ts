@@ -316,3 +316,30 @@ describe("webhooks", () => {
     });
   });
 });
+
+describe("lists", () => {
+  it("ListPaymentsForOrder (the caller's own), ListPayments with filters and pages, ListRefunds", async () => {
+    const userId = uuidv7();
+    const shopper = await h.issuer.user(userId);
+    const orderId = uuidv7();
+    const declined = (await authorize("tok_sandbox_decline", { orderId, userId })).payment!;
+    const paid = (await authorize("tok_sandbox_success", { orderId, userId })).payment!;
+    await h.payments.capturePayment({ paymentId: paid.id }, auth(h.order));
+    const refund = (await h.payments.refundPayment({ paymentId: paid.id, amount: money(100n, "EUR"), reason: RefundReason.GOODWILL, idempotencyKey: key() }, auth(h.returns))).refund!;
+
+    const mine = await h.payments.listPaymentsForOrder({ orderId }, auth(shopper));
+    expect(mine.payments.map((p) => p.id)).toEqual([paid.id, declined.id]);
+    expect(mine.payments[0]?.refunds.map((r) => r.id)).toEqual([refund.id]);
+    expect(mine.payments[0]?.providerPaymentId).toBe("");
+    expect((await h.payments.listPaymentsForOrder({ orderId }, auth(await h.issuer.user(uuidv7())))).payments).toEqual([]);
+
+    const first = await h.payments.listPayments({ userId, pageSize: 1 }, auth(h.admin));
+    expect(first.payments.map((p) => p.id)).toEqual([paid.id]);
+    const second = await h.payments.listPayments({ userId, pageSize: 1, pageToken: first.nextPageToken }, auth(h.admin));
+    expect(second.payments.map((p) => p.id)).toEqual([declined.id]);
+    expect(second.nextPageToken).toBe("");
+    expect((await h.payments.listPayments({ userId, statuses: [PaymentStatus.FAILED] }, auth(h.admin))).payments.map((p) => p.id)).toEqual([declined.id]);
+    expect((await h.payments.listRefunds({ paymentId: paid.id }, auth(h.admin))).refunds.map((r) => [r.id, r.initiatedBy])).toEqual([[refund.id, "returns"]]);
+    expect((await h.payments.getRefund({ refundId: refund.id }, auth(shopper))).refund?.initiatedBy).toBe("");
+  });
+});

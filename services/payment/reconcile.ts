@@ -5,12 +5,14 @@
  * provider and recorded as the provider has it, the same way its answer would
  * have been (recordAuthorization: forward only, first writer wins). A payment
  * the provider never saw is FAILED (processing_error): nothing was held.
+ * The same job processes again the webhooks whose processing failed.
  */
 import type { EntityManager } from "../../kit/db.ts";
 import type { Logger } from "../../kit/logger.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { PaymentConfig } from "./config.ts";
 import { recordAuthorization } from "./payments.ts";
+import { processWebhook, type WebhookDeps } from "./webhooks.ts";
 import type { Providers } from "./providers.ts";
 
 export async function reconcilePayments(em: EntityManager, config: PaymentConfig, providers: Providers, log: Logger, signal: AbortSignal): Promise<number> {
@@ -34,4 +36,16 @@ export async function reconcilePayments(em: EntityManager, config: PaymentConfig
     }
   }
   return repaired;
+}
+
+/** Webhooks whose processing failed (or was cut off after they were stored) are processed again, at most 20 attempts each. */
+export async function retryWebhooks(em: EntityManager, deps: WebhookDeps, signal: AbortSignal): Promise<void> {
+  const due = await sqlOf(em).all<{ id: string }>(
+    `select id from payment_webhooks where status in ('failed', 'pending') and attempts < 20 and coalesce(processed_at, created_at) < now() - interval '30 seconds'
+      order by created_at limit 100`,
+  );
+  for (const w of due) {
+    if (signal.aborted) break;
+    await processWebhook(em.fork(), deps, w.id);
+  }
 }

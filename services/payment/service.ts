@@ -13,11 +13,12 @@ import { intervalJob } from "../../kit/jobs.ts";
 import { defineService } from "../../kit/server.ts";
 import { loadPaymentConfig } from "./config.ts";
 import { paymentEntities } from "./entities.ts";
+import { listPayments, listPaymentsForOrder, listRefunds } from "./lists.ts";
 import { loadPayment, loadRefund } from "./mapping.ts";
 import { PaymentTables } from "./migrations/0001_payment_tables.ts";
 import { authorizePayment, capturePayment, refundPayment, voidPayment } from "./payments.ts";
 import { Providers } from "./providers.ts";
-import { reconcilePayments } from "./reconcile.ts";
+import { reconcilePayments, retryWebhooks } from "./reconcile.ts";
 import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent, webhookRoute } from "./webhooks.ts";
 
 export const paymentService = defineService({
@@ -48,10 +49,13 @@ export const paymentService = defineService({
 
       // CUSTOMER: the caller's own payments and refunds.
       getPayment: async (req, ctx) => ({ payment: await loadPayment(emOf(ctx), req.paymentId, "customer", me(ctx)) }),
+      listPaymentsForOrder: (req, ctx) => listPaymentsForOrder(emOf(ctx), me(ctx), req),
       getRefund: async (req, ctx) => ({ refund: await loadRefund(emOf(ctx), req.refundId, "customer", me(ctx)) }),
 
       // ADMIN.
       adminGetPayment: async (req, ctx) => ({ payment: await loadPayment(emOf(ctx), req.paymentId, "admin") }),
+      listPayments: (req, ctx) => listPayments(emOf(ctx), req),
+      listRefunds: (req, ctx) => listRefunds(emOf(ctx), req),
       adminGetRefund: async (req, ctx) => ({ refund: await loadRefund(emOf(ctx), req.refundId, "admin") }),
       adminRefundPayment: (req, ctx) => refundPayment(emOf(ctx), deps, me(ctx), { ...req, returnRequestId: "", metadata: {} }, "admin"),
       listWebhookEvents: (req, ctx) => listWebhookEvents(emOf(ctx), req),
@@ -69,6 +73,7 @@ export const paymentService = defineService({
       log: ctx.log,
       async run(signal) {
         await reconcilePayments(ctx.orm.em.fork(), config, providers, ctx.log, signal);
+        await retryWebhooks(ctx.orm.em.fork(), { config, providers, log: ctx.log }, signal);
       },
     }),
   ],
