@@ -207,6 +207,20 @@ describe("capture, void, refund", () => {
     expect(await failure(h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order)))).toMatchObject({ code: Code.FailedPrecondition, reason: "PAYMENT_NOT_AUTHORIZED" });
   });
 
+  it("a capture and a void at the same time: exactly one wins", async () => {
+    for (let i = 0; i < 5; i++) {
+      const { payment } = await authorize("tok_sandbox_success");
+      const [captured, voided] = await Promise.allSettled([
+        h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order)),
+        h.payments.voidPayment({ paymentId: payment!.id, reason: "order_cancelled" }, auth(h.order)),
+      ]);
+      expect([captured.status, voided.status].filter((s) => s === "fulfilled")).toHaveLength(1);
+      const after = (await h.payments.getPaymentInternal({ paymentId: payment!.id }, auth(h.order))).payment!;
+      expect(after.status).toBe(captured.status === "fulfilled" ? PaymentStatus.SUCCEEDED : PaymentStatus.CANCELLED);
+      expectAmountsFromLog(after);
+    }
+  });
+
   it("three partial refunds up to the captured amount pass, a fourth is refused; amounts follow the log", async () => {
     const { payment } = await authorize("tok_sandbox_success", { amountMinor: 1000n });
     const id = payment!.id;

@@ -303,6 +303,13 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
     const id = uuidv7();
     try {
       await em.transactional(async (tx) => {
+        // Under the payment's row lock, which a void's update takes too: a capture and a void never both win.
+        const now = await sqlOf(tx).one<{ status: string }>("select status from payments where id = $1 for update", [req.paymentId]);
+        const voiding = await sqlOf(tx).one("select 1 from payment_transactions where payment_id = $1 and type = 'void' and status = 'pending'", [req.paymentId]);
+        if (voiding) throw failedPrecondition(`payment ${req.paymentId} is being voided`, "PAYMENT_NOT_AUTHORIZED", { status: "cancelled" });
+        if (now?.status !== "authorized") {
+          throw failedPrecondition(`payment ${req.paymentId} is ${now?.status}, not authorized`, "PAYMENT_NOT_AUTHORIZED", { status: now?.status ?? "" });
+        }
         tx.create(PaymentTransactionEntity, { id, paymentId: req.paymentId, type: "capture", status: "pending", amountMinor: amount, currency: p.currency });
       });
     } catch (error) {
@@ -352,11 +359,16 @@ async function recordOperation(tx: EntityManager, transactionId: string, outcome
 export async function voidPayment(em: EntityManager, deps: PaymentDeps, req: VoidPaymentRequest): Promise<Out<{ payment: Payment }>> {
   const p = await paymentState(em, req.paymentId);
   if (p.status === "cancelled" || p.status === "failed") return { payment: await loadPayment(em, req.paymentId, "internal") };
-  if (!["pending", "processing", "authorized"].includes(p.status)) {
+  const capturing = await sqlOf(em).one("select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed'", [req.paymentId]);
+  if (capturing || !["pending", "processing", "authorized"].includes(p.status)) {
     throw failedPrecondition(`payment ${req.paymentId} was captured; refund it instead`, "PAYMENT_ALREADY_CAPTURED", { status: p.status });
   }
   const voidId = uuidv7();
   await em.transactional(async (tx) => {
+    // Claimed under the payment's row lock, as a capture is: whichever records first wins.
+    await sqlOf(tx).one("select 1 from payments where id = $1 for update", [req.paymentId]);
+    const captured = await sqlOf(tx).one("select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed'", [req.paymentId]);
+    if (captured) throw failedPrecondition(`payment ${req.paymentId} was captured; refund it instead`, "PAYMENT_ALREADY_CAPTURED", { status: p.status });
     tx.create(PaymentTransactionEntity, { id: voidId, paymentId: req.paymentId, type: "void", status: "pending", amountMinor: BigInt(p.amount_minor), currency: p.currency });
   });
   const provider = deps.providers.get(p.provider);
@@ -367,8 +379,10 @@ export async function voidPayment(em: EntityManager, deps: PaymentDeps, req: Voi
   await em.transactional(async (tx) => {
     await recordOperation(tx, voidId, outcome);
     if (outcome.status === "failed") return;
+    // Not while a capture is recorded or in flight (the capture took the row lock to record it).
     const voided = await sqlOf(tx).run(
-      "update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')",
+      `update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')
+         and not exists (select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed')`,
       [req.paymentId],
     );
     if (voided === 1) {
