@@ -124,6 +124,24 @@ describe("sandbox outcomes", () => {
     expect(reconciled.providerPaymentId).toMatch(/^pi_sandbox_/);
   });
 
+  it("a payment voided while the provider is still authorizing it stays CANCELLED, the late hold released", async () => {
+    const orderId = uuidv7();
+    const call = authorize("tok_sandbox_slow", { orderId });
+    const [row] = await eventually(async () => {
+      const rows = await h.sql<{ id: string }>("select id from payments where order_id = $1", [orderId]);
+      return rows.length ? rows : undefined;
+    });
+    expect((await h.payments.voidPayment({ paymentId: row!.id, reason: "order_cancelled" }, auth(h.order))).payment?.status).toBe(PaymentStatus.CANCELLED);
+    const { payment } = await call;
+    expect(payment?.status).toBe(PaymentStatus.CANCELLED);
+    const admin = (await h.payments.adminGetPayment({ paymentId: row!.id }, auth(h.admin))).payment!;
+    expect(admin.providerPaymentId).toMatch(/^pi_sandbox_/);
+    expect(admin.transactions.map((t) => [t.type, t.status])).toEqual([
+      [TransactionType.AUTHORIZE, TransactionStatus.FAILED],
+      [TransactionType.VOID, TransactionStatus.SUCCEEDED],
+    ]);
+  });
+
   it("tok_sandbox_async is PROCESSING until the provider's webhook settles it", async () => {
     const { payment } = await authorize("tok_sandbox_async");
     expect(payment?.status).toBe(PaymentStatus.PROCESSING);

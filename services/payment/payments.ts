@@ -51,7 +51,7 @@ import { sqlOf } from "../../kit/sql.ts";
 import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import type { PaymentConfig } from "./config.ts";
 import { PaymentEntity, PaymentMethodEntity, PaymentTransactionEntity, RefundEntity } from "./entities.ts";
-import { cardBrand, loadPayment, loadRefund, refundReason } from "./mapping.ts";
+import { cardBrand, loadPayment, loadRefund, methodType, refundReason } from "./mapping.ts";
 import { type MethodDisplay, type PaymentProvider, type ProviderOutcome, ProviderUnavailable } from "./provider.ts";
 import type { Providers } from "./providers.ts";
 
@@ -113,7 +113,7 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     token = answer.providerToken;
     const m = answer.paymentMethod!;
     saved = {
-      type: m.type === 3 ? "paypal" : m.type === 2 ? "debit_card" : "credit_card",
+      type: methodType.toDb(m.type) as MethodDisplay["type"],
       brand: cardBrand.toDbOrNull(m.cardBrand) ?? undefined,
       last4: m.last4 || undefined,
       expiryMonth: m.expiryMonth || undefined,
@@ -177,9 +177,18 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     const outcome = await callProvider("authorization", (signal) =>
       provider.authorize({ paymentId, amountMinor: BigInt(current.amount_minor), currency: current.currency, token, description: current.description }, signal),
     );
-    await em.transactional((tx) => recordAuthorization(tx, deps.config, paymentId, outcome.status === "succeeded" ? "authorized" : outcome.status, outcome));
+    const recorded = await em.transactional((tx) => recordAuthorization(tx, deps.config, paymentId, outcome.status === "succeeded" ? "authorized" : outcome.status, outcome));
+    if (!recorded && outcome.status === "succeeded") await releaseIfVoided(em, provider, paymentId, outcome.providerId);
   }
   return { payment: await loadPayment(em, paymentId, "internal") };
+}
+
+/** The payment was voided while the provider was authorizing it: the hold is released at the provider too. */
+async function releaseIfVoided(em: EntityManager, provider: PaymentProvider, paymentId: string, providerPaymentId: string): Promise<void> {
+  const row = await sqlOf(em).one<{ status: string }>("select status from payments where id = $1", [paymentId]);
+  if (row?.status !== "cancelled" || !providerPaymentId) return;
+  await callProvider("void", (signal) => provider.void(providerPaymentId, `void-late-${paymentId}`, signal));
+  await sqlOf(em).run("update payments set provider_payment_id = coalesce(provider_payment_id, $2) where id = $1", [paymentId, providerPaymentId]);
 }
 
 function alreadyLive(orderId: string, paymentId: string) {
@@ -203,13 +212,13 @@ export interface AuthorizationOutcome {
 export async function recordAuthorization(tx: EntityManager, config: PaymentConfig, paymentId: string, status: "authorized" | "failed" | "processing", outcome: AuthorizationOutcome): Promise<boolean> {
   const db = sqlOf(tx);
   const from = status === "processing" ? ["pending"] : ["pending", "processing"];
-  const row = await db.one<{ order_id: string; order_number: string; user_id: string; amount_minor: string; currency: string; payment_method_id: string | null }>(
+  const row = await db.one<{ order_id: string; order_number: string; user_id: string; amount_minor: string; currency: string; payment_method_id: string | null; provider: string }>(
     `update payments set status = $2, provider_payment_id = coalesce(provider_payment_id, nullif($3, '')), failure_code = $4, failure_message = $5,
        authorized_at = case when $2 = 'authorized' then now() end,
        authorization_expires_at = case when $2 = 'authorized' then now() + ($6 * interval '1 millisecond') end,
        processed_at = now(), updated_at = now()
      where id = $1 and status = any($7::text[])
-     returning order_id, order_number, user_id, amount_minor, currency, payment_method_id`,
+     returning order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider`,
     [paymentId, status, outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, config.authorizationTtlMs, from],
   );
   if (!row) return false;
@@ -223,7 +232,7 @@ export async function recordAuthorization(tx: EntityManager, config: PaymentConf
   if (!row.payment_method_id && outcome.method) {
     // A one-time token: the display data comes from the provider's answer.
     const methodId = uuidv7();
-    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: "sandbox", providerReference: outcome.method.reference ?? null, ...methodDetails(outcome.method)! });
+    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: row.provider, providerReference: outcome.method.reference ?? null, ...methodDetails(outcome.method)! });
     await tx.flush();
     await db.run("update payments set payment_method_id = $2 where id = $1", [paymentId, methodId]);
   }
