@@ -25,12 +25,14 @@ import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
+import { paymentService } from "../services/payment/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
 import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { cartBench } from "./bench/cart.ts";
 import { discountBench } from "./bench/discount.ts";
+import { paymentBench } from "./bench/payment.ts";
 import { adminToken, productBench } from "./bench/product.ts";
 import { goalsOf, printGoals, printTable } from "./bench/report.ts";
 import { Bench, openLoopShare } from "./bench/run.ts";
@@ -48,8 +50,8 @@ const say = (line: string) => console.log(`[bench] ${line}`);
 
 // Before any service opens its pool: every statement this process sends is counted.
 installSqlCounter();
-say("starting auth, user, product, cart, discount and the edge (private NATS, throwaway databases)");
-const mesh = await startMesh([authService, userService, productService, cartService, discountService]);
+say("starting auth, user, product, cart, discount, payment and the edge (private NATS, throwaway databases)");
+const mesh = await startMesh([authService, userService, productService, cartService, discountService, paymentService]);
 const edge = await startEdge({
   port: 0,
   host: "127.0.0.1",
@@ -97,6 +99,7 @@ try {
   const product = await productBench(bench, mesh, edge.url, say);
   await discountBench(bench, mesh, await adminToken(mesh), say);
   await cartBench(bench, mesh, edge.url, await adminToken(mesh), say);
+  await paymentBench(bench, mesh, say);
   console.log();
   const idle = bench.idle;
   console.log(
