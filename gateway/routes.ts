@@ -127,6 +127,14 @@ export const edgePolicy = {
       nameField: "carrier_code",
       signatureHeaders: ["carrier-signature", "sandbox-signature"],
     },
+    {
+      prefix: "/webhooks/payments/",
+      service: "payment",
+      rpc: "ecommerce.payment.v1.PaymentService/HandleProviderWebhook",
+      nameField: "provider",
+      // Stripe's header, and the sandbox's.
+      signatureHeaders: ["stripe-signature", "sandbox-signature"],
+    },
   ] satisfies readonly WebhookRoute[],
   /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */
   listener: { ...defaultListenerLimits, http2MaxConcurrentStreams: 100 } satisfies ListenerLimits,

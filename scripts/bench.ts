@@ -26,6 +26,7 @@ import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
 import { shippingService } from "../services/shipping/service.ts";
+import { paymentService } from "../services/payment/service.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
@@ -33,6 +34,7 @@ import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { cartBench } from "./bench/cart.ts";
 import { discountBench } from "./bench/discount.ts";
 import { shippingBench } from "./bench/shipping.ts";
+import { paymentBench } from "./bench/payment.ts";
 import { adminToken, productBench } from "./bench/product.ts";
 import { goalsOf, printGoals, printTable } from "./bench/report.ts";
 import { Bench, openLoopShare } from "./bench/run.ts";
@@ -50,8 +52,8 @@ const say = (line: string) => console.log(`[bench] ${line}`);
 
 // Before any service opens its pool: every statement this process sends is counted.
 installSqlCounter();
-say("starting auth, user, product, cart, discount, shipping and the edge (private NATS, throwaway databases)");
-const mesh = await startMesh([authService, userService, productService, cartService, discountService, shippingService]);
+say("starting auth, user, product, cart, discount, payment, shipping and the edge (private NATS, throwaway databases)");
+const mesh = await startMesh([authService, userService, productService, cartService, discountService, paymentService, shippingService]);
 const edge = await startEdge({
   port: 0,
   host: "127.0.0.1",
@@ -100,6 +102,7 @@ try {
   await discountBench(bench, mesh, await adminToken(mesh), say);
   await cartBench(bench, mesh, edge.url, await adminToken(mesh), say);
   await shippingBench(bench, mesh, edge.url, say);
+  await paymentBench(bench, mesh, say);
   console.log();
   const idle = bench.idle;
   console.log(

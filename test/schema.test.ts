@@ -12,10 +12,11 @@ import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
 import { productService } from "../services/product/service.ts";
+import { paymentService } from "../services/payment/service.ts";
 import { shippingService } from "../services/shipping/service.ts";
 import { userService } from "../services/user/service.ts";
 
-const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, shippingService];
+const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, paymentService, shippingService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

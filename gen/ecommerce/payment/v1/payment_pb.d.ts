@@ -610,9 +610,14 @@ export declare type OneTimePaymentToken = Message<"ecommerce.payment.v1.OneTimeP
 
   /**
    * The token the provider's client library returned. Sandbox test tokens:
-   * "tok_sandbox_success", "tok_sandbox_decline",
-   * "tok_sandbox_insufficient_funds", "tok_sandbox_retry" (fails transiently
-   * twice, then succeeds), "tok_sandbox_async" (outcome by webhook).
+   * "tok_sandbox_success", "tok_sandbox_decline" (card_declined),
+   * "tok_sandbox_insufficient_funds", "tok_sandbox_expired_card",
+   * "tok_sandbox_retry" (fails transiently twice, then succeeds),
+   * "tok_sandbox_slow" (answers after the call's deadline: the call fails
+   * with UNAVAILABLE or DEADLINE_EXCEEDED, the provider authorizes anyway and
+   * reconciliation records it), "tok_sandbox_async" (PROCESSING, the outcome
+   * by webhook); any other token is declined with "invalid_token". A saved
+   * method's provider token is read the same way.
    *
    * @generated from field: string token = 2;
    */
@@ -2116,7 +2121,9 @@ export declare const PaymentService: GenService<{
    * CURRENCY_MISMATCH, when the amount's currency is not the payment's;
    * FAILED_PRECONDITION with reason PAYMENT_NOT_CAPTURED (nothing was
    * captured: void instead), REFUND_EXCEEDS_CAPTURED (metadata
-   * refundable_minor: captured minus refunded and pending refunds) or
+   * refundable_minor: captured minus refunded and pending refunds; a
+   * REFUNDED payment answers this with 0, as Stripe refuses a refund above
+   * what is left with charge_already_refunded) or
    * IDEMPOTENCY_KEY_REUSED; UNAVAILABLE, reason PROVIDER_UNAVAILABLE (retry
    * with the same key).
    *
@@ -2281,6 +2288,13 @@ export declare const PaymentService: GenService<{
    * for the sandbox provider, "Stripe-Signature" for Stripe), and answers 200
    * for OK, 400 for INVALID_ARGUMENT, 401 for UNAUTHENTICATED and 503 for
    * anything else (so that the provider retries).
+   *
+   * The sandbox's body is JSON like Stripe's events: {"id": "evt_...",
+   * "type": "payment_intent.processing" | "payment_intent.amount_capturable_updated"
+   * | "payment_intent.payment_failed" | ..., "sequence": <per-payment order of
+   * the provider's events>, "data": {"payment_id": <our payment id>,
+   * "failure_code", "failure_message"}}; an event whose sequence is not after
+   * the last one applied to its payment is IGNORED.
    *
    * The signature covers a timestamp and the raw body (sandbox:
    * "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' with the webhook
