@@ -4,6 +4,8 @@
  * zero value (`*_UNSPECIFIED`) has no database value: it means "not set", which
  * is NULL in an optional column and an error in a required one.
  */
+import { CardBrand, PaymentMethodType } from "../gen/ecommerce/common/v1/payment_method_pb.js";
+
 export interface DbEnum<E extends number> {
   /** The database value of a set enum; throws for UNSPECIFIED or an unknown number (a bug, validation refuses those). */
   toDb(value: E): string;
@@ -37,3 +39,22 @@ export function dbEnum<E extends number>(pairs: readonly (readonly [E, string])[
   };
   return mapping;
 }
+
+/** The mesh's shared enums (ecommerce.common.v1), stored the same way by every service that keeps them. */
+export const paymentMethodTypes = dbEnum<PaymentMethodType>([
+  [PaymentMethodType.CREDIT_CARD, "credit_card"],
+  [PaymentMethodType.DEBIT_CARD, "debit_card"],
+  [PaymentMethodType.PAYPAL, "paypal"],
+]);
+
+export const cardBrands = dbEnum<CardBrand>([
+  [CardBrand.VISA, "visa"],
+  [CardBrand.MASTERCARD, "mastercard"],
+  [CardBrand.AMEX, "amex"],
+  [CardBrand.DISCOVER, "discover"],
+  [CardBrand.DINERS, "diners"],
+  [CardBrand.JCB, "jcb"],
+  [CardBrand.UNIONPAY, "unionpay"],
+  [CardBrand.MAESTRO, "maestro"],
+  [CardBrand.OTHER, "other"],
+]);

@@ -5,7 +5,6 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { JsonObject } from "@bufbuild/protobuf";
-import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import {
   type Payment,
   PaymentMethodDetailsSchema,
@@ -24,7 +23,7 @@ import {
 } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
-import { dbEnum } from "../../kit/enums.ts";
+import { cardBrands, dbEnum, paymentMethodTypes } from "../../kit/enums.ts";
 import { notFound } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
@@ -69,22 +68,6 @@ export const webhookStatus = dbEnum<WebhookEventStatus>([
   [WebhookEventStatus.PROCESSED, "processed"],
   [WebhookEventStatus.FAILED, "failed"],
   [WebhookEventStatus.IGNORED, "ignored"],
-]);
-export const methodType = dbEnum<PaymentMethodType>([
-  [PaymentMethodType.CREDIT_CARD, "credit_card"],
-  [PaymentMethodType.DEBIT_CARD, "debit_card"],
-  [PaymentMethodType.PAYPAL, "paypal"],
-]);
-export const cardBrand = dbEnum<CardBrand>([
-  [CardBrand.VISA, "visa"],
-  [CardBrand.MASTERCARD, "mastercard"],
-  [CardBrand.AMEX, "amex"],
-  [CardBrand.DISCOVER, "discover"],
-  [CardBrand.DINERS, "diners"],
-  [CardBrand.JCB, "jcb"],
-  [CardBrand.UNIONPAY, "unionpay"],
-  [CardBrand.MAESTRO, "maestro"],
-  [CardBrand.OTHER, "other"],
 ]);
 
 /** customer: no provider ids or raw responses; internal: provider ids; admin: everything. */
@@ -231,8 +214,8 @@ export function paymentMessage(p: PaymentRow, view: View): Payment {
     failureMessage: p.failure_message ?? "",
     paymentMethod: p.m_type
       ? create(PaymentMethodDetailsSchema, {
-          type: methodType.fromDb(p.m_type),
-          cardBrand: cardBrand.fromDbOrUnspecified(p.m_brand),
+          type: paymentMethodTypes.fromDb(p.m_type),
+          cardBrand: cardBrands.fromDbOrUnspecified(p.m_brand),
           last4: p.m_last4 ?? "",
           expiryMonth: p.m_month ?? 0,
           expiryYear: p.m_year ?? 0,

@@ -51,7 +51,8 @@ import { sqlOf } from "../../kit/sql.ts";
 import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import type { PaymentConfig } from "./config.ts";
 import { PaymentEntity, PaymentMethodEntity, PaymentTransactionEntity, RefundEntity } from "./entities.ts";
-import { cardBrand, loadPayment, loadRefund, methodType, refundReason } from "./mapping.ts";
+import { loadPayment, loadRefund, refundReason } from "./mapping.ts";
+import { cardBrands, paymentMethodTypes } from "../../kit/enums.ts";
 import { type MethodDisplay, type PaymentProvider, type ProviderOutcome, ProviderUnavailable } from "./provider.ts";
 import type { Providers } from "./providers.ts";
 
@@ -113,8 +114,8 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     token = answer.providerToken;
     const m = answer.paymentMethod!;
     saved = {
-      type: methodType.toDb(m.type) as MethodDisplay["type"],
-      brand: cardBrand.toDbOrNull(m.cardBrand) ?? undefined,
+      type: paymentMethodTypes.toDb(m.type) as MethodDisplay["type"],
+      brand: cardBrands.toDbOrNull(m.cardBrand) ?? undefined,
       last4: m.last4 || undefined,
       expiryMonth: m.expiryMonth || undefined,
       expiryYear: m.expiryYear || undefined,

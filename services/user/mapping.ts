@@ -8,9 +8,10 @@
 import { create } from "@bufbuild/protobuf";
 import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js";
 import { type Address, AddressSchema, AddressType, Gender, type PaymentMethod, PaymentMethodSchema, type Preference, PreferenceSchema, type UserProfile, UserProfileSchema, type WishlistItem, WishlistItemSchema } from "../../gen/ecommerce/user/v1/user_pb.js";
-import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { timestampOf } from "../../kit/convert.ts";
-import { dbEnum } from "../../kit/enums.ts";
+import { cardBrands, dbEnum, paymentMethodTypes } from "../../kit/enums.ts";
+
+export { cardBrands, paymentMethodTypes };
 import { moneyOrUndefined } from "../../kit/money.ts";
 import type { AddressRow, PaymentMethodRow, PreferenceRow, UserProfileRow, WishlistItemRow } from "./entities.ts";
 
@@ -150,23 +151,7 @@ export const addressTypes = dbEnum<AddressType>([
   [AddressType.BOTH, "both"],
 ]);
 
-export const paymentMethodTypes = dbEnum<PaymentMethodType>([
-  [PaymentMethodType.CREDIT_CARD, "credit_card"],
-  [PaymentMethodType.DEBIT_CARD, "debit_card"],
-  [PaymentMethodType.PAYPAL, "paypal"],
-]);
 
-export const cardBrands = dbEnum<CardBrand>([
-  [CardBrand.VISA, "visa"],
-  [CardBrand.MASTERCARD, "mastercard"],
-  [CardBrand.AMEX, "amex"],
-  [CardBrand.DISCOVER, "discover"],
-  [CardBrand.DINERS, "diners"],
-  [CardBrand.JCB, "jcb"],
-  [CardBrand.UNIONPAY, "unionpay"],
-  [CardBrand.MAESTRO, "maestro"],
-  [CardBrand.OTHER, "other"],
-]);
 
 /** Whether an address of this type may be the default for shipping / billing. */
 export const coversShipping = (type: string) => type === "shipping" || type === "both";
