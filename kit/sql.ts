@@ -50,6 +50,19 @@ export function sqlOf(em: EntityManager): Sql {
   };
 }
 
+/**
+ * Flushes `em`; a unique violation (a concurrent or repeated write of what must be
+ * unique) becomes the caller's domain error, e.g. ALREADY_EXISTS naming the field.
+ */
+export async function flushUnique(em: EntityManager, taken: () => Error): Promise<void> {
+  try {
+    await em.flush();
+  } catch (error) {
+    if (isUniqueViolation(error)) throw taken();
+    throw error;
+  }
+}
+
 /** The constraint a unique violation was raised for (raw or wrapped by MikroORM), if `error` is one. */
 export function uniqueViolation(error: unknown): string | undefined {
   if (!isUniqueViolation(error)) return undefined;

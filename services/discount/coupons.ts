@@ -3,6 +3,7 @@
  * windows, look up, list, and the usage listings. Codes are stored in upper
  * case and unique in any letter case (unique index on lower(code)).
  */
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { randomInt } from "node:crypto";
 import { LockMode, raw } from "@mikro-orm/core";
 import { v7 as uuidv7 } from "uuid";
@@ -33,7 +34,7 @@ import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 import { idempotent } from "../../kit/idempotency.ts";
 import { money } from "../../kit/money.ts";
 import { pageOf } from "../../kit/paging.ts";
-import { sqlOf, uniqueViolation } from "../../kit/sql.ts";
+import { flushUnique, sqlOf } from "../../kit/sql.ts";
 import { CouponEntity, type CouponRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { couponMessage } from "./mapping.ts";
 
@@ -53,30 +54,36 @@ async function couponPromotion(em: EntityManager, promotionId: string): Promise<
   return promotion;
 }
 
+/** A new, active coupon row with the limits and window of a CreateCoupon or GenerateCoupons request. */
+function newCoupon(
+  tx: EntityManager,
+  code: string,
+  promotionId: string,
+  req: { usageLimit: number; usageLimitPerUser: number; startsAt?: Timestamp; endsAt?: Timestamp },
+  at: Date,
+) {
+  return tx.create(CouponEntity, {
+    id: uuidv7(),
+    code,
+    promotionId,
+    usageLimit: req.usageLimit,
+    usageLimitPerUser: req.usageLimitPerUser,
+    timesUsed: 0,
+    startsAt: dateOf(req.startsAt) ?? null,
+    endsAt: dateOf(req.endsAt) ?? null,
+    isActive: true,
+    createdAt: at,
+    updatedAt: at,
+  });
+}
+
 export async function createCoupon(em: EntityManager, req: CreateCouponRequest): Promise<{ coupon: Coupon }> {
   return em.transactional(async (tx) => {
     const promotion = await couponPromotion(tx, req.promotionId);
     const code = req.code.toUpperCase();
     const at = new Date();
-    const row = tx.create(CouponEntity, {
-      id: uuidv7(),
-      code,
-      promotionId: promotion.id,
-      usageLimit: req.usageLimit,
-      usageLimitPerUser: req.usageLimitPerUser,
-      timesUsed: 0,
-      startsAt: dateOf(req.startsAt) ?? null,
-      endsAt: dateOf(req.endsAt) ?? null,
-      isActive: true,
-      createdAt: at,
-      updatedAt: at,
-    });
-    try {
-      await tx.flush();
-    } catch (error) {
-      if (uniqueViolation(error) !== undefined) throw codeTaken(code);
-      throw error;
-    }
+    const row = newCoupon(tx, code, promotion.id, req, at);
+    await flushUnique(tx, () => codeTaken(code));
     return { coupon: couponMessage(row, promotion.name) };
   });
 }
@@ -112,21 +119,7 @@ export async function generateCoupons(em: EntityManager, req: GenerateCouponsReq
           for (const c of fresh) if (!takenSet.has(c)) codes.add(c);
         }
         const at = new Date();
-        const rows = [...codes].map((code) =>
-          tx.create(CouponEntity, {
-            id: uuidv7(),
-            code,
-            promotionId: promotion.id,
-            usageLimit: req.usageLimit,
-            usageLimitPerUser: req.usageLimitPerUser,
-            timesUsed: 0,
-            startsAt: dateOf(req.startsAt) ?? null,
-            endsAt: dateOf(req.endsAt) ?? null,
-            isActive: true,
-            createdAt: at,
-            updatedAt: at,
-          }),
-        );
+        const rows = [...codes].map((code) => newCoupon(tx, code, promotion.id, req, at));
         await tx.flush();
         return create(GenerateCouponsResponseSchema, { coupons: rows.map((r) => couponMessage(r, promotion.name)) });
       },

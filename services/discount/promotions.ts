@@ -27,7 +27,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import { alreadyExists, Code, domainError, invalidArgument, notFound } from "../../kit/errors.ts";
 import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 import { pageOf } from "../../kit/paging.ts";
-import { sqlOf, uniqueViolation } from "../../kit/sql.ts";
+import { flushUnique, sqlOf } from "../../kit/sql.ts";
 import type { DiscountConfig } from "./config.ts";
 import { DiscountRuleEntity, type DiscountRuleRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { promotionMessage, promotionTypes, ruleTypes, ruleValueOf } from "./mapping.ts";
@@ -207,13 +207,8 @@ export async function addDiscountRule(em: EntityManager, req: AddDiscountRuleReq
     }
     const added = newRule(tx, row.id, rule);
     row.updatedAt = new Date();
-    try {
-      await tx.flush();
-    } catch (error) {
-      // A concurrent AddDiscountRule of the same type won the unique constraint.
-      if (uniqueViolation(error) !== undefined) throw alreadyExists("the promotion already has a rule of this type; remove it first", "RULE_TYPE_EXISTS", "rule.rule_type");
-      throw error;
-    }
+    // A concurrent AddDiscountRule of the same type may win the unique constraint.
+    await flushUnique(tx, () => alreadyExists("the promotion already has a rule of this type; remove it first", "RULE_TYPE_EXISTS", "rule.rule_type"));
     const all = [...rules, added];
     return { rule: promotionMessage(row, [added]).rules[0], promotion: promotionMessage(row, all) };
   });

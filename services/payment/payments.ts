@@ -47,7 +47,7 @@ import { domainError, failedPrecondition, invalidArgument, isUniqueViolation, no
 import { publishEvent } from "../../kit/events/outbox.ts";
 import { idempotent } from "../../kit/idempotency.ts";
 import { money } from "../../kit/money.ts";
-import { sqlOf } from "../../kit/sql.ts";
+import { flushUnique, sqlOf } from "../../kit/sql.ts";
 import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import type { PaymentConfig } from "./config.ts";
 import { PaymentEntity, PaymentMethodEntity, PaymentTransactionEntity, RefundEntity } from "./entities.ts";
@@ -159,13 +159,8 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
         amount,
         provider: provider.name,
       });
-      try {
-        await tx.flush();
-      } catch (error) {
-        // Another key won the race for this order's one live payment.
-        if (isUniqueViolation(error)) throw alreadyLive(req.orderId, "");
-        throw error;
-      }
+      // Another key may win the race for this order's one live payment.
+      await flushUnique(tx, () => alreadyLive(req.orderId, ""));
       return create(AuthorizePaymentResponseSchema, { payment: { id } });
     },
   );

@@ -26,7 +26,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import { alreadyExists, invalidArgument, notFound } from "../../kit/errors.ts";
 import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 import { pageOf } from "../../kit/paging.ts";
-import { sqlOf, uniqueViolation } from "../../kit/sql.ts";
+import { flushUnique, sqlOf } from "../../kit/sql.ts";
 import { CarrierEntity, type CarrierRow, ShippingMethodEntity, type ShippingMethodRow, ShippingRateEntity, type ShippingRateRow } from "./entities.ts";
 import { carrierMessage, methodMessage, rateMessage } from "./mapping.ts";
 
@@ -59,12 +59,7 @@ export async function createCarrier(em: EntityManager, req: CreateCarrierRequest
     createdAt: at,
     updatedAt: at,
   });
-  try {
-    await em.flush();
-  } catch (error) {
-    if (uniqueViolation(error) !== undefined) throw alreadyExists(`a carrier with code ${req.code} exists already; choose another code or update that carrier`, "CARRIER_CODE_TAKEN", "code");
-    throw error;
-  }
+  await flushUnique(em, () => alreadyExists(`a carrier with code ${req.code} exists already; choose another code or update that carrier`, "CARRIER_CODE_TAKEN", "code"));
   return { carrier: carrierMessage(row) };
 }
 
@@ -117,14 +112,9 @@ export async function createShippingMethod(em: EntityManager, req: CreateShippin
     createdAt: at,
     updatedAt: at,
   });
-  try {
-    await em.flush();
-  } catch (error) {
-    if (uniqueViolation(error) !== undefined) {
-      throw alreadyExists(`the carrier already has a method with code ${req.code}; choose another code or update that method`, "SHIPPING_METHOD_CODE_TAKEN", "code");
-    }
-    throw error;
-  }
+  await flushUnique(em, () =>
+    alreadyExists(`the carrier already has a method with code ${req.code}; choose another code or update that method`, "SHIPPING_METHOD_CODE_TAKEN", "code"),
+  );
   return { shippingMethod: methodMessage(row) };
 }
 
