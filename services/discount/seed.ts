@@ -16,10 +16,8 @@
  *
  *   DATABASE_URL  the discount database (default: the kit's, postgres://postgres@127.0.0.1:5432/discount_db)
  */
-import pg from "pg";
 import { loadConfig } from "../../kit/config.ts";
-import { createLogger } from "../../kit/logger.ts";
-import { openServiceDatabase } from "../../kit/server.ts";
+import { seedService } from "../../kit/seed.ts";
 import { generateCatalog, seedCurrency } from "../product/seed.ts";
 import { discountService } from "./service.ts";
 
@@ -96,14 +94,9 @@ export function demoPromotions(): DemoPromotion[] {
 }
 
 /** Loads the demo promotions into the discount database at `url`; the number of promotions written (0 when present). */
-export async function seedDiscounts(url: string): Promise<number> {
-  const orm = await openServiceDatabase(discountService, url, createLogger("seed:discount", "warn"));
-  await orm.close();
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  let written = 0;
-  try {
-    await client.query("begin");
+export function seedDiscounts(url: string): Promise<number> {
+  return seedService(discountService, url, async (client) => {
+    let written = 0;
     for (const [i, p] of demoPromotions().entries()) {
       const inserted = await client.query(
         `insert into promotions (id, name, description, type, percent_off_bps, amount_off_minor, buy_quantity, get_quantity, get_discount_bps, max_applications,
@@ -126,14 +119,8 @@ export async function seedDiscounts(url: string): Promise<number> {
         ]);
       }
     }
-    await client.query("commit");
     return written;
-  } catch (error) {
-    await client.query("rollback").catch(() => undefined);
-    throw error;
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 /** For the seed CLIs: seeds the database of the kit's configuration and says what it did. */

@@ -14,10 +14,8 @@
  *
  *   DATABASE_URL  the shipping database (default: the kit's, postgres://postgres@127.0.0.1:5432/shipping_db)
  */
-import pg from "pg";
 import { loadConfig } from "../../kit/config.ts";
-import { createLogger } from "../../kit/logger.ts";
-import { openServiceDatabase } from "../../kit/server.ts";
+import { seedService } from "../../kit/seed.ts";
 import { seedCurrency } from "../product/seed.ts";
 import { shippingService } from "./service.ts";
 
@@ -46,14 +44,9 @@ const demoRates: DemoRate[] = [
 ];
 
 /** Loads the demo carrier, methods and rates into the database at `url`; the number of rows written (0 when present). */
-export async function seedShipping(url: string): Promise<number> {
-  const orm = await openServiceDatabase(shippingService, url, createLogger("seed:shipping", "warn"));
-  await orm.close();
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  let written = 0;
-  try {
-    await client.query("begin");
+export function seedShipping(url: string): Promise<number> {
+  return seedService(shippingService, url, async (client) => {
+    let written = 0;
     const count = async (text: string, params: unknown[]) => (written += (await client.query(text, params)).rowCount ?? 0);
     await count(
       `insert into carriers (id, code, name, tracking_url_template, is_active) values ($1, 'sandbox', 'Sandbox Parcel', 'https://track.example.com/sandbox/{tracking_number}', true)
@@ -74,14 +67,8 @@ export async function seedShipping(url: string): Promise<number> {
         [id(100 + i), r.method, r.countries, r.min, r.max, r.minSubtotal, r.price, seedCurrency, r.freeAbove],
       );
     }
-    await client.query("commit");
     return written;
-  } catch (error) {
-    await client.query("rollback").catch(() => undefined);
-    throw error;
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 /** For the seed CLIs: seeds the database of the kit's configuration and says what it did. */
