@@ -29,7 +29,7 @@ import { publishEvent } from "./events/outbox.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { runService, type AnyServiceDefinition } from "./server.ts";
 import { sqlOf } from "./sql.ts";
-import { TestDatabases, TestNats } from "./testing/infra.ts";
+import { freePort, TestDatabases, TestNats } from "./testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
@@ -473,6 +473,20 @@ describe("starting replicas", () => {
       for (const s of started) await s.stop();
       await natsClient.close();
       await nats.stop();
+      await dbs.dropAll();
+    }
+  });
+
+  it("stops promptly when NATS was never reachable, though its consumers were still waiting to subscribe", async () => {
+    const dbs = new TestDatabases();
+    try {
+      // Nothing listens there: the bus retries, the consumer loop waits for it.
+      const env = { ...mesh.env, NATS_URL: `nats://127.0.0.1:${await freePort()}`, DATABASE_URL: dbs.url("user"), PORT: "0" };
+      const replica = await runService(fixture, env);
+      const health = createClient(Health, createGrpcTransport({ baseUrl: replica.url }));
+      expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      await replica.stop();
+    } finally {
       await dbs.dropAll();
     }
   });

@@ -85,6 +85,8 @@ export class EventConsumers {
   private readonly loops: Promise<void>[] = [];
   private running = false;
   private wakeSleepers = new Set<() => void>();
+  /** Rejects when stop() is called: a loop waiting on NATS (connecting, reconciling) gives up instead of holding stop forever. */
+  private stopped = stopSignal();
   private readonly o: ConsumerOptions;
 
   constructor(options: ConsumerOptions, handlers: EventHandler[]) {
@@ -106,11 +108,13 @@ export class EventConsumers {
 
   start(): void {
     this.running = true;
+    this.stopped = stopSignal();
     for (const stream of this.streams.values()) this.loops.push(this.consumeForever(stream));
   }
 
   async stop(): Promise<void> {
     this.running = false;
+    this.stopped.stop();
     for (const wake of this.wakeSleepers) wake();
     for (const messages of this.active) await messages.close().catch(() => undefined);
     await Promise.allSettled(this.loops);
@@ -201,19 +205,25 @@ export class EventConsumers {
     const { log } = this.o;
     let delay = 500;
     let migrated = false;
+    const untilStopped = <T>(step: Promise<T>) => Promise.race([step, this.stopped.promise]);
     while (this.running) {
       try {
-        await this.o.bus.ensureStream(stream.spec);
-        const jsm = await this.o.bus.jsm();
-        const nc = await this.o.bus.connection();
-        await this.reconcile(jsm, stream, nc.info?.version ?? "0.0.0");
+        await untilStopped(this.o.bus.ensureStream(stream.spec));
+        const jsm = await untilStopped(this.o.bus.jsm());
+        const nc = await untilStopped(this.o.bus.connection());
+        await untilStopped(this.reconcile(jsm, stream, nc.info?.version ?? "0.0.0"));
         if (!migrated) {
-          await this.removeV1Durables(jsm, stream);
+          await untilStopped(this.removeV1Durables(jsm, stream));
           migrated = true;
         }
-        const js = await this.o.bus.js();
-        const consumer = await js.consumers.get(stream.spec.name, stream.durable);
-        const messages = await consumer.consume({ max_messages: 64 });
+        const js = await untilStopped(this.o.bus.js());
+        const consumer = await untilStopped(js.consumers.get(stream.spec.name, stream.durable));
+        const messages = await untilStopped(consumer.consume({ max_messages: 64 }));
+        if (!this.running) {
+          // stop() ran while we were subscribing: it could not close what it did not see.
+          await messages.close().catch(() => undefined);
+          break;
+        }
         this.active.add(messages);
         delay = 500;
         try {
@@ -386,4 +396,12 @@ export class EventConsumers {
       return { ok: false, error: message };
     }
   }
+}
+
+/** A promise that rejects once `stop` is called (never unhandled). */
+function stopSignal(): { promise: Promise<never>; stop(): void } {
+  let stop!: () => void;
+  const promise = new Promise<never>((_, reject) => (stop = () => reject(new Error("consumers stopped"))));
+  promise.catch(() => undefined);
+  return { promise, stop };
 }
