@@ -110,7 +110,14 @@ export function pageTokenKeyOf(secret: string): Buffer {
 /** Makes the service's page-token key and the current RPC known to `pageOf` (installed by runService). */
 export function pagingInterceptor(secret: string): Interceptor {
   const key = pageTokenKeyOf(secret);
-  return (next) => (req) => scopes.run({ key, method: req.method }, () => next(req));
+  // Only List RPCs (a page_token field) pay for the async-local scope; the hot Get RPCs skip it.
+  const paged = new WeakMap<object, boolean>();
+  const isPaged = (input: { fields: readonly { name: string }[] }) => {
+    let p = paged.get(input);
+    if (p === undefined) paged.set(input, (p = input.fields.some((f) => f.name === "page_token")));
+    return p;
+  };
+  return (next) => (req) => (isPaged(req.method.input) ? scopes.run({ key, method: req.method }, () => next(req)) : next(req));
 }
 
 function tagOf(scope: PagingScope, body: Buffer): Buffer {
