@@ -329,34 +329,47 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
   const provider = deps.providers.get(p.provider);
   const outcome = await callProvider("capture", (signal) => provider.capture(p.provider_payment_id!, captureMinor, captureId, signal));
   await transaction(em, async (tx) => {
-    const changed = await recordOperation(tx, captureId, outcome);
-    if (!changed) return;
-    if (outcome.status === "failed") {
+    if ((await recordCapture(tx, req.paymentId, captureId, outcome)) && outcome.status === "failed") {
       commitThenFail(
         failedPrecondition(`the provider refused the capture: ${outcome.failureMessage ?? outcome.failureCode}`, "CAPTURE_FAILED", { failure_code: outcome.failureCode ?? "" }),
       );
     }
-    await sqlOf(tx).run("update payments set status = 'succeeded', captured_at = now(), processed_at = now(), updated_at = now() where id = $1 and status = 'authorized'", [req.paymentId]);
-    publishEvent(tx, PaymentSucceededSchema, {
-      paymentId: req.paymentId,
-      orderId: p.order_id,
-      orderNumber: p.order_number,
-      userId: p.user_id,
-      amountCaptured: money(captureMinor, p.currency),
-      provider: p.provider,
-    });
   });
   return { payment: await loadPayment(em, req.paymentId, "internal") };
 }
 
-/** The outcome of a CAPTURE, VOID or REFUND row, from PENDING only; false when another call recorded it first. */
-async function recordOperation(tx: EntityManager, transactionId: string, outcome: ProviderOutcome): Promise<boolean> {
-  const changed = await sqlOf(tx).run(
+/**
+ * Records the provider's answer to a CAPTURE (the call's own, or
+ * reconciliation's): the row from PENDING, the payment SUCCEEDED and
+ * payment.succeeded, once; false when another call recorded it first.
+ */
+export async function recordCapture(tx: EntityManager, paymentId: string, captureId: string, outcome: ProviderOutcome): Promise<boolean> {
+  const t = await recordOperation(tx, captureId, outcome);
+  if (!t) return false;
+  if (outcome.status === "failed") return true;
+  const p = (await sqlOf(tx).one<{ order_id: string; order_number: string; user_id: string; currency: string; provider: string }>(
+    `update payments set status = case when status = 'authorized' then 'succeeded' else status end, captured_at = now(), processed_at = now(), updated_at = now()
+      where id = $1 returning order_id, order_number, user_id, currency, provider`,
+    [paymentId],
+  ))!;
+  publishEvent(tx, PaymentSucceededSchema, {
+    paymentId,
+    orderId: p.order_id,
+    orderNumber: p.order_number,
+    userId: p.user_id,
+    amountCaptured: money(t.amount_minor, p.currency),
+    provider: p.provider,
+  });
+  return true;
+}
+
+/** The outcome of a CAPTURE, VOID or REFUND row, from PENDING only; undefined when another call recorded it first. */
+async function recordOperation(tx: EntityManager, transactionId: string, outcome: ProviderOutcome): Promise<{ amount_minor: string; reason: string | null } | undefined> {
+  return sqlOf(tx).one<{ amount_minor: string; reason: string | null }>(
     `update payment_transactions set status = $2, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $6, processed_at = now()
-     where id = $1 and status = 'pending'`,
+     where id = $1 and status = 'pending' returning amount_minor, reason`,
     [transactionId, outcome.status === "failed" ? "failed" : "succeeded", outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, JSON.stringify(outcome.raw)],
   );
-  return changed === 1;
 }
 
 // ---------------------------------------------------------------- void
@@ -374,30 +387,39 @@ export async function voidPayment(em: EntityManager, deps: PaymentDeps, req: Voi
     await sqlOf(tx).one("select 1 from payments where id = $1 for update", [req.paymentId]);
     const captured = await sqlOf(tx).one("select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed'", [req.paymentId]);
     if (captured) throw failedPrecondition(`payment ${req.paymentId} was captured; refund it instead`, "PAYMENT_ALREADY_CAPTURED", { status: p.status });
-    tx.create(PaymentTransactionEntity, { id: voidId, paymentId: req.paymentId, type: "void", status: "pending", amountMinor: BigInt(p.amount_minor), currency: p.currency });
+    tx.create(PaymentTransactionEntity, { id: voidId, paymentId: req.paymentId, type: "void", status: "pending", amountMinor: BigInt(p.amount_minor), currency: p.currency, reason: req.reason || null });
   });
   const provider = deps.providers.get(p.provider);
   // Nothing to release at the provider when it never accepted the payment.
   const outcome: ProviderOutcome = p.provider_payment_id
     ? await callProvider("void", (signal) => provider.void(p.provider_payment_id!, voidId, signal))
     : { status: "succeeded", providerId: "", raw: {} };
-  await em.transactional(async (tx) => {
-    await recordOperation(tx, voidId, outcome);
-    if (outcome.status === "failed") return;
-    // Not while a capture is recorded or in flight (the capture took the row lock to record it).
-    const voided = await sqlOf(tx).run(
-      `update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')
-         and not exists (select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed')`,
-      [req.paymentId],
-    );
-    if (voided === 1) {
-      await sqlOf(tx).run("update payment_transactions set status = 'failed', failure_code = 'voided', processed_at = now() where payment_id = $1 and type = 'authorize' and status = 'pending'", [
-        req.paymentId,
-      ]);
-      publishEvent(tx, PaymentVoidedSchema, { paymentId: req.paymentId, orderId: p.order_id, userId: p.user_id, amount: money(p.amount_minor, p.currency), reason: req.reason });
-    }
-  });
+  await em.transactional((tx) => recordVoid(tx, req.paymentId, voidId, outcome));
   return { payment: await loadPayment(em, req.paymentId, "internal") };
+}
+
+/**
+ * Records the provider's answer to a VOID (the call's own, or
+ * reconciliation's): the row from PENDING, the payment CANCELLED unless a
+ * capture is recorded or in flight (the capture took the row lock to record
+ * it), payment.voided once; false when another call recorded it first.
+ */
+export async function recordVoid(tx: EntityManager, paymentId: string, voidId: string, outcome: ProviderOutcome): Promise<boolean> {
+  const t = await recordOperation(tx, voidId, outcome);
+  if (!t) return false;
+  if (outcome.status === "failed") return true;
+  const db = sqlOf(tx);
+  const p = await db.one<{ order_id: string; user_id: string; amount_minor: string; currency: string }>(
+    `update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')
+       and not exists (select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed')
+     returning order_id, user_id, amount_minor, currency`,
+    [paymentId],
+  );
+  if (p) {
+    await db.run("update payment_transactions set status = 'failed', failure_code = 'voided', processed_at = now() where payment_id = $1 and type = 'authorize' and status = 'pending'", [paymentId]);
+    publishEvent(tx, PaymentVoidedSchema, { paymentId, orderId: p.order_id, userId: p.user_id, amount: money(p.amount_minor, p.currency), reason: t.reason ?? "" });
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- refund
@@ -471,8 +493,14 @@ export async function refundPayment(
   return { refund: await loadRefund(em, refundId, view) };
 }
 
-async function recordRefund(tx: EntityManager, refundId: string, transactionId: string, outcome: ProviderOutcome): Promise<void> {
-  if (!(await recordOperation(tx, transactionId, outcome))) return;
+/**
+ * Records the provider's answer to a refund (the call's own, or
+ * reconciliation's): the refund COMPLETED or FAILED from PENDING, the
+ * payment's status from its log, payment.refunded or payment.refund_failed
+ * once; false when another call recorded it first.
+ */
+export async function recordRefund(tx: EntityManager, refundId: string, transactionId: string, outcome: ProviderOutcome): Promise<boolean> {
+  if (!(await recordOperation(tx, transactionId, outcome))) return false;
   const db = sqlOf(tx);
   const completed = outcome.status !== "failed";
   const r = (await db.one<{ payment_id: string; order_id: string; user_id: string; amount_minor: string; currency: string; reason: string; note: string; return_request_id: string | null }>(
@@ -491,7 +519,7 @@ async function recordRefund(tx: EntityManager, refundId: string, transactionId: 
       failureCode: outcome.failureCode ?? "",
       failureMessage: outcome.failureMessage ?? "",
     });
-    return;
+    return true;
   }
   // The payment's state follows from its log: everything captured refunded, or part of it.
   const p = (await db.one<{ order_number: string; provider: string; captured: string; refunded: string }>(
@@ -516,4 +544,5 @@ async function recordRefund(tx: EntityManager, refundId: string, transactionId: 
     note: r.note,
     returnRequestId: r.return_request_id ?? "",
   });
+  return true;
 }

@@ -9,6 +9,9 @@
  * - tok_sandbox_retry: the first two attempts of a payment fail transiently, the third succeeds.
  * - tok_sandbox_slow: answers after SANDBOX_SLOW_MS; a caller that gives up first
  *   still gets the authorization made (what reconciliation repairs).
+ * - tok_sandbox_slow_operations: authorized at once; its captures, voids and
+ *   refunds are made at once but answered after SANDBOX_SLOW_MS, so a caller
+ *   that gives up leaves them PENDING (what reconciliation settles).
  * - tok_sandbox_async: PROCESSING; the outcome is authorized PAYMENT_SANDBOX_ASYNC_MS
  *   later and reported by signed webhooks to PAYMENT_SANDBOX_WEBHOOK_URL, delivered
  *   the way real providers may: the later event first, the earlier one after it,
@@ -50,6 +53,8 @@ interface SandboxPayment {
   refundedMinor: bigint;
   /** When an async or slow authorization completes. */
   settlesAt?: number;
+  /** tok_sandbox_slow_operations: captures, voids and refunds answer after slowMs. */
+  slowOperations?: boolean;
 }
 
 const card: MethodDisplay = { type: "credit_card", brand: "visa", last4: "4242", expiryMonth: 12, expiryYear: 2034, reference: "card_sandbox_4242" };
@@ -87,7 +92,7 @@ export class SandboxProvider implements PaymentProvider {
     }
     const providerPaymentId = `pi_sandbox_${uuidv7().replaceAll("-", "")}`;
     const decline = declines[token];
-    const known_token = token === "tok_sandbox_success" || token === "tok_sandbox_retry" || token === "tok_sandbox_slow" || token === "tok_sandbox_async";
+    const known_token = token === "tok_sandbox_success" || token === "tok_sandbox_retry" || token === "tok_sandbox_slow" || token === "tok_sandbox_async" || token === "tok_sandbox_slow_operations";
     let outcome: ProviderOutcome;
     if (decline || !known_token) {
       const [code, message] = decline ?? ["invalid_token", "The payment token is not valid; ask the customer for another payment method."];
@@ -112,14 +117,19 @@ export class SandboxProvider implements PaymentProvider {
         await delay(this.options.slowMs, signal);
         return outcome;
       }
-      this.payments.set(input.paymentId, { state: { status: "authorized", providerPaymentId, method: card, raw: outcome.raw }, capturedMinor: 0n, refundedMinor: 0n });
+      this.payments.set(input.paymentId, {
+        state: { status: "authorized", providerPaymentId, method: card, raw: outcome.raw },
+        capturedMinor: 0n,
+        refundedMinor: 0n,
+        slowOperations: token === "tok_sandbox_slow_operations",
+      });
     }
     this.answers.set(`auth:${input.paymentId}`, outcome);
     return outcome;
   }
 
-  async capture(providerPaymentId: string, amountMinor: bigint, key: string): Promise<ProviderOutcome> {
-    return this.once(`capture:${key}`, () => {
+  async capture(providerPaymentId: string, amountMinor: bigint, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `capture:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (!p || p.state.status !== "authorized") return this.refused("payment_intent_unexpected_state", "The payment is not authorized.");
       p.state = { ...p.state, status: "succeeded" };
@@ -128,16 +138,16 @@ export class SandboxProvider implements PaymentProvider {
     });
   }
 
-  async void(providerPaymentId: string, key: string): Promise<ProviderOutcome> {
-    return this.once(`void:${key}`, () => {
+  async void(providerPaymentId: string, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `void:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (p && p.state.status !== "succeeded") p.state = { ...p.state, status: "cancelled" };
       return { status: "succeeded", providerId: providerPaymentId, raw: { id: providerPaymentId, status: "canceled" } };
     });
   }
 
-  async refund(providerPaymentId: string, amountMinor: bigint, key: string): Promise<ProviderOutcome> {
-    return this.once(`refund:${key}`, () => {
+  async refund(providerPaymentId: string, amountMinor: bigint, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `refund:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (!p || p.refundedMinor + amountMinor > p.capturedMinor) return this.refused("amount_too_large", "The refund exceeds the captured amount.");
       p.refundedMinor += amountMinor;
@@ -220,6 +230,13 @@ export class SandboxProvider implements PaymentProvider {
       await new Promise((r) => setTimeout(r, 200 * 2 ** attempt).unref());
     }
     this.log.warn({ url }, "sandbox: webhook not delivered after 5 attempts");
+  }
+
+  /** An operation done once per key; a slow_operations payment's answer comes after slowMs (the work is done already). */
+  private async answer(providerPaymentId: string, signal: AbortSignal, key: string, work: () => ProviderOutcome): Promise<ProviderOutcome> {
+    const outcome = this.once(key, work);
+    if (this.byProviderId(providerPaymentId)?.slowOperations) await delay(this.options.slowMs, signal);
+    return outcome;
   }
 
   private once(key: string, work: () => ProviderOutcome): ProviderOutcome {
