@@ -13,8 +13,9 @@
  *   refunds are made at once but answered after SANDBOX_SLOW_MS, so a caller
  *   that gives up leaves them PENDING (what reconciliation settles).
  * - tok_sandbox_async: PROCESSING; the outcome is authorized PAYMENT_SANDBOX_ASYNC_MS
- *   later and reported by signed webhooks to PAYMENT_SANDBOX_WEBHOOK_URL, delivered
- *   the way real providers may: the later event first, the earlier one after it,
+ *   later and reported by signed webhooks, POSTed to PAYMENT_SANDBOX_WEBHOOK_URL (the
+ *   edge's webhook route) or, without one, sent to the service's HandleProviderWebhook
+ *   RPC as the edge would (raw body, signature header), delivered the way real providers may: the later event first, the earlier one after it,
  *   and the later one again (a receiver must dedupe and apply in sequence order).
  * - anything else: declined with invalid_token.
  *
@@ -22,9 +23,12 @@
  * systems, not for our records (those are in payment_db). Every operation is
  * idempotent by the key the service passes, as Stripe's Idempotency-Key is.
  */
-import { ConnectError } from "@connectrpc/connect";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { PaymentService } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { v7 as uuidv7 } from "uuid";
 import type { Logger } from "../../kit/logger.ts";
+import type { SandboxSettings } from "./config.ts";
 import { signWebhook, verifyWebhook } from "../../kit/webhooks.ts";
 import {
   type AuthorizeInput,
@@ -38,14 +42,7 @@ import {
   WebhookPayloadInvalid,
 } from "./provider.ts";
 
-export interface SandboxOptions {
-  webhookSecrets: readonly string[];
-  toleranceS: number;
-  slowMs: number;
-  asyncMs: number;
-  /** Where webhooks are POSTed; undefined sends none. */
-  webhookUrl: string | undefined;
-}
+export type SandboxOptions = SandboxSettings;
 
 interface SandboxPayment {
   state: ProviderPaymentState;
@@ -205,31 +202,45 @@ export class SandboxProvider implements PaymentProvider {
   /** Settles an async payment and reports it: later event first, then the earlier one, then the later one again. */
   private async settle(paymentId: string): Promise<void> {
     await this.retrieve(paymentId);
-    const url = this.options.webhookUrl;
-    if (!url) return;
+    const target = this.options.webhooks;
+    if (!target) return;
     const event = (sequence: number, type: string) => JSON.stringify({ id: `evt_sandbox_${paymentId}_${sequence}`, type, sequence, data: { payment_id: paymentId } });
     const authorized = event(2, "payment_intent.amount_capturable_updated");
-    for (const body of [authorized, event(1, "payment_intent.processing"), authorized]) await this.deliver(url, body);
+    for (const body of [authorized, event(1, "payment_intent.processing"), authorized]) await this.deliver(target, body);
   }
 
-  /** POSTs one signed event, retried with backoff on a failure or a non-2xx answer, as providers do. */
-  private async deliver(url: string, body: string): Promise<void> {
+  /** The Payment service's own webhook RPC, for deliveries without an edge (one HTTP/2 session, reused). */
+  private webhookRpc?: ReturnType<typeof createClient<typeof PaymentService>>;
+
+  /**
+   * Sends one signed event, retried with backoff on a failure or a refusal, as providers do:
+   * a plain POST to the edge's webhook URL, or (no edge) the HandleProviderWebhook RPC with
+   * what the edge would put in it.
+   */
+  private async deliver(target: NonNullable<SandboxSettings["webhooks"]>, body: string): Promise<void> {
     for (let attempt = 1; attempt <= 5; attempt++) {
+      const signature = signWebhook(body, this.options.webhookSecrets[0]!);
       try {
-        const res = await fetch(url, {
-          method: "POST",
-          headers: { "content-type": "application/json", [this.signatureHeader]: signWebhook(body, this.options.webhookSecrets[0]!) },
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        await res.body?.cancel();
-        if (res.ok) return;
+        if (target.kind === "http") {
+          const res = await fetch(target.url, {
+            method: "POST",
+            headers: { "content-type": "application/json", [this.signatureHeader]: signature },
+            body,
+            signal: AbortSignal.timeout(10_000),
+          });
+          await res.body?.cancel();
+          if (res.ok) return;
+        } else {
+          this.webhookRpc ??= createClient(PaymentService, createGrpcTransport({ baseUrl: target.baseUrl }));
+          await this.webhookRpc.handleProviderWebhook({ provider: this.name, payload: Buffer.from(body), signature }, { timeoutMs: 10_000 });
+          return;
+        }
       } catch {
         // Retried below.
       }
       await new Promise((r) => setTimeout(r, 200 * 2 ** attempt).unref());
     }
-    this.log.warn({ url }, "sandbox: webhook not delivered after 5 attempts");
+    this.log.warn({ to: target.kind === "http" ? target.url : `${target.baseUrl} HandleProviderWebhook` }, "sandbox: webhook not delivered after 5 attempts");
   }
 
   /** An operation done once per key; a slow_operations payment's answer comes after slowMs (the work is done already). */

@@ -20,7 +20,7 @@ import { TransactionReason } from "./migrations/0002_transaction_reason.ts";
 import { authorizePayment, capturePayment, refundPayment, voidPayment } from "./payments.ts";
 import { Providers } from "./providers.ts";
 import { reconcileOperations, reconcilePayments, retryWebhooks } from "./reconcile.ts";
-import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent, webhookRoute } from "./webhooks.ts";
+import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent } from "./webhooks.ts";
 
 export const paymentService = defineService({
   name: "payment",
@@ -69,7 +69,6 @@ export const paymentService = defineService({
       handleProviderWebhook: (req, ctx) => handleProviderWebhook(emOf(ctx), hooks, req),
     });
   },
-  httpRoutes: (ctx, { config, providers }) => [webhookRoute(() => ctx.orm.em.fork(), { config, providers, log: ctx.log })],
   jobs: (ctx, { config, providers }) => [
     intervalJob({
       name: "payment-reconciliation",
