@@ -126,12 +126,15 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     throw invalidArgument("payment_method_id", "a payment method or a payment token is required");
   }
 
+  /** What this call created, when it ran the first attempt (no need to read it back). */
+  let created: { amountMinor: bigint; currency: string; description: string } | undefined;
+  /** The unique index of an order's one live payment refused ours (the transaction is then aborted). */
+  const taken = new Error("the order has a live payment");
   const started = await idempotent(
     em,
     { scope: "AuthorizePayment", key: req.idempotencyKey, requestSchema: AuthorizePaymentRequestSchema, request: req, responseSchema: AuthorizePaymentResponseSchema },
     async (tx) => {
-      const live = await sqlOf(tx).one<{ id: string }>("select id from payments where order_id = $1 and status not in ('failed', 'cancelled')", [req.orderId]);
-      if (live) throw alreadyLive(req.orderId, live.id);
+      // An order has one live payment: the unique index payments_live_order says so at the flush, without a query first.
       const id = uuidv7();
       const amount = req.amount!;
       const methodId = saved ? uuidv7() : null;
@@ -159,16 +162,22 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
         amount,
         provider: provider.name,
       });
-      // Another key may win the race for this order's one live payment.
-      await flushUnique(tx, () => alreadyLive(req.orderId, ""));
+      await flushUnique(tx, () => taken);
+      created = { amountMinor: amount.amountMinor, currency: amount.currencyCode, description: req.description || `Order ${req.orderNumber}` };
       return create(AuthorizePaymentResponseSchema, { payment: { id } });
     },
-  );
+  ).catch(async (error: unknown) => {
+    if (error !== taken) throw error;
+    const live = await sqlOf(em).one<{ id: string }>("select id from payments where order_id = $1 and status not in ('failed', 'cancelled')", [req.orderId]);
+    throw alreadyLive(req.orderId, live?.id ?? "");
+  });
   const paymentId = started.payment!.id;
-  const current = await sqlOf(em).one<{ status: string; amount_minor: string; currency: string; description: string }>(
-    "select status, amount_minor, currency, description from payments where id = $1",
-    [paymentId],
-  );
+  // A retried key reads the payment's state; the first attempt knows it (PENDING, just committed).
+  const current = created
+    ? { status: "pending", amount_minor: created.amountMinor.toString(), currency: created.currency, description: created.description }
+    : await sqlOf(em).one<{ status: string; amount_minor: string; currency: string; description: string }>("select status, amount_minor, currency, description from payments where id = $1", [
+        paymentId,
+      ]);
   if (current?.status === "pending") {
     const outcome = await callProvider("authorization", (signal) =>
       provider.authorize({ paymentId, amountMinor: BigInt(current.amount_minor), currency: current.currency, token, description: current.description }, signal),
@@ -208,29 +217,40 @@ export interface AuthorizationOutcome {
 export async function recordAuthorization(tx: EntityManager, config: PaymentConfig, paymentId: string, status: "authorized" | "failed" | "processing", outcome: AuthorizationOutcome): Promise<boolean> {
   const db = sqlOf(tx);
   const from = status === "processing" ? ["pending"] : ["pending", "processing"];
+  // A one-time token's display data comes from the provider's answer: its row gets this id if the payment has none yet.
+  const methodId = outcome.method ? uuidv7() : null;
+  // One statement: the payment forward, and (for a final outcome) its pending AUTHORIZE row, only if the payment moved.
   const row = await db.one<{ order_id: string; order_number: string; user_id: string; amount_minor: string; currency: string; payment_method_id: string | null; provider: string }>(
-    `update payments set status = $2, provider_payment_id = coalesce(provider_payment_id, nullif($3, '')), failure_code = $4, failure_message = $5,
-       authorized_at = case when $2 = 'authorized' then now() end,
-       authorization_expires_at = case when $2 = 'authorized' then now() + ($6 * interval '1 millisecond') end,
-       processed_at = now(), updated_at = now()
-     where id = $1 and status = any($7::text[])
-     returning order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider`,
-    [paymentId, status, outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, config.authorizationTtlMs, from],
+    `with p as (
+       update payments set status = $2, provider_payment_id = coalesce(provider_payment_id, nullif($3, '')), failure_code = $4, failure_message = $5,
+         authorized_at = case when $2 = 'authorized' then now() end,
+         authorization_expires_at = case when $2 = 'authorized' then now() + ($6 * interval '1 millisecond') end,
+         payment_method_id = coalesce(payment_method_id, $8::uuid),
+         processed_at = now(), updated_at = now()
+       where id = $1 and status = any($7::text[])
+       returning id, order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider
+     ), authorization_row as (
+       update payment_transactions set status = $9, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $10, processed_at = now()
+       where payment_id = (select id from p) and type = 'authorize' and status = 'pending' and $9 <> 'pending'
+     )
+     select order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider from p`,
+    [
+      paymentId,
+      status,
+      outcome.providerId,
+      outcome.failureCode ?? null,
+      outcome.failureMessage ?? null,
+      config.authorizationTtlMs,
+      from,
+      methodId,
+      status === "authorized" ? "succeeded" : status === "failed" ? "failed" : "pending",
+      JSON.stringify(outcome.raw),
+    ],
   );
   if (!row) return false;
-  if (status !== "processing") {
-    await db.run(
-      `update payment_transactions set status = $2, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $6, processed_at = now()
-       where payment_id = $1 and type = 'authorize' and status = 'pending'`,
-      [paymentId, status === "authorized" ? "succeeded" : "failed", outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, JSON.stringify(outcome.raw)],
-    );
-  }
-  if (!row.payment_method_id && outcome.method) {
-    // A one-time token: the display data comes from the provider's answer.
-    const methodId = uuidv7();
-    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: row.provider, providerReference: outcome.method.reference ?? null, ...methodDetails(outcome.method)! });
-    await tx.flush();
-    await db.run("update payments set payment_method_id = $2 where id = $1", [paymentId, methodId]);
+  if (methodId && row.payment_method_id === methodId) {
+    // The payment's reference to it is checked at commit (deferred): the row goes out with the commit's flush.
+    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: row.provider, providerReference: outcome.method!.reference ?? null, ...methodDetails(outcome.method)! });
   }
   const amount = money(row.amount_minor, row.currency);
   if (status === "authorized") {
