@@ -271,7 +271,13 @@ export function envoyConfig(table: RouteTable, options: EnvoyOptions = {}) {
         typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes: edgePolicy.maxBodyBytes },
       },
       // Runs only on the webhook routes (their LuaPerRoute); no default code elsewhere.
-      { name: "envoy.filters.http.lua", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua" } },
+      {
+        name: "envoy.filters.http.lua",
+        typed_config: {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+          default_source_code: { inline_string: "-- Nothing by default: the webhook routes bring their code (LuaPerRoute)." },
+        },
+      },
       { name: "envoy.filters.http.router", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
     ],
   };

@@ -180,7 +180,8 @@ describe("envoy.yaml", () => {
       "envoy.filters.http.router",
     ]);
     // The Lua filter has no code of its own: it runs only on the webhook routes.
-    expect(hcm.http_filters[3].typed_config).toEqual({ "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua" });
+    expect(hcm.http_filters[3].typed_config["@type"]).toBe("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
+    expect(hcm.http_filters[3].typed_config.default_source_code.inline_string).not.toMatch(/envoy_on_/);
     expect(hcm.http_filters[2].typed_config.max_request_bytes).toBe(edgePolicy.maxBodyBytes);
     expect(hcm.route_config.request_headers_to_remove).toEqual(expect.arrayContaining(["x-end-user-authorization", "forwarded", "x-real-ip"]));
     expect(config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections).toBe(edgePolicy.listener.maxConnections);
