@@ -368,7 +368,10 @@ export async function recordCapture(tx: EntityManager, paymentId: string, captur
   if (!t) return false;
   if (outcome.status === "failed") return true;
   const p = (await sqlOf(tx).one<{ order_id: string; order_number: string; user_id: string; currency: string; provider: string }>(
-    `update payments set status = case when status = 'authorized' then 'succeeded' else status end, captured_at = now(), processed_at = now(), updated_at = now()
+    // SUCCEEDED from AUTHORIZED (the only state a capture is started from); the row is read for the event either way.
+    `update payments set status = case when status = 'authorized' then 'succeeded' else status end,
+        captured_at = case when status = 'authorized' then now() else captured_at end,
+        processed_at = case when status = 'authorized' then now() else processed_at end, updated_at = now()
       where id = $1 returning order_id, order_number, user_id, currency, provider`,
     [paymentId],
   ))!;
