@@ -56,7 +56,7 @@ export async function reconcileOperations(em: EntityManager, config: PaymentConf
   const stale = await sqlOf(em).all<{ id: string; type: "capture" | "void" | "refund"; payment_id: string; refund_id: string | null; amount_minor: string; provider: string; provider_payment_id: string | null }>(
     `select t.id, t.type, t.payment_id, t.refund_id, t.amount_minor, p.provider, p.provider_payment_id
        from payment_transactions t join payments p on p.id = t.payment_id
-      where t.type in ('capture', 'void', 'refund') and t.status = 'pending' and t.created_at < now() - ($1 * interval '1 millisecond')
+      where t.type <> 'authorize' and t.status = 'pending' and t.created_at < now() - ($1 * interval '1 millisecond')
       order by t.created_at limit 100`,
     [config.reconcileAfterMs],
   );
@@ -71,19 +71,22 @@ export async function reconcileOperations(em: EntityManager, config: PaymentConf
       else if (t.type === "refund") outcome = await provider.refund(t.provider_payment_id ?? "", amount, t.refund_id!, signal);
       // A void of a payment the provider never accepted has nothing to release (as voidPayment does).
       else outcome = t.provider_payment_id ? await provider.void(t.provider_payment_id, t.id, signal) : { status: "succeeded", providerId: "", raw: {} };
+      const recorded = await em.fork().transactional(async (tx) => {
+        if (t.type === "capture") return recordCapture(tx, t.payment_id, t.id, outcome);
+        if (t.type === "void") return recordVoid(tx, t.payment_id, t.id, outcome);
+        return recordRefund(tx, t.refund_id!, t.id, outcome);
+      });
+      if (recorded) {
+        repaired++;
+        log.info({ payment_id: t.payment_id, transaction_id: t.id, type: t.type, status: outcome.status }, "reconciled an operation left pending");
+      }
     } catch (error) {
-      if (!(error instanceof ProviderUnavailable)) throw error;
-      log.warn({ payment_id: t.payment_id, transaction_id: t.id, type: t.type }, "the provider did not answer; the operation stays pending for the next run");
-      continue;
-    }
-    const recorded = await em.fork().transactional(async (tx) => {
-      if (t.type === "capture") return recordCapture(tx, t.payment_id, t.id, outcome);
-      if (t.type === "void") return recordVoid(tx, t.payment_id, t.id, outcome);
-      return recordRefund(tx, t.refund_id!, t.id, outcome);
-    });
-    if (recorded) {
-      repaired++;
-      log.info({ payment_id: t.payment_id, transaction_id: t.id, type: t.type, status: outcome.status }, "reconciled an operation left pending");
+      // One row's trouble does not hold up the others; it stays PENDING for the next run.
+      const unanswered = error instanceof ProviderUnavailable;
+      log[unanswered ? "warn" : "error"](
+        { err: unanswered ? undefined : error, payment_id: t.payment_id, transaction_id: t.id, type: t.type },
+        unanswered ? "the provider did not answer; the operation stays pending for the next run" : "reconciling an operation failed; it stays pending for the next run",
+      );
     }
   }
   return repaired;

@@ -11,5 +11,6 @@ export class TransactionReason extends Migration {
     this.addSql(`alter table payment_transactions
       -- The caller's reason of a VOID (e.g. "order_cancelled"); null for other types.
       add column reason text`);
+    this.addSql("create index payment_transactions_pending on payment_transactions (created_at) where status = 'pending' and type <> 'authorize'");
   }
 }
