@@ -11,7 +11,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { serviceCatalog, serviceNames } from "../kit/catalog.ts";
-import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute } from "./routes.ts";
+import { edgePolicy, loadRouteTable, type RouteTable, type RpcRoute, type WebhookRoute } from "./routes.ts";
 
 export const envoyConfigPath = join(import.meta.dirname, "envoy.yaml");
 
@@ -50,6 +50,92 @@ function routeAction(route: Pick<RpcRoute, "service" | "kind">, extra: object = 
   };
 }
 
+/** A Lua string literal (long brackets would do too; this keeps the generated file readable). */
+const lua = (s: string) => JSON.stringify(s);
+
+/**
+ * The Lua of one webhook route (Envoy's Lua filter, LuaJIT): what the TypeScript edge's
+ * forwardWebhook does. The provider's plain POST becomes a Connect unary JSON call of the
+ * hook's RPC, `{"<nameField>": <last path segment>, "payload": <base64 of the raw body>,
+ * "signature": <first signature header present>}` (the route rewrites the path to the RPC);
+ * no signature header is 401 at once; the upstream's answer is passed on with its status
+ * mapped as edgePolicy.webhooks says (200; 400, 401, 404 from the Connect error's code;
+ * anything else 503, so that the sender retries).
+ */
+export function webhookLua(hook: WebhookRoute): string {
+  return `-- GENERATED from edgePolicy.webhooks (gateway/routes.ts): POST ${hook.prefix}<name> -> ${hook.rpc}
+local prefix = ${lua(hook.prefix)}
+local name_field = ${lua(hook.nameField)}
+local signature_headers = { ${hook.signatureHeaders.map(lua).join(", ")} }
+local statuses = { invalid_argument = "400", unauthenticated = "401", not_found = "404" }
+
+local function json_string(s)
+  local escaped = string.gsub(s, '[%c"\\\\]', function(c) return string.format("\\\\u%04x", string.byte(c)) end)
+  return '"' .. escaped .. '"'
+end
+
+local function refuse(handle, status, code, message)
+  handle:respond({ [":status"] = status, ["content-type"] = "application/json" }, '{"code":"' .. code .. '","message":' .. json_string(message) .. '}')
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local name = string.sub(headers:get(":path"), #prefix + 1)
+  local query = string.find(name, "?", 1, true)
+  if query then name = string.sub(name, 1, query - 1) end
+  if name == "" or string.find(name, "/", 1, true) then
+    return refuse(handle, "404", "not_found", "no webhook is served at this path")
+  end
+  local signature = nil
+  for _, h in ipairs(signature_headers) do
+    local v = headers:get(h)
+    if v ~= nil and v ~= "" then
+      signature = v
+      break
+    end
+  end
+  if signature == nil then
+    return refuse(handle, "401", "unauthenticated", ${lua(`the webhook has no signature header (${hook.signatureHeaders.join(" or ")})`)})
+  end
+  local body = handle:body()
+  if body == nil then
+    return refuse(handle, "400", "invalid_argument", "the webhook has no body")
+  end
+  local call = '{"' .. name_field .. '":' .. json_string(name) .. ',"payload":"' .. handle:base64Escape(body:getBytes(0, body:length())) .. '","signature":' .. json_string(signature) .. '}'
+  body:setBytes(call)
+  headers:replace("content-type", "application/json")
+  headers:replace("connect-protocol-version", "1")
+  headers:replace("content-length", tostring(#call))
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  if headers:get(":status") == "200" then return end
+  local body = handle:body()
+  local text = ""
+  if body ~= nil then text = body:getBytes(0, body:length()) end
+  local code = string.match(text, '"code"%s*:%s*"([a-z_]+)"')
+  headers:replace(":status", statuses[code] or "503")
+  headers:replace("content-type", "application/json")
+end
+`;
+}
+
+/** POST <prefix><name> of each edgePolicy.webhooks entry: its RPC on its service, translated by webhookLua. */
+function webhookRoutes() {
+  return edgePolicy.webhooks.map((hook) => ({
+    name: `webhook ${hook.prefix}`,
+    match: { prefix: hook.prefix, headers: [{ name: ":method", string_match: { exact: "POST" } }] },
+    route: { ...routeAction({ service: hook.service, kind: "unary" }), regex_rewrite: { pattern: { regex: "^.*$" }, substitution: `/${hook.rpc}` } },
+    typed_per_filter_config: {
+      "envoy.filters.http.lua": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+        source_code: { inline_string: webhookLua(hook) },
+      },
+    },
+  }));
+}
+
 function routesOf(table: RouteTable) {
   const routes: object[] = [
     { name: "healthz", match: { path: "/healthz" }, direct_response: { status: 200, body: { inline_string: JSON.stringify({ status: "ok" }) } }, response_headers_to_add: jsonHeader },
@@ -76,6 +162,8 @@ function routesOf(table: RouteTable) {
     const rewrite = prefix === route.upstreamPrefix ? {} : { prefix_rewrite: route.upstreamPrefix };
     routes.push({ name: `${route.service} ${prefix}`, match: { prefix }, route: routeAction({ service: route.service, kind: "unary" }, rewrite) });
   }
+  // ... the providers' plain-HTTP webhooks ...
+  routes.push(...webhookRoutes());
   // ... and anything else (gRPC health and reflection included) is not found.
   routes.push(notFound("not found", { prefix: "/" }, "no RPC is served at this path"));
   return routes;
@@ -181,6 +269,14 @@ export function envoyConfig(table: RouteTable, options: EnvoyOptions = {}) {
       {
         name: "envoy.filters.http.buffer",
         typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes: edgePolicy.maxBodyBytes },
+      },
+      // Runs only on the webhook routes (their LuaPerRoute); no default code elsewhere.
+      {
+        name: "envoy.filters.http.lua",
+        typed_config: {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+          default_source_code: { inline_string: "-- Nothing by default: the webhook routes bring their code (LuaPerRoute)." },
+        },
       },
       { name: "envoy.filters.http.router", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
     ],

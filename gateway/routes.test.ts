@@ -124,6 +124,34 @@ describe("envoy.yaml", () => {
     }
   });
 
+  it("has the plain-HTTP webhook routes of edgePolicy.webhooks: POST <prefix><name> translated onto the RPC of their service", () => {
+    const routes = hcmOf(parse(readFileSync(envoyConfigPath, "utf8"))).route_config.virtual_hosts[0].routes as Array<Record<string, any>>;
+    const catchAll = routes.findIndex((r) => r.match.prefix === "/");
+    expect(edgePolicy.webhooks.map((w) => w.prefix)).toEqual(["/webhooks/carriers/", "/webhooks/payments/"]);
+    for (const hook of edgePolicy.webhooks) {
+      // The RPC is a PUBLIC one of the hook's service (its signature is the authentication).
+      expect(table.byPath.get(`/${hook.rpc}`)).toMatchObject({ service: hook.service, access: "public", exposed: true, kind: "unary" });
+      const at = routes.findIndex((r) => r.match.prefix === hook.prefix);
+      expect(at, hook.prefix).toBeGreaterThanOrEqual(0);
+      expect(at).toBeLessThan(catchAll);
+      // No earlier route takes the webhook's paths.
+      expect(routes.slice(0, at).some((r) => r.match.prefix !== undefined && hook.prefix.startsWith(r.match.prefix))).toBe(false);
+      const route = routes[at]!;
+      expect(route.match.headers).toEqual([{ name: ":method", string_match: { exact: "POST" } }]);
+      expect(route.route).toMatchObject({ cluster: hook.service, timeout: `${edgePolicy.upstreamTimeoutMs / 1000}s`, regex_rewrite: { pattern: { regex: "^.*$" }, substitution: `/${hook.rpc}` } });
+      const script: string = route.typed_per_filter_config["envoy.filters.http.lua"].source_code.inline_string;
+      expect(route.typed_per_filter_config["envoy.filters.http.lua"]["@type"]).toBe("type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute");
+      // The same translation as the TypeScript edge: the name field, the signature headers in order, the status mapping.
+      expect(script).toContain(`local prefix = "${hook.prefix}"`);
+      expect(script).toContain(`local name_field = "${hook.nameField}"`);
+      expect(script).toContain(`local signature_headers = { ${hook.signatureHeaders.map((h) => `"${h}"`).join(", ")} }`);
+      expect(script).toContain('local statuses = { invalid_argument = "400", unauthenticated = "401", not_found = "404" }');
+      expect(script).toMatch(/function envoy_on_request\(handle\)[\s\S]*"payload":"' \.\. handle:base64Escape\(body:getBytes\(0, body:length\(\)\)\)/);
+      expect(script).toContain('headers:replace("connect-protocol-version", "1")');
+      expect(script).toContain('headers:replace(":status", statuses[code] or "503")');
+    }
+  });
+
   it("sets x-forwarded-for to the TCP peer, trusting no hop and appending nothing the client sent", () => {
     const hcm = hcmOf(parse(readFileSync(envoyConfigPath, "utf8")));
     expect(hcm).toMatchObject({ use_remote_address: true, xff_num_trusted_hops: 0, skip_xff_append: true });
@@ -148,8 +176,12 @@ describe("envoy.yaml", () => {
       "envoy.filters.http.grpc_web",
       "envoy.filters.http.cors",
       "envoy.filters.http.buffer",
+      "envoy.filters.http.lua",
       "envoy.filters.http.router",
     ]);
+    // The Lua filter has no code of its own: it runs only on the webhook routes.
+    expect(hcm.http_filters[3].typed_config["@type"]).toBe("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
+    expect(hcm.http_filters[3].typed_config.default_source_code.inline_string).not.toMatch(/envoy_on_/);
     expect(hcm.http_filters[2].typed_config.max_request_bytes).toBe(edgePolicy.maxBodyBytes);
     expect(hcm.route_config.request_headers_to_remove).toEqual(expect.arrayContaining(["x-end-user-authorization", "forwarded", "x-real-ip"]));
     expect(config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connections).toBe(edgePolicy.listener.maxConnections);

@@ -31,7 +31,6 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { healthRoutes, HealthState } from "./health.ts";
-import { type HttpRoute, serveHttpRoute } from "./http-routes.ts";
 import { createListener } from "./listener.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { ServiceMetrics } from "./metrics.ts";
@@ -95,8 +94,6 @@ export interface ServiceDefinition<State = void> {
   rateLimits?(state: State): RpcRateLimit[];
   /** INTERNAL RPCs callable without a service token (only Auth's IssueServiceToken). */
   credentialExempt?: string[];
-  /** Plain HTTP routes on the service's port, e.g. provider webhooks (kit/http-routes.ts). */
-  httpRoutes?(ctx: ServiceContext, state: State): HttpRoute[];
 }
 
 /** Any service, whatever its state (what the bootstrap, tests and tools take). */
@@ -219,7 +216,6 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     pagingInterceptor(config.pageTokenKey),
     entityManagerInterceptor(orm),
   ];
-  const httpRoutes = def.httpRoutes?.(ctx, state) ?? [];
   const handler = connectNodeAdapter({
     routes(router) {
       const recording: ConnectRouter = new Proxy(router, {
@@ -250,7 +246,6 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.
     shutdownSignal: shutdown.signal,
     fallback(req, res) {
-      if (serveHttpRoute(httpRoutes, req as IncomingMessage, res as ServerResponse, log)) return;
       if (req.method === "GET" && req.url === "/metrics") {
         void metrics.registry.metrics().then((text) => {
           res.writeHead(200, { "content-type": metrics.registry.contentType });

@@ -149,7 +149,17 @@ async function main() {
 
   say(`starting ${implemented.join(", ")}${missing.length ? ` (not implemented yet: ${missing.join(", ")})` : ""}`);
   const services = implemented.map((name) =>
-    child(name, join("services", name, "main.ts"), { PORT: String(portOf(name)), DATABASE_URL: `${infra!.postgresBase}/${serviceCatalog[name].database}` }, () => waitServing(name)),
+    child(
+      name,
+      join("services", name, "main.ts"),
+      {
+        PORT: String(portOf(name)),
+        DATABASE_URL: `${infra!.postgresBase}/${serviceCatalog[name].database}`,
+        // The payment sandbox posts its webhooks to the edge's webhook route, as a real provider would.
+        ...(name === "payment" && hasEdge && !env.PAYMENT_SANDBOX_WEBHOOK_URL ? { PAYMENT_SANDBOX_WEBHOOK_URL: `${edgeUrl}/webhooks/payments/sandbox` } : {}),
+      },
+      () => waitServing(name),
+    ),
   );
   await Promise.all(services.map((s) => startedAndReady(s, width)));
   if (hasEdge) {

@@ -1,7 +1,9 @@
 /**
  * The Shipping part of `npm run bench`: GetShippingRates (PUBLIC, a guest's cart page)
  * over the demo rates `npm run seed` loads (one carrier, two methods, five rates), through
- * the edge and directly. Each call is one rate-selection statement.
+ * the edge and directly. Each call is one BatchGetProducts at Product (the item weights;
+ * the bench's product is not in the catalog, so its declared weight counts) and one
+ * rate-selection statement.
  */
 import { seedShipping } from "../../services/shipping/seed.ts";
 import type { TestMesh } from "../../kit/testing/mesh.ts";

@@ -10,10 +10,11 @@
  *   accepted during a rotation; default none.
  * - PAYMENT_WEBHOOK_TOLERANCE_S: how far a webhook's signed timestamp may be
  *   from now, in seconds; default 300 (Stripe's).
- * - PAYMENT_SANDBOX_WEBHOOK_URL: where the sandbox POSTs its signed webhooks;
- *   default this service's own route (PAYMENT_SERVICE_URL, else
- *   http://127.0.0.1:$PORT, + /webhooks/payments/sandbox); behind the edge, set
- *   it to the edge's /webhooks/payments/sandbox. "off" sends none.
+ * - PAYMENT_SANDBOX_WEBHOOK_URL: where the sandbox POSTs its signed webhooks as
+ *   plain HTTP, as a provider does: the edge's /webhooks/payments/sandbox
+ *   (which turns them into HandleProviderWebhook). Unset (no edge), the
+ *   sandbox calls this service's HandleProviderWebhook RPC itself, at
+ *   PAYMENT_SERVICE_URL, else http://127.0.0.1:$PORT. "off" sends none.
  * - PAYMENT_SANDBOX_SLOW_MS / PAYMENT_SANDBOX_ASYNC_MS: when tok_sandbox_slow
  *   answers (default 10000) and tok_sandbox_async settles (default 2000).
  * - PAYMENT_AUTHORIZATION_TTL_HOURS: how long an authorization holds before it
@@ -27,10 +28,19 @@ import { type Env, EnvReader } from "../../kit/env.ts";
 
 export interface PaymentConfig {
   provider: string;
-  sandbox: { webhookSecrets: string[]; toleranceS: number; slowMs: number; asyncMs: number; webhookUrl: string | undefined };
+  sandbox: SandboxSettings;
   authorizationTtlMs: number;
   reconcileEveryMs: number;
   reconcileAfterMs: number;
+}
+
+export interface SandboxSettings {
+  webhookSecrets: string[];
+  toleranceS: number;
+  slowMs: number;
+  asyncMs: number;
+  /** Where webhooks go: POSTed to an edge's webhook URL, or the HandleProviderWebhook RPC of the Payment service at `baseUrl`; undefined sends none. */
+  webhooks: { kind: "http"; url: string } | { kind: "rpc"; baseUrl: string } | undefined;
 }
 
 export const providerNames = ["sandbox"] as const;
@@ -42,8 +52,9 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
   const previous = r.list("PAYMENT_SANDBOX_WEBHOOK_PREVIOUS_SECRETS", []);
   const toleranceS = r.int("PAYMENT_WEBHOOK_TOLERANCE_S", 300, 1, 3600);
   const own = env.PAYMENT_SERVICE_URL ?? `http://127.0.0.1:${env.PORT ?? "50055"}`;
-  const webhookUrl = r.string("PAYMENT_SANDBOX_WEBHOOK_URL", `${own}/webhooks/payments/sandbox`);
-  if (webhookUrl !== "off") r.url("PAYMENT_SANDBOX_WEBHOOK_URL", webhookUrl, ["http:", "https:"]);
+  const webhookUrl = r.string("PAYMENT_SANDBOX_WEBHOOK_URL", "");
+  if (webhookUrl !== "" && webhookUrl !== "off") r.url("PAYMENT_SANDBOX_WEBHOOK_URL", webhookUrl, ["http:", "https:"]);
+  const webhooks: SandboxSettings["webhooks"] = webhookUrl === "off" ? undefined : webhookUrl ? { kind: "http", url: webhookUrl } : { kind: "rpc", baseUrl: own };
   const slowMs = r.int("PAYMENT_SANDBOX_SLOW_MS", 10_000, 1, 600_000);
   const asyncMs = r.int("PAYMENT_SANDBOX_ASYNC_MS", 2_000, 0, 600_000);
   const ttlHours = r.int("PAYMENT_AUTHORIZATION_TTL_HOURS", 168, 1, 30 * 24);
@@ -52,7 +63,7 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
   return r.done(
     {
       provider,
-      sandbox: { webhookSecrets: [secret, ...previous], toleranceS, slowMs, asyncMs, webhookUrl: webhookUrl === "off" ? undefined : webhookUrl },
+      sandbox: { webhookSecrets: [secret, ...previous], toleranceS, slowMs, asyncMs, webhooks },
       authorizationTtlMs: ttlHours * 3_600_000,
       reconcileEveryMs,
       reconcileAfterMs,

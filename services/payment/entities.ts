@@ -91,6 +91,7 @@ export const PaymentTransactionEntity = defineEntity({
     amountMinor: p.bigint("bigint"),
     currency: p.string().columnType("char(3)"),
     refundId: p.uuid().nullable(),
+    reason: p.text().nullable(),
     providerTransactionId: p.text().nullable(),
     failureCode: p.text().nullable(),
     failureMessage: p.text().nullable(),

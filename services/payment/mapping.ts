@@ -155,28 +155,19 @@ export function refundMessage(r: RefundRow, view: View): Refund {
 
 /** A payment with its transactions and refunds (oldest first), as `view` may see it; NOT_FOUND unless `userId` (when given) owns it. */
 export async function loadPayment(em: EntityManager, id: string, view: View, userId?: string): Promise<Payment> {
-  const db = sqlOf(em);
-  const row = await db.one<PaymentRow>(`${paymentSelect} where p.id = $1`, [id]);
+  // One statement: the payment row, and its log and refunds as JSON (bigints as text, so no precision is lost).
+  const row = await sqlOf(em).one<PaymentRow & { transactions_json: TransactionJson[]; refunds_json: RefundJson[] }>(
+    `select x.*,
+       (select coalesce(jsonb_agg(to_jsonb(t) || jsonb_build_object('amount_minor', t.amount_minor::text) order by t.created_at, t.id), '[]')
+          from payment_transactions t where t.payment_id = x.id) as transactions_json,
+       (select coalesce(jsonb_agg(to_jsonb(r) || jsonb_build_object('amount_minor', r.amount_minor::text) order by r.created_at, r.id), '[]')
+          from refunds r where r.payment_id = x.id) as refunds_json
+     from (${paymentSelect} where p.id = $1) x`,
+    [id],
+  );
   if (!row || (userId !== undefined && row.user_id !== userId)) throw notFound("payment", id);
-  const [transactions, refunds] = await Promise.all([
-    db.all<{
-      id: string;
-      type: string;
-      status: string;
-      amount_minor: string;
-      currency: string;
-      refund_id: string | null;
-      provider_transaction_id: string | null;
-      failure_code: string | null;
-      failure_message: string | null;
-      provider_response: JsonObject | null;
-      processed_at: Date | null;
-      created_at: Date;
-    }>("select * from payment_transactions where payment_id = $1 order by created_at, id", [id]),
-    db.all<RefundRow>("select * from refunds where payment_id = $1 order by created_at, id", [id]),
-  ]);
   const payment = paymentMessage(row, view);
-  payment.transactions = transactions.map((t) =>
+  payment.transactions = row.transactions_json.map((t) =>
     create(PaymentTransactionSchema, {
       id: t.id,
       paymentId: id,
@@ -188,13 +179,36 @@ export async function loadPayment(em: EntityManager, id: string, view: View, use
       failureCode: t.failure_code ?? "",
       failureMessage: t.failure_message ?? "",
       providerResponse: view === "admin" && t.provider_response ? t.provider_response : undefined,
-      processedAt: timestampOf(t.processed_at),
-      createdAt: timestampOf(t.created_at),
+      processedAt: timestampOf(dateOrNull(t.processed_at)),
+      createdAt: timestampOf(new Date(t.created_at)),
     }),
   );
-  payment.refunds = refunds.map((r) => refundMessage(r, view));
+  payment.refunds = row.refunds_json.map((r) =>
+    refundMessage({ ...r, processed_at: dateOrNull(r.processed_at), created_at: new Date(r.created_at), updated_at: new Date(r.updated_at) }, view),
+  );
   return payment;
 }
+
+/** A payment_transactions row as to_jsonb gives it (times as ISO 8601 text, amount_minor as text). */
+interface TransactionJson {
+  id: string;
+  type: string;
+  status: string;
+  amount_minor: string;
+  currency: string;
+  refund_id: string | null;
+  provider_transaction_id: string | null;
+  failure_code: string | null;
+  failure_message: string | null;
+  provider_response: JsonObject | null;
+  processed_at: string | null;
+  created_at: string;
+}
+
+/** A refunds row as to_jsonb gives it. */
+type RefundJson = Omit<RefundRow, "processed_at" | "created_at" | "updated_at"> & { processed_at: string | null; created_at: string; updated_at: string };
+
+const dateOrNull = (iso: string | null) => (iso === null ? null : new Date(iso));
 
 export function paymentMessage(p: PaymentRow, view: View): Payment {
   return create(PaymentSchema, {

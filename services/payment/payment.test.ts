@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
-import { PaymentAuthorizedSchema, PaymentInitiatedSchema, PaymentRefundedSchema } from "../../gen/ecommerce/payment/v1/events_pb.js";
+import { PaymentAuthorizedSchema, PaymentInitiatedSchema, PaymentRefundedSchema, PaymentSucceededSchema, PaymentVoidedSchema } from "../../gen/ecommerce/payment/v1/events_pb.js";
 import {
   type Payment,
   PaymentStatus,
@@ -16,6 +16,8 @@ import {
   TransactionType,
   WebhookEventStatus,
 } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import type { DescMessage } from "@bufbuild/protobuf";
+import { subjectOf } from "../../kit/events/contracts.ts";
 import { money } from "../../kit/money.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { auth, failure, type PaymentHarness, paymentEvents, previousWebhookSecret, sandboxWebhook, startPaymentHarness, webhookSecret } from "./testing.ts";
@@ -276,6 +278,101 @@ describe("capture, void, refund", () => {
     const done = (await h.payments.getPaymentInternal({ paymentId: payment!.id }, auth(h.order))).payment!;
     expect(done.amountRefunded?.amountMinor).toBe(900n);
     expectAmountsFromLog(done);
+  });
+});
+
+describe("reconciliation of captures, voids and refunds", () => {
+  /** Outbox rows of one event type naming the payment: what goes out on PAYMENT_EVENTS, counted where it is written. */
+  async function outboxed(schema: DescMessage, paymentId: string): Promise<number> {
+    const [row] = await h.sql<{ n: string }>("select count(*) as n from outbox_events where subject = $1 and position(convert_to($2, 'UTF8') in payload) > 0", [
+      subjectOf(schema),
+      paymentId,
+    ]);
+    return Number(row!.n);
+  }
+  const timedOut = async (call: Promise<unknown>) => expect([Code.DeadlineExceeded, Code.Unavailable]).toContain((await failure(call)).code);
+  const internal = async (paymentId: string) => (await h.payments.getPaymentInternal({ paymentId }, auth(h.order))).payment!;
+  const reconciledTo = (paymentId: string, done: (p: Payment) => boolean) =>
+    eventually(
+      async () => {
+        await h.reconcile();
+        const p = await internal(paymentId);
+        return done(p) ? p : undefined;
+      },
+      15_000,
+      "reconciled",
+    );
+
+  it("a capture whose call timed out is settled from the provider's answer: SUCCEEDED, payment.succeeded once", async () => {
+    const { payment } = await authorize("tok_sandbox_slow_operations", { amountMinor: 1500n });
+    expect(payment?.status).toBe(PaymentStatus.AUTHORIZED);
+    await timedOut(h.payments.capturePayment({ paymentId: payment!.id, amount: money(1200n, "EUR") }, { ...auth(h.order), timeoutMs: 300 }));
+    // The provider captured; our record did not learn it.
+    expect((await internal(payment!.id)).transactions.map((t) => [t.type, t.status])).toEqual([
+      [TransactionType.AUTHORIZE, TransactionStatus.SUCCEEDED],
+      [TransactionType.CAPTURE, TransactionStatus.PENDING],
+    ]);
+    const settled = await reconciledTo(payment!.id, (p) => p.status === PaymentStatus.SUCCEEDED);
+    expect(settled.amountCaptured?.amountMinor).toBe(1200n);
+    expect(settled.transactions.map((t) => [t.type, t.status])).toEqual([
+      [TransactionType.AUTHORIZE, TransactionStatus.SUCCEEDED],
+      [TransactionType.CAPTURE, TransactionStatus.SUCCEEDED],
+    ]);
+    expectAmountsFromLog(settled);
+    // The caller's retry and another run change nothing.
+    expect((await h.payments.capturePayment({ paymentId: payment!.id, amount: money(1200n, "EUR") }, auth(h.order))).payment?.transactions).toHaveLength(2);
+    await h.reconcile();
+    expect(await outboxed(PaymentSucceededSchema, payment!.id)).toBe(1);
+    await eventually(async () => ((await paymentEvents(h, PaymentSucceededSchema)).some((e) => e.paymentId === payment!.id) ? true : undefined), 10_000, "payment.succeeded");
+  });
+
+  it("a void whose call timed out is settled: CANCELLED, payment.voided once with the caller's reason", async () => {
+    const { payment } = await authorize("tok_sandbox_slow_operations");
+    await timedOut(h.payments.voidPayment({ paymentId: payment!.id, reason: "order_cancelled" }, { ...auth(h.order), timeoutMs: 300 }));
+    expect((await internal(payment!.id)).status).toBe(PaymentStatus.AUTHORIZED);
+    // A capture meanwhile is refused: the void is in flight.
+    expect(await failure(h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order)))).toMatchObject({ code: Code.FailedPrecondition, reason: "PAYMENT_NOT_AUTHORIZED" });
+    const settled = await reconciledTo(payment!.id, (p) => p.status === PaymentStatus.CANCELLED);
+    expect(settled.transactions.map((t) => [t.type, t.status])).toEqual([
+      [TransactionType.AUTHORIZE, TransactionStatus.SUCCEEDED],
+      [TransactionType.VOID, TransactionStatus.SUCCEEDED],
+    ]);
+    await h.reconcile();
+    expect(await outboxed(PaymentVoidedSchema, payment!.id)).toBe(1);
+    const voided = await eventually(async () => (await paymentEvents(h, PaymentVoidedSchema)).find((e) => e.paymentId === payment!.id), 10_000, "payment.voided");
+    expect(voided.reason).toBe("order_cancelled");
+  });
+
+  it("a refund whose call timed out is settled: COMPLETED, PARTIALLY_REFUNDED, payment.refunded once; the same key answers it", async () => {
+    const { payment } = await authorize("tok_sandbox_slow_operations", { amountMinor: 1000n });
+    await h.payments.capturePayment({ paymentId: payment!.id }, auth(h.order));
+    const idempotencyKey = key();
+    const refund = (init = {}) =>
+      h.payments.refundPayment({ paymentId: payment!.id, amount: money(400n, "EUR"), reason: RefundReason.RETURN, idempotencyKey }, { ...auth(h.returns), ...init });
+    await timedOut(refund({ timeoutMs: 300 }));
+    const [pending] = await h.sql<{ id: string; status: string }>("select id, status from refunds where payment_id = $1", [payment!.id]);
+    expect(pending?.status).toBe("pending");
+    const settled = await reconciledTo(payment!.id, (p) => p.status === PaymentStatus.PARTIALLY_REFUNDED);
+    expect(settled.amountRefunded?.amountMinor).toBe(400n);
+    expect(settled.refunds.map((r) => [r.id, r.status])).toEqual([[pending!.id, RefundStatus.COMPLETED]]);
+    expectAmountsFromLog(settled);
+    expect((await refund()).refund).toMatchObject({ id: pending!.id, status: RefundStatus.COMPLETED });
+    await h.reconcile();
+    expect(await outboxed(PaymentRefundedSchema, payment!.id)).toBe(1);
+  });
+
+  it("a capture recorded as intent by a process that died before calling the provider is made and recorded once", async () => {
+    const { payment } = await authorize("tok_sandbox_success", { amountMinor: 700n });
+    // What capturePayment commits before it calls the provider, and nothing after: the process died there.
+    await h.sql("insert into payment_transactions (id, payment_id, type, status, amount_minor, currency) values ($1, $2, 'capture', 'pending', 700, 'EUR')", [uuidv7(), payment!.id]);
+    const settled = await reconciledTo(payment!.id, (p) => p.status === PaymentStatus.SUCCEEDED);
+    expect(settled.amountCaptured?.amountMinor).toBe(700n);
+    expectAmountsFromLog(settled);
+    await h.reconcile();
+    expect(await outboxed(PaymentSucceededSchema, payment!.id)).toBe(1);
+    // The provider holds the capture: a refund of it passes there too.
+    const { refund } = await h.payments.refundPayment({ paymentId: payment!.id, reason: RefundReason.GOODWILL, idempotencyKey: key() }, auth(h.returns));
+    expect(refund).toMatchObject({ status: RefundStatus.COMPLETED, amount: { amountMinor: 700n } });
   });
 });
 

@@ -126,12 +126,15 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     throw invalidArgument("payment_method_id", "a payment method or a payment token is required");
   }
 
+  /** What this call created, when it ran the first attempt (no need to read it back). */
+  let created: { amountMinor: bigint; currency: string; description: string } | undefined;
+  /** The unique index of an order's one live payment refused ours (the transaction is then aborted). */
+  const taken = new Error("the order has a live payment");
   const started = await idempotent(
     em,
     { scope: "AuthorizePayment", key: req.idempotencyKey, requestSchema: AuthorizePaymentRequestSchema, request: req, responseSchema: AuthorizePaymentResponseSchema },
     async (tx) => {
-      const live = await sqlOf(tx).one<{ id: string }>("select id from payments where order_id = $1 and status not in ('failed', 'cancelled')", [req.orderId]);
-      if (live) throw alreadyLive(req.orderId, live.id);
+      // An order has one live payment: the unique index payments_live_order says so at the flush, without a query first.
       const id = uuidv7();
       const amount = req.amount!;
       const methodId = saved ? uuidv7() : null;
@@ -159,16 +162,22 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
         amount,
         provider: provider.name,
       });
-      // Another key may win the race for this order's one live payment.
-      await flushUnique(tx, () => alreadyLive(req.orderId, ""));
+      await flushUnique(tx, () => taken);
+      created = { amountMinor: amount.amountMinor, currency: amount.currencyCode, description: req.description || `Order ${req.orderNumber}` };
       return create(AuthorizePaymentResponseSchema, { payment: { id } });
     },
-  );
+  ).catch(async (error: unknown) => {
+    if (error !== taken) throw error;
+    const live = await sqlOf(em).one<{ id: string }>("select id from payments where order_id = $1 and status not in ('failed', 'cancelled')", [req.orderId]);
+    throw alreadyLive(req.orderId, live?.id ?? "");
+  });
   const paymentId = started.payment!.id;
-  const current = await sqlOf(em).one<{ status: string; amount_minor: string; currency: string; description: string }>(
-    "select status, amount_minor, currency, description from payments where id = $1",
-    [paymentId],
-  );
+  // A retried key reads the payment's state; the first attempt knows it (PENDING, just committed).
+  const current = created
+    ? { status: "pending", amount_minor: created.amountMinor.toString(), currency: created.currency, description: created.description }
+    : await sqlOf(em).one<{ status: string; amount_minor: string; currency: string; description: string }>("select status, amount_minor, currency, description from payments where id = $1", [
+        paymentId,
+      ]);
   if (current?.status === "pending") {
     const outcome = await callProvider("authorization", (signal) =>
       provider.authorize({ paymentId, amountMinor: BigInt(current.amount_minor), currency: current.currency, token, description: current.description }, signal),
@@ -208,29 +217,40 @@ export interface AuthorizationOutcome {
 export async function recordAuthorization(tx: EntityManager, config: PaymentConfig, paymentId: string, status: "authorized" | "failed" | "processing", outcome: AuthorizationOutcome): Promise<boolean> {
   const db = sqlOf(tx);
   const from = status === "processing" ? ["pending"] : ["pending", "processing"];
+  // A one-time token's display data comes from the provider's answer: its row gets this id if the payment has none yet.
+  const methodId = outcome.method ? uuidv7() : null;
+  // One statement: the payment forward, and (for a final outcome) its pending AUTHORIZE row, only if the payment moved.
   const row = await db.one<{ order_id: string; order_number: string; user_id: string; amount_minor: string; currency: string; payment_method_id: string | null; provider: string }>(
-    `update payments set status = $2, provider_payment_id = coalesce(provider_payment_id, nullif($3, '')), failure_code = $4, failure_message = $5,
-       authorized_at = case when $2 = 'authorized' then now() end,
-       authorization_expires_at = case when $2 = 'authorized' then now() + ($6 * interval '1 millisecond') end,
-       processed_at = now(), updated_at = now()
-     where id = $1 and status = any($7::text[])
-     returning order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider`,
-    [paymentId, status, outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, config.authorizationTtlMs, from],
+    `with p as (
+       update payments set status = $2, provider_payment_id = coalesce(provider_payment_id, nullif($3, '')), failure_code = $4, failure_message = $5,
+         authorized_at = case when $2 = 'authorized' then now() end,
+         authorization_expires_at = case when $2 = 'authorized' then now() + ($6 * interval '1 millisecond') end,
+         payment_method_id = coalesce(payment_method_id, $8::uuid),
+         processed_at = now(), updated_at = now()
+       where id = $1 and status = any($7::text[])
+       returning id, order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider
+     ), authorization_row as (
+       update payment_transactions set status = $9, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $10, processed_at = now()
+       where payment_id = (select id from p) and type = 'authorize' and status = 'pending' and $9 <> 'pending'
+     )
+     select order_id, order_number, user_id, amount_minor, currency, payment_method_id, provider from p`,
+    [
+      paymentId,
+      status,
+      outcome.providerId,
+      outcome.failureCode ?? null,
+      outcome.failureMessage ?? null,
+      config.authorizationTtlMs,
+      from,
+      methodId,
+      status === "authorized" ? "succeeded" : status === "failed" ? "failed" : "pending",
+      JSON.stringify(outcome.raw),
+    ],
   );
   if (!row) return false;
-  if (status !== "processing") {
-    await db.run(
-      `update payment_transactions set status = $2, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $6, processed_at = now()
-       where payment_id = $1 and type = 'authorize' and status = 'pending'`,
-      [paymentId, status === "authorized" ? "succeeded" : "failed", outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, JSON.stringify(outcome.raw)],
-    );
-  }
-  if (!row.payment_method_id && outcome.method) {
-    // A one-time token: the display data comes from the provider's answer.
-    const methodId = uuidv7();
-    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: row.provider, providerReference: outcome.method.reference ?? null, ...methodDetails(outcome.method)! });
-    await tx.flush();
-    await db.run("update payments set payment_method_id = $2 where id = $1", [paymentId, methodId]);
+  if (methodId && row.payment_method_id === methodId) {
+    // The payment's reference to it is checked at commit (deferred): the row goes out with the commit's flush.
+    tx.create(PaymentMethodEntity, { id: methodId, userId: row.user_id, provider: row.provider, providerReference: outcome.method!.reference ?? null, ...methodDetails(outcome.method)! });
   }
   const amount = money(row.amount_minor, row.currency);
   if (status === "authorized") {
@@ -329,34 +349,50 @@ export async function capturePayment(em: EntityManager, deps: PaymentDeps, req: 
   const provider = deps.providers.get(p.provider);
   const outcome = await callProvider("capture", (signal) => provider.capture(p.provider_payment_id!, captureMinor, captureId, signal));
   await transaction(em, async (tx) => {
-    const changed = await recordOperation(tx, captureId, outcome);
-    if (!changed) return;
-    if (outcome.status === "failed") {
+    if ((await recordCapture(tx, req.paymentId, captureId, outcome)) && outcome.status === "failed") {
       commitThenFail(
         failedPrecondition(`the provider refused the capture: ${outcome.failureMessage ?? outcome.failureCode}`, "CAPTURE_FAILED", { failure_code: outcome.failureCode ?? "" }),
       );
     }
-    await sqlOf(tx).run("update payments set status = 'succeeded', captured_at = now(), processed_at = now(), updated_at = now() where id = $1 and status = 'authorized'", [req.paymentId]);
-    publishEvent(tx, PaymentSucceededSchema, {
-      paymentId: req.paymentId,
-      orderId: p.order_id,
-      orderNumber: p.order_number,
-      userId: p.user_id,
-      amountCaptured: money(captureMinor, p.currency),
-      provider: p.provider,
-    });
   });
   return { payment: await loadPayment(em, req.paymentId, "internal") };
 }
 
-/** The outcome of a CAPTURE, VOID or REFUND row, from PENDING only; false when another call recorded it first. */
-async function recordOperation(tx: EntityManager, transactionId: string, outcome: ProviderOutcome): Promise<boolean> {
-  const changed = await sqlOf(tx).run(
+/**
+ * Records the provider's answer to a CAPTURE (the call's own, or
+ * reconciliation's): the row from PENDING, the payment SUCCEEDED and
+ * payment.succeeded, once; false when another call recorded it first.
+ */
+export async function recordCapture(tx: EntityManager, paymentId: string, captureId: string, outcome: ProviderOutcome): Promise<boolean> {
+  const t = await recordOperation(tx, captureId, outcome);
+  if (!t) return false;
+  if (outcome.status === "failed") return true;
+  const p = (await sqlOf(tx).one<{ order_id: string; order_number: string; user_id: string; currency: string; provider: string }>(
+    // SUCCEEDED from AUTHORIZED (the only state a capture is started from); the row is read for the event either way.
+    `update payments set status = case when status = 'authorized' then 'succeeded' else status end,
+        captured_at = case when status = 'authorized' then now() else captured_at end,
+        processed_at = case when status = 'authorized' then now() else processed_at end, updated_at = now()
+      where id = $1 returning order_id, order_number, user_id, currency, provider`,
+    [paymentId],
+  ))!;
+  publishEvent(tx, PaymentSucceededSchema, {
+    paymentId,
+    orderId: p.order_id,
+    orderNumber: p.order_number,
+    userId: p.user_id,
+    amountCaptured: money(t.amount_minor, p.currency),
+    provider: p.provider,
+  });
+  return true;
+}
+
+/** The outcome of a CAPTURE, VOID or REFUND row, from PENDING only; undefined when another call recorded it first. */
+async function recordOperation(tx: EntityManager, transactionId: string, outcome: ProviderOutcome): Promise<{ amount_minor: string; reason: string | null } | undefined> {
+  return sqlOf(tx).one<{ amount_minor: string; reason: string | null }>(
     `update payment_transactions set status = $2, provider_transaction_id = nullif($3, ''), failure_code = $4, failure_message = $5, provider_response = $6, processed_at = now()
-     where id = $1 and status = 'pending'`,
+     where id = $1 and status = 'pending' returning amount_minor, reason`,
     [transactionId, outcome.status === "failed" ? "failed" : "succeeded", outcome.providerId, outcome.failureCode ?? null, outcome.failureMessage ?? null, JSON.stringify(outcome.raw)],
   );
-  return changed === 1;
 }
 
 // ---------------------------------------------------------------- void
@@ -374,30 +410,39 @@ export async function voidPayment(em: EntityManager, deps: PaymentDeps, req: Voi
     await sqlOf(tx).one("select 1 from payments where id = $1 for update", [req.paymentId]);
     const captured = await sqlOf(tx).one("select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed'", [req.paymentId]);
     if (captured) throw failedPrecondition(`payment ${req.paymentId} was captured; refund it instead`, "PAYMENT_ALREADY_CAPTURED", { status: p.status });
-    tx.create(PaymentTransactionEntity, { id: voidId, paymentId: req.paymentId, type: "void", status: "pending", amountMinor: BigInt(p.amount_minor), currency: p.currency });
+    tx.create(PaymentTransactionEntity, { id: voidId, paymentId: req.paymentId, type: "void", status: "pending", amountMinor: BigInt(p.amount_minor), currency: p.currency, reason: req.reason || null });
   });
   const provider = deps.providers.get(p.provider);
   // Nothing to release at the provider when it never accepted the payment.
   const outcome: ProviderOutcome = p.provider_payment_id
     ? await callProvider("void", (signal) => provider.void(p.provider_payment_id!, voidId, signal))
     : { status: "succeeded", providerId: "", raw: {} };
-  await em.transactional(async (tx) => {
-    await recordOperation(tx, voidId, outcome);
-    if (outcome.status === "failed") return;
-    // Not while a capture is recorded or in flight (the capture took the row lock to record it).
-    const voided = await sqlOf(tx).run(
-      `update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')
-         and not exists (select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed')`,
-      [req.paymentId],
-    );
-    if (voided === 1) {
-      await sqlOf(tx).run("update payment_transactions set status = 'failed', failure_code = 'voided', processed_at = now() where payment_id = $1 and type = 'authorize' and status = 'pending'", [
-        req.paymentId,
-      ]);
-      publishEvent(tx, PaymentVoidedSchema, { paymentId: req.paymentId, orderId: p.order_id, userId: p.user_id, amount: money(p.amount_minor, p.currency), reason: req.reason });
-    }
-  });
+  await em.transactional((tx) => recordVoid(tx, req.paymentId, voidId, outcome));
   return { payment: await loadPayment(em, req.paymentId, "internal") };
+}
+
+/**
+ * Records the provider's answer to a VOID (the call's own, or
+ * reconciliation's): the row from PENDING, the payment CANCELLED unless a
+ * capture is recorded or in flight (the capture took the row lock to record
+ * it), payment.voided once; false when another call recorded it first.
+ */
+export async function recordVoid(tx: EntityManager, paymentId: string, voidId: string, outcome: ProviderOutcome): Promise<boolean> {
+  const t = await recordOperation(tx, voidId, outcome);
+  if (!t) return false;
+  if (outcome.status === "failed") return true;
+  const db = sqlOf(tx);
+  const p = await db.one<{ order_id: string; user_id: string; amount_minor: string; currency: string }>(
+    `update payments set status = 'cancelled', cancelled_at = now(), updated_at = now() where id = $1 and status in ('pending', 'processing', 'authorized')
+       and not exists (select 1 from payment_transactions where payment_id = $1 and type = 'capture' and status <> 'failed')
+     returning order_id, user_id, amount_minor, currency`,
+    [paymentId],
+  );
+  if (p) {
+    await db.run("update payment_transactions set status = 'failed', failure_code = 'voided', processed_at = now() where payment_id = $1 and type = 'authorize' and status = 'pending'", [paymentId]);
+    publishEvent(tx, PaymentVoidedSchema, { paymentId, orderId: p.order_id, userId: p.user_id, amount: money(p.amount_minor, p.currency), reason: t.reason ?? "" });
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- refund
@@ -471,8 +516,14 @@ export async function refundPayment(
   return { refund: await loadRefund(em, refundId, view) };
 }
 
-async function recordRefund(tx: EntityManager, refundId: string, transactionId: string, outcome: ProviderOutcome): Promise<void> {
-  if (!(await recordOperation(tx, transactionId, outcome))) return;
+/**
+ * Records the provider's answer to a refund (the call's own, or
+ * reconciliation's): the refund COMPLETED or FAILED from PENDING, the
+ * payment's status from its log, payment.refunded or payment.refund_failed
+ * once; false when another call recorded it first.
+ */
+export async function recordRefund(tx: EntityManager, refundId: string, transactionId: string, outcome: ProviderOutcome): Promise<boolean> {
+  if (!(await recordOperation(tx, transactionId, outcome))) return false;
   const db = sqlOf(tx);
   const completed = outcome.status !== "failed";
   const r = (await db.one<{ payment_id: string; order_id: string; user_id: string; amount_minor: string; currency: string; reason: string; note: string; return_request_id: string | null }>(
@@ -491,7 +542,7 @@ async function recordRefund(tx: EntityManager, refundId: string, transactionId: 
       failureCode: outcome.failureCode ?? "",
       failureMessage: outcome.failureMessage ?? "",
     });
-    return;
+    return true;
   }
   // The payment's state follows from its log: everything captured refunded, or part of it.
   const p = (await db.one<{ order_number: string; provider: string; captured: string; refunded: string }>(
@@ -516,4 +567,5 @@ async function recordRefund(tx: EntityManager, refundId: string, transactionId: 
     note: r.note,
     returnRequestId: r.return_request_id ?? "",
   });
+  return true;
 }

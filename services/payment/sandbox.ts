@@ -9,9 +9,13 @@
  * - tok_sandbox_retry: the first two attempts of a payment fail transiently, the third succeeds.
  * - tok_sandbox_slow: answers after SANDBOX_SLOW_MS; a caller that gives up first
  *   still gets the authorization made (what reconciliation repairs).
+ * - tok_sandbox_slow_operations: authorized at once; its captures, voids and
+ *   refunds are made at once but answered after SANDBOX_SLOW_MS, so a caller
+ *   that gives up leaves them PENDING (what reconciliation settles).
  * - tok_sandbox_async: PROCESSING; the outcome is authorized PAYMENT_SANDBOX_ASYNC_MS
- *   later and reported by signed webhooks to PAYMENT_SANDBOX_WEBHOOK_URL, delivered
- *   the way real providers may: the later event first, the earlier one after it,
+ *   later and reported by signed webhooks, POSTed to PAYMENT_SANDBOX_WEBHOOK_URL (the
+ *   edge's webhook route) or, without one, sent to the service's HandleProviderWebhook
+ *   RPC as the edge would (raw body, signature header), delivered the way real providers may: the later event first, the earlier one after it,
  *   and the later one again (a receiver must dedupe and apply in sequence order).
  * - anything else: declined with invalid_token.
  *
@@ -19,9 +23,12 @@
  * systems, not for our records (those are in payment_db). Every operation is
  * idempotent by the key the service passes, as Stripe's Idempotency-Key is.
  */
-import { ConnectError } from "@connectrpc/connect";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { PaymentService } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { v7 as uuidv7 } from "uuid";
 import type { Logger } from "../../kit/logger.ts";
+import type { SandboxSettings } from "./config.ts";
 import { signWebhook, verifyWebhook } from "../../kit/webhooks.ts";
 import {
   type AuthorizeInput,
@@ -35,14 +42,7 @@ import {
   WebhookPayloadInvalid,
 } from "./provider.ts";
 
-export interface SandboxOptions {
-  webhookSecrets: readonly string[];
-  toleranceS: number;
-  slowMs: number;
-  asyncMs: number;
-  /** Where webhooks are POSTed; undefined sends none. */
-  webhookUrl: string | undefined;
-}
+export type SandboxOptions = SandboxSettings;
 
 interface SandboxPayment {
   state: ProviderPaymentState;
@@ -50,6 +50,8 @@ interface SandboxPayment {
   refundedMinor: bigint;
   /** When an async or slow authorization completes. */
   settlesAt?: number;
+  /** tok_sandbox_slow_operations: captures, voids and refunds answer after slowMs. */
+  slowOperations?: boolean;
 }
 
 const card: MethodDisplay = { type: "credit_card", brand: "visa", last4: "4242", expiryMonth: 12, expiryYear: 2034, reference: "card_sandbox_4242" };
@@ -87,7 +89,7 @@ export class SandboxProvider implements PaymentProvider {
     }
     const providerPaymentId = `pi_sandbox_${uuidv7().replaceAll("-", "")}`;
     const decline = declines[token];
-    const known_token = token === "tok_sandbox_success" || token === "tok_sandbox_retry" || token === "tok_sandbox_slow" || token === "tok_sandbox_async";
+    const known_token = token === "tok_sandbox_success" || token === "tok_sandbox_retry" || token === "tok_sandbox_slow" || token === "tok_sandbox_async" || token === "tok_sandbox_slow_operations";
     let outcome: ProviderOutcome;
     if (decline || !known_token) {
       const [code, message] = decline ?? ["invalid_token", "The payment token is not valid; ask the customer for another payment method."];
@@ -112,14 +114,19 @@ export class SandboxProvider implements PaymentProvider {
         await delay(this.options.slowMs, signal);
         return outcome;
       }
-      this.payments.set(input.paymentId, { state: { status: "authorized", providerPaymentId, method: card, raw: outcome.raw }, capturedMinor: 0n, refundedMinor: 0n });
+      this.payments.set(input.paymentId, {
+        state: { status: "authorized", providerPaymentId, method: card, raw: outcome.raw },
+        capturedMinor: 0n,
+        refundedMinor: 0n,
+        slowOperations: token === "tok_sandbox_slow_operations",
+      });
     }
     this.answers.set(`auth:${input.paymentId}`, outcome);
     return outcome;
   }
 
-  async capture(providerPaymentId: string, amountMinor: bigint, key: string): Promise<ProviderOutcome> {
-    return this.once(`capture:${key}`, () => {
+  async capture(providerPaymentId: string, amountMinor: bigint, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `capture:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (!p || p.state.status !== "authorized") return this.refused("payment_intent_unexpected_state", "The payment is not authorized.");
       p.state = { ...p.state, status: "succeeded" };
@@ -128,16 +135,16 @@ export class SandboxProvider implements PaymentProvider {
     });
   }
 
-  async void(providerPaymentId: string, key: string): Promise<ProviderOutcome> {
-    return this.once(`void:${key}`, () => {
+  async void(providerPaymentId: string, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `void:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (p && p.state.status !== "succeeded") p.state = { ...p.state, status: "cancelled" };
       return { status: "succeeded", providerId: providerPaymentId, raw: { id: providerPaymentId, status: "canceled" } };
     });
   }
 
-  async refund(providerPaymentId: string, amountMinor: bigint, key: string): Promise<ProviderOutcome> {
-    return this.once(`refund:${key}`, () => {
+  async refund(providerPaymentId: string, amountMinor: bigint, key: string, signal: AbortSignal): Promise<ProviderOutcome> {
+    return this.answer(providerPaymentId, signal, `refund:${key}`, () => {
       const p = this.byProviderId(providerPaymentId);
       if (!p || p.refundedMinor + amountMinor > p.capturedMinor) return this.refused("amount_too_large", "The refund exceeds the captured amount.");
       p.refundedMinor += amountMinor;
@@ -195,31 +202,52 @@ export class SandboxProvider implements PaymentProvider {
   /** Settles an async payment and reports it: later event first, then the earlier one, then the later one again. */
   private async settle(paymentId: string): Promise<void> {
     await this.retrieve(paymentId);
-    const url = this.options.webhookUrl;
-    if (!url) return;
+    const target = this.options.webhooks;
+    if (!target) return;
     const event = (sequence: number, type: string) => JSON.stringify({ id: `evt_sandbox_${paymentId}_${sequence}`, type, sequence, data: { payment_id: paymentId } });
     const authorized = event(2, "payment_intent.amount_capturable_updated");
-    for (const body of [authorized, event(1, "payment_intent.processing"), authorized]) await this.deliver(url, body);
+    for (const body of [authorized, event(1, "payment_intent.processing"), authorized]) await this.deliver(target, body);
   }
 
-  /** POSTs one signed event, retried with backoff on a failure or a non-2xx answer, as providers do. */
-  private async deliver(url: string, body: string): Promise<void> {
+  /** The Payment service's own webhook RPC, for deliveries without an edge (one HTTP/2 session, reused). */
+  private webhookRpc?: ReturnType<typeof createClient<typeof PaymentService>>;
+
+  /**
+   * Sends one signed event, retried with backoff on a failure or a refusal, as providers do:
+   * a plain POST to the edge's webhook URL, or (no edge) the HandleProviderWebhook RPC with
+   * what the edge would put in it.
+   */
+  private async deliver(target: NonNullable<SandboxSettings["webhooks"]>, body: string): Promise<void> {
     for (let attempt = 1; attempt <= 5; attempt++) {
+      const signature = signWebhook(body, this.options.webhookSecrets[0]!);
       try {
-        const res = await fetch(url, {
-          method: "POST",
-          headers: { "content-type": "application/json", [this.signatureHeader]: signWebhook(body, this.options.webhookSecrets[0]!) },
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        await res.body?.cancel();
-        if (res.ok) return;
+        if (target.kind === "http") {
+          const res = await fetch(target.url, {
+            method: "POST",
+            headers: { "content-type": "application/json", [this.signatureHeader]: signature },
+            body,
+            signal: AbortSignal.timeout(10_000),
+          });
+          await res.body?.cancel();
+          if (res.ok) return;
+        } else {
+          this.webhookRpc ??= createClient(PaymentService, createGrpcTransport({ baseUrl: target.baseUrl }));
+          await this.webhookRpc.handleProviderWebhook({ provider: this.name, payload: Buffer.from(body), signature }, { timeoutMs: 10_000 });
+          return;
+        }
       } catch {
         // Retried below.
       }
       await new Promise((r) => setTimeout(r, 200 * 2 ** attempt).unref());
     }
-    this.log.warn({ url }, "sandbox: webhook not delivered after 5 attempts");
+    this.log.warn({ to: target.kind === "http" ? target.url : `${target.baseUrl} HandleProviderWebhook` }, "sandbox: webhook not delivered after 5 attempts");
+  }
+
+  /** An operation done once per key; a slow_operations payment's answer comes after slowMs (the work is done already). */
+  private async answer(providerPaymentId: string, signal: AbortSignal, key: string, work: () => ProviderOutcome): Promise<ProviderOutcome> {
+    const outcome = this.once(key, work);
+    if (this.byProviderId(providerPaymentId)?.slowOperations) await delay(this.options.slowMs, signal);
+    return outcome;
   }
 
   private once(key: string, work: () => ProviderOutcome): ProviderOutcome {

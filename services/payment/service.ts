@@ -16,15 +16,19 @@ import { paymentEntities } from "./entities.ts";
 import { listPayments, listPaymentsForOrder, listRefunds } from "./lists.ts";
 import { loadPayment, loadRefund } from "./mapping.ts";
 import { PaymentTables } from "./migrations/0001_payment_tables.ts";
+import { TransactionReason } from "./migrations/0002_transaction_reason.ts";
 import { authorizePayment, capturePayment, refundPayment, voidPayment } from "./payments.ts";
 import { Providers } from "./providers.ts";
-import { reconcilePayments, retryWebhooks } from "./reconcile.ts";
-import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent, webhookRoute } from "./webhooks.ts";
+import { reconcileOperations, reconcilePayments, retryWebhooks } from "./reconcile.ts";
+import { handleProviderWebhook, listWebhookEvents, reprocessWebhookEvent } from "./webhooks.ts";
 
 export const paymentService = defineService({
   name: "payment",
   entities: paymentEntities,
-  migrations: [{ name: "0001_payment_tables", class: PaymentTables }],
+  migrations: [
+    { name: "0001_payment_tables", class: PaymentTables },
+    { name: "0002_transaction_reason", class: TransactionReason },
+  ],
   publishes: file_ecommerce_payment_v1_events,
   setup(ctx) {
     const config = loadPaymentConfig(ctx.env);
@@ -65,7 +69,6 @@ export const paymentService = defineService({
       handleProviderWebhook: (req, ctx) => handleProviderWebhook(emOf(ctx), hooks, req),
     });
   },
-  httpRoutes: (ctx, { config, providers }) => [webhookRoute(() => ctx.orm.em.fork(), { config, providers, log: ctx.log })],
   jobs: (ctx, { config, providers }) => [
     intervalJob({
       name: "payment-reconciliation",
@@ -73,6 +76,7 @@ export const paymentService = defineService({
       log: ctx.log,
       async run(signal) {
         await reconcilePayments(ctx.orm.em.fork(), config, providers, ctx.log, signal);
+        await reconcileOperations(ctx.orm.em.fork(), config, providers, ctx.log, signal);
         await retryWebhooks(ctx.orm.em.fork(), { config, providers, log: ctx.log }, signal);
       },
     }),

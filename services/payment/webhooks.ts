@@ -21,11 +21,9 @@ import type {
   ReprocessWebhookEventRequest,
   ReprocessWebhookEventResponse,
 } from "../../gen/ecommerce/payment/v1/payment_pb.js";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { dateOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
-import { errorReason, failedPrecondition, invalidArgument, notFound, unauthenticated } from "../../kit/errors.ts";
-import type { HttpRoute } from "../../kit/http-routes.ts";
+import { failedPrecondition, invalidArgument, notFound, unauthenticated } from "../../kit/errors.ts";
 import type { Logger } from "../../kit/logger.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { sqlOf } from "../../kit/sql.ts";
@@ -147,42 +145,5 @@ export async function listWebhookEvents(em: EntityManager, req: ListWebhookEvent
   return {
     events: page.map((r) => webhookMessage(r, req.includePayload)),
     nextPageToken: rows.length > pages.size && last ? pages.next({ t: last.created_key, i: last.id }) : "",
-  };
-}
-
-
-/**
- * `POST /webhooks/payments/<provider>` (the edge forwards it unchanged): the
- * raw body and the provider's signature header to HandleProviderWebhook's
- * logic, answered 200 for OK, 400 for INVALID_ARGUMENT, 401 for
- * UNAUTHENTICATED and 503 for anything else, so that the provider retries.
- */
-export function webhookRoute(em: () => EntityManager, deps: WebhookDeps): HttpRoute {
-  const prefix = "/webhooks/payments/";
-  return {
-    method: "POST",
-    prefix,
-    maxBodyBytes: 1024 * 1024,
-    async handle(req) {
-      const name = req.path.slice(prefix.length);
-      try {
-        if (!/^[a-z][a-z0-9_]{1,31}$/.test(name)) throw invalidArgument("provider", `"${name}" is not a provider name`, "PROVIDER_NOT_CONFIGURED");
-        const provider = deps.providers.get(name, "provider");
-        const header = req.headers[provider.signatureHeader.toLowerCase()];
-        const answer = await handleProviderWebhook(em(), deps, {
-          $typeName: "ecommerce.payment.v1.HandleProviderWebhookRequest",
-          provider: name,
-          signature: typeof header === "string" ? header : "",
-          payload: req.body,
-        });
-        // The RPC's JSON answer, as the edge gives it for HandleProviderWebhook.
-        return { status: 200, body: { webhookEventId: answer.webhookEventId, duplicate: answer.duplicate } };
-      } catch (error) {
-        const e = ConnectError.from(error);
-        const status = e.code === Code.InvalidArgument ? 400 : e.code === Code.Unauthenticated ? 401 : 503;
-        if (status === 503) deps.log.error({ err: error }, "payment webhook not stored; the provider will retry");
-        return { status, body: { code: Code[e.code], reason: errorReason(e) ?? "", message: e.rawMessage } };
-      }
-    },
   };
 }

@@ -16,6 +16,9 @@
  * - SHIPPING_RATE_LIMIT_TRACKING / SHIPPING_RATE_LIMIT_WINDOW_MS: TrackShipment
  *   calls per client address and window (stops guessing tracking numbers).
  *   Default 60 per 60000 ms.
+ * - SHIPPING_CATALOG_TIMEOUT_MS: deadline of the BatchGetProducts call that
+ *   weighs a rate quote's items (within what is left of the inbound call),
+ *   100 to 30000. Default 2000.
  */
 import { type Env, EnvReader } from "../../kit/env.ts";
 
@@ -29,6 +32,7 @@ export interface ShippingConfig {
   quoteTtlSeconds: number;
   trackingChecksPerWindow: number;
   rateLimitWindowMs: number;
+  catalogTimeoutMs: number;
 }
 
 export function loadShippingConfig(env: Env = process.env): ShippingConfig {
@@ -49,5 +53,6 @@ export function loadShippingConfig(env: Env = process.env): ShippingConfig {
   const quoteTtlSeconds = r.int("SHIPPING_QUOTE_TTL_SECONDS", 1800, 1, 86_400);
   const trackingChecksPerWindow = r.int("SHIPPING_RATE_LIMIT_TRACKING", 60, 1, 1_000_000);
   const rateLimitWindowMs = r.int("SHIPPING_RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3_600_000);
-  return r.done({ webhookSecrets, webhookToleranceSeconds, labelCurrency, quoteTtlSeconds, trackingChecksPerWindow, rateLimitWindowMs }, "shipping service configuration");
+  const catalogTimeoutMs = r.int("SHIPPING_CATALOG_TIMEOUT_MS", 2000, 100, 30_000);
+  return r.done({ webhookSecrets, webhookToleranceSeconds, labelCurrency, quoteTtlSeconds, trackingChecksPerWindow, rateLimitWindowMs, catalogTimeoutMs }, "shipping service configuration");
 }

@@ -5,6 +5,11 @@
  * min_subtotal the subtotal reaches; a rate naming the destination beats an
  * every-country rate; then the lowest price after free_above wins. One
  * statement picks the winner of every method (distinct on).
+ *
+ * The weights are the catalog's (catalogWeighed: one BatchGetProducts per 100
+ * products, within SHIPPING_CATALOG_TIMEOUT_MS), so a caller cannot lower a
+ * parcel's price by declaring less; a request's weight_grams counts only for a
+ * line the catalog has no weight for (see the README).
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -17,6 +22,8 @@ import {
   type ShippingQuote,
   ShippingQuoteSchema,
 } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import type { Client } from "@connectrpc/connect";
+import type { Product, ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, invalidArgument } from "../../kit/errors.ts";
 import { money, moneyOrUndefined } from "../../kit/money.ts";
@@ -27,7 +34,35 @@ import { ShippingQuoteEntity } from "./entities.ts";
 /** The most a parcel's total weight may be (the contract's item limits allow more than int32 grams). */
 const maxTotalGrams = 2_147_483_647;
 
-export function totalWeightOf(items: readonly RateItem[]): number {
+/** What a rate is computed from per line: the units and one unit's weight. */
+export type WeighedItem = Pick<RateItem, "productId" | "quantity" | "weightGrams">;
+
+/** Largest id list BatchGetProducts takes. */
+const batchLimit = 100;
+
+/**
+ * The lines with each unit's weight from the catalog: the product's
+ * weight_grams when the catalog has one (above 0), whatever the request said;
+ * the request's weight_grams otherwise (the catalog does not know the weight,
+ * or does not show the product to us: not ACTIVE, hidden, unknown, which
+ * nothing can be ordered with). The catalog not answering in time fails the
+ * call (UNAVAILABLE or DEADLINE_EXCEEDED naming the product service), never
+ * falls back to the caller's weights.
+ */
+export async function catalogWeighed(products: Client<typeof ProductService>, timeoutMs: number, items: readonly RateItem[]): Promise<WeighedItem[]> {
+  const ids = [...new Set(items.map((i) => i.productId))];
+  const catalog = new Map<string, Product>();
+  for (let i = 0; i < ids.length; i += batchLimit) {
+    const answer = await products.batchGetProducts({ ids: ids.slice(i, i + batchLimit) }, { timeoutMs });
+    for (const p of answer.products) catalog.set(p.id, p);
+  }
+  return items.map((item) => {
+    const grams = catalog.get(item.productId)?.weightGrams ?? 0;
+    return { productId: item.productId, quantity: item.quantity, weightGrams: grams > 0 ? grams : item.weightGrams };
+  });
+}
+
+export function totalWeightOf(items: readonly WeighedItem[]): number {
   const total = items.reduce((sum, i) => sum + i.weightGrams * i.quantity, 0);
   if (total > maxTotalGrams) throw invalidArgument("items", `weigh ${total} g together, more than any parcel (${maxTotalGrams} g); split the shipment`, "PARCEL_TOO_HEAVY");
   return total;
@@ -107,16 +142,17 @@ function quoteOf(row: QuoteRow, currency: string, now: Date): ShippingQuote {
   });
 }
 
-export async function getShippingRates(em: EntityManager, req: GetShippingRatesRequest) {
-  const weight = totalWeightOf(req.items);
+/** `items`: the request's lines weighed by catalogWeighed. */
+export async function getShippingRates(em: EntityManager, req: GetShippingRatesRequest, items: readonly WeighedItem[]) {
+  const weight = totalWeightOf(items);
   const rows = await quoteRows(em, req.destination!.countryCode, weight, req.subtotal!, null);
   const now = new Date();
   return { quotes: rows.map((r) => quoteOf(r, req.currencyCode, now)), totalWeightGrams: weight };
 }
 
-/** Prices the chosen method and stores the quote, binding for `ttlSeconds`. */
-export async function quoteShippingRate(em: EntityManager, ttlSeconds: number, req: QuoteShippingRateRequest) {
-  const weight = totalWeightOf(req.items);
+/** Prices the chosen method and stores the quote, binding for `ttlSeconds`; `items`: the request's lines weighed by catalogWeighed. */
+export async function quoteShippingRate(em: EntityManager, ttlSeconds: number, req: QuoteShippingRateRequest, items: readonly WeighedItem[]) {
+  const weight = totalWeightOf(items);
   const method = await findMethod(em, req.methodId);
   const country = req.shipTo!.countryCode;
   const [row] = await quoteRows(em, country, weight, req.subtotal!, method.id);

@@ -5,11 +5,13 @@
  * from the carrier's provider (the sandbox by default), tracking from staff
  * and from signed carrier webhooks, package ecommerce.shipping.v1. Publishes
  * shipment.created, shipment.status_changed and shipment.delivered on
- * SHIPPING_EVENTS; calls Order (GetOrderInternal) when a shipment is created.
+ * SHIPPING_EVENTS; calls Order (GetOrderInternal) when a shipment is created
+ * and Product (BatchGetProducts) for the weights of a rate quote.
  */
 import type { HandlerContext } from "@connectrpc/connect";
 import { file_ecommerce_shipping_v1_events } from "../../gen/ecommerce/shipping/v1/events_pb.js";
 import { ShippingService } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import { ProductService } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { callerOf, isAdmin, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
 import { defineService } from "../../kit/server.ts";
@@ -29,7 +31,7 @@ import { shippingEntities } from "./entities.ts";
 import { ShippingTables } from "./migrations/0001_shipping_tables.ts";
 import { loadShippingConfig } from "./config.ts";
 import { carrierProviders } from "./providers.ts";
-import { getShippingQuote, getShippingRates, quoteShippingRate } from "./rates.ts";
+import { catalogWeighed, getShippingQuote, getShippingRates, quoteShippingRate } from "./rates.ts";
 import {
   addTrackingEvent,
   adminGetShipment,
@@ -56,11 +58,12 @@ export const shippingService = defineService({
   },
   rateLimits: ({ config }) => [{ name: "tracking", methods: ["trackShipment"], points: config.trackingChecksPerWindow, windowMs: config.rateLimitWindowMs }],
   routes(router, svc, { config, providers }) {
+    const weigh = (items: Parameters<typeof catalogWeighed>[2]) => catalogWeighed(svc.peers.client(ProductService), config.catalogTimeoutMs, items);
     router.service(ShippingService, {
       // PUBLIC
       listCarriers: (req, ctx) => listCarriers(emOf(ctx), admin(ctx), req),
       listShippingMethods: (req, ctx) => listShippingMethods(emOf(ctx), admin(ctx), req),
-      getShippingRates: (req, ctx) => getShippingRates(emOf(ctx), req),
+      getShippingRates: async (req, ctx) => getShippingRates(emOf(ctx), req, await weigh(req.items)),
       trackShipment: (req, ctx) => trackShipment(emOf(ctx), req.trackingNumber),
       // The signature is the authentication (checked against the carrier's shared keys).
       handleCarrierWebhook: (req, ctx) => handleCarrierWebhook(emOf(ctx), config, providers, req),
@@ -70,7 +73,7 @@ export const shippingService = defineService({
       listShipmentsForOrder: (req, ctx) => listShipmentsForOrder(emOf(ctx), requireUser(ctx).userId, req.orderId),
 
       // INTERNAL (order)
-      quoteShippingRate: (req, ctx) => quoteShippingRate(emOf(ctx), config.quoteTtlSeconds, req),
+      quoteShippingRate: async (req, ctx) => quoteShippingRate(emOf(ctx), config.quoteTtlSeconds, req, await weigh(req.items)),
       getShippingQuote: (req, ctx) => getShippingQuote(emOf(ctx), req.quoteId),
 
       // ADMIN: the kit's interceptor enforced the policy.

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { money } from "../../kit/money.ts";
 import { addBusinessDays } from "./rates.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
+import { ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { auth, carrierWithMethod, failure, type ShippingHarness, startShippingHarness } from "./testing.ts";
 
 let h: ShippingHarness;
@@ -213,6 +214,83 @@ describe("rate selection", () => {
     expect([tooHeavy.code, tooHeavy.reason]).toEqual([Code.FailedPrecondition, "SHIPPING_UNAVAILABLE"]);
     const elsewhere = await failure(h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("SE"), items: parcel(100), subtotal: money(0n, cur) }, auth(h.order)));
     expect(elsewhere.reason).toBe("SHIPPING_UNAVAILABLE");
+  });
+});
+
+describe("item weights from the catalog", () => {
+  /** A method with two bands in `cur`: under 1 kg for 500, 1 kg and more for 2000. */
+  async function banded(cur: string) {
+    const { method } = await carrierWithMethod(h, nextCode());
+    await h.shipping.createShippingRate({ methodId: method.id, maxWeightGrams: 1000, price: money(500n, cur) }, auth(h.admin));
+    await h.shipping.createShippingRate({ methodId: method.id, minWeightGrams: 1000, price: money(2000n, cur) }, auth(h.admin));
+    return method;
+  }
+
+  it("GetShippingRates weighs the lines with the catalog's weights, whatever the request declares", async () => {
+    const cur = "PLN";
+    await banded(cur);
+    const heavy = await h.product(800);
+    const { totalWeightGrams, quotes } = await h.shipping.getShippingRates({
+      destination: { countryCode: "DE" },
+      items: [{ productId: heavy.id, quantity: 2, weightGrams: 1 }],
+      subtotal: money(0n, cur),
+      currencyCode: cur,
+    });
+    expect([totalWeightGrams, quotes.map((q) => q.price!.amountMinor)]).toEqual([1600, [2000n]]);
+  });
+
+  it("a line the catalog has no weight for (weight 0, hidden, draft or unknown) keeps the request's weight", async () => {
+    const cur = "CZK";
+    await banded(cur);
+    const known = await h.product(300);
+    const unweighed = await h.product(0);
+    const hidden = await h.product(5000, { isVisible: false });
+    const draft = await h.product(5000, { status: ProductStatus.DRAFT });
+    const { totalWeightGrams } = await h.shipping.getShippingRates({
+      destination: { countryCode: "DE" },
+      items: [
+        { productId: known.id, quantity: 1, weightGrams: 0 },
+        { productId: unweighed.id, quantity: 2, weightGrams: 40 },
+        { productId: hidden.id, quantity: 1, weightGrams: 7 },
+        { productId: draft.id, quantity: 1, weightGrams: 5 },
+        { productId: uuidv7(), quantity: 1, weightGrams: 3 },
+        // The same product on two lines (e.g. two variants): weighed on each.
+        { productId: known.id, quantity: 1, weightGrams: 1 },
+      ],
+      subtotal: money(0n, cur),
+      currencyCode: cur,
+    });
+    expect(totalWeightGrams).toBe(300 + 2 * 40 + 7 + 5 + 3 + 300);
+  });
+
+  it("QuoteShippingRate binds the price of the catalog's weight: an under-declared parcel is quoted, and refused, by what it weighs", async () => {
+    const cur = "HUF";
+    const { method } = await carrierWithMethod(h, nextCode());
+    await h.shipping.createShippingRate({ methodId: method.id, maxWeightGrams: 1000, price: money(500n, cur) }, auth(h.admin));
+    const light = await h.product(400);
+    const heavy = await h.product(1500);
+    const quote = (productId: string) =>
+      h.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("DE"), items: [{ productId, quantity: 2, weightGrams: 10 }], subtotal: money(0n, cur) }, auth(h.order));
+    const { totalWeightGrams, quoteId } = await quote(light.id);
+    expect(totalWeightGrams).toBe(800);
+    expect((await h.shipping.getShippingQuote({ quoteId }, auth(h.order))).totalWeightGrams).toBe(800);
+    const refused = await failure(quote(heavy.id));
+    expect([refused.code, refused.reason, refused.metadata?.total_weight_grams]).toEqual([Code.FailedPrecondition, "SHIPPING_UNAVAILABLE", "3000"]);
+  });
+
+  it("a catalog that does not answer fails the quote as UNAVAILABLE, naming the product service (never the caller's weights)", async () => {
+    const alone = await startShippingHarness({}, { product: false });
+    try {
+      const { method } = await carrierWithMethod(alone, nextCode());
+      await alone.shipping.createShippingRate({ methodId: method.id, price: money(500n, "EUR") }, auth(alone.admin));
+      const rates = await failure(alone.shipping.getShippingRates({ destination: { countryCode: "DE" }, items: parcel(100), subtotal: money(0n, "EUR"), currencyCode: "EUR" }));
+      expect(rates.code).toBe(Code.Unavailable);
+      expect(rates.message).toMatch(/product/);
+      const quote = await failure(alone.shipping.quoteShippingRate({ methodId: method.id, shipTo: address("DE"), items: parcel(100), subtotal: money(0n, "EUR") }, auth(alone.order)));
+      expect(quote.code).toBe(Code.Unavailable);
+    } finally {
+      await alone.stop();
+    }
   });
 });
 

@@ -2,6 +2,7 @@
  * Test harness of the Shipping service: a real server on a throwaway database
  * and a private nats-server (kit/testing), tokens from a TestIssuer instead of
  * Auth, and a client per caller (admin, customer, guest, the Order service).
+ * A real Product server is the catalog rate quotes take item weights from.
  * The Order service is not built yet: a stand-in built on the kit (a real
  * server, real HTTP/2, the kit's policy checks) answers GetOrderInternal with
  * the orders a test puts in `orders`.
@@ -14,6 +15,8 @@ import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-
 import { create } from "@bufbuild/protobuf";
 import { type Order, OrderSchema, OrderService, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { ShippingService } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import { type Product, ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
+import { productService } from "../product/service.ts";
 import { defineService } from "../../kit/server.ts";
 import { notFound } from "../../kit/errors.ts";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
@@ -63,6 +66,9 @@ export interface ShippingHarness {
   /** Orders the Order stand-in knows, by id. */
   orders: Map<string, Order>;
   shipping: ReturnType<typeof createClient<typeof ShippingService>>;
+  products: ReturnType<typeof createClient<typeof ProductService>>;
+  /** A product in the catalog weighing `weightGrams` a unit (0: unknown), ACTIVE and visible unless `init` says otherwise. */
+  product(weightGrams: number, init?: { status?: ProductStatus; isVisible?: boolean }): Promise<Product>;
   admin: string;
   customer: string;
   /** Service credentials of the INTERNAL caller (order) and of a service that is not one. */
@@ -71,18 +77,29 @@ export interface ShippingHarness {
   stop(): Promise<void>;
 }
 
-export async function startShippingHarness(env: Record<string, string> = {}): Promise<ShippingHarness> {
+/** `options.product: false` runs no catalog (its address answers nothing): the rate quotes' UNAVAILABLE. */
+export async function startShippingHarness(env: Record<string, string> = {}, options: { product?: boolean } = {}): Promise<ShippingHarness> {
   const issuer = new TestIssuer();
   const orders = new Map<string, Order>();
-  const mesh = await startMesh([issuer.trustedBy(orderStandIn(orders)), issuer.trustedBy(shippingService)], env);
+  const mesh = await startMesh([orderStandIn(orders), ...(options.product === false ? [] : [productService]), shippingService].map((def) => issuer.trustedBy(def)), env);
   const nc = await natsConnect({ servers: mesh.nats.url });
+  const products = createClient(ProductService, createGrpcTransport({ baseUrl: mesh.url("product") }));
+  const admin = await issuer.user(uuidv7(), ["customer", "admin"]);
   return {
     mesh,
     nc,
     orders,
     issuer,
     shipping: createClient(ShippingService, createGrpcTransport({ baseUrl: mesh.url("shipping") })),
-    admin: await issuer.user(uuidv7(), ["customer", "admin"]),
+    products,
+    async product(weightGrams, init = {}) {
+      const { product } = await products.createProduct(
+        { sku: `SKU-${uuidv7()}`, name: `Parcel ${uuidv7()}`, price: money(1000n, "EUR"), status: ProductStatus.ACTIVE, isVisible: true, weightGrams, ...init },
+        auth(admin),
+      );
+      return product!;
+    },
+    admin,
     customer: await issuer.user(uuidv7()),
     order: await issuer.service("order"),
     cart: await issuer.service("cart"),

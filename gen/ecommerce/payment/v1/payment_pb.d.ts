@@ -615,7 +615,9 @@ export declare type OneTimePaymentToken = Message<"ecommerce.payment.v1.OneTimeP
    * "tok_sandbox_retry" (fails transiently twice, then succeeds),
    * "tok_sandbox_slow" (answers after the call's deadline: the call fails
    * with UNAVAILABLE or DEADLINE_EXCEEDED, the provider authorizes anyway and
-   * reconciliation records it), "tok_sandbox_async" (PROCESSING, the outcome
+   * reconciliation records it), "tok_sandbox_slow_operations" (authorized at
+   * once; its captures, voids and refunds are made but answered after the
+   * deadline: reconciliation records them), "tok_sandbox_async" (PROCESSING, the outcome
    * by webhook); any other token is declined with "invalid_token". A saved
    * method's provider token is read the same way.
    *

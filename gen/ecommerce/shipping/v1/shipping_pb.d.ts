@@ -279,7 +279,9 @@ export declare type RateItem = Message<"ecommerce.shipping.v1.RateItem"> & {
   quantity: number;
 
   /**
-   * Weight of one unit in grams, packaging included, 0 to 1,000,000.
+   * Weight of one unit in grams, packaging included, 0 to 1,000,000. Used
+   * only when the catalog has no weight for the product (its weight_grams is
+   * 0, or the product is not shown); otherwise the catalog's weight counts.
    *
    * @generated from field: int32 weight_grams = 4;
    */
@@ -988,7 +990,7 @@ export declare type QuoteShippingRateRequest = Message<"ecommerce.shipping.v1.Qu
   shipTo?: PostalAddress | undefined;
 
   /**
-   * The goods, with catalog weights, 1 to 200 lines.
+   * The goods, 1 to 200 lines; weighed with the catalog's weights.
    *
    * @generated from field: repeated ecommerce.shipping.v1.RateItem items = 3;
    */
@@ -2349,9 +2351,12 @@ export declare const ShippingService: GenService<{
    * destination, cheapest first, for the cart and checkout pages. An empty
    * list means nothing ships there (not an error).
    *
-   * The quote is informative: item weights come from the caller. The price the
-   * customer pays is fixed at checkout by Order through QuoteShippingRate with
-   * the catalog's weights.
+   * The quote is informative; the price the customer pays is fixed at
+   * checkout by Order through QuoteShippingRate. Both weigh the items with the
+   * catalog's weights (Product's weight_grams), not the request's: a request's
+   * RateItem.weight_grams counts only for a product the catalog has no weight
+   * for (weight 0, or not shown: not ACTIVE, hidden, unknown). UNAVAILABLE
+   * when the catalog does not answer.
    *
    * Rate selection, per method: the rates in the requested currency whose
    * weight band holds the total weight (sum of weight_grams x quantity) and
