@@ -30,7 +30,7 @@ import { eventsOnStream } from "../../kit/testing/events.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../auth/service.ts";
-import { linkIn, SmtpPeer } from "./testing.ts";
+import { linkIn, rawHeader, SmtpPeer } from "./testing.ts";
 import { notificationService } from "./service.ts";
 
 const issuer = new TestIssuer();
@@ -129,10 +129,11 @@ describe("sign-up and password reset by mail", () => {
     expect(welcome.parsed.text).toContain("Welcome, Ada!");
     expect(welcome.parsed.html).toContain("<h1>Welcome, Ada!</h1>");
     // Non-security mail carries RFC 8058 one-click unsubscribe; security mail does not.
-    expect(welcome.parsed.headers.get("list-unsubscribe-post")).toBe("List-Unsubscribe=One-Click");
-    expect(String((welcome.parsed.headers.get("list-unsubscribe") as { url?: string })?.url ?? welcome.raw)).toContain("/unsubscribe/");
-    expect(verification.parsed.headers.has("list-unsubscribe")).toBe(false);
-    expect(verification.parsed.html).toContain(`${storefront}/verify-email?token=`);
+    expect(rawHeader(welcome.raw, "List-Unsubscribe-Post")).toBe("List-Unsubscribe=One-Click");
+    expect(rawHeader(welcome.raw, "List-Unsubscribe")).toMatch(/^<http:\/\/127\.0\.0\.1:\d+\/unsubscribe\/[A-Za-z0-9_.-]+>$/);
+    expect(rawHeader(verification.raw, "List-Unsubscribe")).toBeUndefined();
+    // handlebars escapes "=" in the href as &#x3D;, which HTML decodes back.
+    expect(verification.parsed.html).toContain(`href="${storefront}/verify-email?token&#x3D;`);
 
     const link = linkIn(verification.parsed.text!, `${storefront}/verify-email?token=`);
     expect(link.origin).toBe(storefront);
@@ -197,9 +198,8 @@ describe("sign-up and password reset by mail", () => {
     const fr = unique("jeanne");
     await registerThroughEdge(de, "Hans", "de-DE");
     await registerThroughEdge(fr, "Jeanne", "fr-FR");
-    const [deMail] = await mailsTo(de, 1);
-    expect(smtp.to(de).map((m) => m.parsed.subject)).toContain("Willkommen bei Shop, Hans!");
-    void deMail;
+    await eventually(async () => (smtp.to(de).some((m) => m.parsed.subject === "Willkommen bei Shop, Hans!") ? true : undefined));
+    await eventually(async () => (smtp.to(de).some((m) => m.parsed.subject === "Bestätigen Sie Ihre E-Mail-Adresse") ? true : undefined));
     await eventually(async () => (smtp.to(fr).some((m) => m.parsed.subject === "Welcome to Shop, Jeanne!") ? true : undefined));
   });
 });
@@ -374,7 +374,7 @@ describe("preferences, unsubscribe and the in-app inbox", () => {
     const email = unique("unsub");
     await publishAuth(UserRegisteredSchema, { userId, email, firstName: "Uma", lastName: "U", roles: ["customer"] });
     const [welcome] = await mailsTo(email, 1);
-    const header = String(welcome!.raw.match(/List-Unsubscribe: <([^>]+)>/i)?.[1]);
+    const header = rawHeader(welcome!.raw, "List-Unsubscribe")!.slice(1, -1);
     expect(header).toContain(`${mesh.url("notification")}/unsubscribe/`);
     const res = await fetch(header, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "List-Unsubscribe=One-Click" });
     expect(res.status).toBe(200);

@@ -74,3 +74,10 @@ export function linkIn(text: string, prefix: string): URL {
   if (!match) throw new Error(`no link starting with ${prefix} in: ${text}`);
   return new URL(match[0]);
 }
+
+/** A header of a raw message, unfolded (RFC 5322 2.2.3); undefined when absent. */
+export function rawHeader(raw: string, name: string): string | undefined {
+  const head = raw.split(/\r?\n\r?\n/)[0]!.replace(/\r?\n[ \t]+/g, " ");
+  const line = head.split(/\r?\n/).find((l) => l.toLowerCase().startsWith(`${name.toLowerCase()}:`));
+  return line?.slice(name.length + 1).trim();
+}
