@@ -34,9 +34,14 @@ export interface FlowDeps {
 
 const when = (t: Parameters<typeof dateOf>[0]) => (dateOf(t) ?? new Date()).toISOString().replace("T", " ").slice(0, 16) + " UTC";
 
-/** Queues a flow's notifications; a flow whose template is missing or switched off is logged and skipped (an admin's choice). */
+/**
+ * Queues a flow's notifications; a flow whose template is missing or switched off is logged and skipped (an admin's choice).
+ * A user we know no address of yet (their user.registered, on another stream, not handled yet) fails the handler on
+ * purpose: the kit retries it with backoff, and after EVENT_MAX_DELIVERIES keeps it as a dead letter an admin can replay.
+ */
 export async function runFlow(em: EntityManager, deps: FlowDeps, input: QueueInput): Promise<void> {
   const queued = await queueNotification(em, deps.config, input);
+  if (queued.problem === "unknown_recipient") throw new Error(`no email address known for user ${input.userId} yet (user.registered not handled yet); will retry`);
   if (queued.problem) deps.log.warn({ template: input.templateName, user_id: input.userId, problem: queued.problem }, "flow sent nothing on some channels");
 }
 

@@ -24,6 +24,17 @@ export const RecipientEntity = defineEntity({
 });
 export type RecipientRow = InferEntity<typeof RecipientEntity>;
 
+export const OrderFactEntity = defineEntity({
+  name: "NotificationOrder",
+  tableName: "notification_orders",
+  properties: {
+    orderId: p.uuid().primary(),
+    orderNumber: p.text(),
+    userId: p.uuid(),
+    createdAt: p.datetime().onCreate(now),
+  },
+});
+
 export interface StoredVariable {
   name: string;
   description: string;
@@ -115,4 +126,4 @@ export const PreferenceEntity = defineEntity({
   },
 });
 
-export const notificationEntities = [RecipientEntity, EmailTemplateEntity, NotificationEntity, NotificationLogEntity, PreferenceEntity];
+export const notificationEntities = [RecipientEntity, OrderFactEntity, EmailTemplateEntity, NotificationEntity, NotificationLogEntity, PreferenceEntity];

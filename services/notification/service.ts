@@ -2,7 +2,8 @@
  * The Notification service (ecommerce.notification.v1.NotificationService):
  * email over SMTP, an in-app inbox, SMS and push through sandbox providers,
  * templates in email_templates, per-user preferences and the delivery log.
- * Consumes Auth's and User's events (flows in consumers.ts; its inbox is
+ * Consumes Auth's, User's, Order's, Payment's and Shipping's events (flows in
+ * consumers.ts and commerce.ts; its inbox is
  * notification_event_logs), sends from a persisted queue with the delivery job
  * (delivery.ts), publishes notification.sent / notification.failed.
  */
@@ -14,6 +15,7 @@ import { errorReason } from "../../kit/errors.ts";
 import { intervalJob } from "../../kit/jobs.ts";
 import { defineService } from "../../kit/server.ts";
 import { loadNotificationConfig } from "./config.ts";
+import { commerceConsumers } from "./commerce.ts";
 import { authConsumers, userConsumers } from "./consumers.ts";
 import { deliverDue } from "./delivery.ts";
 import { notificationEntities } from "./entities.ts";
@@ -50,7 +52,10 @@ export const notificationService = defineService({
     await seedDefaultTemplates(ctx.orm.em.fork());
     return { config, providers: makeProviders(config.smtp, ctx.log) };
   },
-  consumers: (ctx, { config }) => [...authConsumers({ config, env: ctx.env, log: ctx.log }), ...userConsumers()],
+  consumers: (ctx, { config }) => {
+    const deps = { config, env: ctx.env, log: ctx.log };
+    return [...authConsumers(deps), ...userConsumers(), ...commerceConsumers(deps, ctx.peers)];
+  },
   routes(router, _svc, { config }) {
     const me = (ctx: Parameters<typeof requireUser>[0]) => requireUser(ctx).userId;
     router.service(NotificationService, {

@@ -111,7 +111,8 @@ export function checkTemplate(t: TemplateParts): void {
 
 function renderPart(source: string, vars: Vars, html: boolean): string {
   if (source === "") return "";
-  return hbs.compile(source, { noEscape: !html, strict: false })(vars);
+  // compat: names inside a section are looked up the context stack up, as Mustache does ({{#discount}}{{discount}}{{/discount}}).
+  return hbs.compile(source, { noEscape: !html, strict: false, compat: true })(vars);
 }
 
 /** Renders every part; names missing from `vars` take nothing (sending checks required ones first). */

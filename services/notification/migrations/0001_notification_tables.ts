@@ -2,7 +2,8 @@
  * The Notification service's tables (ARCHITECTURE.md: notifications,
  * email_templates, notification_preferences, notification_logs) plus
  * notification_recipients, the service's copy of each user's address, name
- * and language (from Auth's and User's events). The inbox
+ * and language (from Auth's and User's events), and notification_orders, the
+ * order numbers learnt from order.created (shipment events carry none). The inbox
  * notification_event_logs is created by the kit's first migration.
  * Committed: never edit, add a new migration instead.
  */
@@ -19,6 +20,13 @@ export class NotificationTables extends Migration {
       is_active boolean not null default true,
       created_at timestamptz not null default now(),
       updated_at timestamptz not null default now()
+    )`);
+
+    this.addSql(`create table notification_orders (
+      order_id uuid primary key,
+      order_number text not null,
+      user_id uuid not null,
+      created_at timestamptz not null default now()
     )`);
 
     this.addSql(`create table email_templates (
