@@ -1,0 +1,34 @@
+/**
+ * The local mail catcher of `npm start`: when the Notification service runs and
+ * no SMTP settings are given (SMTP_URL or SMTP_HOST), MailDev is started on
+ * 127.0.0.1 (SMTP 1025 and web page 1080, shifted by PORT_OFFSET) and the
+ * service is pointed at it; every message it sends can be read on the web page.
+ */
+import { join } from "node:path";
+import { MailDev } from "maildev";
+
+export interface MailCatcher {
+  /** Settings for the Notification service's environment. */
+  env: Record<string, string>;
+  webUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startMailCatcher(dataDir: string, offset: number): Promise<MailCatcher> {
+  const smtp = 1025 + offset;
+  const web = 1080 + offset;
+  const maildev = new MailDev({
+    smtp,
+    web,
+    ip: "127.0.0.1",
+    webIp: "127.0.0.1",
+    mailDirectory: join(dataDir, "maildev"),
+    silent: true,
+  });
+  await maildev.start();
+  return {
+    env: { SMTP_HOST: "127.0.0.1", SMTP_PORT: String(smtp), SMTP_TLS: "off" },
+    webUrl: `http://127.0.0.1:${web}/`,
+    stop: () => maildev.stop(),
+  };
+}
