@@ -14,9 +14,8 @@ export interface MailCatcher {
   stop(): Promise<void>;
 }
 
-export async function startMailCatcher(dataDir: string, offset: number): Promise<MailCatcher> {
-  const smtp = 1025 + offset;
-  const web = 1080 + offset;
+export async function startMailCatcher(dataDir: string, offset: number, ports = { smtp: 1025 + offset, web: 1080 + offset }): Promise<MailCatcher> {
+  const { smtp, web } = ports;
   const maildev = new MailDev({
     smtp,
     web,
