@@ -10,7 +10,10 @@ import { MailDev } from "maildev";
 export interface MailCatcher {
   /** Settings for the Notification service's environment. */
   env: Record<string, string>;
+  /** The web page that shows the caught mail. */
   webUrl: string;
+  /** MailDev's REST API (GET email lists the messages). */
+  apiUrl: string;
   stop(): Promise<void>;
 }
 
@@ -27,7 +30,8 @@ export async function startMailCatcher(dataDir: string, offset: number, ports = 
   await maildev.start();
   return {
     env: { SMTP_HOST: "127.0.0.1", SMTP_PORT: String(smtp), SMTP_TLS: "off" },
-    webUrl: `http://127.0.0.1:${web}/`,
+    webUrl: `http://127.0.0.1:${web}/index.html`,
+    apiUrl: `http://127.0.0.1:${web}/api/`,
     stop: () => maildev.stop(),
   };
 }

@@ -43,9 +43,9 @@ it("sends to the local mail catcher npm start runs, where the mail can be read",
   const event = create(UserRegisteredSchema, { eventId: uuidv7(), occurredAt: timestampFromDate(new Date()), userId, email: `${userId}@shop.test`, firstName: "Mia", roles: ["customer"] });
   await js.publish("user.registered", toBinary(UserRegisteredSchema, event), { msgID: event.eventId });
   const caught = await eventually(async () => {
-    const list = (await (await fetch(`${catcher!.webUrl}api/email`)).json()) as { subject: string; to: { address: string }[] }[];
+    const list = (await (await fetch(`${catcher!.apiUrl}email`)).json()) as { subject: string; to: { address: string }[] }[];
     return list.find((m) => m.to.some((t) => t.address === `${userId}@shop.test`));
   }, 20_000, "mail in MailDev");
   expect(caught.subject).toBe("Welcome to Shop, Mia!");
-  expect((await fetch(`${catcher.webUrl}index.html`)).status).toBe(200);
+  expect((await fetch(catcher.webUrl)).status).toBe(200);
 });
