@@ -15,7 +15,7 @@ import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEdge } from "../../gateway/edge.ts";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
-import { UserRegisteredSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
+import { UserDeletedSchema, UserReactivatedSchema, UserRegisteredSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import {
   NotificationChannel,
   NotificationService,
@@ -426,5 +426,35 @@ describe("preferences, unsubscribe and the in-app inbox", () => {
     expect(mails[1]!.parsed.subject).toBe(mails[0]!.parsed.subject);
     const [reset] = await sql<{ id: string }>("select id from notifications where template_name = 'email_verification' limit 1");
     expect((await failure(direct.resendNotification({ id: reset!.id, idempotencyKey: "resend-0002" }, bearer(adminToken)))).reason).toBe("NOT_RESENDABLE");
+  });
+
+  it("user.deleted stops every notification to the user (and its unsubscribe links); user.reactivated allows them again", async () => {
+    const userId = uuidv7();
+    const email = unique("deleted");
+    await publishAuth(UserRegisteredSchema, { userId, email, firstName: "Dora", lastName: "D", roles: ["customer"] });
+    const [welcome] = await mailsTo(email, 1);
+    const link = rawHeader(welcome!.raw, "List-Unsubscribe")!.slice(1, -1);
+    await publishAuth(UserDeletedSchema, { userId, email, reason: "test", deactivatedBy: uuidv7() });
+    await authEventsHandled();
+    const svc = bearer(await issuer.service("order"));
+    const send = (key: string) =>
+      direct.sendNotification(
+        { recipient: { case: "userId", value: userId }, templateName: "order_delivered", variables: { order_number: "ORD-D" }, channel: NotificationChannel.EMAIL, type: NotificationType.ORDER_UPDATES, idempotencyKey: key },
+        svc,
+      );
+    expect((await send("deleted-0001")).outcome).toBe(SendOutcome.SUPPRESSED);
+    expect((await failure(notifications.unsubscribe({ token: decodeURIComponent(link.split("/unsubscribe/")[1]!) }))).reason).toBe("INVALID_UNSUBSCRIBE_TOKEN");
+    await publishAuth(UserReactivatedSchema, { userId, email, reactivatedBy: uuidv7() });
+    await authEventsHandled();
+    expect((await send("deleted-0002")).outcome).toBe(SendOutcome.QUEUED);
+    await eventually(async () => (smtp.to(email).some((m) => m.parsed.subject === "Your order ORD-D was delivered") ? true : undefined));
+    // More than 64 KiB of variables is refused.
+    const big = await failure(
+      direct.sendNotification(
+        { recipient: { case: "userId", value: userId }, templateName: "order_delivered", variables: { order_number: "x".repeat(70_000) }, channel: NotificationChannel.EMAIL, type: NotificationType.ORDER_UPDATES, idempotencyKey: "deleted-0003" },
+        svc,
+      ),
+    );
+    expect(big).toMatchObject({ code: Code.InvalidArgument, reason: "VARIABLES_TOO_LARGE" });
   });
 });

@@ -112,7 +112,7 @@ export async function queueNotification(em: EntityManager, config: NotificationC
         types.toDb(input.type),
         input.templateName,
         address,
-        inApp ? stored.subject : stored.subject,
+        stored.subject,
         stored.text,
         channel === NotificationChannel.EMAIL ? stored.html : "",
         inApp ? "delivered" : "pending",
