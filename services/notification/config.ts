@@ -31,7 +31,6 @@
  * - NOTIFICATION_MAX_ATTEMPTS: attempts before a message is FAILED, default 8.
  * - NOTIFICATION_RETRY_BASE_MS / NOTIFICATION_RETRY_MAX_MS: backoff of
  *   temporary failures (base·2^(attempt−1), capped), default 2000 / 600000.
- * - DEFAULT_LOCALE: the locale whose templates are the fallback, default "en".
  * - PEER_LOOKUP_TIMEOUT_MS: deadline of the calls that complete an event's data
  *   from its owning service, default 3000.
  */
@@ -62,7 +61,6 @@ export interface NotificationConfig {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  defaultLocale: string;
   peerTimeoutMs: number;
 }
 
@@ -126,7 +124,6 @@ export function loadNotificationConfig(env: Env = process.env): NotificationConf
       maxAttempts: r.int("NOTIFICATION_MAX_ATTEMPTS", 8, 1, 100),
       retryBaseMs: r.int("NOTIFICATION_RETRY_BASE_MS", 2_000, 1, 3_600_000),
       retryMaxMs: r.int("NOTIFICATION_RETRY_MAX_MS", 600_000, 1, 24 * 3_600_000),
-      defaultLocale: r.string("DEFAULT_LOCALE", "en"),
       peerTimeoutMs: r.int("PEER_LOOKUP_TIMEOUT_MS", 3_000, 100, 30_000),
     },
     "notification service configuration",
