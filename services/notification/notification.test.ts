@@ -457,4 +457,29 @@ describe("preferences, unsubscribe and the in-app inbox", () => {
     );
     expect(big).toMatchObject({ code: Code.InvalidArgument, reason: "VARIABLES_TOO_LARGE" });
   });
+
+  it("a notification scheduled for later is neither sent nor listed before its time", async () => {
+    const userId = uuidv7();
+    const email = unique("later");
+    await publishAuth(UserRegisteredSchema, { userId, email, firstName: "Lea", lastName: "L", roles: ["customer"] });
+    await mailsTo(email, 1);
+    const later = await direct.sendNotification(
+      {
+        recipient: { case: "userId", value: userId },
+        templateName: "order_delivered",
+        variables: { order_number: "ORD-LATER" },
+        channel: NotificationChannel.EMAIL,
+        type: NotificationType.ORDER_UPDATES,
+        scheduledAt: timestampFromDate(new Date(Date.now() + 3_600_000)),
+        idempotencyKey: "later-00000001",
+      },
+      bearer(await issuer.service("cart")),
+    );
+    expect(later).toMatchObject({ outcome: SendOutcome.QUEUED, notification: { status: NotificationStatus.PENDING } });
+    const job = mesh.services.notification!.jobs.get("notification-delivery") as unknown as { runNow(): Promise<void> };
+    await job.runNow();
+    expect(smtp.to(email).some((m) => m.parsed.subject?.includes("ORD-LATER"))).toBe(false);
+    const mine = await notifications.listMyNotifications({ channel: NotificationChannel.EMAIL }, bearer(await issuer.user(userId)));
+    expect(mine.notifications.map((n) => n.templateName)).toEqual(["welcome"]);
+  });
 });
