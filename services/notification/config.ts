@@ -14,6 +14,7 @@
  * - SMTP_FROM: the sender, default "Shop <no-reply@shop.test>".
  * - SMTP_TIMEOUT_MS: connection and greeting timeout, default 10000.
  * Links and keys:
+ * - SHOP_NAME: the shop's name in every message ({{shop_name}}), default "Shop".
  * - STOREFRONT_URL: base of every link in a message (verification, reset,
  *   orders); default http://localhost:3000.
  * - NOTIFICATION_PUBLIC_URL: where this service's one-click unsubscribe route
@@ -52,6 +53,7 @@ export interface SmtpConfig {
 
 export interface NotificationConfig {
   smtp: SmtpConfig;
+  shopName: string;
   storefrontUrl: string;
   publicUrl: string;
   unsubscribeKey: string;
@@ -115,6 +117,7 @@ export function loadNotificationConfig(env: Env = process.env): NotificationConf
   return r.done(
     {
       smtp,
+      shopName: r.string("SHOP_NAME", "Shop"),
       storefrontUrl,
       publicUrl,
       unsubscribeKey,

@@ -321,6 +321,20 @@ describe("templates", () => {
     expect(badUpdate.reason).toBe("TEMPLATE_SYNTAX_ERROR");
   });
 
+  it("a deactivated locale variant falls back to the flow's own template", async () => {
+    const variant = (await direct.getEmailTemplate({ key: { case: "name", value: "welcome_de" } }, admin())).template!;
+    await direct.updateEmailTemplate({ template: { id: variant.id, isActive: false }, updateMask: { paths: ["is_active"] } }, admin());
+    try {
+      const userId = uuidv7();
+      const email = unique("karl");
+      await publishAuth(UserRegisteredSchema, { userId, email, firstName: "Karl", lastName: "K", preferredLanguage: "de", roles: ["customer"] });
+      const [mail] = await mailsTo(email, 1);
+      expect(mail!.parsed.subject).toBe("Welcome to Shop, Karl!");
+    } finally {
+      await direct.updateEmailTemplate({ template: { id: variant.id, isActive: true }, updateMask: { paths: ["is_active"] } }, admin());
+    }
+  });
+
   it("admin RPCs need an admin", async () => {
     const customer = await issuer.user(uuidv7());
     expect((await failure(notifications.listEmailTemplates({}, bearer(customer)))).code).toBe(Code.PermissionDenied);

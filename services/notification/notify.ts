@@ -68,7 +68,7 @@ export async function queueNotification(em: EntityManager, config: NotificationC
   if (!t) return { ...out, problem: "template_not_found" };
   if (!t.isActive) return { ...out, problem: "template_inactive" };
   const vars: Vars = {
-    shop_name: "Shop",
+    shop_name: config.shopName,
     shop_url: config.storefrontUrl,
     first_name: recipient?.firstName ?? "",
     last_name: recipient?.lastName ?? "",

@@ -182,16 +182,14 @@ export async function seedDefaultTemplates(em: EntityManager): Promise<void> {
   }
 }
 
-/** The active template for a flow in the recipient's language, else the default one. */
+/** The template for a flow in the recipient's language (`<name>_<language>`), else the flow's own. */
 export async function templateFor(em: EntityManager, name: string, locale: string | null | undefined): Promise<EmailTemplateRow | undefined> {
   const lang = (locale ?? "").toLowerCase().split(/[-_]/)[0] ?? "";
   const names = lang && /^[a-z]{2,3}$/.test(lang) ? [`${name}_${lang}`, name] : [name];
   const rows = await em.find(EmailTemplateEntity, { name: { $in: names } });
-  for (const n of names) {
-    const row = rows.find((r) => r.name === n);
-    if (row) return row;
-  }
-  return undefined;
+  const found = names.map((n) => rows.find((r) => r.name === n)).filter((r): r is EmailTemplateRow => r !== undefined);
+  // A deactivated locale variant falls back to the flow's own template; when none is active, the first says so.
+  return found.find((r) => r.isActive) ?? found[0];
 }
 
 const takenName = () => domainError(Code.AlreadyExists, "a template with this name exists", { reason: "TEMPLATE_NAME_TAKEN", field: "name" });
