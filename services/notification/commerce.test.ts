@@ -2,7 +2,8 @@
  * Order, payment and shipment mails from the events of those services'
  * contracts, published onto their streams the way their outbox relays do
  * (the Order service is being built elsewhere: a stand-in answers
- * GetOrderInternal). A real SMTP peer receives the mail.
+ * GetOrderInternal), and from the real Payment service (sandbox provider).
+ * A real SMTP peer receives the mail.
  */
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -27,6 +28,8 @@ import { sqlOf } from "../../kit/sql.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { formatMoney } from "./commerce.ts";
+import { PaymentService, RefundReason } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import { paymentService } from "../payment/service.ts";
 import { notificationService } from "./service.ts";
 import { SmtpPeer } from "./testing.ts";
 
@@ -88,7 +91,7 @@ async function consumed(stream: string) {
 beforeAll(async () => {
   smtp = new SmtpPeer();
   await smtp.start(0);
-  mesh = await startMesh([issuer.trustedBy(orderStandIn), issuer.trustedBy(notificationService)], {
+  mesh = await startMesh([issuer.trustedBy(orderStandIn), issuer.trustedBy(paymentService), issuer.trustedBy(notificationService)], {
     SMTP_PORT: String(smtp.port),
     SMTP_TLS: "off",
     STOREFRONT_URL: storefront,
@@ -222,5 +225,26 @@ describe("order, payment and shipment mails", () => {
     });
     await consumed("ORDER_EVENTS");
     expect(smtp.to(email).some((m) => m.parsed.subject === "Your order ORD-X was delivered")).toBe(false);
+  });
+
+  it("the real Payment service's payment.succeeded and payment.refunded become a receipt and a refund mail", async () => {
+    const { userId, email } = await customer();
+    const payments = createClient(PaymentService, createGrpcTransport({ baseUrl: mesh.url("payment") }));
+    const order = bearer(await issuer.service("order"));
+    const authorized = await payments.authorizePayment(
+      {
+        orderId: uuidv7(),
+        orderNumber: "ORD-REAL-1",
+        userId,
+        amount: eur(2590n),
+        source: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_success" } },
+        idempotencyKey: `pay-${uuidv7()}`,
+      },
+      order,
+    );
+    await payments.capturePayment({ paymentId: authorized.payment!.id }, order);
+    expect((await mailWith(email, "Receipt for ORD-REAL-1")).parsed.text).toContain("We received €25.90 for order ORD-REAL-1.");
+    await payments.refundPayment({ paymentId: authorized.payment!.id, amount: eur(590n), reason: RefundReason.GOODWILL, idempotencyKey: `ref-${uuidv7()}` }, bearer(await issuer.service("returns")));
+    expect((await mailWith(email, "Refund of €5.90 for ORD-REAL-1")).parsed.text).toContain("part of your payment");
   });
 });
