@@ -12,6 +12,7 @@ import {
   type MarkReadRequest,
   type Notification,
   NotificationChannel,
+  type NotificationLog,
   type ResendNotificationRequest,
   SendOutcome,
   type SendNotificationRequest,
@@ -122,7 +123,7 @@ export async function listNotificationLogs(em: EntityManager, req: ListNotificat
     if (req.createdBefore) where.push(`n.created_at < ${$(dateOf(req.createdBefore))}`);
     return where;
   });
-  return { logs: rows.map(logMessage) as never[], nextPageToken: next };
+  return { logs: rows.map(logMessage) as NotificationLog[], nextPageToken: next };
 }
 
 async function loadOne(em: EntityManager, id: string): Promise<Out<Notification>> {
@@ -131,7 +132,7 @@ async function loadOne(em: EntityManager, id: string): Promise<Out<Notification>
   return notificationMessage(row);
 }
 
-export async function resendNotification(em: EntityManager, config: NotificationConfig, req: ResendNotificationRequest) {
+export async function resendNotification(em: EntityManager, req: ResendNotificationRequest) {
   return em.transactional(async (tx) => {
     const db = sqlOf(tx);
     const key = `resend-${req.idempotencyKey}`;

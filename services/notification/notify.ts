@@ -148,4 +148,3 @@ export async function queueNotification(em: EntityManager, config: NotificationC
   return out;
 }
 
-export { NotificationType };

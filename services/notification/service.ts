@@ -78,7 +78,7 @@ export const notificationService = defineService({
       previewEmailTemplate: (req, ctx) => previewEmailTemplate(emOf(ctx), req),
       listNotifications: (req, ctx) => listNotifications(emOf(ctx), req),
       listNotificationLogs: (req, ctx) => listNotificationLogs(emOf(ctx), req),
-      resendNotification: (req, ctx) => resendNotification(emOf(ctx), config, req),
+      resendNotification: (req, ctx) => resendNotification(emOf(ctx), req),
 
       // INTERNAL: allowed_callers enforced by the kit's interceptor.
       sendNotification: (req, ctx) => sendNotification(emOf(ctx), config, req),
