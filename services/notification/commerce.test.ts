@@ -20,6 +20,8 @@ import { type Order, OrderSchema, OrderService } from "../../gen/ecommerce/order
 import { file_ecommerce_payment_v1_events, PaymentFailedSchema, PaymentRefundedSchema, PaymentSucceededSchema } from "../../gen/ecommerce/payment/v1/events_pb.js";
 import { file_ecommerce_shipping_v1_events, ShipmentCreatedSchema, ShipmentStatusChangedSchema } from "../../gen/ecommerce/shipping/v1/events_pb.js";
 import { ShipmentStatus } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import { CartAbandonedSchema, file_ecommerce_cart_v1_events } from "../../gen/ecommerce/cart/v1/events_pb.js";
+import { file_ecommerce_returns_v1_events, ReturnApprovedSchema, ReturnRefundedSchema, ReturnRequestedSchema } from "../../gen/ecommerce/returns/v1/events_pb.js";
 import { notFound } from "../../kit/errors.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import { money } from "../../kit/money.ts";
@@ -31,7 +33,7 @@ import { formatMoney } from "./commerce.ts";
 import { PaymentService, RefundReason } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { paymentService } from "../payment/service.ts";
 import { notificationService } from "./service.ts";
-import { SmtpPeer } from "./testing.ts";
+import { rawHeader, SmtpPeer } from "./testing.ts";
 
 const issuer = new TestIssuer();
 const storefront = "https://shop.example";
@@ -100,7 +102,7 @@ beforeAll(async () => {
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const jsm = await js.jetstreamManager();
-  for (const file of [file_ecommerce_auth_v1_events, file_ecommerce_order_v1_events, file_ecommerce_payment_v1_events, file_ecommerce_shipping_v1_events]) {
+  for (const file of [file_ecommerce_auth_v1_events, file_ecommerce_order_v1_events, file_ecommerce_payment_v1_events, file_ecommerce_shipping_v1_events, file_ecommerce_returns_v1_events, file_ecommerce_cart_v1_events]) {
     const s = streamOf(file);
     await jsm.streams.add({ name: s.name, subjects: s.subjects }).catch(() => undefined);
   }
@@ -246,5 +248,37 @@ describe("order, payment and shipment mails", () => {
     expect((await mailWith(email, "Receipt for ORD-REAL-1")).parsed.text).toContain("We received €25.90 for order ORD-REAL-1.");
     await payments.refundPayment({ paymentId: authorized.payment!.id, amount: eur(590n), reason: RefundReason.GOODWILL, idempotencyKey: `ref-${uuidv7()}` }, bearer(await issuer.service("returns")));
     expect((await mailWith(email, "Refund of €5.90 for ORD-REAL-1")).parsed.text).toContain("part of your payment");
+  });
+
+  it("a return's steps are mailed (requested, approved with the expected refund, refunded)", async () => {
+    const { userId, email } = await customer();
+    const base = { returnId: uuidv7(), rmaNumber: "RMA-2026-000007", orderId: uuidv7(), userId };
+    await publish(ReturnRequestedSchema, base);
+    await mailWith(email, "We received your return request RMA-2026-000007");
+    await publish(ReturnApprovedSchema, { ...base, totalRefundAmount: eur(1999n) });
+    expect((await mailWith(email, "Your return RMA-2026-000007 is approved")).parsed.text).toContain("Expected refund: €19.99.");
+    await publish(ReturnRefundedSchema, { ...base, refundId: uuidv7(), amount: eur(1999n), fullyRefunded: true });
+    await mailWith(email, "Refund of €19.99 for return RMA-2026-000007");
+  });
+
+  it("abandoned-cart mail (MARKETING) only after an opt-in, with a one-click unsubscribe that stops the next one", async () => {
+    const { userId, email } = await customer();
+    const abandoned = () =>
+      publish(CartAbandonedSchema, { cartId: uuidv7(), userId, currencyCode: "EUR", items: [{ productName: "Blue mug", quantity: 1, lineTotal: eur(1000n) }], itemCount: 1, total: eur(1000n) });
+    const first = await abandoned();
+    await consumed("CART_EVENTS");
+    const sql = (q: string, p: unknown[]) => sqlOf(mesh.services.notification!.ctx.orm.em.fork()).all<{ id: string }>(q, p);
+    expect(await sql("select id from notifications where idempotency_key like $1", [`${first.eventId}-%`])).toEqual([]);
+    const token = await issuer.user(userId);
+    await notifications.updateNotificationPreferences({ preferences: [{ type: NotificationType.MARKETING, emailEnabled: true }] }, bearer(token));
+    await abandoned();
+    const mail = await mailWith(email, "You left something in your cart, Ada");
+    expect(mail.parsed.text).toContain("- 1 × Blue mug: €10.00");
+    const link = rawHeader(mail.raw, "List-Unsubscribe")!.slice(1, -1);
+    expect(link).toContain(".marketing.email.");
+    expect((await fetch(link, { method: "POST", body: "List-Unsubscribe=One-Click" })).status).toBe(200);
+    const third = await abandoned();
+    await consumed("CART_EVENTS");
+    expect(await sql("select id from notifications where idempotency_key = $1", [`${third.eventId}-email`])).toEqual([]);
   });
 });

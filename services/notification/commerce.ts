@@ -7,7 +7,9 @@
  * order_cancelled; payment.succeeded -> payment_receipt; payment.failed ->
  * payment_failed; payment.refunded -> refund_issued (not for a return's
  * refund, which return.refunded announces); shipment.status_changed to
- * EXCEPTION -> shipment_exception.
+ * EXCEPTION -> shipment_exception; return.requested, .approved, .rejected,
+ * .received, .refunded, .cancelled -> return_requested ... return_cancelled;
+ * cart.abandoned -> abandoned_cart (MARKETING: only to users who opted in).
  *
  * Shipment events carry no order number. It is learnt from order.created
  * (notification_orders); when that has not been seen (another stream, so no
@@ -26,6 +28,15 @@ import { OrderService } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { PaymentFailedSchema, PaymentRefundedSchema, PaymentSucceededSchema } from "../../gen/ecommerce/payment/v1/events_pb.js";
 import { ShipmentCreatedSchema, ShipmentStatusChangedSchema } from "../../gen/ecommerce/shipping/v1/events_pb.js";
 import { ShipmentStatus } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
+import { CartAbandonedSchema } from "../../gen/ecommerce/cart/v1/events_pb.js";
+import {
+  ReturnApprovedSchema,
+  ReturnCancelledSchema,
+  ReturnReceivedSchema,
+  ReturnRefundedSchema,
+  ReturnRejectedSchema,
+  ReturnRequestedSchema,
+} from "../../gen/ecommerce/returns/v1/events_pb.js";
 import type { PeerClients } from "../../kit/clients.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { type EventHandler, onEvent } from "../../kit/events/consumer.ts";
@@ -175,5 +186,48 @@ export function commerceConsumers(deps: FlowDeps, peers: PeerClients): EventHand
         metadata: metadata(e.orderId, { shipment_id: e.shipmentId }),
       });
     }),
+  
+    ...returnFlows(deps),
+
+    onEvent(CartAbandonedSchema, "abandoned-cart", async (em, e) => {
+      if (!e.userId) return; // a guest's cart: no address
+      const locale = await localeOf(em, e.userId);
+      const loc = (m: Money | undefined) => formatMoney(m, locale);
+      await runFlow(em, deps, {
+        key: e.eventId,
+        userId: e.userId,
+        templateName: "abandoned_cart",
+        type: NotificationType.MARKETING,
+        vars: {
+          items: e.items.map((i) => ({ name: i.variantName ? `${i.productName} (${i.variantName})` : i.productName, quantity: i.quantity, total: loc(i.lineTotal) })),
+          total: loc(e.total),
+          cart_url: `${deps.config.storefrontUrl}/cart`,
+        },
+        metadata: { cart_id: e.cartId },
+      });
+    }),
+  ];
+}
+
+function returnFlows(deps: FlowDeps): EventHandler[] {
+  type ReturnBase = { eventId: string; returnId: string; rmaNumber: string; orderId: string; userId: string };
+  const flow = (em: EntityManager, e: ReturnBase, templateName: string, vars: Record<string, unknown> = {}) =>
+    runFlow(em, deps, {
+      key: e.eventId,
+      userId: e.userId,
+      templateName,
+      type: NotificationType.RETURNS,
+      vars: { rma_number: e.rmaNumber, ...vars },
+      metadata: { order_id: e.orderId, return_id: e.returnId },
+    });
+  return [
+    onEvent(ReturnRequestedSchema, "return-requested", (em, e) => flow(em, e, "return_requested")),
+    onEvent(ReturnApprovedSchema, "return-approved", async (em, e) =>
+      flow(em, e, "return_approved", { refund: formatMoney(e.totalRefundAmount, await localeOf(em, e.userId)) }),
+    ),
+    onEvent(ReturnRejectedSchema, "return-rejected", (em, e) => flow(em, e, "return_rejected", { reason: e.reason })),
+    onEvent(ReturnReceivedSchema, "return-received", (em, e) => flow(em, e, "return_received")),
+    onEvent(ReturnRefundedSchema, "return-refunded", async (em, e) => flow(em, e, "return_refunded", { amount: formatMoney(e.amount, await localeOf(em, e.userId)) })),
+    onEvent(ReturnCancelledSchema, "return-cancelled", (em, e) => flow(em, e, "return_cancelled")),
   ];
 }

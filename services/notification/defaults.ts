@@ -162,7 +162,35 @@ export const defaultTemplates: DefaultTemplate[] = [
     bodyText: "Your parcel {{tracking_number}} has a problem: {{description}}",
     variables: [firstName, shopName, v("tracking_number", "JD0123"), v("description", "address not found")],
   },
+  ...returnTemplates(),
+  {
+    name: "abandoned_cart",
+    subject: "You left something in your cart, {{first_name}}",
+    bodyHtml: page("Still thinking it over?", `<table>{{#items}}<tr><td>{{name}}</td><td>{{quantity}}</td><td>{{total}}</td></tr>{{/items}}</table><p>Total {{total}}</p><p><a href="{{cart_url}}">Back to your cart</a></p>`),
+    bodyText: "Still thinking it over?\n{{#items}}- {{quantity}} × {{name}}: {{total}}\n{{/items}}Total {{total}}\n{{cart_url}}",
+    variables: [firstName, shopName, v("items", [{ name: "Blue mug", quantity: 1, total: "€10.00" }]), v("total", "€10.00"), v("cart_url", "http://localhost:3000/cart")],
+  },
 ];
+
+/** The six steps of a return, one template each (type RETURNS). */
+function returnTemplates(): DefaultTemplate[] {
+  const rma = v("rma_number", "RMA-2026-000042", { required: true });
+  const steps: [string, string, string][] = [
+    ["return_requested", "We received your return request {{rma_number}}", "We received your return request {{rma_number}}. We will tell you when it is approved."],
+    ["return_approved", "Your return {{rma_number}} is approved", "Your return {{rma_number}} is approved.{{#refund}} Expected refund: {{refund}}.{{/refund}} Please send the items back."],
+    ["return_rejected", "Your return {{rma_number}} was not approved", "Your return {{rma_number}} was not approved.{{#reason}} Reason: {{reason}}.{{/reason}}"],
+    ["return_received", "We received the items of return {{rma_number}}", "We received the items of return {{rma_number}}."],
+    ["return_refunded", "Refund of {{amount}} for return {{rma_number}}", "We refunded {{amount}} for return {{rma_number}}."],
+    ["return_cancelled", "Your return {{rma_number}} was cancelled", "Your return {{rma_number}} was cancelled."],
+  ];
+  return steps.map(([name, subject, text]) => ({
+    name,
+    subject,
+    bodyHtml: page(subject, `<p>${text}</p>`),
+    bodyText: text,
+    variables: [firstName, shopName, rma, v("refund", "€20.00"), v("reason", ""), v("amount", "€20.00")],
+  }));
+}
 
 /** Names a built-in flow renders (DeleteEmailTemplate refuses them). */
 export const builtinNames = new Set(defaultTemplates.map((t) => t.name));

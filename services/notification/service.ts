@@ -2,7 +2,7 @@
  * The Notification service (ecommerce.notification.v1.NotificationService):
  * email over SMTP, an in-app inbox, SMS and push through sandbox providers,
  * templates in email_templates, per-user preferences and the delivery log.
- * Consumes Auth's, User's, Order's, Payment's and Shipping's events (flows in
+ * Consumes Auth's, User's, Order's, Payment's, Shipping's, Returns' and Cart's events (flows in
  * consumers.ts and commerce.ts; its inbox is
  * notification_event_logs), sends from a persisted queue with the delivery job
  * (delivery.ts), publishes notification.sent / notification.failed.
