@@ -16,6 +16,7 @@ import { edgePort, peerUrlVariable, type ServiceName, serviceCatalog, serviceNam
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { ensureInfra, type Infra } from "./local/infra.ts";
 import { formatter } from "./local/logs.ts";
+import { type MailCatcher, startMailCatcher } from "./local/mail.ts";
 
 const root = join(import.meta.dirname, "..");
 const say = (line: string) => console.log(`\x1b[1m[start]\x1b[0m ${line}`);
@@ -57,6 +58,7 @@ interface Child {
 
 const children: Child[] = [];
 let infra: Infra | undefined;
+let mail: MailCatcher | undefined;
 let running = false;
 let stopping: Promise<void> | undefined;
 
@@ -79,6 +81,7 @@ function stopAll(code: number): Promise<void> {
       );
     await end(children.filter((c) => c.name === "edge"));
     await end(children.filter((c) => c.name !== "edge"));
+    await mail?.stop().catch(() => undefined);
     await infra?.stop();
     say("stopped");
     process.exit(code);
@@ -139,6 +142,12 @@ async function main() {
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
     ...Object.fromEntries(serviceNames.map((n) => [peerUrlVariable(n), process.env[peerUrlVariable(n)] ?? `http://127.0.0.1:${portOf(n)}`])),
   };
+  // No SMTP settings: a local mail catcher (MailDev) receives the Notification service's mail.
+  if (implemented.includes("notification") && !process.env.SMTP_URL && !process.env.SMTP_HOST) {
+    mail = await startMailCatcher(dataDir, offset);
+    Object.assign(env, mail.env);
+    say(`mail catcher (MailDev): read the mail the shop sends at ${mail.webUrl} (SMTP on 127.0.0.1:${mail.env.SMTP_PORT})`);
+  }
   const hasEdge = existsSync(join(root, "gateway", "main.ts"));
   const width = Math.max(...[...implemented, "edge"].map((n) => n.length));
   const child = (name: string, script: string, extra: Record<string, string>, ready: () => Promise<void>): Child => {

@@ -15,8 +15,9 @@ import { productService } from "../services/product/service.ts";
 import { paymentService } from "../services/payment/service.ts";
 import { shippingService } from "../services/shipping/service.ts";
 import { userService } from "../services/user/service.ts";
+import { notificationService } from "../services/notification/service.ts";
 
-const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, paymentService, shippingService];
+const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, paymentService, shippingService, notificationService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

@@ -2511,8 +2511,8 @@ export declare const OrderService: GenService<{
   /**
    * Returns any order with its items, for other services of the mesh
    * (Returns checks the return window and the items; Shipping builds a
-   * shipment; Payment checks amounts). Same view as AdminGetOrder, without
-   * notes.
+   * shipment; Payment checks amounts; Notification completes a shipment's
+   * email with the order number). Same view as AdminGetOrder, without notes.
    *
    * Errors: NOT_FOUND when there is no such order.
    *

@@ -1,0 +1,4 @@
+import { main } from "../../kit/server.ts";
+import { notificationService } from "./service.ts";
+
+await main(notificationService);
