@@ -339,12 +339,16 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     return (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
       routeOf.set(request, route);
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const signed = hook.signatureHeaders.length > 0;
       const header = hook.signatureHeaders.map((h) => request.headers[h]).find((v) => typeof v === "string") ?? "";
-      if (header === "") {
+      if (signed && header === "") {
         void reply.code(401).send({ code: "unauthenticated", message: `the webhook has no signature header (${hook.signatureHeaders.join(" or ")})` });
         return;
       }
-      const body = Buffer.from(JSON.stringify({ [hook.nameField]: request.params.name, payload: raw.toString("base64"), signature: header }));
+      const call: Record<string, string> = { [hook.nameField]: request.params.name };
+      if (hook.payload !== false) call.payload = raw.toString("base64");
+      if (signed) call.signature = header;
+      const body = Buffer.from(JSON.stringify(call));
       reply.from(`/${route.rpc}`, {
         body,
         contentType: "application/json",

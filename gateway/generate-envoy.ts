@@ -94,14 +94,20 @@ function envoy_on_request(handle)
       break
     end
   end
-  if signature == nil then
+${
+    hook.signatureHeaders.length > 0
+      ? `  if signature == nil then
     return refuse(handle, "401", "unauthenticated", ${lua(`the webhook has no signature header (${hook.signatureHeaders.join(" or ")})`)})
   end
-  local body = handle:body()
+`
+      : ""
+  }  local body = handle:body()
   if body == nil then
     return refuse(handle, "400", "invalid_argument", "the webhook has no body")
   end
-  local call = '{"' .. name_field .. '":' .. json_string(name) .. ',"payload":"' .. handle:base64Escape(body:getBytes(0, body:length())) .. '","signature":' .. json_string(signature) .. '}'
+  local call = '{"' .. name_field .. '":' .. json_string(name)${
+    hook.payload === false ? "" : ` .. ',"payload":"' .. handle:base64Escape(body:getBytes(0, body:length())) .. '"'`
+  }${hook.signatureHeaders.length > 0 ? ` .. ',"signature":' .. json_string(signature)` : ""} .. '}'
   body:setBytes(call)
   headers:replace("content-type", "application/json")
   headers:replace("connect-protocol-version", "1")

@@ -127,9 +127,9 @@ describe("envoy.yaml", () => {
   it("has the plain-HTTP webhook routes of edgePolicy.webhooks: POST <prefix><name> translated onto the RPC of their service", () => {
     const routes = hcmOf(parse(readFileSync(envoyConfigPath, "utf8"))).route_config.virtual_hosts[0].routes as Array<Record<string, any>>;
     const catchAll = routes.findIndex((r) => r.match.prefix === "/");
-    expect(edgePolicy.webhooks.map((w) => w.prefix)).toEqual(["/webhooks/carriers/", "/webhooks/payments/"]);
+    expect(edgePolicy.webhooks.map((w) => w.prefix)).toEqual(["/webhooks/carriers/", "/webhooks/payments/", "/unsubscribe/"]);
     for (const hook of edgePolicy.webhooks) {
-      // The RPC is a PUBLIC one of the hook's service (its signature is the authentication).
+      // The RPC is a PUBLIC one of the hook's service (its signature, or the signed token in the path, is the authentication).
       expect(table.byPath.get(`/${hook.rpc}`)).toMatchObject({ service: hook.service, access: "public", exposed: true, kind: "unary" });
       const at = routes.findIndex((r) => r.match.prefix === hook.prefix);
       expect(at, hook.prefix).toBeGreaterThanOrEqual(0);
@@ -146,7 +146,12 @@ describe("envoy.yaml", () => {
       expect(script).toContain(`local name_field = "${hook.nameField}"`);
       expect(script).toContain(`local signature_headers = { ${hook.signatureHeaders.map((h) => `"${h}"`).join(", ")} }`);
       expect(script).toContain('local statuses = { invalid_argument = "400", unauthenticated = "401", not_found = "404" }');
-      expect(script).toMatch(/function envoy_on_request\(handle\)[\s\S]*"payload":"' \.\. handle:base64Escape\(body:getBytes\(0, body:length\(\)\)\)/);
+      const payload = /function envoy_on_request\(handle\)[\s\S]*"payload":"' \.\. handle:base64Escape\(body:getBytes\(0, body:length\(\)\)\)/;
+      if (hook.payload === false) expect(script).not.toMatch(payload);
+      else expect(script).toMatch(payload);
+      // Signed hooks refuse a POST without a signature header; unsigned ones send no signature field.
+      expect(script.includes('"signature":')).toBe(hook.signatureHeaders.length > 0);
+      expect(script.includes('"401", "unauthenticated"')).toBe(hook.signatureHeaders.length > 0);
       expect(script).toContain('headers:replace("connect-protocol-version", "1")');
       expect(script).toContain('headers:replace(":status", statuses[code] or "503")');
     }

@@ -51,13 +51,17 @@ export interface RpcRoute {
   exposed: boolean;
 }
 
-/** A provider's plain-HTTP webhook mapped onto an RPC (edgePolicy.webhooks). */
+/** An outside party's plain-HTTP POST mapped onto an RPC (edgePolicy.webhooks). */
 export interface WebhookRoute {
   prefix: string;
   service: ServiceName;
   rpc: string;
+  /** The request field that gets the path's last segment. */
   nameField: string;
+  /** Headers carrying the signature (the first present is sent as `signature`); none: the path's name is the credential, checked by the RPC. */
   signatureHeaders: readonly string[];
+  /** False: the body is not forwarded (a one-click unsubscribe's body is a fixed form). Default: sent as `payload`. */
+  payload?: boolean;
 }
 
 export interface RouteTable {
@@ -134,6 +138,16 @@ export const edgePolicy = {
       nameField: "provider",
       // Stripe's header, and the sandbox's.
       signatureHeaders: ["stripe-signature", "sandbox-signature"],
+    },
+    {
+      // RFC 8058 one-click unsubscribe: a mail client POSTs "List-Unsubscribe=One-Click" to the
+      // List-Unsubscribe URL; the signed token in the path is all the RPC needs.
+      prefix: "/unsubscribe/",
+      service: "notification",
+      rpc: "ecommerce.notification.v1.NotificationService/Unsubscribe",
+      nameField: "token",
+      signatureHeaders: [],
+      payload: false,
     },
   ] satisfies readonly WebhookRoute[],
   /** Client connections: the services' limits, with fewer streams per client (browsers and partners, not peers). */

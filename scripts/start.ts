@@ -164,6 +164,8 @@ async function main() {
       {
         PORT: String(portOf(name)),
         DATABASE_URL: `${infra!.postgresBase}/${serviceCatalog[name].database}`,
+        // Unsubscribe links of the mail point at the edge, which routes POST /unsubscribe/<token>.
+        ...(name === "notification" && hasEdge && !env.NOTIFICATION_PUBLIC_URL ? { NOTIFICATION_PUBLIC_URL: edgeUrl } : {}),
         // The payment sandbox posts its webhooks to the edge's webhook route, as a real provider would.
         ...(name === "payment" && hasEdge && !env.PAYMENT_SANDBOX_WEBHOOK_URL ? { PAYMENT_SANDBOX_WEBHOOK_URL: `${edgeUrl}/webhooks/payments/sandbox` } : {}),
       },

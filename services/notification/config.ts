@@ -17,9 +17,9 @@
  * - SHOP_NAME: the shop's name in every message ({{shop_name}}), default "Shop".
  * - STOREFRONT_URL: base of every link in a message (verification, reset,
  *   orders); default http://localhost:3000.
- * - NOTIFICATION_PUBLIC_URL: where this service's one-click unsubscribe route
- *   (POST /unsubscribe/<token>, RFC 8058) is reachable from mail clients;
- *   default http://127.0.0.1:$PORT.
+ * - NOTIFICATION_PUBLIC_URL: the public address of the edge, where mail clients
+ *   POST the one-click unsubscribe (POST /unsubscribe/<token>, RFC 8058; the edge
+ *   makes it an Unsubscribe call); default http://127.0.0.1:8080.
  * - NOTIFICATION_UNSUBSCRIBE_KEY: HMAC key of unsubscribe tokens (32+ chars;
  *   a development value outside production).
  * - NOTIFICATION_DATA_KEY: base64 of 32 bytes, seals the unredacted content
@@ -105,7 +105,7 @@ export function loadNotificationConfig(env: Env = process.env): NotificationConf
   const r = new EnvReader(env);
   const smtp = smtpOf(r, env);
   const storefrontUrl = r.url("STOREFRONT_URL", "http://localhost:3000", ["http:", "https:"]).replace(/\/+$/, "");
-  const publicUrl = r.url("NOTIFICATION_PUBLIC_URL", `http://127.0.0.1:${env.PORT ?? "50056"}`, ["http:", "https:"]).replace(/\/+$/, "");
+  const publicUrl = r.url("NOTIFICATION_PUBLIC_URL", "http://127.0.0.1:8080", ["http:", "https:"]).replace(/\/+$/, "");
   const unsubscribeKey = r.secret("NOTIFICATION_UNSUBSCRIBE_KEY", "dev-only-notification-unsubscribe-key-do-not-use");
   const dataKey = r.key("NOTIFICATION_DATA_KEY", developmentDataKey);
   let key = developmentDataKey;

@@ -27,6 +27,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { subjectOf } from "../../kit/events/contracts.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { eventsOnStream } from "../../kit/testing/events.ts";
+import { freePort } from "../../kit/testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../auth/service.ts";
@@ -89,12 +90,15 @@ async function registerThroughEdge(email: string, firstName = "Ada", preferredLa
 beforeAll(async () => {
   smtp = new SmtpPeer();
   await smtp.start(0);
+  // The edge's address is in the mail (the one-click unsubscribe link), so its port is chosen first.
+  const edgePort = await freePort();
   mesh = await startMesh([authService, issuer.trustedBy(notificationService)], {
     SMTP_HOST: "127.0.0.1",
     SMTP_PORT: String(smtp.port),
     SMTP_TLS: "off",
     SMTP_TIMEOUT_MS: "2000",
     STOREFRONT_URL: storefront,
+    NOTIFICATION_PUBLIC_URL: `http://127.0.0.1:${edgePort}`,
     NOTIFICATION_DELIVERY_EVERY_MS: "100",
     NOTIFICATION_RETRY_BASE_MS: "200",
     NOTIFICATION_RETRY_MAX_MS: "1000",
@@ -102,7 +106,7 @@ beforeAll(async () => {
     AUTH_RATE_LIMIT_PER_IP: "100000",
     AUTH_RATE_LIMIT_PER_EMAIL: "100",
   });
-  edge = await startEdge({ port: 0, upstreams: { auth: mesh.url("auth"), notification: mesh.url("notification") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
+  edge = await startEdge({ port: edgePort, upstreams: { auth: mesh.url("auth"), notification: mesh.url("notification") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
   const overEdge = createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" });
   auth = createClient(AuthService, overEdge);
   notifications = createClient(NotificationService, overEdge);
@@ -389,7 +393,8 @@ describe("preferences, unsubscribe and the in-app inbox", () => {
     await publishAuth(UserRegisteredSchema, { userId, email, firstName: "Uma", lastName: "U", roles: ["customer"] });
     const [welcome] = await mailsTo(email, 1);
     const header = rawHeader(welcome!.raw, "List-Unsubscribe")!.slice(1, -1);
-    expect(header).toContain(`${mesh.url("notification")}/unsubscribe/`);
+    // The edge makes the mail client's POST an Unsubscribe call (edgePolicy.webhooks).
+    expect(header).toContain(`${edge.url}/unsubscribe/`);
     const res = await fetch(header, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "List-Unsubscribe=One-Click" });
     expect(res.status).toBe(200);
     const token = await issuer.user(userId, ["customer"], email);

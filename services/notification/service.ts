@@ -11,7 +11,6 @@ import { file_ecommerce_notification_v1_events } from "../../gen/ecommerce/notif
 import { NotificationService } from "../../gen/ecommerce/notification/v1/notification_pb.js";
 import { requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
-import { errorReason } from "../../kit/errors.ts";
 import { intervalJob } from "../../kit/jobs.ts";
 import { defineService } from "../../kit/server.ts";
 import { loadNotificationConfig } from "./config.ts";
@@ -84,25 +83,6 @@ export const notificationService = defineService({
       sendNotification: (req, ctx) => sendNotification(emOf(ctx), config, req),
     });
   },
-  // RFC 8058 one-click unsubscribe: mail clients POST "List-Unsubscribe=One-Click" to the List-Unsubscribe URL.
-  httpRoutes: (ctx, { config }) => [
-    {
-      method: "POST",
-      prefix: "/unsubscribe/",
-      maxBodyBytes: 4096,
-      async handle({ path }) {
-        const token = decodeURIComponent(path.slice("/unsubscribe/".length));
-        try {
-          if (token.length < 16 || token.length > 1024 || !/^[A-Za-z0-9_.-]+$/.test(token)) throw new Error("malformed");
-          await unsubscribe(ctx.orm.em.fork(), config.unsubscribeKey, token);
-          return { status: 200, body: { unsubscribed: true } };
-        } catch (error) {
-          if (errorReason(error) === "INVALID_UNSUBSCRIBE_TOKEN" || (error as Error).message === "malformed") return { status: 400, body: { code: "invalid_argument", message: "the unsubscribe link is not valid" } };
-          throw error;
-        }
-      },
-    },
-  ],
   jobs: (ctx, { config, providers }) => [
     intervalJob({
       name: "notification-delivery",
