@@ -64,6 +64,8 @@ export interface NotificationConfig {
   retryBaseMs: number;
   retryMaxMs: number;
   peerTimeoutMs: number;
+  /** Unsubscribe calls (RPC and the edge's one-click POST) per client address per minute. */
+  unsubscribesPerMinute: number;
 }
 
 export const developmentDataKey: Buffer = createHash("sha256").update("dev-only-notification-data-key-do-not-use-in-production").digest();
@@ -128,6 +130,7 @@ export function loadNotificationConfig(env: Env = process.env): NotificationConf
       retryBaseMs: r.int("NOTIFICATION_RETRY_BASE_MS", 2_000, 1, 3_600_000),
       retryMaxMs: r.int("NOTIFICATION_RETRY_MAX_MS", 600_000, 1, 24 * 3_600_000),
       peerTimeoutMs: r.int("PEER_LOOKUP_TIMEOUT_MS", 3_000, 100, 30_000),
+      unsubscribesPerMinute: r.int("NOTIFICATION_RATE_LIMIT_UNSUBSCRIBE", 30, 1, 1_000_000),
     },
     "notification service configuration",
   );

@@ -105,6 +105,9 @@ beforeAll(async () => {
     NOTIFICATION_MAX_ATTEMPTS: "50",
     AUTH_RATE_LIMIT_PER_IP: "100000",
     AUTH_RATE_LIMIT_PER_EMAIL: "100",
+    NOTIFICATION_RATE_LIMIT_UNSUBSCRIBE: "8",
+    // Calls straight to the service name their client in X-Forwarded-For, as the edge does.
+    TRUSTED_PROXY_HOPS: "1",
   });
   edge = await startEdge({ port: edgePort, upstreams: { auth: mesh.url("auth"), notification: mesh.url("notification") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
   const overEdge = createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" });
@@ -409,6 +412,14 @@ describe("preferences, unsubscribe and the in-app inbox", () => {
     const forged = `${unsubscribeToken.slice(0, -4)}AAAA`;
     expect((await failure(notifications.unsubscribe({ token: forged }))).reason).toBe("INVALID_UNSUBSCRIBE_TOKEN");
     expect((await fetch(header.replace(/.{4}$/, "AAAA"), { method: "POST", body: "List-Unsubscribe=One-Click" })).status).toBe(400);
+  });
+
+  it("limits Unsubscribe per client address, and leaves other clients alone", async () => {
+    const from = (ip: string) => ({ headers: { "x-forwarded-for": ip } });
+    const guess = "A".repeat(40);
+    for (let i = 0; i < 8; i++) expect((await failure(direct.unsubscribe({ token: guess }, from("203.0.113.7")))).reason).toBe("INVALID_UNSUBSCRIBE_TOKEN");
+    expect(await failure(direct.unsubscribe({ token: guess }, from("203.0.113.7")))).toMatchObject({ code: Code.ResourceExhausted, reason: "RATE_LIMITED" });
+    expect((await failure(direct.unsubscribe({ token: guess }, from("203.0.113.8")))).reason).toBe("INVALID_UNSUBSCRIBE_TOKEN");
   });
 
   it("lists the caller's in-app notifications, counts unread ones and marks them read", async () => {

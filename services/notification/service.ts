@@ -51,6 +51,8 @@ export const notificationService = defineService({
     await seedDefaultTemplates(ctx.orm.em.fork());
     return { config, providers: makeProviders(config.smtp, ctx.log) };
   },
+  // The only public RPC: a token guesser is slowed down per client address.
+  rateLimits: ({ config }) => [{ name: "unsubscribe", methods: ["unsubscribe"], points: config.unsubscribesPerMinute, windowMs: 60_000 }],
   consumers: (ctx, { config }) => {
     const deps = { config, env: ctx.env, log: ctx.log };
     return [...authConsumers(deps), ...userConsumers(), ...commerceConsumers(deps, ctx.peers)];
