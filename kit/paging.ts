@@ -19,8 +19,10 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
+import type { EntityManager } from "./db.ts";
 import { invalidArgument } from "./errors.ts";
 import { requestHash } from "./idempotency.ts";
+import { Params, sqlOf } from "./sql.ts";
 
 export const defaultPageSize = 20;
 export const maxPageSize = 100;
@@ -168,4 +170,30 @@ function read<S extends CursorSchema>(scope: PagingScope, token: string, binding
   const values = cursor as Record<string, unknown>;
   if (Object.keys(values).length !== fields.length || fields.some((f) => !fieldOk(schema[f]!, values[f]))) throw invalidToken();
   return Object.fromEntries(fields.map((f) => [f, normalized(schema[f]!, values[f])])) as CursorOf<S>;
+}
+
+/**
+ * One page of a newest-first list, the commonest List RPC: `select` (select list, from and
+ * joins; no where, order or limit) filtered by the conditions `where` adds (binding values
+ * through `p`), in (created_at, id) descending order of the row alias `alias`, keyset-paged.
+ * The select must return `<alias>.created_at::text as created_key` (the cursor keeps
+ * PostgreSQL's microseconds) and `id`.
+ */
+export async function newestFirstPage<Row extends { id: string; created_key: string }>(
+  em: EntityManager,
+  req: { pageSize: number; pageToken: string; $typeName: string },
+  query: { select: string; alias: string; where: (p: Params) => string[] },
+): Promise<{ rows: Row[]; next: string }> {
+  const pages = pageOf(req, { t: "timestamptz", i: "uuid" });
+  const p = new Params();
+  const { alias } = query;
+  const where = query.where(p);
+  if (pages.after) where.push(`(${alias}.created_at, ${alias}.id) < (${p.add(pages.after.t)}::timestamptz, ${p.add(pages.after.i)}::uuid)`);
+  const rows = await sqlOf(em).all<Row>(
+    `${query.select} ${where.length ? `where ${where.join(" and ")}` : ""} order by ${alias}.created_at desc, ${alias}.id desc limit ${p.add(pages.size + 1)}`,
+    p.values,
+  );
+  const shown = rows.slice(0, pages.size);
+  const last = shown.at(-1);
+  return { rows: shown, next: rows.length > pages.size && last ? pages.next({ t: last.created_key, i: last.id }) : "" };
 }

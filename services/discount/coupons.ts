@@ -33,8 +33,8 @@ import { alreadyExists, Code, ConnectError, domainError, errorReason, failedPrec
 import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 import { idempotent } from "../../kit/idempotency.ts";
 import { money } from "../../kit/money.ts";
-import { pageOf } from "../../kit/paging.ts";
-import { flushUnique, sqlOf } from "../../kit/sql.ts";
+import { newestFirstPage, pageOf } from "../../kit/paging.ts";
+import { flushUnique, type Params, sqlOf } from "../../kit/sql.ts";
 import { CouponEntity, type CouponRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { couponMessage } from "./mapping.ts";
 
@@ -231,26 +231,19 @@ async function listUsage(
   req: (ListCouponUsageRequest | ListPromotionUsageRequest) & { couponId?: string },
   table: "coupon_usage" | "promotion_usage",
 ): Promise<{ rows: UsageRow[]; next: string }> {
-  const pages = pageOf(req, { t: "timestamptz", i: "uuid" });
-  const params: unknown[] = [];
-  const $ = (v: unknown) => (params.push(v), `$${params.length}`);
-  const where: string[] = [];
-  if (req.couponId) where.push(`u.coupon_id = ${$(req.couponId)}::uuid`);
-  if (req.promotionId) where.push(`u.promotion_id = ${$(req.promotionId)}::uuid`);
-  if (req.userId) where.push(`u.user_id = ${$(req.userId)}::uuid`);
-  if (req.orderId) where.push(`u.order_id = ${$(req.orderId)}::uuid`);
-  if (!req.includeReleased) where.push("u.released_at is null");
-  if (pages.after) where.push(`(u.created_at, u.id) < (${$(pages.after.t)}::timestamptz, ${$(pages.after.i)}::uuid)`);
-  const rows = await sqlOf(em).all<UsageRow>(
-    `select u.id, u.coupon_id, c.code as coupon_code, u.promotion_id, u.user_id, u.order_id, u.discount_amount_minor, u.currency,
+  const where = (p: Params) => {
+    const w: string[] = [];
+    if (req.couponId) w.push(`u.coupon_id = ${p.add(req.couponId)}::uuid`);
+    if (req.promotionId) w.push(`u.promotion_id = ${p.add(req.promotionId)}::uuid`);
+    if (req.userId) w.push(`u.user_id = ${p.add(req.userId)}::uuid`);
+    if (req.orderId) w.push(`u.order_id = ${p.add(req.orderId)}::uuid`);
+    if (!req.includeReleased) w.push("u.released_at is null");
+    return w;
+  };
+  const select = `select u.id, u.coupon_id, c.code as coupon_code, u.promotion_id, u.user_id, u.order_id, u.discount_amount_minor, u.currency,
             u.created_at, u.created_at::text as created_key, u.released_at
-       from ${table} u left join coupons c on c.id = u.coupon_id
-      ${where.length ? `where ${where.join(" and ")}` : ""} order by u.created_at desc, u.id desc limit ${$(pages.size + 1)}`,
-    params,
-  );
-  const page = rows.slice(0, pages.size);
-  const last = page[page.length - 1];
-  return { rows: page, next: rows.length > pages.size && last ? pages.next({ t: last.created_key, i: last.id }) : "" };
+       from ${table} u left join coupons c on c.id = u.coupon_id`;
+  return newestFirstPage<UsageRow>(em, req, { select, alias: "u", where });
 }
 
 export async function listCouponUsage(em: EntityManager, req: ListCouponUsageRequest): Promise<Out<ListCouponUsageResponse>> {

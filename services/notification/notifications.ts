@@ -20,7 +20,7 @@ import {
 import { dateOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
-import { pageOf } from "../../kit/paging.ts";
+import { newestFirstPage } from "../../kit/paging.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { NotificationConfig } from "./config.ts";
 import { channels, type LogSqlRow, logMessage, notificationMessage, type NotificationSqlRow, statuses, types } from "./mapping.ts";
@@ -31,30 +31,23 @@ import { checkVariablesSize, templateFor, type Vars } from "./templates.ts";
 type Out<T> = Omit<T, "$typeName">;
 
 const select = `select id, user_id, channel, notification_type, template_name, recipient, subject, body, status, read_at::text as read_at, metadata,
-  scheduled_at::text as scheduled_at, sent_at::text as sent_at, delivered_at::text as delivered_at, created_at::text as created_at from notifications n`;
+  scheduled_at::text as scheduled_at, sent_at::text as sent_at, delivered_at::text as delivered_at, created_at::text as created_at, created_at::text as created_key from notifications n`;
 
-async function page<Row extends { id: string; created_at: string }>(
+/** Newest first, keyset-paged by the kit; `filters` binds its values through `$`. */
+function page<Row extends { id: string; created_key: string }>(
   em: EntityManager,
   req: { pageSize: number; pageToken: string; $typeName: string },
-  sql: string,
+  select: string,
   filters: (add: (v: unknown) => string) => string[],
 ): Promise<{ rows: Row[]; next: string }> {
-  const pages = pageOf(req, { t: "timestamptz", i: "uuid" });
-  const params: unknown[] = [];
-  const $ = (v: unknown) => (params.push(v), `$${params.length}`);
-  const where = filters($);
-  if (pages.after) where.push(`(n.created_at, n.id) < (${$(pages.after.t)}::timestamptz, ${$(pages.after.i)}::uuid)`);
-  const rows = await sqlOf(em).all<Row>(`${sql} ${where.length ? `where ${where.join(" and ")}` : ""} order by n.created_at desc, n.id desc limit ${$(pages.size + 1)}`, params);
-  const shown = rows.slice(0, pages.size);
-  const last = shown[shown.length - 1];
-  return { rows: shown, next: rows.length > pages.size && last ? pages.next({ t: last.created_at, i: last.id }) : "" };
+  return newestFirstPage<Row>(em, req, { select, alias: "n", where: (p) => filters((v) => p.add(v)) });
 }
 
 /** Scheduled notifications are not listed to their user before they are sent. */
 const visible = "(n.scheduled_at is null or n.scheduled_at <= now() or n.status <> 'pending')";
 
 export async function listMyNotifications(em: EntityManager, userId: string, req: ListMyNotificationsRequest) {
-  const { rows, next } = await page<NotificationSqlRow>(em, req, select, ($) => {
+  const { rows, next } = await page<NotificationSqlRow & { created_key: string }>(em, req, select, ($) => {
     const where = [`n.user_id = ${$(userId)}::uuid`, visible];
     if (req.unreadOnly) where.push("n.read_at is null");
     if (req.channel) where.push(`n.channel = ${$(channels.toDb(req.channel))}`);
@@ -95,7 +88,7 @@ export async function markRead(em: EntityManager, userId: string, req: MarkReadR
 }
 
 export async function listNotifications(em: EntityManager, req: ListNotificationsRequest) {
-  const { rows, next } = await page<NotificationSqlRow>(em, req, select, ($) => {
+  const { rows, next } = await page<NotificationSqlRow & { created_key: string }>(em, req, select, ($) => {
     const where: string[] = [];
     if (req.userId) where.push(`n.user_id = ${$(req.userId)}::uuid`);
     if (req.recipient) where.push(`lower(n.recipient) = lower(${$(req.recipient)})`);
@@ -111,9 +104,9 @@ export async function listNotifications(em: EntityManager, req: ListNotification
 }
 
 export async function listNotificationLogs(em: EntityManager, req: ListNotificationLogsRequest) {
-  const sql = `select n.id, n.notification_id, n.status, n.provider, n.provider_message_id, n.error, n.created_at::text as created_at
+  const sql = `select n.id, n.notification_id, n.status, n.provider, n.provider_message_id, n.error, n.created_at::text as created_at, n.created_at::text as created_key
     from notification_logs n join notifications x on x.id = n.notification_id`;
-  const { rows, next } = await page<LogSqlRow>(em, req, sql, ($) => {
+  const { rows, next } = await page<LogSqlRow & { created_key: string }>(em, req, sql, ($) => {
     const where: string[] = [];
     if (req.notificationId) where.push(`n.notification_id = ${$(req.notificationId)}::uuid`);
     if (req.userId) where.push(`x.user_id = ${$(req.userId)}::uuid`);

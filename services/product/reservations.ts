@@ -30,12 +30,12 @@ import {
 import { timestampOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { type ConnectError, Code, domainError, failedPrecondition, notFound } from "../../kit/errors.ts";
-import { pageOf } from "../../kit/paging.ts";
+import { newestFirstPage } from "../../kit/paging.ts";
 import { v7 as uuidv7 } from "uuid";
 import { defaultLocation, lockLevels } from "./inventory.ts";
 import { StockAdjustmentEntity } from "./entities.ts";
 import { reservationStatuses } from "./mapping.ts";
-import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { type Params, type Sql, sqlOf } from "../../kit/sql.ts";
 import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import { type ItemKey, itemKey, refreshStock } from "./stock-state.ts";
 
@@ -458,24 +458,14 @@ export async function returnStockOfCancelledOrder(db: Sql, orderId: string, reas
 }
 
 export async function listReservations(em: EntityManager, req: ListReservationsRequest): Promise<Out<ListReservationsResponse>> {
-  const db = sqlOf(em);
-  const where: string[] = [];
-  const p = new Params();
-  if (req.orderId) where.push(`r.order_id = ${p.add(req.orderId)}`);
-  if (req.productId) where.push(`exists (select 1 from stock_reservation_lines l where l.reservation_id = r.id and l.product_id = ${p.add(req.productId)})`);
-  if (req.statuses.length > 0) where.push(`r.status = any(${p.add(req.statuses.map(reservationStatuses.toDb))}::text[])`);
-  const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
-  const { after: cursor, size } = pages;
-  if (cursor) where.push(`(r.created_at, r.id) < (${p.add(cursor.t)}::timestamptz, ${p.add(cursor.id)}::uuid)`);
-  const rows = await db.all<ReservationDbRow & { created_text: string }>(
-    `select ${reservationColumns}, r.created_at::text as created_text from stock_reservations r
-      ${where.length > 0 ? `where ${where.join(" and ")}` : ""} order by r.created_at desc, r.id desc limit ${p.add(size + 1)}`,
-    p.values,
-  );
-  const page = rows.slice(0, size);
-  const last = page.at(-1);
-  return {
-    reservations: await reservationMessages(db, page),
-    nextPageToken: rows.length > size && last ? pages.next({ t: last.created_text, id: last.id }) : "",
+  const where = (p: Params) => {
+    const w: string[] = [];
+    if (req.orderId) w.push(`r.order_id = ${p.add(req.orderId)}`);
+    if (req.productId) w.push(`exists (select 1 from stock_reservation_lines l where l.reservation_id = r.id and l.product_id = ${p.add(req.productId)})`);
+    if (req.statuses.length > 0) w.push(`r.status = any(${p.add(req.statuses.map(reservationStatuses.toDb))}::text[])`);
+    return w;
   };
+  const select = `select ${reservationColumns}, r.created_at::text as created_key from stock_reservations r`;
+  const { rows, next } = await newestFirstPage<ReservationDbRow & { created_key: string }>(em, req, { select, alias: "r", where });
+  return { reservations: await reservationMessages(sqlOf(em), rows), nextPageToken: next };
 }
