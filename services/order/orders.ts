@@ -62,7 +62,7 @@ export async function listMyOrders(em: EntityManager, userId: string, req: ListM
   const last = shown.at(-1);
   return {
     orders: await ordersToMessages(em, shown, "list"),
-    nextPageToken: more && last ? page.next({ key: [new Date(last.created_at).toISOString(), last.id] }) : "",
+    nextPageToken: more && last ? page.next({ key: [String(last.created_at), last.id] }) : "",
   };
 }
 
@@ -97,7 +97,7 @@ export async function listOrders(em: EntityManager, req: ListOrdersRequest): Pro
   const more = rows.length > page.size;
   const shown = rows.slice(0, page.size);
   const last = shown.at(-1) as (OrderRow & Record<string, string>) | undefined;
-  const keyOf = (r: OrderRow & Record<string, string>) => (sort.type === "bigint" ? String(r[sort.column]) : new Date(r[sort.column]!).toISOString());
+  const keyOf = (r: OrderRow & Record<string, string>) => String(r[sort.column]);
   return {
     orders: await ordersToMessages(em, shown, "list"),
     nextPageToken: more && last ? page.next({ key: [keyOf(last), last.id] }) : "",
@@ -156,7 +156,7 @@ export async function listOrderNotes(em: EntityManager, req: ListOrderNotesReque
       createdBy: n.created_by,
       createdAt: timestampOf(n.created_at),
     })),
-    nextPageToken: rows.length > page.size && last ? page.next({ key: [new Date(last.created_at).toISOString(), last.id] }) : "",
+    nextPageToken: rows.length > page.size && last ? page.next({ key: [String(last.created_at), last.id] }) : "",
   };
 }
 
@@ -174,7 +174,7 @@ export async function cancelOrder(em: EntityManager, peers: PeerClients, actor: 
   if (!row || (ownerId !== undefined && (row.user_id !== ownerId || !row.announced))) throw notFound("order", orderId);
   if (row.status === "cancelled") return loadOrder(em, orderId, view, ownerId);
   if (!["pending", "confirmed", "processing"].includes(row.status) || (!row.announced && row.checkout === "running")) {
-    throw failedPrecondition(`an order in status ${row.status} cannot be cancelled`, "ORDER_NOT_CANCELLABLE", { status: orderStatuses.fromDb(row.status) === OrderStatus.PENDING ? "PENDING" : `ORDER_STATUS_${row.status.toUpperCase()}` });
+    throw failedPrecondition(`an order in status ${row.status} cannot be cancelled`, "ORDER_NOT_CANCELLABLE", { status: `ORDER_STATUS_${row.status.toUpperCase()}` });
   }
   const why = reason || (actor.type === OrderActorType.CUSTOMER ? "customer request" : "cancelled");
   let action = CancellationPaymentAction.NONE;
