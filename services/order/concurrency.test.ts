@@ -1,0 +1,59 @@
+/**
+ * Many concurrent checkouts of one scarce product by distinct customers:
+ * exactly as many orders as units, stock never negative (and 0 at the end),
+ * and nothing left behind by the checkouts that failed: no active
+ * reservation, no live payment, no checkout still running.
+ */
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
+
+let h: OrderHarness;
+beforeAll(async () => {
+  h = await startOrderHarness({ DB_POOL_SIZE: "5" });
+});
+afterAll(() => h?.stop());
+
+const customers = Number(process.env.ORDER_CONCURRENCY_CUSTOMERS ?? 100);
+const units = Number(process.env.ORDER_CONCURRENCY_UNITS ?? 10);
+
+describe("concurrent checkouts", () => {
+  it(`${customers} customers, ${units} units: exactly ${units} orders, stock 0, nothing held by the others`, async () => {
+    const p = await h.product(2500n, units);
+    const shoppers = [];
+    for (let i = 0; i < customers; i += 20) shoppers.push(...(await Promise.all(Array.from({ length: Math.min(20, customers - i) }, () => h.shopper([[p, 1]])))));
+    // Each client retries with the same key after UNAVAILABLE or ABORTED, as the contract says.
+    const checkout = async (s: (typeof shoppers)[number]) => {
+      const req = h.request(s.cartId);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await h.orders.placeOrder(req, auth(s.token));
+        } catch (error) {
+          const f = await failure(Promise.reject(error));
+          if (attempt >= 20 || (f.code !== Code.Unavailable && f.code !== Code.Aborted)) throw error;
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+        }
+      }
+    };
+    const results = await Promise.allSettled(shoppers.map(checkout));
+    const ok = results.filter((r) => r.status === "fulfilled");
+    const reasons = await Promise.all(results.filter((r) => r.status === "rejected").map((r) => failure(Promise.reject((r as PromiseRejectedResult).reason))));
+    const tally: Record<string, number> = {};
+    for (const f of reasons) tally[`${f.code}:${f.reason}:${f.message.slice(0, 80)}`] = (tally[`${f.code}:${f.reason}:${f.message.slice(0, 80)}`] ?? 0) + 1;
+    console.log(tally, await h.stock(p.id));
+    expect(ok).toHaveLength(units);
+    for (const f of reasons) expect([f.code, f.reason]).toEqual([Code.FailedPrecondition, "OUT_OF_STOCK"]);
+    expect(await h.stock(p.id)).toEqual({ onHand: 0, reserved: 0, available: 0 });
+    const reservations = await h.sql<{ status: string; n: number }>("product", "select status, count(*)::int as n from stock_reservations group by status order by status");
+    expect(reservations.find((r) => r.status === "active")).toBeUndefined();
+    const live = await h.sql<{ n: number }>("payment", "select count(*)::int as n from payments where status not in ('failed', 'cancelled')");
+    expect(live[0]!.n).toBe(units);
+    const orders = await h.sql<{ checkout: string; status: string; n: number }>("order", "select checkout, status, count(*)::int as n from orders group by 1, 2 order by 1, 2");
+    expect(orders).toEqual(
+      [
+        { checkout: "done", status: "confirmed", n: units },
+        ...(customers > units ? [{ checkout: "failed", status: "cancelled", n: customers - units }] : []),
+      ].filter((r) => r.n > 0).sort((a, b) => a.checkout.localeCompare(b.checkout)),
+    );
+  });
+});
