@@ -20,7 +20,7 @@ const units = Number(process.env.ORDER_CONCURRENCY_UNITS ?? 10);
 describe("concurrent checkouts", () => {
   it(`${customers} customers, ${units} units: exactly ${units} orders, stock 0, nothing held by the others`, async () => {
     const p = await h.product(2500n, units);
-    const shoppers = [];
+    const shoppers: { userId: string; token: string; cartId: string }[] = [];
     for (let i = 0; i < customers; i += 20) shoppers.push(...(await Promise.all(Array.from({ length: Math.min(20, customers - i) }, () => h.shopper([[p, 1]])))));
     // Each client retries with the same key after UNAVAILABLE or ABORTED, as the contract says.
     const checkout = async (s: (typeof shoppers)[number]) => {
@@ -38,9 +38,6 @@ describe("concurrent checkouts", () => {
     const results = await Promise.allSettled(shoppers.map(checkout));
     const ok = results.filter((r) => r.status === "fulfilled");
     const reasons = await Promise.all(results.filter((r) => r.status === "rejected").map((r) => failure(Promise.reject((r as PromiseRejectedResult).reason))));
-    const tally: Record<string, number> = {};
-    for (const f of reasons) tally[`${f.code}:${f.reason}:${f.message.slice(0, 80)}`] = (tally[`${f.code}:${f.reason}:${f.message.slice(0, 80)}`] ?? 0) + 1;
-    console.log(tally, await h.stock(p.id));
     expect(ok).toHaveLength(units);
     for (const f of reasons) expect([f.code, f.reason]).toEqual([Code.FailedPrecondition, "OUT_OF_STOCK"]);
     expect(await h.stock(p.id)).toEqual({ onHand: 0, reserved: 0, available: 0 });

@@ -67,7 +67,6 @@ export type Destination = { case: "shippingAddressId"; value: string } | { case:
 /** A peer's failure as the checkout reports it: contract reasons pass, a peer that does not answer is DEPENDENCY_UNAVAILABLE. */
 export function peerFailure(service: string, error: unknown): ConnectError {
   const e = ConnectError.from(error);
-  if (process.env.ORDER_DEBUG) console.error(service, e.code, e.rawMessage);
   if (e.code === Code.Unavailable || e.code === Code.DeadlineExceeded || e.code === Code.Canceled || e.code === Code.Unknown || e.code === Code.Internal) {
     return domainError(Code.Unavailable, `the ${service} service did not answer in time; retry with the same idempotency key`, {
       reason: "DEPENDENCY_UNAVAILABLE",
