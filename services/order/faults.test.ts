@@ -9,13 +9,13 @@
  */
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
 
 let h: OrderHarness;
 beforeAll(async () => {
-  h = await startOrderHarness({ PAYMENT_SANDBOX_SLOW_MS: "3000", ORDER_CHECKOUT_LEASE_MS: "300" });
+  h = await startOrderHarness({ PAYMENT_SANDBOX_SLOW_MS: "3000", ORDER_CHECKOUT_LEASE_MS: "300", PAYMENT_SANDBOX_WEBHOOK_URL: "", PAYMENT_SANDBOX_ASYNC_MS: "300" });
 });
 afterAll(() => h?.stop());
 
@@ -61,5 +61,23 @@ describe("faults", () => {
     const payments = await h.sql<{ status: string }>("payment", "select status from payments where user_id = $1", [s.userId]);
     expect(payments.map((x) => x.status)).toEqual(["authorized"]);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+  });
+
+  it("an asynchronous payment: PlaceOrder answers PENDING; once the provider settles, the checkout finishes (CONFIRMED, stock committed)", async () => {
+    const p = await h.product(1000n, 5);
+    const s = await h.shopper([[p, 2]]);
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_async" } } });
+    const createdBefore = (await h.sql<{ n: number }>("order", "select count(*)::int as n from outbox_events where subject = 'order.created'"))[0]!.n;
+    const { order } = await h.orders.placeOrder(req, auth(s.token));
+    expect([order!.status, order!.paymentStatus]).toEqual([OrderStatus.PENDING, OrderPaymentStatus.PENDING]);
+    expect((await h.orders.placeOrder(req, auth(s.token))).order!.id).toBe(order!.id);
+    const confirmed = await eventually(async () => {
+      const { order: o } = await h.orders.getOrder({ orderId: order!.id }, auth(s.token));
+      return o!.status === OrderStatus.CONFIRMED ? o : undefined;
+    }, 20_000, "checkout finished");
+    expect(confirmed!.paymentStatus).toBe(OrderPaymentStatus.AUTHORIZED);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 3, reserved: 0 });
+    const created = await h.sql<{ n: number }>("order", "select count(*)::int as n from outbox_events where subject = 'order.created'");
+    expect(created[0]!.n).toBe(createdBefore + 1);
   });
 });
