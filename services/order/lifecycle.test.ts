@@ -84,6 +84,34 @@ describe("fulfilment", () => {
   });
 });
 
+describe("corrections and payment updates", () => {
+  it("UpdateOrder changes the address before shipping, metadata and the estimated date", async () => {
+    const { order } = await placed();
+    const moved = { ...order.shippingAddress!, city: "Oakland" };
+    const { order: updated } = await h.orders.updateOrder(
+      { order: { id: order.id, shippingAddress: moved, metadata: { channel: "phone" } }, updateMask: { paths: ["shipping_address", "metadata"] } },
+      auth(h.admin),
+    );
+    expect([updated!.shippingAddress!.city, updated!.metadata]).toEqual(["Oakland", { channel: "phone" }]);
+    expect(updated!.totalAmount!.amountMinor).toBe(order.totalAmount!.amountMinor);
+  });
+
+  it("ApplyPaymentUpdate (Payment's credential): applied once, an older update changes nothing, another payment is PAYMENT_MISMATCH", async () => {
+    const { order } = await placed();
+    const payment = auth(await h.issuer.service("payment"));
+    const at = (s: number) => ({ seconds: BigInt(Math.floor(Date.now() / 1000) + s), nanos: 0 });
+    const base = { orderId: order.id, paymentId: order.paymentId, amountCaptured: order.totalAmount, amountRefunded: { amountMinor: 0n, currencyCode: "USD" } };
+    const paid = await h.orders.applyPaymentUpdate({ ...base, paymentStatus: OrderPaymentStatus.PAID, occurredAt: at(0) }, payment);
+    expect([paid.applied, paid.paymentStatus]).toEqual([true, OrderPaymentStatus.PAID]);
+    const older = await h.orders.applyPaymentUpdate({ ...base, paymentStatus: OrderPaymentStatus.AUTHORIZED, occurredAt: at(-60) }, payment);
+    expect([older.applied, older.paymentStatus]).toEqual([false, OrderPaymentStatus.PAID]);
+    const other = await failure(h.orders.applyPaymentUpdate({ ...base, paymentId: "01900000-0000-7000-8000-000000000000", paymentStatus: OrderPaymentStatus.PAID, occurredAt: at(1) }, payment));
+    expect(other.reason).toBe("PAYMENT_MISMATCH");
+    const notAllowed = await failure(h.orders.applyPaymentUpdate({ ...base, paymentStatus: OrderPaymentStatus.PAID, occurredAt: at(2) }, auth(await h.issuer.service("cart"))));
+    expect(notAllowed.code).toBe(Code.PermissionDenied);
+  });
+});
+
 describe("cancellation", () => {
   it("the customer cancels before shipment: CANCELLED with history, payment voided, stock back (order.cancelled), coupon-free; again returns it unchanged", async () => {
     const { p, s, order } = await placed(3, 5);

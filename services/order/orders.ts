@@ -20,6 +20,7 @@ import {
   OrderNoteVisibility,
   OrderPaymentStatus,
   OrderStatus,
+  type UpdateOrderRequest,
   type UpdateOrderStatusRequest,
 } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { PaymentService, RefundReason } from "../../gen/ecommerce/payment/v1/payment_pb.js";
@@ -33,7 +34,7 @@ import { money } from "../../kit/money.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { Params, sqlOf } from "../../kit/sql.ts";
 import { OrderNoteEntity } from "./entities.ts";
-import { actorTypes, loadOrder, orderRow, type OrderRow, orderStatuses, ordersToMessages, paymentStatuses, type View } from "./mapping.ts";
+import { actorTypes, addressJson, loadOrder, orderRow, type OrderRow, orderStatuses, ordersToMessages, paymentStatuses, type View } from "./mapping.ts";
 import { peerFailure } from "./pricing.ts";
 import { type Actor, systemActor, transition } from "./state.ts";
 
@@ -340,7 +341,12 @@ export async function applyPaymentUpdate(em: EntityManager, req: ApplyPaymentUpd
     if (row.payment_id && row.payment_id !== req.paymentId) throw failedPrecondition("the payment does not belong to this order", "PAYMENT_MISMATCH");
     const at = req.occurredAt ? timestampDate(req.occurredAt) : new Date();
     const answer = (applied: boolean, r: OrderRow) => ({ applied, status: orderStatuses.fromDb(r.status), paymentStatus: paymentStatuses.fromDb(r.payment_status) });
-    if ((row.last_payment_update_at && new Date(row.last_payment_update_at) >= at) || row.checkout === "running") return answer(false, row);
+    if (row.checkout === "running") {
+      // The checkout waits for this payment: wake it, the recovery job drives it on from Payment's state.
+      await sqlOf(tx).run("update orders set lease_until = now() where id = $1", [row.id]);
+      return answer(false, row);
+    }
+    if (row.last_payment_update_at && new Date(row.last_payment_update_at) >= at) return answer(false, row);
     const status = fromOrderPayment(req.paymentStatus);
     const db = sqlOf(tx);
     await db.run(
@@ -352,6 +358,36 @@ export async function applyPaymentUpdate(em: EntityManager, req: ApplyPaymentUpd
     }
     return answer(true, (await orderRow(tx, row.id))!);
   });
+}
+
+// ------------------------------------------------------------------ corrections
+
+/** UpdateOrder: addresses before shipping, metadata (replaced whole), the estimated delivery date. */
+export async function updateOrder(em: EntityManager, req: UpdateOrderRequest) {
+  const input = req.order!;
+  const paths = req.updateMask!.paths;
+  await em.transactional(async (tx) => {
+    const row = await orderRow(tx, input.id, true);
+    if (!row) throw notFound("order", input.id);
+    const params = new Params();
+    const set: string[] = [];
+    for (const path of paths) {
+      if (path === "shipping_address" || path === "billing_address") {
+        if (["shipped", "delivered", "refunded"].includes(row.status)) throw failedPrecondition("the order has shipped: its addresses can no longer change", "ORDER_ALREADY_SHIPPED");
+        const value = path === "shipping_address" ? input.shippingAddress : input.billingAddress;
+        if (path === "shipping_address" && !value) throw invalidArgument("order.shipping_address", "an order always has a shipping address", "FIELD_REQUIRED");
+        set.push(`${path} = ${params.add(JSON.stringify(addressJson(value)))}::jsonb`);
+      } else if (path === "metadata") {
+        set.push(`metadata = ${params.add(JSON.stringify(input.metadata))}::jsonb`);
+      } else if (path === "estimated_delivery_date") {
+        set.push(`estimated_delivery_date = ${params.add(input.estimatedDeliveryDate ? timestampDate(input.estimatedDeliveryDate) : null)}`);
+      } else {
+        throw invalidArgument(path, `${path} cannot be updated`, "FIELD_NOT_UPDATABLE");
+      }
+    }
+    await sqlOf(tx).run(`update orders set ${set.join(", ")}, version = version + 1, updated_at = now() where id = ${params.add(row.id)}`, params.values);
+  });
+  return { order: await loadOrder(em, input.id, "admin") };
 }
 
 export const me = (u: { userId: string }) => u.userId;

@@ -29,6 +29,7 @@ import {
   listOrderNotes,
   listOrders,
   statusHistory,
+  updateOrder,
   updateOrderStatus,
 } from "./orders.ts";
 import { previewOf, priceCheckout } from "./pricing.ts";
@@ -63,6 +64,7 @@ export const orderService = defineService({
       adminGetOrder: async (req, ctx) => ({ order: await loadOrder(emOf(ctx), req.orderId, "admin") }),
       updateOrderStatus: (req, ctx) => updateOrderStatus(emOf(ctx), svc.peers, me(ctx), req),
       adminCancelOrder: async (req, ctx) => ({ order: await cancelOrder(emOf(ctx), svc.peers, adminActor(me(ctx)), req.orderId, req.reason, "admin") }),
+      updateOrder: (req, ctx) => updateOrder(emOf(ctx), req),
       addOrderNote: (req, ctx) => addOrderNote(emOf(ctx), me(ctx), req),
       listOrderNotes: (req, ctx) => listOrderNotes(emOf(ctx), req),
       getOrderStatusHistory: (req, ctx) => statusHistory(emOf(ctx), req.orderId),
