@@ -11,6 +11,7 @@ import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderNoteVisibility, OrderPaymentStatus, OrderService, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { ShipmentStatus } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
@@ -55,6 +56,9 @@ describe("fulfilment", () => {
     expect(payments.map((x) => x.status)).toEqual(["succeeded"]);
     const verified = await product.checkVerifiedPurchase({ userId: s.userId, productId: p.id }, productCredential);
     expect([verified.verified, verified.orderId]).toEqual([true, order.id]);
+    const reviews = createClient(ReviewService, createGrpcTransport({ baseUrl: h.mesh.url("product") }));
+    const { review } = await reviews.createReview({ productId: p.id, rating: 5, title: "great", comment: "works" }, auth(s.token));
+    expect(review!.isVerifiedPurchase).toBe(true);
     const notCancellable = await failure(h.orders.cancelOrder({ orderId: order.id }, auth(s.token)));
     expect([notCancellable.code, notCancellable.reason]).toEqual([Code.FailedPrecondition, "ORDER_NOT_CANCELLABLE"]);
 
