@@ -8,7 +8,8 @@
  */
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { startEdge } from "../../gateway/edge.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderNoteVisibility, OrderPaymentStatus, OrderService, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
@@ -130,6 +131,25 @@ describe("cancellation", () => {
     expect(again.order!.status).toBe(OrderStatus.CANCELLED);
     const stranger = await h.customer();
     expect((await failure(h.orders.cancelOrder({ orderId: order.id }, auth(stranger.token)))).code).toBe(Code.NotFound);
+  });
+
+  it("WatchOrder through the edge with the Connect protocol over HTTP/1.1 (as a browser): the current state, then the cancellation, then the end", async () => {
+    const { s, order } = await placed();
+    const edge = await startEdge({ port: 0, upstreams: { order: h.mesh.url("order") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
+    try {
+      const browser = createClient(OrderService, createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" }));
+      const seen: [OrderStatus, OrderStatus | undefined][] = [];
+      const watching = (async () => {
+        for await (const m of browser.watchOrder({ orderId: order.id }, auth(s.token))) seen.push([m.order!.status, m.change?.status]);
+      })();
+      await eventually(async () => (seen.length > 0 ? true : undefined), 10_000, "first message");
+      await h.orders.cancelOrder({ orderId: order.id, reason: "changed my mind" }, auth(s.token));
+      await watching;
+      expect(seen[0]).toEqual([OrderStatus.CONFIRMED, undefined]);
+      expect(seen.at(-1)).toEqual([OrderStatus.CANCELLED, OrderStatus.CANCELLED]);
+    } finally {
+      await edge.stop();
+    }
   });
 
   it("an admin cancels with a reason; notes: internal ones only for admins", async () => {
