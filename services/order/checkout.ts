@@ -41,12 +41,13 @@ import { v7 as uuidv7 } from "uuid";
 import { CartService } from "../../gen/ecommerce/cart/v1/cart_pb.js";
 import { PostalAddressSchema } from "../../gen/ecommerce/common/v1/address_pb.js";
 import { CartSnapshotSchema, DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
-import { OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
+import { CancellationPaymentAction, OrderCancelledSchema, OrderConfirmedSchema, OrderCreatedSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
 import {
   type Order,
   OrderActorType,
   OrderDiscountSchema as OrderDiscountJson,
   OrderShippingMethodSchema as OrderShippingMethodJson,
+  OrderStatus,
   type PlaceOrderRequest,
   PlaceOrderRequestSchema,
 } from "../../gen/ecommerce/order/v1/order_pb.js";
@@ -307,7 +308,11 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
         });
       }
       if (payment.status === PaymentStatus.PENDING || payment.status === PaymentStatus.PROCESSING) {
-        // Asynchronous: the order is announced PENDING; the recovery job (and the payment.* events) finish it.
+        // Asynchronous: the order is announced PENDING; the recovery job (and the payment.* events) finish it,
+        // or cancel it at the checkout timeout.
+        if (!input && Date.now() - new Date(row.created_at).getTime() >= deps.config.checkoutTimeoutMs) {
+          throw failedPrecondition("the payment did not complete before the checkout timeout; the order was cancelled", "CHECKOUT_EXPIRED");
+        }
         await announcePending(em, deps, row, payment);
         return loadOrder(em, orderId, "internal");
       }
@@ -377,11 +382,11 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
       throw e.code === Code.Unavailable ? e : peerFailure("order", e);
     }
     const failure = { code: e.code as number, reason: errorReason(e) ?? "CHECKOUT_FAILED", message: e.rawMessage, metadata: metadataOf(e) };
-    const held = (await orderRow(em, orderId))!.payment_id !== null;
+    const held = steps.get("authorize")?.state === "done";
     const terminal: Terminal =
       failure.reason === "PAYMENT_DECLINED" && !held
         ? { status: "payment_failed", paymentStatus: "failed", reason: `payment declined: ${failure.metadata.decline_code ?? ""}`, failure }
-        : { status: "cancelled", paymentStatus: "voided", reason: `checkout failed: ${failure.reason}`, failure };
+        : { status: "cancelled", paymentStatus: "voided", reason: failure.reason === "CHECKOUT_EXPIRED" ? "checkout_timeout" : `checkout failed: ${failure.reason}`, failure };
     try {
       await compensate(em, deps, orderId, terminal);
     } catch (compError) {
@@ -665,7 +670,26 @@ export async function compensate(em: EntityManager, deps: CheckoutDeps, orderId:
       },
       ["pending"],
     );
-    if (changed) await sqlOf(tx).run("update order_checkout_steps set state = 'done', updated_at = now() where order_id = $1 and step = 'compensate'", [orderId]);
+    if (!changed) return;
+    await sqlOf(tx).run("update order_checkout_steps set state = 'done', updated_at = now() where order_id = $1 and step = 'compensate'", [orderId]);
+    if (changed.announced && changed.status === "cancelled") {
+      // An announced order (asynchronous payment) cancelled by the system: its consumers hear it.
+      const [order] = await ordersToMessages(tx, [changed], "internal");
+      publishEvent(tx, OrderCancelledSchema, {
+        orderId,
+        orderNumber: changed.order_number,
+        userId: changed.user_id,
+        previousStatus: OrderStatus.PENDING,
+        cancelledBy: OrderActorType.SYSTEM,
+        reason: terminal.reason,
+        items: order!.items,
+        stockCommitted: false,
+        paymentAction: paymentId ? CancellationPaymentAction.VOIDED : CancellationPaymentAction.NONE,
+        paymentAmount: money(paymentId ? BigInt(changed.total_minor) : 0n, changed.currency ?? "USD"),
+        releasedCouponCodes: order!.discounts.map((d) => d.couponCode).filter(Boolean),
+      });
+      await tx.flush();
+    }
   });
 }
 

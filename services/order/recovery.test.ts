@@ -14,7 +14,7 @@ import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.t
 
 let h: OrderHarness;
 beforeAll(async () => {
-  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "300" });
+  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "300", PAYMENT_SANDBOX_ASYNC_MS: "600000" });
 });
 afterAll(() => h?.stop());
 
@@ -92,5 +92,25 @@ describe("checkout recovery after a crash", () => {
     expect(payments.map((x) => x.status)).toEqual(["authorized"]);
     const carts = await h.sql<{ status: string }>("cart", "select status from carts where id = $1", [s.cartId]);
     expect(carts[0]!.status).toBe("converted");
+  });
+
+  it("an asynchronous payment still pending at the checkout timeout: the order is cancelled by the system, the payment voided, stock released, order.cancelled published", async () => {
+    await h.restartOrder({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_CHECKOUT_TIMEOUT_MS: "1000" });
+    const p = await h.product(1000n, 5);
+    const s = await h.shopper([[p, 2]]);
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_async" } } });
+    const { order } = await h.orders.placeOrder(req, auth(s.token));
+    expect(order!.status).toBe(OrderStatus.PENDING);
+    expect(await h.stock(p.id)).toMatchObject({ reserved: 2 });
+    const cancelled = await eventually(async () => {
+      const { order: o } = await h.orders.getOrder({ orderId: order!.id }, auth(s.token));
+      return o!.status === OrderStatus.CANCELLED ? o : undefined;
+    }, 15_000, "cancelled at the checkout timeout");
+    expect([cancelled!.cancellationReason, cancelled!.statusHistory.at(-1)!.changedBy]).toEqual(["checkout_timeout", "system"]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    const payments = await h.sql<{ status: string }>("payment", "select status from payments where order_id = $1", [order!.id]);
+    expect(payments.map((x) => x.status)).toEqual(["cancelled"]);
+    const events = await h.sql<{ n: number }>("order", "select count(*)::int as n from outbox_events where subject = 'order.cancelled'");
+    expect(events[0]!.n).toBe(1);
   });
 });
