@@ -89,6 +89,21 @@ describe("fulfilment", () => {
   });
 });
 
+describe("authorization expiry", () => {
+  it("an authorization that expired before shipping (one-time token): SHIPPED is refused with PAYMENT_AUTHORIZATION_EXPIRED and an internal note; the order stays CONFIRMED", async () => {
+    const { order } = await placed();
+    await h.sql("payment", "update payments set authorization_expires_at = now() - interval '1 second' where order_id = $1", [order.id]);
+    const refused = await failure(h.orders.updateOrderStatus({ orderId: order.id, status: OrderStatus.SHIPPED, reason: "handed over" }, auth(h.admin)));
+    expect([refused.code, refused.reason]).toEqual([Code.FailedPrecondition, "PAYMENT_AUTHORIZATION_EXPIRED"]);
+    const { order: admin } = await h.orders.adminGetOrder({ orderId: order.id }, auth(h.admin));
+    expect(admin!.status).toBe(OrderStatus.CONFIRMED);
+    expect(admin!.notes.map((n) => n.visibility)).toEqual([OrderNoteVisibility.INTERNAL]);
+    // The back office cancels it: nothing is held any more (the hold lapsed), stock comes back.
+    const { order: cancelled } = await h.orders.adminCancelOrder({ orderId: order.id, reason: "authorization expired" }, auth(h.admin));
+    expect(cancelled!.status).toBe(OrderStatus.CANCELLED);
+  });
+});
+
 describe("corrections and payment updates", () => {
   it("UpdateOrder changes the address before shipping, metadata and the estimated date", async () => {
     const { order } = await placed();

@@ -23,7 +23,7 @@ import {
   type UpdateOrderRequest,
   type UpdateOrderStatusRequest,
 } from "../../gen/ecommerce/order/v1/order_pb.js";
-import { PaymentService, RefundReason } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import { PaymentService, PaymentStatus, RefundReason } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import type { PeerClients } from "../../kit/clients.ts";
 import { timestampOf } from "../../kit/convert.ts";
@@ -268,12 +268,8 @@ export async function moveFulfilment(
   // Shipped: the authorization is captured first (ORDER_CAPTURE=shipment).
   let set: Record<string, unknown> = {};
   if (target === "shipped" && row.payment_id && row.payment_status === "authorized") {
-    try {
-      await peers.client(PaymentService).capturePayment({ paymentId: row.payment_id });
-    } catch (error) {
-      throw peerFailure("payment", error);
-    }
-    set = { payment_status: "paid", captured_minor: row.total_minor };
+    const paymentId = await captureOrReauthorize(em, peers, row);
+    set = { payment_status: "paid", captured_minor: row.total_minor, payment_id: paymentId };
   }
   const at = extra.at ?? new Date();
   if (target === "shipped") {
@@ -312,6 +308,58 @@ export async function moveFulfilment(
     await tx.flush();
     return changed;
   });
+}
+
+/**
+ * Captures the order's authorization when it ships. An authorization that
+ * expired meanwhile (Payment: AUTHORIZATION_EXPIRED) is renewed when the order
+ * was paid with a saved method (a new AuthorizePayment, key
+ * "order-<id>-reauthorize", then captured); a one-time token cannot be
+ * charged again, so the order is not shipped: FAILED_PRECONDITION
+ * PAYMENT_AUTHORIZATION_EXPIRED and an internal note for the back office.
+ */
+/** A shipment that cannot be paid: an internal note for the back office, and the error. */
+async function refused(em: EntityManager, row: OrderRow, why: string, reason: string): Promise<ConnectError> {
+  await sqlOf(em).run("insert into order_notes (id, order_id, note, is_internal, author_type, created_by) values ($1, $2, $3, true, 'system', 'system')", [
+    uuidv7(),
+    row.id,
+    `${why}. The shipment was not applied: collect the payment or cancel the order.`,
+  ]);
+  return failedPrecondition(`order ${row.order_number}: ${why}`, reason);
+}
+
+async function captureOrReauthorize(em: EntityManager, peers: PeerClients, row: OrderRow): Promise<string> {
+  const payments = peers.client(PaymentService);
+  try {
+    await payments.capturePayment({ paymentId: row.payment_id! });
+    return row.payment_id!;
+  } catch (error) {
+    const e = ConnectError.from(error);
+    if (e.code === Code.FailedPrecondition && errorReason(e) !== "AUTHORIZATION_EXPIRED") {
+      throw await refused(em, row, `the capture was refused (${errorReason(e) ?? e.rawMessage})`, "PAYMENT_CAPTURE_FAILED");
+    }
+    if (errorReason(e) !== "AUTHORIZATION_EXPIRED") throw peerFailure("payment", e);
+  }
+  const expired = (why: string) => refused(em, row, `the payment authorization expired before the order shipped; ${why}`, "PAYMENT_AUTHORIZATION_EXPIRED");
+  const methodId = row.payment_source?.paymentMethodId;
+  if (!methodId) throw await expired("it was paid with a one-time token, which cannot be charged again");
+  try {
+    const { payment } = await payments.authorizePayment({
+      orderId: row.id,
+      orderNumber: row.order_number,
+      userId: row.user_id,
+      amount: money(BigInt(row.total_minor), row.currency!),
+      source: { case: "paymentMethodId", value: methodId },
+      description: `Order ${row.order_number} (renewed authorization)`,
+      idempotencyKey: `order-${row.id}-reauthorize`,
+    });
+    if (payment!.status !== PaymentStatus.AUTHORIZED) throw await expired(`the renewed authorization was not granted (${payment!.failureCode || "pending"})`);
+    await payments.capturePayment({ paymentId: payment!.id });
+    return payment!.id;
+  } catch (error) {
+    if (errorReason(error) === "PAYMENT_AUTHORIZATION_EXPIRED") throw error;
+    throw peerFailure("payment", error);
+  }
 }
 
 export async function updateOrderStatus(em: EntityManager, peers: PeerClients, adminId: string, req: UpdateOrderStatusRequest) {
