@@ -133,6 +133,25 @@ describe("PreviewOrder and PlaceOrder", () => {
     expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
   });
 
+  it("a first-order coupon: PreviewOrder and PlaceOrder both know the customer's order history (COUPON_INVALID on a second order)", async () => {
+    const p = await h.product(10_000n, 5);
+    const code = await h.coupon(1500, { rules: [{ ruleType: 5, value: { case: "firstOrder", value: true } }] });
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const dest = h.request(s.cartId).shippingDestination;
+    const first = await h.orders.previewOrder({ cartId: s.cartId, shippingDestination: dest, shippingMethodId: h.methodId }, auth(s.token));
+    expect(first.preview!.discountAmount!.amountMinor).toBe(1500n);
+    const { order } = await h.orders.placeOrder(h.request(s.cartId, { expectedTotal: first.preview!.totalAmount }), auth(s.token));
+    expect(order!.discountAmount!.amountMinor).toBe(1500n);
+    const cartId = (await h.carts.addItem({ productId: p.id, quantity: 1 }, auth(s.token))).cart!.id;
+    // Cart cannot know the order history (first-order rules are taken as met there), so it accepts the code.
+    expect((await h.carts.applyCoupon({ code }, auth(s.token))).cart!.couponCode).toBe(code);
+    const preview = await failure(h.orders.previewOrder({ cartId, shippingDestination: dest, shippingMethodId: h.methodId }, auth(s.token)));
+    expect([preview.reason, preview.metadata.cause]).toEqual(["COUPON_INVALID", "COUPON_FIRST_ORDER_ONLY"]);
+    const place = await failure(h.orders.placeOrder(h.request(cartId), auth(s.token)));
+    expect([place.reason, place.metadata.cause]).toEqual(["COUPON_INVALID", "COUPON_FIRST_ORDER_ONLY"]);
+  });
+
   it("a second checkout of a cart whose checkout runs is ABORTED CHECKOUT_IN_PROGRESS; no second order", async () => {
     const p = await h.product(1000n, 5);
     const s = await h.shopper([[p, 1]]);

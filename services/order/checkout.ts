@@ -50,6 +50,7 @@ import {
   OrderStatus,
   type PlaceOrderRequest,
   PlaceOrderRequestSchema,
+  type PreviewOrderRequest,
 } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { type Payment, PaymentService, PaymentStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
@@ -67,7 +68,7 @@ import { sqlOf, uniqueViolation } from "../../kit/sql.ts";
 import type { OrderConfig } from "./config.ts";
 import { CheckoutStepEntity, OrderItemEntity, OrderNoteEntity } from "./entities.ts";
 import { addressJson, loadOrder, orderRow, type OrderRow, ordersToMessages, paymentMethodSummaryJson } from "./mapping.ts";
-import { peerFailure, priceCheckout, type Pricing, resolveAddress } from "./pricing.ts";
+import { peerFailure, previewOf, priceCheckout, type Pricing, resolveAddress } from "./pricing.ts";
 import { recordChange, systemActor, transition } from "./state.ts";
 
 export interface CheckoutDeps {
@@ -294,7 +295,7 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
     const total = BigInt(row.total_minor);
     if (total > 0n && steps.get("authorize")?.state !== "done") {
       payment = await authorize(em, deps, steps, row, input);
-      if (!payment) return loadOrder(em, orderId, "internal");
+      if (!payment) return loadOrder(em, orderId, "customer");
       if (payment.status === PaymentStatus.FAILED) {
         throw domainError(Code.FailedPrecondition, payment.failureMessage || "the payment was declined", {
           reason: "PAYMENT_DECLINED",
@@ -314,7 +315,7 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
           throw failedPrecondition("the payment did not complete before the checkout timeout; the order was cancelled", "CHECKOUT_EXPIRED");
         }
         await announcePending(em, deps, row, payment);
-        return loadOrder(em, orderId, "internal");
+        return loadOrder(em, orderId, "customer");
       }
       await record(em, deps, orderId, "authorize", "done", { paymentId: payment.id, status: PaymentStatus[payment.status] }, async (tx) => {
         await sqlOf(tx).run("update orders set payment_id = $2, payment_status = 'authorized', payment_method = $3::jsonb where id = $1", [
@@ -371,7 +372,7 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
     });
 
     await confirm(em, deps, orderId, paid);
-    return loadOrder(em, orderId, "internal");
+    return loadOrder(em, orderId, "customer");
   } catch (error) {
     if (error instanceof Halted) {
       throw domainError(Code.Unavailable, error.message, { reason: "DEPENDENCY_UNAVAILABLE", metadata: { service: "order" } });
@@ -396,9 +397,26 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
   }
 }
 
+/** Whether the customer has no order announced yet (Discount's first-order rules); the same for PreviewOrder and PlaceOrder. */
+export async function isFirstOrder(em: EntityManager, userId: string, exceptOrderId?: string): Promise<boolean> {
+  return !(await sqlOf(em).one("select 1 from orders where user_id = $1 and announced and id <> $2 limit 1", [userId, exceptOrderId ?? "00000000-0000-0000-0000-000000000000"]));
+}
+
+/** PreviewOrder: the pricing of the priced step, with nothing written or held. */
+export async function previewOrder(em: EntityManager, deps: CheckoutDeps, userId: string, req: PreviewOrderRequest) {
+  const pricing = await priceCheckout(
+    deps.peers,
+    deps.config,
+    userId,
+    { cartId: req.cartId, destination: req.shippingDestination, shippingMethodId: req.shippingMethodId },
+    await isFirstOrder(em, userId),
+  );
+  return { preview: previewOf(pricing) };
+}
+
 async function priceStep(em: EntityManager, deps: CheckoutDeps, steps: Map<string, Step>, row: OrderRow, input: CallInput): Promise<void> {
   const { req } = input;
-  const firstOrder = !(await sqlOf(em).one("select 1 from orders where user_id = $1 and announced and id <> $2 limit 1", [row.user_id, row.id]));
+  const firstOrder = await isFirstOrder(em, row.user_id, row.id);
   const pricing: Pricing = await priceCheckout(
     deps.peers,
     deps.config,

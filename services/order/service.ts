@@ -11,7 +11,7 @@ import { requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
 import { intervalJob } from "../../kit/jobs.ts";
 import { defineService } from "../../kit/server.ts";
-import { placeOrder } from "./checkout.ts";
+import { placeOrder, previewOrder } from "./checkout.ts";
 import { loadOrderConfig } from "./config.ts";
 import { orderConsumers } from "./consumers.ts";
 import { orderEntities } from "./entities.ts";
@@ -32,7 +32,6 @@ import {
   updateOrder,
   updateOrderStatus,
 } from "./orders.ts";
-import { previewOf, priceCheckout } from "./pricing.ts";
 import { recoverCheckouts } from "./recovery.ts";
 import { watchOrder } from "./watch.ts";
 
@@ -49,9 +48,7 @@ export const orderService = defineService({
     const me = (ctx: Parameters<typeof requireUser>[0]) => requireUser(ctx).userId;
     router.service(OrderService, {
       // CUSTOMER: the caller's own cart and orders.
-      previewOrder: async (req, ctx) => ({
-        preview: previewOf(await priceCheckout(svc.peers, config, me(ctx), { cartId: req.cartId, destination: req.shippingDestination, shippingMethodId: req.shippingMethodId }, false)),
-      }),
+      previewOrder: (req, ctx) => previewOrder(emOf(ctx), deps, me(ctx), req),
       placeOrder: (req, ctx) => placeOrder(emOf(ctx), deps, me(ctx), req),
       getOrder: async (req, ctx) => ({ order: await loadOrder(emOf(ctx), req.orderId, "customer", me(ctx)) }),
       getOrderByNumber: async (req, ctx) => ({ order: await getOrderByNumber(emOf(ctx), me(ctx), req.orderNumber) }),
