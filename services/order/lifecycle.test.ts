@@ -203,7 +203,16 @@ describe("lists", () => {
     expect([admin.orders.map((o) => o.id), admin.totalSize]).toEqual([[ids[0], ids[1]], 3]);
     const next = await h.orders.listOrders({ userId: c.userId, orderBy: "created_at asc", pageSize: 2, pageToken: admin.nextPageToken }, auth(h.admin));
     expect(next.orders.map((o) => o.id)).toEqual([ids[2]]);
+    const byProduct = await h.orders.listOrders({ productId: p.id, statuses: [OrderStatus.CONFIRMED], orderBy: "total_amount desc", pageSize: 1 }, auth(h.admin));
+    expect([byProduct.orders.length, byProduct.totalSize]).toEqual([1, 3]);
+    const rest = await h.orders.listOrders({ productId: p.id, statuses: [OrderStatus.CONFIRMED], orderBy: "total_amount desc", pageSize: 5, pageToken: byProduct.nextPageToken }, auth(h.admin));
+    expect(new Set([...byProduct.orders, ...rest.orders].map((o) => o.id))).toEqual(new Set(ids));
+    const replayed = await failure(h.orders.listOrders({ productId: p.id, pageToken: byProduct.nextPageToken }, auth(h.admin)));
+    expect(replayed.code).toBe(Code.InvalidArgument);
     const { order } = await h.orders.getOrder({ orderId: ids[0]! }, auth(c.token));
+    const prefix = await h.orders.listOrders({ orderNumberPrefix: order!.orderNumber.toLowerCase() }, auth(h.admin));
+    expect(prefix.orders.map((o) => o.id)).toContain(ids[0]);
+    expect((await failure(h.orders.listOrders({}, auth(c.token)))).code).toBe(Code.PermissionDenied);
     const byNumber = await h.orders.getOrderByNumber({ orderNumber: order!.orderNumber.toLowerCase() }, auth(c.token));
     expect(byNumber.order!.id).toBe(ids[0]);
   });
