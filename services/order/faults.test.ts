@@ -63,6 +63,27 @@ describe("faults", () => {
     expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
   });
 
+  it("Payment stopped while it authorizes (the Order's call gives up), then started again: a retry with the same key gives one order and one authorization", async () => {
+    const p = await h.product(1000n, 5);
+    const s = await h.shopper([[p, 1]]);
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_slow" } } });
+    const lost = h.orders.placeOrder(req, { ...auth(s.token), timeoutMs: 1500 });
+    await eventually(async () => {
+      const rows = await h.sql<{ n: number }>("payment", "select count(*)::int as n from payments where user_id = $1", [s.userId]);
+      return rows[0]!.n === 1 ? true : undefined;
+    }, 10_000, "authorization started");
+    const stopping = h.restartPayment();
+    expect([Code.Unavailable, Code.DeadlineExceeded]).toContain((await failure(lost)).code);
+    await stopping;
+    const { order } = await h.orders.placeOrder(req, auth(s.token));
+    expect(order!.status).toBe(OrderStatus.CONFIRMED);
+    const orders = await h.sql<{ n: number }>("order", "select count(*)::int as n from orders where user_id = $1", [s.userId]);
+    expect(orders[0]!.n).toBe(1);
+    const payments = await h.sql<{ status: string }>("payment", "select status from payments where user_id = $1", [s.userId]);
+    expect(payments.map((x) => x.status)).toEqual(["authorized"]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+  });
+
   it("an asynchronous payment: PlaceOrder answers PENDING; once the provider settles, the checkout finishes (CONFIRMED, stock committed)", async () => {
     const p = await h.product(1000n, 5);
     const s = await h.shopper([[p, 2]]);

@@ -73,6 +73,8 @@ export interface OrderHarness {
   sql<T extends object>(service: "order" | "product" | "discount" | "payment" | "cart", query: string, params?: unknown[]): Promise<T[]>;
   /** Stops the Order service and starts it again on the same database with `env` added. */
   restartOrder(env?: Record<string, string>): Promise<RunningService>;
+  /** Stops Payment (as a crash would, then a restart) and starts it again on the same database. */
+  restartPayment(): Promise<RunningService>;
   stop(): Promise<void>;
 }
 
@@ -98,6 +100,7 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
   await shipping.createShippingRate({ methodId: shippingMethod!.id, minWeightGrams: 0, maxWeightGrams: 1_000_000, price: usd(500n), freeAbove: usd(50_000n) }, auth(admin));
   const sqlIn = (name: "order" | "product" | "discount" | "payment" | "cart") => sqlOf(mesh.services[name]!.ctx.orm.em.fork());
   let orderRunning = mesh.services.order!;
+  const restarted: RunningService[] = [];
   const h: OrderHarness = {
     mesh,
     issuer,
@@ -159,11 +162,21 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
       await orderRunning.stop();
       orderRunning = await runService(issuer.trustedBy(orderService), { ...mesh.env, ...env, PORT: String(port), DATABASE_URL: url, ...more });
       mesh.services.order = orderRunning;
+      restarted.push(orderRunning);
       return orderRunning;
     },
+    async restartPayment() {
+      const running = mesh.services.payment!;
+      const url = running.ctx.config.databaseUrl;
+      await running.stop();
+      const again = await runService(issuer.trustedBy(paymentService), { ...mesh.env, ...env, PORT: String(running.port), DATABASE_URL: url });
+      mesh.services.payment = again;
+      restarted.push(again);
+      return again;
+    },
     async stop() {
+      for (const r of restarted) await r.stop().catch(() => undefined);
       await mesh.stop();
-      if (mesh.services.order !== orderRunning) await orderRunning.stop().catch(() => undefined);
     },
   };
   return h;
