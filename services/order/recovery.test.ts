@@ -40,6 +40,9 @@ describe("checkout recovery after a crash", () => {
     expect(crash.code).toBe(Code.Unavailable);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 2 });
     expect((await orderOf(s.userId)).checkout).toBe("running");
+    // While it is running, another checkout of the same cart (another key) is refused.
+    const second = await failure(h.orders.placeOrder(h.request(s.cartId), auth(s.token)));
+    expect([second.code, second.reason]).toEqual([Code.Aborted, "CHECKOUT_IN_PROGRESS"]);
 
     await h.restartOrder({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_CHECKOUT_TIMEOUT_MS: "600000" });
     const { order } = await h.orders.placeOrder(req, auth(s.token));
