@@ -379,6 +379,10 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
     }
     const e = ConnectError.from(error);
     if (!isFinal(e)) {
+      // Nobody drives it now: a retry with the same key (or the recovery job) may take it over at once.
+      await sqlOf(em)
+        .run("update orders set lease_until = now() where id = $1 and checkout = 'running'", [orderId])
+        .catch(() => undefined);
       deps.log.warn({ orderId, err: e.message }, "checkout interrupted; it will be resumed");
       throw e.code === Code.Unavailable ? e : peerFailure("order", e);
     }

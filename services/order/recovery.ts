@@ -37,11 +37,9 @@ export async function recoverCheckouts(fork: () => EntityManager, deps: Checkout
     } catch (error) {
       log.info({ orderId: id, err: (error as Error).message }, "checkout recovery pass ended with an error");
     }
-    // Still running (payment processing, peer down): look again after the next lease.
-    await sqlOf(em).run("update orders set lease_until = least(lease_until, now() + ($2 * interval '1 millisecond')) where id = $1 and checkout = 'running'", [
-      id,
-      deps.config.recoveryEveryMs,
-    ]);
+    // Still running (payment processing, peer down, not yet expired): released, so a retry with the
+    // same key takes it over at once; the job looks again at its next pass.
+    await sqlOf(em).run("update orders set lease_until = now() where id = $1 and checkout = 'running'", [id]);
     handled++;
   }
   return handled;
