@@ -31,8 +31,13 @@ async function placed(quantity = 1, stock = 10) {
 }
 
 describe("fulfilment", () => {
-  it("shipment.created captures the payment and ships the order, shipment.delivered delivers it; WatchOrder sees every step and ends; the purchase is verified", async () => {
-    const { p, s, order } = await placed(2);
+  it("cart with a coupon -> PlaceOrder -> shipment.created captures the payment and ships the order -> shipment.delivered delivers it; WatchOrder sees every step and ends; the review is verified", async () => {
+    const p = await h.product(1500n, 10);
+    const s = await h.shopper([[p, 2]]);
+    const code = await h.coupon(1000);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const order = (await h.orders.placeOrder(h.request(s.cartId), auth(s.token))).order!;
+    expect(order.discountAmount!.amountMinor).toBe(300n);
     const seen: OrderStatus[] = [];
     const watching = (async () => {
       for await (const m of h.orders.watchOrder({ orderId: order.id }, auth(s.token))) seen.push(m.order!.status);
