@@ -66,7 +66,7 @@ import type { Logger } from "../../kit/logger.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf, uniqueViolation } from "../../kit/sql.ts";
 import type { OrderConfig } from "./config.ts";
-import { CheckoutStepEntity, OrderItemEntity, OrderNoteEntity } from "./entities.ts";
+import { OrderItemEntity, OrderNoteEntity } from "./entities.ts";
 import { addressJson, loadOrder, orderRow, type OrderRow, ordersToMessages, paymentMethodSummaryJson } from "./mapping.ts";
 import { peerFailure, previewOf, priceCheckout, type Pricing, resolveAddress } from "./pricing.ts";
 import { recordChange, systemActor, transition } from "./state.ts";
@@ -371,7 +371,7 @@ export async function drive(em: EntityManager, deps: CheckoutDeps, orderId: stri
       }
     });
 
-    await confirm(em, deps, orderId, paid);
+    await confirm(em, orderId, paid);
     return loadOrder(em, orderId, "customer");
   } catch (error) {
     if (error instanceof Halted) {
@@ -586,7 +586,7 @@ const createdOf = (o: Order) => ({
 });
 
 /** The last step: CONFIRMED, announced, events in the same transaction. */
-async function confirm(em: EntityManager, deps: CheckoutDeps, orderId: string, paid: boolean): Promise<void> {
+async function confirm(em: EntityManager, orderId: string, paid: boolean): Promise<void> {
   await em.transactional(async (tx) => {
     const before = (await orderRow(tx, orderId, true))!;
     if (before.checkout !== "running") return;
