@@ -10,9 +10,10 @@
  *   still waiting for an asynchronous payment: its lease is expired so the
  *   recovery job finishes it at its next pass.
  */
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { OrderActorType, OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { ApplyPaymentUpdateRequestSchema, OrderActorType, OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { PaymentAuthorizedSchema, PaymentFailedSchema, PaymentRefundedSchema, PaymentSucceededSchema, PaymentVoidedSchema } from "../../gen/ecommerce/payment/v1/events_pb.js";
 import { ShipmentCreatedSchema, ShipmentDeliveredSchema } from "../../gen/ecommerce/shipping/v1/events_pb.js";
 import type { PeerClients } from "../../kit/clients.ts";
@@ -20,8 +21,6 @@ import type { EntityManager } from "../../kit/db.ts";
 import { type EventHandler, onEvent } from "../../kit/events/consumer.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
-import { create } from "@bufbuild/protobuf";
-import { ApplyPaymentUpdateRequestSchema } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { orderRow } from "./mapping.ts";
 import { applyPaymentUpdate, moveFulfilment } from "./orders.ts";
 import { systemActor } from "./state.ts";
