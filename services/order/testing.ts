@@ -82,7 +82,7 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
   const defs = [productService, discountService, cartService, shippingService, paymentService, orderService];
   const mesh = await startMesh(
     defs.map((d) => issuer.trustedBy(d)),
-    { PAYMENT_SANDBOX_WEBHOOK_URL: "off", ORDER_RECOVERY_EVERY_MS: "200", CART_RATE_LIMIT_WRITES: "100000", ...env },
+    { PAYMENT_SANDBOX_WEBHOOK_URL: "off", ORDER_RECOVERY_EVERY_MS: "200", CART_RATE_LIMIT_WRITES: "100000", DISCOUNT_RATE_LIMIT_CODE_CHECKS: "100000", ...env },
   );
   const client = <S extends Parameters<typeof createClient>[0]>(service: S, name: Parameters<TestMesh["url"]>[0]) =>
     createClient(service, createGrpcTransport({ baseUrl: mesh.url(name) }));
