@@ -19,7 +19,15 @@ import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { type RunningService, runService } from "../../kit/server.ts";
 import { sqlOf } from "../../kit/sql.ts";
-import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { jetstream } from "@nats-io/jetstream";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { file_ecommerce_auth_v1_events, UserRegisteredSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
+import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
+import { userService } from "../user/service.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { cartService } from "../cart/service.ts";
 import { discountService } from "../discount/service.ts";
@@ -61,6 +69,9 @@ export interface OrderHarness {
   methodId: string;
   customer(): Promise<{ userId: string; token: string }>;
   product(priceMinor: bigint, stock: number): Promise<Product>;
+  /** A customer with a User profile (from Auth's user.registered; needs `{ user: true }`). */
+  registered(): Promise<{ userId: string; token: string }>;
+  users: ReturnType<typeof createClient<typeof UserService>>;
   /** A new customer with a cart holding `lines` (product, quantity). */
   shopper(lines: [Product, number][]): Promise<{ userId: string; token: string; cartId: string }>;
   /** A PlaceOrder request for the shopper's cart. */
@@ -77,9 +88,9 @@ export interface OrderHarness {
   stop(): Promise<void>;
 }
 
-export async function startOrderHarness(env: Record<string, string> = {}): Promise<OrderHarness> {
+export async function startOrderHarness(env: Record<string, string> = {}, options: { user?: boolean } = {}): Promise<OrderHarness> {
   const issuer = new TestIssuer();
-  const defs = [productService, discountService, cartService, shippingService, paymentService, orderService];
+  const defs = [...(options.user ? [userService] : []), productService, discountService, cartService, shippingService, paymentService, orderService];
   const mesh = await startMesh(
     defs.map((d) => issuer.trustedBy(d)),
     { PAYMENT_SANDBOX_WEBHOOK_URL: "off", ORDER_RECOVERY_EVERY_MS: "200", CART_RATE_LIMIT_WRITES: "100000", DISCOUNT_RATE_LIMIT_CODE_CHECKS: "100000", ...env },
@@ -97,6 +108,12 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
   const { carrier } = await shipping.createCarrier({ code, name: "Test Parcel", trackingUrlTemplate: "https://track.example.com/{tracking_number}", isActive: true }, auth(admin));
   const { shippingMethod } = await shipping.createShippingMethod({ carrierId: carrier!.id, code: "standard", name: "Standard", minDays: 2, maxDays: 4, isActive: true }, auth(admin));
   await shipping.createShippingRate({ methodId: shippingMethod!.id, minWeightGrams: 0, maxWeightGrams: 1_000_000, price: usd(500n), freeAbove: usd(50_000n) }, auth(admin));
+  const users = client(UserService, "user");
+  const nc = options.user ? await natsConnect({ servers: mesh.nats.url }) : undefined;
+  if (nc) {
+    const authStream = streamOf(file_ecommerce_auth_v1_events);
+    await (await jetstream(nc).jetstreamManager()).streams.add({ name: authStream.name, subjects: authStream.subjects }).catch(() => undefined);
+  }
   const sqlIn = (name: "order" | "product" | "discount" | "payment" | "cart") => sqlOf(mesh.services[name]!.ctx.orm.em.fork());
   let orderRunning = mesh.services.order!;
   const restarted: RunningService[] = [];
@@ -111,6 +128,16 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
     shipping,
     admin,
     methodId: shippingMethod!.id,
+    users,
+    async registered() {
+      const userId = uuidv7();
+      const eventId = uuidv7();
+      const event = create(UserRegisteredSchema, { eventId, occurredAt: timestampNow(), userId, email: `${userId}@example.test`, firstName: "Ada", lastName: "Lovelace", roles: ["customer"] });
+      await jetstream(nc!).publish(subjectOf(UserRegisteredSchema), toBinary(UserRegisteredSchema, event), { msgID: eventId });
+      const token = await issuer.user(userId, ["customer"], `${userId}@example.test`);
+      await eventually(() => users.getMyProfile({}, auth(token)).catch(() => undefined), 10_000, "profile created");
+      return { userId, token };
+    },
     async customer() {
       const userId = uuidv7();
       return { userId, token: await issuer.user(userId) };
@@ -174,6 +201,7 @@ export async function startOrderHarness(env: Record<string, string> = {}): Promi
       return again;
     },
     async stop() {
+      await nc?.close();
       for (const r of restarted) await r.stop().catch(() => undefined);
       await mesh.stop();
     },
