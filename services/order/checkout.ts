@@ -203,7 +203,8 @@ async function record(
     await db.run("update orders set lease_until = now() + ($2 * interval '1 millisecond'), updated_at = now() where id = $1", [orderId, deps.config.leaseMs]);
     if (also) await also(tx);
   });
-  if (state === "done" && deps.config.haltAfterStep === step) throw new Halted(`halted after ${step} (ORDER_TEST_HALT_AFTER_STEP)`);
+  const halt = deps.config.haltAfterStep;
+  if (halt && (halt === `${step}:${state}` || (state === "done" && halt === step))) throw new Halted(`halted after ${step} ${state} (ORDER_TEST_HALT_AFTER_STEP)`);
 }
 
 /** Runs a step unless done: "started", the call, then "done" with what `call` returns. */
@@ -535,6 +536,7 @@ async function authorize(em: EntityManager, deps: CheckoutDeps, steps: Map<strin
     steps.set("authorize", { state: "started", detail: { ...(known ?? {}), paymentId: payment!.id } });
     return payment!;
   } catch (error) {
+    if (error instanceof Halted) throw error;
     const e = ConnectError.from(error);
     if (e.code === Code.NotFound && errorReason(e) === "PAYMENT_METHOD_NOT_FOUND") {
       throw domainError(Code.NotFound, "the payment method is not one of your saved methods", { reason: "PAYMENT_METHOD_NOT_FOUND", field: "payment_method_id" });

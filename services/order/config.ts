@@ -24,8 +24,10 @@
  *   (30 minutes, the contract's).
  * - ORDER_WATCH_POLL_MS: how often WatchOrder looks at the order; default 250.
  * - ORDER_TEST_HALT_AFTER_STEP: test only (refused with NODE_ENV=production):
- *   PlaceOrder stops dead after recording this step (as if the process died
- *   there) and never answers; see recovery.test.ts.
+ *   PlaceOrder stops dead after recording this step as done (or, written
+ *   "<step>:started", after recording its start, before the peer call), as if
+ *   the process died there: it answers UNAVAILABLE and writes nothing more;
+ *   see recovery.test.ts.
  */
 import { type Env, EnvReader } from "../../kit/env.ts";
 

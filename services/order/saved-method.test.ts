@@ -8,11 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
 import { OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { AddressType } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { eventually } from "../../kit/testing/mesh.ts";
 import { address, auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
 
 let h: OrderHarness;
 beforeAll(async () => {
-  h = await startOrderHarness({}, { user: true });
+  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "300" }, { user: true });
 });
 afterAll(() => h?.stop());
 
@@ -65,5 +66,25 @@ describe("saved address and payment method", () => {
     const payments = await h.sql<{ id: string; status: string }>("payment", "select id, status from payments where order_id = $1 order by created_at", [order!.id]);
     expect(payments.map((x) => x.status)).toEqual(["cancelled", "succeeded"]);
     expect(payments[1]!.id).toBe(shipped!.paymentId);
+  });
+
+  it("stopped after recording the authorization's start, before calling Payment: after a restart the recovery job sends it (saved method) and finishes the order", async () => {
+    await h.restartOrder({ ORDER_TEST_HALT_AFTER_STEP: "authorize:started", ORDER_RECOVERY_EVERY_MS: "3600000" });
+    const p = await h.product(1200n, 5);
+    const c = await savedShopper();
+    const cartId = (await h.carts.addItem({ productId: p.id, quantity: 1 }, auth(c.token))).cart!.id;
+    const crash = await failure(h.orders.placeOrder(h.request(cartId, { paymentSource: { case: "paymentMethodId", value: c.methodId } }), auth(c.token)));
+    expect(crash.code).toBe(Code.Unavailable);
+    expect((await h.sql<{ n: number }>("payment", "select count(*)::int as n from payments where user_id = $1", [c.userId]))[0]!.n).toBe(0);
+
+    await h.restartOrder({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "600000" });
+    const row = await eventually(async () => {
+      const rows = await h.sql<{ status: string; checkout: string }>("order", "select status, checkout from orders where user_id = $1", [c.userId]);
+      return rows[0]?.checkout === "done" ? rows[0] : undefined;
+    }, 15_000, "checkout finished by the job");
+    expect(row.status).toBe("confirmed");
+    const payments = await h.sql<{ status: string }>("payment", "select status from payments where user_id = $1", [c.userId]);
+    expect(payments.map((x) => x.status)).toEqual(["authorized"]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
   });
 });
