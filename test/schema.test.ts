@@ -11,13 +11,14 @@ import { schemaDrift } from "../kit/testing/schema-drift.ts";
 import { authService } from "../services/auth/service.ts";
 import { cartService } from "../services/cart/service.ts";
 import { discountService } from "../services/discount/service.ts";
+import { orderService } from "../services/order/service.ts";
 import { productService } from "../services/product/service.ts";
 import { paymentService } from "../services/payment/service.ts";
 import { shippingService } from "../services/shipping/service.ts";
 import { userService } from "../services/user/service.ts";
 import { notificationService } from "../services/notification/service.ts";
 
-const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, paymentService, shippingService, notificationService];
+const services: AnyServiceDefinition[] = [authService, userService, productService, cartService, discountService, paymentService, shippingService, orderService, notificationService];
 const dbs = new TestDatabases();
 afterAll(() => dbs.dropAll());
 

@@ -1,0 +1,42 @@
+/**
+ * WatchOrder: the current state, then one message per change, until the
+ * order reaches a final status (DELIVERED, CANCELLED, REFUNDED,
+ * PAYMENT_FAILED), an hour passes, or the client leaves. Changes are found by
+ * polling the order's version every ORDER_WATCH_POLL_MS (one indexed primary
+ * key read): it sees the changes of every replica without a fan-out, and a
+ * reconnect starts again from the current state, so nothing is lost.
+ */
+import type { WatchOrderResponse } from "../../gen/ecommerce/order/v1/order_pb.js";
+import type { EntityManager } from "../../kit/db.ts";
+import { sqlOf } from "../../kit/sql.ts";
+import { loadOrder, terminalStatuses } from "./mapping.ts";
+
+const maxWatchMs = 3_600_000;
+
+export async function* watchOrder(em: EntityManager, pollMs: number, userId: string, orderId: string, signal: AbortSignal): AsyncGenerator<Omit<WatchOrderResponse, "$typeName">> {
+  let order = await loadOrder(em, orderId, "customer", userId);
+  let version = await versionOf(em, orderId);
+  yield { order };
+  const until = Date.now() + maxWatchMs;
+  while (!terminalStatuses.includes(statusName(order.status)) && Date.now() < until && !signal.aborted) {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, pollMs);
+      signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+    });
+    if (signal.aborted) return;
+    const now = await versionOf(em, orderId);
+    if (now === version) continue;
+    const before = order;
+    order = await loadOrder(em, orderId, "customer", userId);
+    version = now;
+    const change = order.status !== before.status ? order.statusHistory.at(-1) : undefined;
+    yield { order, change };
+  }
+}
+
+const names = ["", "pending", "confirmed", "processing", "shipped", "delivered", "cancelled", "refunded", "payment_failed"];
+const statusName = (s: number) => names[s] ?? "";
+
+async function versionOf(em: EntityManager, orderId: string): Promise<number> {
+  return (await sqlOf(em).one<{ version: number }>("select version from orders where id = $1", [orderId]))?.version ?? 0;
+}
