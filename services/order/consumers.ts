@@ -1,8 +1,12 @@
 /**
  * Events the order follows, each in the kit's inbox transaction:
- * - shipment.created: the order ships (the authorization is captured first,
- *   then SHIPPED and order.shipped); shipment.delivered: DELIVERED and
- *   order.delivered. A shipment of an order that cannot move (cancelled,
+ * - shipment.created: the parcel is recorded (order_shipments, with its lines);
+ *   the first parcel ships the order (the authorization is captured first, in
+ *   full, then SHIPPED and order.shipped). shipment.delivered: the parcel is
+ *   delivered; the order becomes DELIVERED (order.delivered) once every unit
+ *   of every line has been shipped and every parcel delivered, so an order in
+ *   several parcels stays SHIPPED until its last one arrives (the contract has
+ *   no partially-shipped status). A shipment of an order that cannot move (cancelled,
  *   already further) changes nothing; one of an unknown order fails and is
  *   retried, then kept as a dead letter.
  * - payment.succeeded / voided / refunded: the payment status and amounts
@@ -60,9 +64,35 @@ async function paymentUpdate(em: EntityManager, orderId: string, paymentId: stri
   );
 }
 
+/**
+ * Every unit shipped and every parcel delivered. An order with no recorded parcel
+ * (shipped before order_shipments existed) counts as delivered by its shipment.
+ */
+async function everythingDelivered(em: EntityManager, orderId: string): Promise<boolean> {
+  const row = await sqlOf(em).one<{ parcels: number; undelivered: number; ordered: number; shipped: number }>(
+    `select (select count(*)::int from order_shipments where order_id = $1) as parcels,
+            (select count(*)::int from order_shipments where order_id = $1 and delivered_at is null) as undelivered,
+            (select coalesce(sum(quantity), 0)::int from order_items where order_id = $1) as ordered,
+            (select coalesce(sum((i ->> 'quantity')::int), 0)::int
+               from order_shipments s cross join jsonb_array_elements(s.items) i where s.order_id = $1) as shipped`,
+    [orderId],
+  );
+  if (!row || row.parcels === 0) return true;
+  return row.undelivered === 0 && row.shipped >= row.ordered;
+}
+
 export function orderConsumers(peers: PeerClients): EventHandler[] {
   return [
     onEvent(ShipmentCreatedSchema, "ship-order", async (em, e) => {
+      const order = await orderRow(em, e.orderId);
+      if (order) {
+        const items = e.items.map((i) => ({ order_item_id: i.orderItemId, quantity: i.quantity }));
+        await sqlOf(em).run("insert into order_shipments (shipment_id, order_id, items) values ($1, $2, $3::jsonb) on conflict do nothing", [
+          e.shipmentId,
+          e.orderId,
+          JSON.stringify(items),
+        ]);
+      }
       await tolerant(() =>
         moveFulfilment(em, peers, system, e.orderId, OrderStatus.SHIPPED, `shipment ${e.shipmentId} created`, {
           carrier: e.carrierName,
@@ -74,9 +104,12 @@ export function orderConsumers(peers: PeerClients): EventHandler[] {
       );
     }),
     onEvent(ShipmentDeliveredSchema, "deliver-order", async (em, e) => {
+      const at = e.deliveredAt ? timestampDate(e.deliveredAt) : new Date();
+      await sqlOf(em).run("update order_shipments set delivered_at = coalesce(delivered_at, $2) where shipment_id = $1", [e.shipmentId, at]);
+      if (!(await everythingDelivered(em, e.orderId))) return;
       await tolerant(() =>
         moveFulfilment(em, peers, system, e.orderId, OrderStatus.DELIVERED, `shipment ${e.shipmentId} delivered`, {
-          at: e.deliveredAt ? timestampDate(e.deliveredAt) : undefined,
+          at,
         }),
       );
     }),

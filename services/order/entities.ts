@@ -124,4 +124,17 @@ export const CheckoutStepEntity = defineEntity({
   },
 });
 
-export const orderEntities = [OrderEntity, OrderItemEntity, OrderStatusHistoryEntity, OrderNoteEntity, CheckoutStepEntity];
+/** A parcel of the order (migrations/0002_order_shipments.ts). */
+export const OrderShipmentEntity = defineEntity({
+  name: "OrderShipment",
+  tableName: "order_shipments",
+  properties: {
+    shipmentId: p.uuid().primary(),
+    orderId: p.uuid(),
+    items: p.json<{ order_item_id: string; quantity: number }[]>(),
+    createdAt: p.datetime().onCreate(now),
+    deliveredAt: p.datetime().nullable(),
+  },
+});
+
+export const orderEntities = [OrderEntity, OrderItemEntity, OrderStatusHistoryEntity, OrderNoteEntity, CheckoutStepEntity, OrderShipmentEntity];

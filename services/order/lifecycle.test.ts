@@ -78,6 +78,44 @@ describe("fulfilment", () => {
     expect(events.map((e) => e.subject)).toEqual(expect.arrayContaining(["order.shipped", "order.delivered"]));
   });
 
+  it("an order in two parcels ships with the first and is DELIVERED only when the last parcel arrives", async () => {
+    const { order, s: shopper } = await placed(3);
+    const [line] = order.items;
+    const ship = async (quantity: number, n: number) =>
+      (
+        await h.shipping.createShipment(
+          { orderId: order.id, items: [{ orderItemId: line!.id, quantity }], weightGrams: 500, trackingNumber: `PARCEL-${n}-${order.id.slice(0, 8)}`, idempotencyKey: `ship-${n}-${order.id}` },
+          auth(h.admin),
+        )
+      ).shipment!;
+    const status = async () => (await h.orders.getOrder({ orderId: order.id }, auth(shopper.token))).order!;
+    const first = await ship(2, 1);
+    await eventually(async () => ((await status()).status === OrderStatus.SHIPPED ? true : undefined), 15_000, "shipped with the first parcel");
+    const deliver = (id: string) =>
+      h.shipping.addTrackingEvent({ shipmentId: id, status: ShipmentStatus.DELIVERED, description: "delivered", occurredAt: timestampNow() }, auth(h.admin));
+    await deliver(first.id);
+    // The first parcel's delivery is recorded, and the order is still on its way (one unit not even shipped).
+    await eventually(async () => {
+      const [row] = await h.sql<{ delivered: boolean }>("order", "select delivered_at is not null as delivered from order_shipments where shipment_id = $1", [first.id]);
+      return row?.delivered ? true : undefined;
+    }, 15_000, "first parcel delivered");
+    expect((await status()).status).toBe(OrderStatus.SHIPPED);
+    const second = await ship(1, 2);
+    await eventually(async () => {
+      const rows = await h.sql<{ n: number }>("order", "select count(*)::int as n from order_shipments where order_id = $1", [order.id]);
+      return rows[0]!.n === 2 ? true : undefined;
+    }, 15_000, "second parcel recorded");
+    expect((await status()).status).toBe(OrderStatus.SHIPPED);
+    await deliver(second.id);
+    const delivered = await eventually(async () => {
+      const o = await status();
+      return o.status === OrderStatus.DELIVERED ? o : undefined;
+    }, 15_000, "delivered with the last parcel");
+    expect(delivered.statusHistory.filter((e) => e.status === OrderStatus.DELIVERED)).toHaveLength(1);
+    const payments = await h.sql<{ status: string }>("payment", "select status from payments where order_id = $1", [order.id]);
+    expect(payments.map((x) => x.status)).toEqual(["succeeded"]);
+  });
+
   it("the admin moves CONFIRMED -> PROCESSING; a transition the contract does not allow is INVALID_STATUS_TRANSITION", async () => {
     const { order } = await placed();
     const { order: processing } = await h.orders.updateOrderStatus({ orderId: order.id, status: OrderStatus.PROCESSING, reason: "picking" }, auth(h.admin));

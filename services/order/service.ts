@@ -17,6 +17,7 @@ import { orderConsumers } from "./consumers.ts";
 import { orderEntities } from "./entities.ts";
 import { loadOrder } from "./mapping.ts";
 import { OrderTables } from "./migrations/0001_order_tables.ts";
+import { OrderShipments } from "./migrations/0002_order_shipments.ts";
 import {
   addOrderNote,
   adminActor,
@@ -38,7 +39,10 @@ import { watchOrder } from "./watch.ts";
 export const orderService = defineService({
   name: "order",
   entities: orderEntities,
-  migrations: [{ name: "0001_order_tables", class: OrderTables }],
+  migrations: [
+    { name: "0001_order_tables", class: OrderTables },
+    { name: "0002_order_shipments", class: OrderShipments },
+  ],
   publishes: file_ecommerce_order_v1_events,
   setup(ctx) {
     return { config: loadOrderConfig(ctx.env) };
