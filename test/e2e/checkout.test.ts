@@ -27,6 +27,7 @@ import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
 import { file_ecommerce_auth_v1_events } from "../../gen/ecommerce/auth/v1/events_pb.js";
 import { CartService } from "../../gen/ecommerce/cart/v1/cart_pb.js";
 import { DiscountService, PromotionType } from "../../gen/ecommerce/discount/v1/discount_pb.js";
+import { NotificationChannel, NotificationService } from "../../gen/ecommerce/notification/v1/notification_pb.js";
 import { file_ecommerce_order_v1_events } from "../../gen/ecommerce/order/v1/events_pb.js";
 import { OrderPaymentStatus, OrderService, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { file_ecommerce_payment_v1_events } from "../../gen/ecommerce/payment/v1/events_pb.js";
@@ -257,6 +258,14 @@ describe("checkout end to end, through the edge, with real mail", () => {
     expect(text).toContain("Total €72.77");
     expect(text).toContain(`${storefront}/orders/${order.id}`);
     expect(confirmation.parsed.html).toContain(`<td>${kettle.name}</td>`);
+    // Stock is committed (10 − 2 kettles, 10 − 1 tea, nothing still reserved); the payment is only authorized, so no receipt yet.
+    const stock = async (productId: string) =>
+      (await sqlOf(mesh.services.product!.ctx.orm.em.fork()).one<{ on_hand: number; reserved: number }>(
+        "select coalesce(sum(quantity), 0)::int as on_hand, coalesce(sum(reserved_quantity), 0)::int as reserved from product_inventory where product_id = $1",
+        [productId],
+      ))!;
+    expect([await stock(kettle.id), await stock(tea.id)]).toEqual([{ on_hand: 8, reserved: 0 }, { on_hand: 9, reserved: 0 }]);
+    expect(mailsTo(email).some((m) => m.parsed.subject?.startsWith("Receipt"))).toBe(false);
 
     // --- WatchOrder through the edge (Connect server streaming over HTTP/1.1), before fulfilment.
     const seen: { status: OrderStatus; change?: OrderStatus; payment: OrderPaymentStatus }[] = [];
@@ -298,21 +307,25 @@ describe("checkout end to end, through the edge, with real mail", () => {
 
     // --- The carrier reports through the edge's webhook route (signed with the sandbox key).
     const start = Date.now();
-    const report = async (status: string, minute: number) => {
+    const report = async (status: string, minute: number, outcome = "WEBHOOK_OUTCOME_APPLIED") => {
       const body = JSON.stringify({ id: `evt-${status}-${stamp}`, tracking_number: shipment!.trackingNumber, status, location: "Berlin, DE", occurred_at: new Date(start + minute * 1000).toISOString() });
       const res = await fetch(`${edge.url}/webhooks/carriers/sandbox`, {
         method: "POST",
         headers: { "content-type": "application/json", "carrier-signature": signWebhook(body, developmentSandboxWebhookSecret) },
         body,
       });
-      expect([res.status, ((await res.json()) as { outcome: string }).outcome]).toEqual([200, "WEBHOOK_OUTCOME_APPLIED"]);
+      expect([res.status, ((await res.json()) as { outcome: string }).outcome]).toEqual([200, outcome]);
     };
+    // WatchOrder polls: wait until it has reported SHIPPED before the next status, so that no step is coalesced (see the report).
+    await eventually(async () => (seen.some((s) => s.status === OrderStatus.SHIPPED) ? true : undefined), 10_000, "WatchOrder saw SHIPPED");
     await report("in_transit", 1);
     await report("out_for_delivery", 2);
     await report("delivered", 3);
     expect((await shipping.adminGetShipment({ id: shipment!.id }, bearer(admin))).shipment!.status).toBe(ShipmentStatus.DELIVERED);
     const delivered = await mailWith(email, `Your order ${order.orderNumber} was delivered`);
     expect(delivered.parsed.text).toContain(`Order ${order.orderNumber} was delivered.`);
+    // The carrier sends its last report again: acknowledged as a duplicate, nothing happens twice.
+    await report("delivered", 3, "WEBHOOK_OUTCOME_DUPLICATE");
 
     // --- WatchOrder ended by itself at DELIVERED (terminal: DELIVERED, CANCELLED, REFUNDED, PAYMENT_FAILED), having seen each step in order.
     await watching;
@@ -353,6 +366,12 @@ describe("checkout end to end, through the edge, with real mail", () => {
       [`Your order ${order.orderNumber} is on its way`]: 1,
       [`Your order ${order.orderNumber} was delivered`]: 1,
     });
+
+    // The in-app inbox (through the edge) holds one copy of each order, payment and shipping notification.
+    const inbox = await createClient(NotificationService, viaEdge()).listMyNotifications({ channel: NotificationChannel.IN_APP, pageSize: 50 }, bearer(token));
+    const inApp = inbox.notifications.map((n) => n.templateName).filter((t) => t.startsWith("order_") || t.startsWith("payment_")).sort();
+    expect(inApp).toEqual(["order_confirmation", "order_delivered", "order_shipped", "payment_receipt"]);
+    expect(inbox.notifications.find((n) => n.templateName === "order_confirmation")!.metadata).toMatchObject({ order_id: order.id });
 
     // Nothing more can happen to a delivered order: the customer cannot cancel it.
     const cancel = await orders.cancelOrder({ orderId: order.id }, bearer(token)).catch((e: unknown) => ConnectError.from(e));
