@@ -316,8 +316,6 @@ describe("checkout end to end, through the edge, with real mail", () => {
       });
       expect([res.status, ((await res.json()) as { outcome: string }).outcome]).toEqual([200, outcome]);
     };
-    // WatchOrder polls: wait until it has reported SHIPPED before the next status, so that no step is coalesced (see the report).
-    await eventually(async () => (seen.some((s) => s.status === OrderStatus.SHIPPED) ? true : undefined), 10_000, "WatchOrder saw SHIPPED");
     await report("in_transit", 1);
     await report("out_for_delivery", 2);
     await report("delivered", 3);
@@ -330,8 +328,7 @@ describe("checkout end to end, through the edge, with real mail", () => {
     // --- WatchOrder ended by itself at DELIVERED (terminal: DELIVERED, CANCELLED, REFUNDED, PAYMENT_FAILED), having seen each step in order.
     await watching;
     expect(watchError).toBeUndefined();
-    const statuses = seen.map((s) => s.status).filter((s, i, all) => i === 0 || all[i - 1] !== s);
-    expect(statuses).toEqual([OrderStatus.CONFIRMED, OrderStatus.SHIPPED, OrderStatus.DELIVERED]);
+    // One message per status change (services/order/watch.test.ts: also when one poll finds several), in order.
     expect(seen.flatMap((s) => (s.change ? [s.change] : []))).toEqual([OrderStatus.SHIPPED, OrderStatus.DELIVERED]);
     expect(seen.at(-1)).toMatchObject({ status: OrderStatus.DELIVERED, change: OrderStatus.DELIVERED, payment: OrderPaymentStatus.PAID });
     const { order: final } = await orders.getOrder({ orderId: order.id }, bearer(token));
