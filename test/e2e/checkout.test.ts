@@ -134,7 +134,7 @@ afterAll(async () => {
 });
 
 describe("checkout end to end, through the edge, with real mail", () => {
-  it("register → verify by mail → log in → cart + coupon → preview = place → confirmation → shipment (capture, receipt, shipped) → carrier webhooks → delivered → WatchOrder saw each step → verified review; every mail once", async () => {
+  it("guest cart → register → verify by mail → log in → merge + coupon → preview = place → confirmation → shipment (capture, receipt, shipped) → carrier webhooks → delivered → WatchOrder saw each step → verified review; every mail once", async () => {
     // --- The back office: catalog, stock, coupon, a sandbox carrier with a rate (straight to the services).
     const products = direct(ProductService, "product");
     const inventory = direct(InventoryService, "product");
@@ -167,6 +167,11 @@ describe("checkout end to end, through the edge, with real mail", () => {
     );
     await shipping.createShippingRate({ methodId: shippingMethod!.id, minWeightGrams: 0, maxWeightGrams: 1_000_000, price: eur(490n), freeAbove: eur(50_000n) }, bearer(admin));
 
+    // --- A guest puts the tea in a cart before signing up.
+    const carts = createClient(CartService, viaEdge());
+    const { guestToken } = (await carts.addItem({ productId: tea.id, quantity: 1 })).cart!;
+    expect(guestToken).not.toBe("");
+
     // --- Sign-up through the edge; the verification mail's link verifies the account.
     const auth = createClient(AuthService, viaEdge());
     const email = `checkout-shopper-${stamp}@example.test`;
@@ -180,10 +185,9 @@ describe("checkout end to end, through the edge, with real mail", () => {
     const token = (await auth.login({ email, password })).tokens!.accessToken;
     expect((await auth.getMe({}, bearer(token))).user!.emailVerified).toBe(true);
 
-    // --- The cart through the edge: 2 kettles, 1 tea, the coupon.
-    const carts = createClient(CartService, viaEdge());
-    await carts.addItem({ productId: kettle.id, quantity: 2 }, bearer(token));
-    const filled = (await carts.addItem({ productId: tea.id, quantity: 1 }, bearer(token))).cart!;
+    // --- The guest cart becomes the customer's; 2 kettles and the coupon are added through the edge.
+    expect(await carts.mergeGuestCart({ guestToken }, bearer(token))).toMatchObject({ merged: true, mergedLineCount: 1 });
+    const filled = (await carts.addItem({ productId: kettle.id, quantity: 2 }, bearer(token))).cart!;
     const cart = (await carts.applyCoupon({ code: code.toLowerCase(), expectedVersion: filled.version }, bearer(token))).cart!;
     // By hand: 2 × 25.00 + 12.50 = 62.50; 10 % = 6.25 (5.00 on the kettles, 1.25 on the tea); 56.25.
     expect(cart).toMatchObject({ couponCode: code, subtotal: eur(6250n), discountTotal: eur(625n), total: eur(5625n), currencyCode: "EUR" });
