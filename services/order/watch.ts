@@ -4,7 +4,9 @@
  * PAYMENT_FAILED), an hour passes, or the client leaves. Changes are found by
  * polling the order's version every ORDER_WATCH_POLL_MS (one indexed primary
  * key read): it sees the changes of every replica without a fan-out, and a
- * reconnect starts again from the current state, so nothing is lost.
+ * reconnect starts again from the current state, so nothing is lost. When one
+ * poll finds several status changes (status history rows), each gets its own
+ * message with `change` set, in order, all carrying the state found.
  */
 import type { WatchOrderResponse } from "../../gen/ecommerce/order/v1/order_pb.js";
 import type { EntityManager } from "../../kit/db.ts";
@@ -14,8 +16,9 @@ import { loadOrder, terminalStatuses } from "./mapping.ts";
 const maxWatchMs = 3_600_000;
 
 export async function* watchOrder(em: EntityManager, pollMs: number, userId: string, orderId: string, signal: AbortSignal): AsyncGenerator<Omit<WatchOrderResponse, "$typeName">> {
-  let order = await loadOrder(em, orderId, "customer", userId);
+  // The version is read before the order: a change between the two reads is found again by the next poll, never lost.
   let version = await versionOf(em, orderId);
+  let order = await loadOrder(em, orderId, "customer", userId);
   yield { order };
   const until = Date.now() + maxWatchMs;
   while (!terminalStatuses.includes(statusName(order.status)) && Date.now() < until && !signal.aborted) {
@@ -29,8 +32,11 @@ export async function* watchOrder(em: EntityManager, pollMs: number, userId: str
     const before = order;
     order = await loadOrder(em, orderId, "customer", userId);
     version = now;
-    const change = order.status !== before.status ? order.statusHistory.at(-1) : undefined;
-    yield { order, change };
+    // A poll may find several status changes (history rows) since the last message: one message each, in
+    // order (the contract's "one message follows every change"); `order` is the state the poll found.
+    const changes = order.statusHistory.slice(before.statusHistory.length);
+    if (changes.length === 0) yield { order };
+    for (const change of changes) yield { order, change };
   }
 }
 
