@@ -32,7 +32,7 @@ import type { Bench, Row } from "./run.ts";
 export const checkoutScenario = "Checkout";
 /** Products of the checkout carts, each with this much stock: never runs out during a run. */
 const hotProducts = 10;
-const deepStock = 10_000_000;
+const deepStock = 1_000_000;
 const priceMinor = 2_500n;
 const address = { firstName: "Ada", lastName: "Lovelace", addressLine1: "1 Main St", city: "San Francisco", state: "CA", postalCode: "94105", countryCode: "US" };
 
