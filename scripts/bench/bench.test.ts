@@ -2,7 +2,9 @@
  * The bench's own parts that its figures rest on: the bare Connect servers answer
  * exactly what the real services answer (same message, so the same wire shape),
  * and the SQL counter counts statements and round trips as docs/bench.md says,
- * through both copies of pg (ours and MikroORM's).
+ * through both copies of pg (ours and MikroORM's); the checkout baseline writes a
+ * checkout's rows in one transaction, and a phase over prepared requests ends when
+ * they are used up.
  */
 import { equals } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -20,6 +22,8 @@ import { startProductHarness, type ProductHarness } from "../../services/product
 import { userService } from "../../services/user/service.ts";
 import { bareProductServer, bareUserServer } from "./bare.ts";
 import { installSqlCounter, Meter, sqlCounters } from "./meter.ts";
+import { checkoutOutboxRows, startCheckoutBaseline } from "./checkout.ts";
+import { Exhausted, runPhase } from "./load.ts";
 
 describe("bench: GetMyProfile and the SQL counter", () => {
   let mesh: TestMesh;
@@ -121,5 +125,69 @@ describe("bench: GetProduct", () => {
     } finally {
       await bare.stop();
     }
+  });
+});
+
+describe("bench: checkout", () => {
+  it("the baseline places each order with every row of a checkout in one transaction", async () => {
+    const baseline = await startCheckoutBaseline(checkoutOutboxRows);
+    try {
+      const one = async <T extends object>(sql: string) => (await baseline.pool.query<T>(sql)).rows[0]!;
+      const before = await one<{ on_hand: number }>("select sum(on_hand)::int as on_hand from stock");
+      for (let i = 0; i < 3; i++) expect((await fetch(`${baseline.url}/checkout`, { method: "POST" })).status).toBe(200);
+      const counts = await one<Record<string, number>>(
+        `select (select count(*) from orders)::int as orders, (select count(*) from order_items)::int as items,
+                (select count(*) from order_status_history)::int as history, (select count(*) from stock_reservations)::int as reservations,
+                (select count(*) from stock_reservation_lines)::int as lines, (select count(*) from coupon_usages)::int as usages,
+                (select sum(times_used) from coupons)::int as times_used, (select sum(usage_count) from promotions)::int as usage_count,
+                (select count(*) from payments)::int as payments, (select count(*) from payment_transactions)::int as transactions,
+                (select count(*) from outbox_events)::int as outbox, (select sum(on_hand) from stock)::int as on_hand`,
+      );
+      expect(counts).toEqual({
+        orders: 3,
+        items: 6,
+        history: 3,
+        reservations: 3,
+        lines: 6,
+        usages: 3,
+        times_used: 3,
+        usage_count: 3,
+        payments: 3,
+        transactions: 3,
+        outbox: 3 * checkoutOutboxRows,
+        on_hand: before.on_hand - 3 * 3, // quantities 1 and 2 per order
+      });
+      // One transaction per order: every row of an order has the same inserting transaction (xmin).
+      const xmins = await one<{ n: number }>(
+        `with o as (select id from orders limit 1)
+         select count(distinct x)::int as n from (
+           select xmin::text as x from orders where id = (select id from o)
+           union all select xmin::text from order_items where order_id = (select id from o)
+           union all select xmin::text from order_status_history where order_id = (select id from o)
+           union all select r.xmin::text from stock_reservations r where r.order_id = (select id from o)
+           union all select l.xmin::text from stock_reservation_lines l join stock_reservations r on r.id = l.reservation_id where r.order_id = (select id from o)
+           union all select xmin::text from coupon_usages where order_id = (select id from o)
+           union all select p.xmin::text from payments p where p.order_id = (select id from o)
+           union all select t.xmin::text from payment_transactions t join payments p on p.id = t.payment_id where p.order_id = (select id from o)) as all_rows`,
+      );
+      expect(xmins.n).toBe(1);
+      // Totals: two lines of 25.00 (1 and 2), 10% off the subtotal, 5.00 shipping.
+      expect(await one("select subtotal_minor::int as s, discount_minor::int as d, total_minor::int as t from orders limit 1")).toEqual({ s: 7500, d: 750, t: 7250 });
+    } finally {
+      await baseline.stop();
+    }
+  });
+
+  it("a phase over prepared requests ends when they are used up, without errors", async () => {
+    let left = 25;
+    const call = async () => {
+      if (left === 0) throw new Exhausted();
+      left--;
+    };
+    const closed = await runPhase(call, { kind: "closed", concurrency: 8, durationMs: 60_000 });
+    expect({ requests: closed.requests, errors: closed.errors }).toEqual({ requests: 25, errors: 0 });
+    left = 3;
+    const seq = await runPhase(call, { kind: "sequential", durationMs: 60_000, maxRequests: 1_000 });
+    expect({ requests: seq.requests, errors: seq.errors }).toEqual({ requests: 3, errors: 0 });
   });
 });

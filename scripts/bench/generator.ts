@@ -5,16 +5,28 @@
  * over IPC and answers each with what it measured; it exits when the channel closes.
  * Targets are plain data: an HTTP URL, or an RPC named "pkg.Service/Method"
  * with JSON requests (a "$uuid" string becomes a fresh UUIDv7 on every call).
+ * An RPC target with `once` has no fixed requests: the bench supplies prepared ones
+ * (each with its own headers) over IPC before a phase, and each is sent exactly once,
+ * in order; when none is left, the caller stops (load.ts Exhausted).
  */
 import http2 from "node:http2";
 import { createRegistry, fromJson, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { v7 as uuidv7 } from "uuid";
 import { loadContractFiles } from "../../gateway/routes.ts";
-import { type Phase, runPhase } from "./load.ts";
+import { Exhausted, type Phase, runPhase } from "./load.ts";
 
 export type Target =
   | { kind: "http"; urls: string[]; method?: "GET" | "POST" }
-  | { kind: "rpc"; protocol: "grpc" | "connect"; baseUrl: string; method: string; requests: JsonValue[]; headers?: Record<string, string> };
+  | { kind: "rpc"; protocol: "grpc" | "connect"; baseUrl: string; method: string; requests: JsonValue[]; headers?: Record<string, string>; once?: boolean };
+
+/** A request prepared by the bench for a `once` target, with its own headers (its customer's token). */
+export interface Prepared {
+  request: JsonValue;
+  headers: Record<string, string>;
+}
+
+/** The prepared requests of a `once` target not sent yet. */
+const queue: Prepared[] = [];
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)]!;
 
@@ -42,11 +54,17 @@ async function callerFor(target: Target): Promise<() => Promise<unknown>> {
   const registry = createRegistry(...(await loadContractFiles()));
   const method = registry.getService(serviceName)?.methods.find((m) => m.name === methodName);
   if (!method) throw new Error(`unknown RPC ${target.method}`);
-  const headers = target.headers ?? {};
+  const next = (): Prepared => {
+    if (!target.once) return { request: fresh(pick(target.requests)), headers: target.headers ?? {} };
+    const item = queue.shift();
+    if (!item) throw new Exhausted();
+    return item;
+  };
   if (target.protocol === "connect") {
     const url = `${target.baseUrl}/${target.method}`;
     return async () => {
-      const res = await fetch(url, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(fresh(pick(target.requests))) });
+      const { request, headers } = next();
+      const res = await fetch(url, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: JSON.stringify(request) });
       await res.arrayBuffer();
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
     };
@@ -54,7 +72,8 @@ async function callerFor(target: Target): Promise<() => Promise<unknown>> {
   const session = http2.connect(target.baseUrl);
   return () =>
     new Promise<void>((resolve, reject) => {
-      const payload = toBinary(method.input, fromJson(method.input, fresh(pick(target.requests))));
+      const { request, headers } = next();
+      const payload = toBinary(method.input, fromJson(method.input, request));
       const frame = Buffer.alloc(5 + payload.length);
       frame.writeUInt32BE(payload.length, 1);
       frame.set(payload, 5);
@@ -72,8 +91,13 @@ async function callerFor(target: Target): Promise<() => Promise<unknown>> {
 if (import.meta.main && process.send) {
   const send = process.send.bind(process);
   const call = await callerFor(JSON.parse(process.argv[2]!) as Target);
-  process.on("message", (m: { id: number; phase: Phase }) => {
-    runPhase(call, m.phase).then(
+  process.on("message", (m: { id: number; phase?: Phase; supply?: Prepared[] }) => {
+    if (m.supply) {
+      queue.push(...m.supply);
+      send({ id: m.id });
+      return;
+    }
+    runPhase(call, m.phase!).then(
       (result) => send({ id: m.id, result }),
       (error: unknown) => send({ id: m.id, error: (error as Error).message }),
     );

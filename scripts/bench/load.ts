@@ -17,7 +17,7 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { build } from "hdr-histogram-js";
-import type { Target } from "./generator.ts";
+import type { Prepared, Target } from "./generator.ts";
 
 export type Phase =
   | { kind: "closed"; concurrency: number; durationMs: number }
@@ -39,6 +39,17 @@ export interface Measured {
 }
 
 const maxOutstanding = 10_000;
+
+/**
+ * Thrown by a caller whose prepared requests are used up (a target with `once`): the
+ * caller that meets it stops, it is neither an answer nor an error, and the phase ends
+ * when every caller stopped (so it may be shorter than asked; its seconds say how long).
+ */
+export class Exhausted extends Error {
+  constructor() {
+    super("prepared requests used up");
+  }
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 function histogram() {
@@ -77,7 +88,8 @@ async function closedLoop(fn: () => Promise<unknown>, concurrency: number, durat
           await fn();
           h.recordValue(micros(performance.now() - t));
           requests++;
-        } catch {
+        } catch (error) {
+          if (error instanceof Exhausted) break;
           errors++;
         }
       }
@@ -141,7 +153,8 @@ async function sequential(fn: () => Promise<unknown>, durationMs: number, maxReq
       await fn();
       h.recordValue(micros(performance.now() - t));
       requests++;
-    } catch {
+    } catch (error) {
+      if (error instanceof Exhausted) break;
       errors++;
     }
   }
@@ -159,7 +172,7 @@ export function runPhase(fn: () => Promise<unknown>, phase: Phase): Promise<Meas
   }
 }
 
-type Reply = { id: number; result: Measured } | { id: number; error: string };
+type Reply = { id: number; result?: Measured } | { id: number; error: string };
 
 /** A load generator in a child process, for one target; `run` awaits one phase. */
 export class Generator {
@@ -173,7 +186,7 @@ export class Generator {
       const w = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       if ("error" in m) w?.reject(new Error(m.error));
-      else w?.resolve(m.result);
+      else w?.resolve(m.result!);
     });
     child.once("exit", (code) => {
       for (const w of this.waiting.values()) w.reject(new Error(`load generator exited (code ${code})`));
@@ -192,10 +205,19 @@ export class Generator {
   }
 
   run(phase: Phase): Promise<Measured> {
+    return this.ask({ phase });
+  }
+
+  /** Appends prepared requests to a `once` target's queue (each is sent once, in order). */
+  async supply(items: Prepared[]): Promise<void> {
+    await this.ask({ supply: items });
+  }
+
+  private ask(message: { phase: Phase } | { supply: Prepared[] }): Promise<Measured> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.child.send({ id, phase });
+      this.child.send({ id, ...message });
     });
   }
 

@@ -165,6 +165,11 @@ export class Meter {
     return new Meter(monitor, databases, mesh);
   }
 
+  /** Adds a database whose backends' CPU counts (a baseline's own database). */
+  watchDatabase(name: string): void {
+    if (!this.databases.includes(name)) this.databases.push(name);
+  }
+
   /** Runs a statement on the monitor connection (not counted): for EXPLAIN and look-ups. */
   query<T extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<T>> {
     return this.monitor.query<T>(text, values);

@@ -8,7 +8,7 @@
  * CPU is reported as measured (process CPU over the phase / answered requests).
  */
 import { Generator, type Measured, type Phase } from "./load.ts";
-import type { Target } from "./generator.ts";
+import type { Prepared, Target } from "./generator.ts";
 import type { Meter, Usage } from "./meter.ts";
 
 export type Mode = "seq" | `c=${number}` | "open";
@@ -21,6 +21,15 @@ export interface RowSpec {
   target: Target;
   /** Whether the first hop is one of the mesh's services (directly or through the edge), for peer RPCs. */
   servedByMesh: boolean;
+  /**
+   * For a `once` target: prepares `count` requests, called before each phase (warm-up
+   * included) outside the metered interval, so preparing is never in a phase's figures.
+   * Requests left over from a phase are sent in the next one. A phase that uses up what
+   * was prepared ends early (its seconds and req/s are of the time it ran).
+   */
+  prepare?: (count: number) => Promise<Prepared[]>;
+  /** Whether to run the open-loop phase (default true). */
+  openLoop?: boolean;
 }
 
 export interface Row extends Measured {
@@ -94,6 +103,17 @@ export class Bench {
     };
   }
 
+  /**
+   * BENCH_ONLY: comma-separated scenario names (case-insensitive, e.g. "checkout" or
+   * "GetProduct,GetCart"); unset, every row runs.
+   */
+  readonly only = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim().toLowerCase()).filter(Boolean);
+
+  /** Whether a scenario's rows are to run (BENCH_ONLY). */
+  wants(...scenarios: string[]): boolean {
+    return this.only.length === 0 || scenarios.some((s) => this.only.includes(s.toLowerCase()));
+  }
+
   private async phase(gen: Generator, phase: Phase): Promise<{ m: Measured; usage: Usage }> {
     const before = await this.meter.snapshot();
     const m = await gen.run(phase);
@@ -103,20 +123,47 @@ export class Bench {
 
   /** All phases of one row; the results are kept for the report and returned. */
   async measure(spec: RowSpec): Promise<Row[]> {
+    const out: Row[] = [];
+    if (!this.wants(spec.scenario)) return out;
     const durationMs = this.seconds * 1000;
     const name = `${spec.scenario} ${spec.variant}`;
     const gen = await Generator.start(spec.target);
-    const out: Row[] = [];
+    // Prepared requests (a `once` target): how many are queued, and the best rate seen, to size the next batch.
+    let queued = 0;
+    let bestRps = 0;
+    const supply = async (wanted: number) => {
+      if (!spec.prepare || wanted <= queued) return;
+      const items = await spec.prepare(Math.ceil(wanted - queued));
+      await gen.supply(items);
+      queued += items.length;
+    };
+    const used = (m: Measured) => {
+      queued = Math.max(0, queued - m.requests - m.errors);
+      bestRps = Math.max(bestRps, m.rps);
+    };
+    const maxC = Math.max(...this.concurrencies);
     try {
-      await gen.run({ kind: "closed", concurrency: Math.max(...this.concurrencies), durationMs: 1_000 });
-      const seq = await this.phase(gen, { kind: "sequential", durationMs: Math.min(2_000, durationMs), maxRequests: 1_000 });
+      await supply(maxC);
+      used(await gen.run({ kind: "closed", concurrency: maxC, durationMs: 1_000 }));
+      const seqMs = Math.min(2_000, durationMs);
+      // One at a time is at most as fast as the warm-up at full concurrency: 1.5x its rate is plenty.
+      await supply(Math.min(1_000, Math.max(20, 1.5 * bestRps * (seqMs / 1000))));
+      const seq = await this.phase(gen, { kind: "sequential", durationMs: seqMs, maxRequests: 1_000 });
+      used(seq.m);
       out.push(this.row(spec, "seq", seq.m, seq.usage));
       for (const c of this.concurrencies) {
+        await supply(Math.max(2 * c, 2 * bestRps * this.seconds + c));
         this.say(`${name}: closed loop at concurrency ${c} (${this.seconds} s)`);
         const r = await this.phase(gen, { kind: "closed", concurrency: c, durationMs });
+        used(r.m);
         out.push(this.row(spec, `c=${c}`, r.m, r.usage));
       }
+      if (spec.openLoop === false) {
+        this.rows.push(...out);
+        return out;
+      }
       const rate = Math.max(1, Math.round(openLoopShare * Math.max(...out.filter((r) => r.mode !== "seq").map((r) => r.rps))));
+      await supply(rate * this.seconds);
       this.say(`${name}: open loop at ${rate} req/s (${this.seconds} s)`);
       const open = await this.phase(gen, { kind: "open", rate, durationMs });
       out.push(this.row(spec, "open", open.m, open.usage, rate));
