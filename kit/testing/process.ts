@@ -34,11 +34,14 @@ export class ServiceProcess {
   /** The child's last output lines (its log), for failure messages and `waitForOutput`. */
   readonly output: string[] = [];
 
-  constructor(
-    readonly name: ServiceName,
-    readonly port: number,
-    private env: Record<string, string>,
-  ) {
+  readonly name: ServiceName;
+  readonly port: number;
+  private env: Record<string, string>;
+
+  constructor(name: ServiceName, port: number, env: Record<string, string>) {
+    this.name = name;
+    this.port = port;
+    this.env = env;
     this.url = `http://127.0.0.1:${port}`;
   }
 

@@ -97,7 +97,8 @@ describe("Order killed (SIGKILL) in the middle of a checkout, then started again
     const p = await h.product(1000n, 5);
     const code = await h.coupon(1000);
     const s = await h.shopper([[p, 2]]);
-    const req = h.request(s.cartId, { couponCode: code });
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
     const crash = await failure(h.orders.placeOrder(req, auth(s.token)));
     expect(crash.code).toBe(Code.Unavailable);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 2 });
@@ -124,7 +125,8 @@ describe("Order killed (SIGKILL) in the middle of a checkout, then started again
     const p = await h.product(1000n, 5);
     const code = await h.coupon(1000);
     const s = await h.shopper([[p, 1]]);
-    const req = h.request(s.cartId, { couponCode: code });
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
     expect((await failure(h.orders.placeOrder(req, auth(s.token)))).code).toBe(Code.Unavailable);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 1 });
 
@@ -158,7 +160,8 @@ describe("Payment killed (SIGKILL) after the provider authorized, before Order r
       const p = await h.product(1000n, 5);
       const code = await h.coupon(1000);
       const s = await h.shopper([[p, 1]]);
-      const req = h.request(s.cartId, { couponCode: code });
+      await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
       const call = failure(h.orders.placeOrder(req, auth(s.token)));
       await payment.waitForOutput(new RegExp(`PAYMENT_TEST_HALT_AFTER_PROVIDER=${where}`));
       await payment.kill("SIGKILL");
