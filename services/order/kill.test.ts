@@ -18,7 +18,7 @@ import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from "vitest";
 import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { PaymentService, PaymentStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
@@ -41,7 +41,9 @@ async function asProcess(name: "order" | "payment", env: Record<string, string> 
 }
 
 beforeAll(async () => {
-  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "300", ORDER_RECOVERY_EVERY_MS: "200", PAYMENT_SANDBOX_ASYNC_MS: "600000" });
+  // A lease of 2 s: long enough that a live step on a loaded machine is not taken over by the job, short
+  // enough that a killed driver's checkout is taken over soon.
+  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "2000", ORDER_RECOVERY_EVERY_MS: "200", PAYMENT_SANDBOX_ASYNC_MS: "600000" });
   testAuth = await serveTestAuth(h.issuer, Number(new URL(h.mesh.url("auth")).port));
   orderDb = h.mesh.services.order!.ctx.config.databaseUrl;
   order = await asProcess("order");
@@ -56,6 +58,31 @@ afterAll(async () => {
   await h?.stop();
 }, 60_000);
 
+// A failing test shows where its time went and what the children printed (warnings and errors; LOG_LEVEL=warn).
+let marks: string[] = [];
+let began = 0;
+const mark = (what: string) => marks.push(`${Date.now() - began} ms: ${what}`);
+beforeEach(() => {
+  marks = [];
+  began = Date.now();
+  onTestFailed(() => {
+    console.error(`--- steps:\n${marks.join("\n")}`);
+    for (const child of [order, payment]) if (child) console.error(`--- ${child.name} (pid ${child.pid}) output:\n${child.output.slice(-40).join("\n")}`);
+  });
+});
+
+/** Starting child processes takes seconds on a loaded machine. */
+const slow = { timeout: 180_000 };
+
+/** Kills `child` (SIGKILL) and starts it again with `env`. */
+async function restart(child: ServiceProcess, env: Record<string, string>) {
+  await child.kill("SIGKILL");
+  mark(`${child.name} killed`);
+  child.output.length = 0;
+  await child.start(env);
+  mark(`${child.name} SERVING again (pid ${child.pid})`);
+}
+
 /** The ids of the customer's orders, announced or not (an undone checkout is never shown to the customer). */
 async function orderIdsOf(userId: string): Promise<string[]> {
   const client = new pg.Client({ connectionString: orderDb });
@@ -67,16 +94,19 @@ async function orderIdsOf(userId: string): Promise<string[]> {
   }
 }
 
+/** A customer's call with a deadline: a call that hangs fails the test with DEADLINE_EXCEEDED instead of its timeout. */
+const call = (token: string) => ({ ...auth(token), timeoutMs: 30_000 });
+
 /** PlaceOrder as the contract says a client retries it: UNAVAILABLE and ABORTED again with the same key. */
 function placeRetrying(req: ReturnType<OrderHarness["request"]>, token: string) {
   return eventually(
     async () =>
-      h.orders.placeOrder(req, auth(token)).catch(async (error: unknown) => {
+      h.orders.placeOrder(req, call(token)).catch(async (error: unknown) => {
         const f = await failure(Promise.reject(error));
         if (f.code === Code.Unavailable || f.code === Code.Aborted) return undefined;
         throw Object.assign(new Error(`PlaceOrder failed: ${f.code} ${f.reason}`), { final: f });
       }),
-    30_000,
+    60_000,
     "PlaceOrder answered",
   );
 }
@@ -87,55 +117,54 @@ async function timesUsed(code: string): Promise<number> {
 }
 
 async function paymentsOf(orderId: string, token: string) {
-  return (await payments.listPaymentsForOrder({ orderId }, auth(token))).payments;
+  return (await payments.listPaymentsForOrder({ orderId }, call(token))).payments;
 }
 
 describe("Order killed (SIGKILL) in the middle of a checkout, then started again", () => {
-  it("killed after the stock was reserved and the coupon redeemed, before the payment: the recovery job undoes it (stock, coupon, no payment); a retry with the key gets CHECKOUT_EXPIRED, no second order", async () => {
-    await order.kill("SIGKILL");
-    await order.start({ ORDER_TEST_HALT_AFTER_STEP: "redeem", ORDER_RECOVERY_EVERY_MS: "3600000" });
+  it("killed after the stock was reserved and the coupon redeemed, before the payment: the recovery job undoes it (stock, coupon, no payment); a retry with the key gets CHECKOUT_EXPIRED, no second order", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "redeem", ORDER_RECOVERY_EVERY_MS: "3600000" });
     const p = await h.product(1000n, 5);
     const code = await h.coupon(1000);
     const s = await h.shopper([[p, 2]]);
     await h.carts.applyCoupon({ code }, auth(s.token));
     const req = h.request(s.cartId);
-    const crash = await failure(h.orders.placeOrder(req, auth(s.token)));
+    const crash = await failure(h.orders.placeOrder(req, call(s.token)));
+    mark("PlaceOrder halted after redeem");
     expect(crash.code).toBe(Code.Unavailable);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 2 });
     expect(await timesUsed(code)).toBe(1);
 
-    await order.kill("SIGKILL");
-    expect(order.alive).toBe(false);
-    await order.start({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
-    await eventually(async () => ((await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined), 20_000, "checkout undone");
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    await eventually(async () => ((await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined), 30_000, "checkout undone");
+    mark("undone");
     const ids = await orderIdsOf(s.userId);
     expect(ids).toHaveLength(1);
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
     expect(await paymentsOf(ids[0]!, s.token)).toEqual([]);
-    expect((await h.orders.listMyOrders({}, auth(s.token))).orders).toEqual([]);
+    expect((await h.orders.listMyOrders({}, call(s.token))).orders).toEqual([]);
 
-    const retry = await failure(h.orders.placeOrder(req, auth(s.token)));
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
     expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
     expect(await orderIdsOf(s.userId)).toEqual(ids);
   });
 
-  it("killed after the payment was authorized, before the order was confirmed: the recovery job finishes it (one order CONFIRMED, one authorization, stock committed, coupon used once); a retry with the key returns the same order", async () => {
-    await order.kill("SIGKILL");
-    await order.start({ ORDER_TEST_HALT_AFTER_STEP: "authorize", ORDER_RECOVERY_EVERY_MS: "3600000" });
+  it("killed after the payment was authorized, before the order was confirmed: the recovery job finishes it (one order CONFIRMED, one authorization, stock committed, coupon used once); a retry with the key returns the same order", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "authorize", ORDER_RECOVERY_EVERY_MS: "3600000" });
     const p = await h.product(1000n, 5);
     const code = await h.coupon(1000);
     const s = await h.shopper([[p, 1]]);
     await h.carts.applyCoupon({ code }, auth(s.token));
     const req = h.request(s.cartId);
-    expect((await failure(h.orders.placeOrder(req, auth(s.token)))).code).toBe(Code.Unavailable);
+    expect((await failure(h.orders.placeOrder(req, call(s.token)))).code).toBe(Code.Unavailable);
+    mark("PlaceOrder halted after authorize");
     expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 1 });
 
-    await order.kill("SIGKILL");
-    await order.start({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
     const confirmed = await eventually(async () => {
-      const { orders } = await h.orders.listMyOrders({}, auth(s.token));
+      const { orders } = await h.orders.listMyOrders({}, call(s.token));
       return orders[0]?.status === OrderStatus.CONFIRMED ? orders : undefined;
-    }, 20_000, "checkout finished by the recovery job");
+    }, 30_000, "checkout finished by the recovery job");
+    mark("finished");
     expect(confirmed).toHaveLength(1);
     const orderId = confirmed[0]!.id;
     expect(await orderIdsOf(s.userId)).toEqual([orderId]);
@@ -143,7 +172,7 @@ describe("Order killed (SIGKILL) in the middle of a checkout, then started again
     expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
     expect(await timesUsed(code)).toBe(1);
 
-    const { order: again } = await h.orders.placeOrder(req, auth(s.token));
+    const { order: again } = await h.orders.placeOrder(req, call(s.token));
     expect([again!.id, again!.status]).toEqual([orderId, OrderStatus.CONFIRMED]);
     expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
   });
@@ -151,32 +180,31 @@ describe("Order killed (SIGKILL) in the middle of a checkout, then started again
 
 describe("Payment killed (SIGKILL) after the provider authorized, before Order recorded it, then started again", () => {
   for (const where of ["after_record", "before_record"] as const) {
-    it(`killed ${where === "after_record" ? "after recording the authorization, before answering" : "after the provider answered, before recording it"}: the customer's retry with the same key gives one order CONFIRMED, one authorization, stock committed, coupon used once`, async () => {
-      await order.kill("SIGKILL");
-      await order.start({ ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
-      await payment.kill("SIGKILL");
-      payment.output.length = 0;
-      await payment.start({ PAYMENT_TEST_HALT_AFTER_PROVIDER: where });
+    it(`killed ${where === "after_record" ? "after recording the authorization, before answering" : "after the provider answered, before recording it"}: the customer's retry with the same key gives one order CONFIRMED, one authorization, stock committed, coupon used once`, slow, async () => {
+      await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+      await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: where });
       const p = await h.product(1000n, 5);
       const code = await h.coupon(1000);
       const s = await h.shopper([[p, 1]]);
       await h.carts.applyCoupon({ code }, auth(s.token));
-    const req = h.request(s.cartId);
-      const call = failure(h.orders.placeOrder(req, auth(s.token)));
-      await payment.waitForOutput(new RegExp(`PAYMENT_TEST_HALT_AFTER_PROVIDER=${where}`));
-      await payment.kill("SIGKILL");
-      const lost = await call;
+      const req = h.request(s.cartId);
+      const placing = failure(h.orders.placeOrder(req, call(s.token)));
+      await payment.waitForOutput(new RegExp(`PAYMENT_TEST_HALT_AFTER_PROVIDER=${where}`), 60_000);
+      mark("AuthorizePayment halted");
+      await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+      const lost = await placing;
+      mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
       expect([Code.Unavailable, Code.DeadlineExceeded]).toContain(lost.code);
 
-      await payment.start({ PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
       const { order: placed } = await placeRetrying(req, s.token);
+      mark("the retry answered");
       expect(placed!.status).toBe(OrderStatus.CONFIRMED);
       expect(await orderIdsOf(s.userId)).toEqual([placed!.id]);
-      expect((await h.orders.listMyOrders({}, auth(s.token))).orders.map((o) => o.id)).toEqual([placed!.id]);
+      expect((await h.orders.listMyOrders({}, call(s.token))).orders.map((o) => o.id)).toEqual([placed!.id]);
       expect((await paymentsOf(placed!.id, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
       expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
       expect(await timesUsed(code)).toBe(1);
-      const { order: again } = await h.orders.placeOrder(req, auth(s.token));
+      const { order: again } = await h.orders.placeOrder(req, call(s.token));
       expect(again!.id).toBe(placed!.id);
     });
   }
