@@ -26,6 +26,10 @@ import type { TestIssuer } from "./tokens.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 const running = new Set<ServiceProcess>();
+// A test process that ends without its afterAll (a crash, Ctrl-C) leaves no child behind either.
+process.once("exit", () => {
+  for (const child of running) child.killNow();
+});
 
 export class ServiceProcess {
   readonly url: string;
@@ -93,6 +97,11 @@ export class ServiceProcess {
     if (this.alive) this.proc!.kill(signal);
     await this.exited;
     running.delete(this);
+  }
+
+  /** SIGKILL without waiting (for the exit handler). */
+  killNow(): void {
+    if (this.alive) this.proc!.kill("SIGKILL");
   }
 
   /** Waits until a line of the child's output matches `pattern`. */

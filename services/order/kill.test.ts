@@ -176,6 +176,33 @@ describe("Order killed (SIGKILL) in the middle of a checkout, then started again
     expect([again!.id, again!.status]).toEqual([orderId, OrderStatus.CONFIRMED]);
     expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
   });
+
+  it("killed while its AuthorizePayment is in flight (no halt hook: a slow provider), restarted: the customer's retry with the same key gives one order CONFIRMED, one authorization, stock committed, coupon used once", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_SANDBOX_SLOW_MS: "3000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_slow" } } });
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    const orderId = await eventually(async () => (await orderIdsOf(s.userId))[0], 30_000, "order row written");
+    await eventually(async () => ((await paymentsOf(orderId, s.token)).length === 1 ? true : undefined), 30_000, "AuthorizePayment received");
+    mark("AuthorizePayment in flight");
+    await restart(order, {});
+    const lost = await placing;
+    mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
+    // The connection drops with the process: the client sees it as UNAVAILABLE or CANCELED (the HTTP/2 stream reset).
+    expect([Code.Unavailable, Code.Canceled]).toContain(lost.code);
+
+    const { order: placed } = await placeRetrying(req, s.token);
+    mark("the retry answered");
+    expect([placed!.id, placed!.status]).toEqual([orderId, OrderStatus.CONFIRMED]);
+    expect(await orderIdsOf(s.userId)).toEqual([orderId]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+    expect(await timesUsed(code)).toBe(1);
+  });
 });
 
 describe("Payment killed (SIGKILL) after the provider authorized, before Order recorded it, then started again", () => {
