@@ -23,6 +23,12 @@
  *   provider about payments left PENDING or PROCESSING; default 60000.
  * - PAYMENT_RECONCILE_AFTER_MS: how old such a payment must be before it is
  *   asked about (a call in flight is left alone); default 60000.
+ * - PAYMENT_TEST_HALT_AFTER_PROVIDER: test only (refused with NODE_ENV=production):
+ *   "before_record" makes AuthorizePayment stop answering once the provider has
+ *   answered, before the answer is recorded; "after_record" once it is recorded,
+ *   before the caller is answered. The call then hangs (it prints one line on
+ *   stderr) until the process is killed: a deterministic "crash" for
+ *   services/order/kill.test.ts.
  */
 import { type Env, EnvReader } from "../../kit/env.ts";
 
@@ -32,6 +38,7 @@ export interface PaymentConfig {
   authorizationTtlMs: number;
   reconcileEveryMs: number;
   reconcileAfterMs: number;
+  testHaltAfterProvider: "before_record" | "after_record" | undefined;
 }
 
 export interface SandboxSettings {
@@ -60,6 +67,8 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
   const ttlHours = r.int("PAYMENT_AUTHORIZATION_TTL_HOURS", 168, 1, 30 * 24);
   const reconcileEveryMs = r.int("PAYMENT_RECONCILE_EVERY_MS", 60_000, 100, 24 * 3_600_000);
   const reconcileAfterMs = r.int("PAYMENT_RECONCILE_AFTER_MS", 60_000, 0, 24 * 3_600_000);
+  const halt = r.oneOf("PAYMENT_TEST_HALT_AFTER_PROVIDER", "", ["", "before_record", "after_record"] as const);
+  if (halt && r.production) r.problem("PAYMENT_TEST_HALT_AFTER_PROVIDER is a test setting and is refused in production");
   return r.done(
     {
       provider,
@@ -67,6 +76,7 @@ export function loadPaymentConfig(env: Env = process.env): PaymentConfig {
       authorizationTtlMs: ttlHours * 3_600_000,
       reconcileEveryMs,
       reconcileAfterMs,
+      testHaltAfterProvider: halt || undefined,
     },
     "payment service configuration",
   );

@@ -182,10 +182,19 @@ export async function authorizePayment(em: EntityManager, deps: PaymentDeps, req
     const outcome = await callProvider("authorization", (signal) =>
       provider.authorize({ paymentId, amountMinor: BigInt(current.amount_minor), currency: current.currency, token, description: current.description }, signal),
     );
+    await testHalt(deps, "before_record", paymentId);
     const recorded = await em.transactional((tx) => recordAuthorization(tx, deps.config, paymentId, outcome.status === "succeeded" ? "authorized" : outcome.status, outcome));
     if (!recorded && outcome.status === "succeeded") await releaseIfVoided(em, provider, paymentId, outcome.providerId);
+    await testHalt(deps, "after_record", paymentId);
   }
   return { payment: await loadPayment(em, paymentId, "internal") };
+}
+
+/** PAYMENT_TEST_HALT_AFTER_PROVIDER (tests only): the call never answers from here on, until the process is killed. */
+async function testHalt(deps: PaymentDeps, where: "before_record" | "after_record", paymentId: string): Promise<void> {
+  if (deps.config.testHaltAfterProvider !== where) return;
+  process.stderr.write(`PAYMENT_TEST_HALT_AFTER_PROVIDER=${where}: AuthorizePayment of payment ${paymentId} halted\n`);
+  await new Promise<never>(() => undefined);
 }
 
 /** The payment was voided while the provider was authorizing it: the hold is released at the provider too. */

@@ -1,0 +1,238 @@
+/**
+ * Real process kills during a checkout (issue 11): the Order service, then the
+ * Payment service, each runs as its own OS process (`node services/<name>/main.ts`,
+ * kit/testing/process.ts) and is ended by SIGKILL mid-operation (no graceful
+ * stop, nothing flushed), then started again on the same port and database.
+ * Where the kill lands is deterministic: ORDER_TEST_HALT_AFTER_STEP freezes
+ * PlaceOrder after a step, PAYMENT_TEST_HALT_AFTER_PROVIDER freezes
+ * AuthorizePayment after the provider authorized. The outcome is read through
+ * the public contract: ListMyOrders / GetOrder, Payment ListPaymentsForOrder,
+ * Discount GetCoupon (times_used), the product's stock and reservations.
+ *
+ * The rest of the mesh (Product, Cart, Discount, Shipping, and Payment or
+ * Order when not under test) runs in this process (startOrderHarness); a stub
+ * of Auth's GetJwks / IssueServiceToken lets the children trust the same test
+ * tokens.
+ */
+import { Code } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import pg from "pg";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from "vitest";
+import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { PaymentService, PaymentStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import { eventually } from "../../kit/testing/mesh.ts";
+import { type ServiceProcess, serveTestAuth, startServiceProcess, stopServiceProcesses } from "../../kit/testing/process.ts";
+import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
+
+let h: OrderHarness;
+let testAuth: { stop(): Promise<void> } | undefined;
+let order: ServiceProcess;
+let payment: ServiceProcess;
+let orderDb = "";
+let payments: ReturnType<typeof createClient<typeof PaymentService>>;
+
+/** The in-process service `name` is stopped and the same service started as a child process on its port and database. */
+async function asProcess(name: "order" | "payment", env: Record<string, string> = {}): Promise<ServiceProcess> {
+  const inProcess = h.mesh.services[name]!;
+  const databaseUrl = inProcess.ctx.config.databaseUrl;
+  await inProcess.stop();
+  return startServiceProcess(name, inProcess.port, { ...h.mesh.env, DATABASE_URL: databaseUrl, LOG_LEVEL: "warn", ...env });
+}
+
+beforeAll(async () => {
+  // A lease of 2 s: long enough that a live step on a loaded machine is not taken over by the job, short
+  // enough that a killed driver's checkout is taken over soon.
+  h = await startOrderHarness({ ORDER_CHECKOUT_LEASE_MS: "2000", ORDER_RECOVERY_EVERY_MS: "200", PAYMENT_SANDBOX_ASYNC_MS: "600000" });
+  testAuth = await serveTestAuth(h.issuer, Number(new URL(h.mesh.url("auth")).port));
+  orderDb = h.mesh.services.order!.ctx.config.databaseUrl;
+  order = await asProcess("order");
+  payment = await asProcess("payment");
+  payments = createClient(PaymentService, createGrpcTransport({ baseUrl: h.mesh.url("payment") }));
+}, 120_000);
+
+afterAll(async () => {
+  // Every child is killed even when a test failed, before the mesh drops the databases.
+  await stopServiceProcesses();
+  await testAuth?.stop();
+  await h?.stop();
+}, 60_000);
+
+// A failing test shows where its time went and what the children printed (warnings and errors; LOG_LEVEL=warn).
+let marks: string[] = [];
+let began = 0;
+const mark = (what: string) => marks.push(`${Date.now() - began} ms: ${what}`);
+beforeEach(() => {
+  marks = [];
+  began = Date.now();
+  onTestFailed(() => {
+    console.error(`--- steps:\n${marks.join("\n")}`);
+    for (const child of [order, payment]) if (child) console.error(`--- ${child.name} (pid ${child.pid}) output:\n${child.output.slice(-40).join("\n")}`);
+  });
+});
+
+/** Starting child processes takes seconds on a loaded machine. */
+const slow = { timeout: 180_000 };
+
+/** Kills `child` (SIGKILL) and starts it again with `env`. */
+async function restart(child: ServiceProcess, env: Record<string, string>) {
+  await child.kill("SIGKILL");
+  mark(`${child.name} killed`);
+  child.output.length = 0;
+  await child.start(env);
+  mark(`${child.name} SERVING again (pid ${child.pid})`);
+}
+
+/** The ids of the customer's orders, announced or not (an undone checkout is never shown to the customer). */
+async function orderIdsOf(userId: string): Promise<string[]> {
+  const client = new pg.Client({ connectionString: orderDb });
+  await client.connect();
+  try {
+    return (await client.query<{ id: string }>("select id from orders where user_id = $1", [userId])).rows.map((r) => r.id);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A customer's call with a deadline: a call that hangs fails the test with DEADLINE_EXCEEDED instead of its timeout. */
+const call = (token: string) => ({ ...auth(token), timeoutMs: 30_000 });
+
+/** PlaceOrder as the contract says a client retries it: UNAVAILABLE and ABORTED again with the same key. */
+function placeRetrying(req: ReturnType<OrderHarness["request"]>, token: string) {
+  return eventually(
+    async () =>
+      h.orders.placeOrder(req, call(token)).catch(async (error: unknown) => {
+        const f = await failure(Promise.reject(error));
+        if (f.code === Code.Unavailable || f.code === Code.Aborted) return undefined;
+        throw Object.assign(new Error(`PlaceOrder failed: ${f.code} ${f.reason}`), { final: f });
+      }),
+    60_000,
+    "PlaceOrder answered",
+  );
+}
+
+async function timesUsed(code: string): Promise<number> {
+  const { coupon } = await h.discounts.getCoupon({ lookup: { case: "code", value: code } }, auth(h.admin));
+  return coupon!.timesUsed;
+}
+
+async function paymentsOf(orderId: string, token: string) {
+  return (await payments.listPaymentsForOrder({ orderId }, call(token))).payments;
+}
+
+describe("Order killed (SIGKILL) in the middle of a checkout, then started again", () => {
+  it("killed after the stock was reserved and the coupon redeemed, before the payment: the recovery job undoes it (stock, coupon, no payment); a retry with the key gets CHECKOUT_EXPIRED, no second order", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "redeem", ORDER_RECOVERY_EVERY_MS: "3600000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 2]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
+    const crash = await failure(h.orders.placeOrder(req, call(s.token)));
+    mark("PlaceOrder halted after redeem");
+    expect(crash.code).toBe(Code.Unavailable);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 2 });
+    expect(await timesUsed(code)).toBe(1);
+
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    await eventually(async () => ((await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined), 30_000, "checkout undone");
+    mark("undone");
+    const ids = await orderIdsOf(s.userId);
+    expect(ids).toHaveLength(1);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    expect(await paymentsOf(ids[0]!, s.token)).toEqual([]);
+    expect((await h.orders.listMyOrders({}, call(s.token))).orders).toEqual([]);
+
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
+    expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
+    expect(await orderIdsOf(s.userId)).toEqual(ids);
+  });
+
+  it("killed after the payment was authorized, before the order was confirmed: the recovery job finishes it (one order CONFIRMED, one authorization, stock committed, coupon used once); a retry with the key returns the same order", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "authorize", ORDER_RECOVERY_EVERY_MS: "3600000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
+    expect((await failure(h.orders.placeOrder(req, call(s.token)))).code).toBe(Code.Unavailable);
+    mark("PlaceOrder halted after authorize");
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 1 });
+
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    const confirmed = await eventually(async () => {
+      const { orders } = await h.orders.listMyOrders({}, call(s.token));
+      return orders[0]?.status === OrderStatus.CONFIRMED ? orders : undefined;
+    }, 30_000, "checkout finished by the recovery job");
+    mark("finished");
+    expect(confirmed).toHaveLength(1);
+    const orderId = confirmed[0]!.id;
+    expect(await orderIdsOf(s.userId)).toEqual([orderId]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+    expect(await timesUsed(code)).toBe(1);
+
+    const { order: again } = await h.orders.placeOrder(req, call(s.token));
+    expect([again!.id, again!.status]).toEqual([orderId, OrderStatus.CONFIRMED]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
+  });
+
+  it("killed while its AuthorizePayment is in flight (no halt hook: a slow provider), restarted: the customer's retry with the same key gives one order CONFIRMED, one authorization, stock committed, coupon used once", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_SANDBOX_SLOW_MS: "3000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_slow" } } });
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    const orderId = await eventually(async () => (await orderIdsOf(s.userId))[0], 30_000, "order row written");
+    await eventually(async () => ((await paymentsOf(orderId, s.token)).length === 1 ? true : undefined), 30_000, "AuthorizePayment received");
+    mark("AuthorizePayment in flight");
+    await restart(order, {});
+    const lost = await placing;
+    mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
+    // The connection drops with the process: the client sees it as UNAVAILABLE or CANCELED (the HTTP/2 stream reset).
+    expect([Code.Unavailable, Code.Canceled]).toContain(lost.code);
+
+    const { order: placed } = await placeRetrying(req, s.token);
+    mark("the retry answered");
+    expect([placed!.id, placed!.status]).toEqual([orderId, OrderStatus.CONFIRMED]);
+    expect(await orderIdsOf(s.userId)).toEqual([orderId]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+    expect(await timesUsed(code)).toBe(1);
+  });
+});
+
+describe("Payment killed (SIGKILL) after the provider authorized, before Order recorded it, then started again", () => {
+  for (const where of ["after_record", "before_record"] as const) {
+    it(`killed ${where === "after_record" ? "after recording the authorization, before answering" : "after the provider answered, before recording it"}: the customer's retry with the same key gives one order CONFIRMED, one authorization, stock committed, coupon used once`, slow, async () => {
+      await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+      await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: where });
+      const p = await h.product(1000n, 5);
+      const code = await h.coupon(1000);
+      const s = await h.shopper([[p, 1]]);
+      await h.carts.applyCoupon({ code }, auth(s.token));
+      const req = h.request(s.cartId);
+      const placing = failure(h.orders.placeOrder(req, call(s.token)));
+      await payment.waitForOutput(new RegExp(`PAYMENT_TEST_HALT_AFTER_PROVIDER=${where}`), 60_000);
+      mark("AuthorizePayment halted");
+      await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+      const lost = await placing;
+      mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
+      expect([Code.Unavailable, Code.DeadlineExceeded]).toContain(lost.code);
+
+      const { order: placed } = await placeRetrying(req, s.token);
+      mark("the retry answered");
+      expect(placed!.status).toBe(OrderStatus.CONFIRMED);
+      expect(await orderIdsOf(s.userId)).toEqual([placed!.id]);
+      expect((await h.orders.listMyOrders({}, call(s.token))).orders.map((o) => o.id)).toEqual([placed!.id]);
+      expect((await paymentsOf(placed!.id, s.token)).map((x) => x.status)).toEqual([PaymentStatus.AUTHORIZED]);
+      expect(await h.stock(p.id)).toMatchObject({ onHand: 4, reserved: 0 });
+      expect(await timesUsed(code)).toBe(1);
+      const { order: again } = await h.orders.placeOrder(req, call(s.token));
+      expect(again!.id).toBe(placed!.id);
+    });
+  }
+});
