@@ -135,7 +135,8 @@ function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter):
     conditions.push({
       name: "category",
       facet: true,
-      sql: `exists (select 1 from product_categories pc where pc.product_id = p.id and pc.category_id = any(${p.add(subtree)}::uuid[]))`,
+      // products.category_ids mirrors product_categories (migration 0002's triggers).
+      sql: `p.category_ids && ${p.add(subtree)}::uuid[]`,
     });
   }
   if (req.minPrice || req.maxPrice) {
@@ -193,21 +194,30 @@ function orderOf(orderBy: SearchOrderBy, hasQuery: boolean): string {
  * misspelled query). Both ranks are cheap per hit; the trigram similarity of
  * every hit's name that used to break ties cost ten times the rest of the
  * score over thousands of hits.
+ *
+ * The parts are columns of each hit (`exact`, `rank`, `widened_rank`) and the
+ * score is summed over them (`score`, over hits aliased `h`), in the order and
+ * types of `exact + rank * 10 + widened rank`. A word with no similar known
+ * word widens to the query itself: its widened rank is then the same rank,
+ * not computed a second time (null, read as `rank`).
  */
-function scoreOf(p: Params, query: string): string {
+function rankOf(p: Params, query: string): { columns: string; score: string } {
   const lower = p.add(query.toLowerCase());
   const widened = widenedQuery(p, query);
-  return `(case when lower(p.name) = ${lower} then 100 else 0 end
-           + case when lower(p.sku) = ${lower} then 50 else 0 end
-           + ts_rank(p.search_vector, websearch_to_tsquery(${tsConfig}, ${p.add(query)})) * 10
-           ${widened ? `+ ts_rank(p.search_vector, ${widened})` : ""})`;
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
+  return {
+    columns: `case when lower(p.name) = ${lower} then 100 else 0 end + case when lower(p.sku) = ${lower} then 50 else 0 end as exact,
+      ts_rank(p.search_vector, ${q}) as rank${widened ? `,\n      case when ${widened} = ${q} then null else ts_rank(p.search_vector, ${widened}) end as widened_rank` : ""}`,
+    score: `(h.exact + h.rank * 10${widened ? " + coalesce(h.widened_rank, h.rank)" : ""})`,
+  };
 }
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
 const markUp = (headline: string) => escapeHtml(headline).replaceAll(markStart, "<mark>").replaceAll(markStop, "</mark>");
 
 const highlightFields = ["name", "tags", "short_description", "description", "attributes"] as const;
-type HighlightRow = Partial<Record<(typeof highlightFields)[number], string | null>>;
+/** Headlines come as highlight_<field>: the summary columns already use the plain names. */
+type HighlightRow = Partial<Record<`highlight_${(typeof highlightFields)[number]}`, string | null>>;
 
 /** Highlight columns over the page's products aliased `p` (only a page of rows ever pays for ts_headline). */
 function highlightColumns(p: Params, query: string): string {
@@ -216,16 +226,16 @@ function highlightColumns(p: Params, query: string): string {
   const long = p.add(`${options}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`);
   const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
   const headline = (text: string, opts: string) => `case when to_tsvector(${tsConfig}, ${text}) @@ ${q} then ts_headline(${tsConfig}, ${text}, ${q}, ${opts}) end`;
-  return `${headline("p.name", all)} as name,
-    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as tags,
-    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as short_description,
-    ${headline("p.description", long)} as description,
-    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as attributes`;
+  return `${headline("p.name", all)} as highlight_name,
+    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as highlight_tags,
+    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as highlight_short_description,
+    ${headline("p.description", long)} as highlight_description,
+    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as highlight_attributes`;
 }
 
 function highlightsOf(r: HighlightRow): SearchHighlight[] {
   return highlightFields.flatMap((field) => {
-    const text = r[field];
+    const text = r[`highlight_${field}`];
     return text && text.includes(markStart) ? [create(SearchHighlightSchema, { field, snippet: markUp(text.length > 400 ? `${text.slice(0, 400)}…` : text) })] : [];
   });
 }
@@ -253,7 +263,7 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
   const size = Math.min(pages.size, maxSearchHits - offset);
   const filter = await filterOf(db, viewer, req, query);
 
-  const [rows, counts] = await Promise.all([size === 0 ? [] : pageRows(db, filter, size + 1, offset), countsOf(db, filter, bands, shopCurrency)]);
+  const { rows, counts } = await pageAndCounts(db, filter, size === 0 ? 0 : size + 1, offset, bands, shopCurrency);
   const page = rows.slice(0, size);
   const more = rows.length > size && offset + size < maxSearchHits;
   return {
@@ -270,63 +280,53 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
 }
 
 /**
- * The page's hits in order, with their summary columns (and highlights for a
- * query): the ordering picks the page's ids first, so only they are read in
- * full and pay for ts_headline.
- */
-async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: number): Promise<(SummaryDbRow & HighlightRow)[]> {
-  const p = new Params();
-  const where = and(conditionsOf(p, filter));
-  const order = orderOf(filter.req.orderBy, filter.query !== "");
-  // The score only matters to the relevance order.
-  const score = order.startsWith("score") ? scoreOf(p, filter.query) : "0";
-  const highlights = filter.query ? `, ${highlightColumns(p, filter.query)}` : "";
-  return db.all<SummaryDbRow & HighlightRow>(
-    `with page as (
-       select p.id, ${score} as score from products p where ${where}
-        order by ${order} limit ${p.add(limit)} offset ${p.add(offset)}
-     )
-     select ${summaryColumns}, page.score${highlights} from page join products p on p.id = page.id order by ${order.replace("score desc", "page.score desc")}`,
-    p.values,
-  );
-}
-
-/**
  * The rows of a related table for each hit, through its index on product_id.
  * `offset 0` keeps the lateral subquery a per-hit lookup: flattened into a join,
- * the planner hashes the whole table (100,000 category rows, 300,000 tags) to
- * meet a few thousand hits, several times slower.
+ * the planner hashes the whole table (300,000 tags) to meet a few thousand
+ * hits, several times slower.
  */
 const perHit = (select: string, alias: string) => `cross join lateral (${select} offset 0) ${alias}`;
 
-
-/** The columns the requested facets read, kept for each candidate row (the base of countsOf holds thousands). */
-function columnsOf(req: SearchProductsRequest): string {
-  const facets = new Set(req.facets);
-  return [
-    "p.id",
-    ...(facets.has(SearchFacet.PRICE_BAND) ? ["p.min_price_minor"] : []),
-    ...(facets.has(SearchFacet.RATING) ? ["p.rating_average_hundredths"] : []),
-    ...(req.facetAttributeKeys.length > 0 ? ["p.attributes"] : []),
-  ].join(", ");
-}
+/** Columns of products aliased `p` that an ORDER BY or a facet reads (`p.name` occurrences). */
+const columnsRead = (sql: string) => [...sql.matchAll(/\bp\.([a-z_]+)\b/g)].map((m) => `p.${m[1]}`);
 
 /**
- * Total and facets in one statement: `base` holds the rows that match the
- * conditions no facet leaves out (the text, status, stock), with one flag per
- * facet filter; each facet counts the base rows whose other flags hold.
+ * The page and the counts in one statement. `hits` holds the rows that match
+ * the conditions no facet leaves out (the text, status, stock), with one flag
+ * per facet filter and the columns the order and the facets read (for a
+ * query: the parts of its relevance score); each facet counts the hits whose
+ * other flags hold, and the page is the hits whose flags all hold, in order
+ * (without a query, the page is read from products in index order instead:
+ * there every visible product is a hit). Only the page's rows are read in
+ * full and pay for ts_headline. The counts come on the page's first row (or
+ * alone, on a row without a product, when the page is empty).
  */
-async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency: string) {
+async function pageAndCounts(db: Sql, filter: SearchFilter, limit: number, offset: number, bands: bigint[], currency: string) {
   const p = new Params();
+  const { req, query } = filter;
   const conditions = conditionsOf(p, filter);
   const fixed = conditions.filter((c) => !c.facet);
   const flagged = conditions.filter((c) => c.facet);
   const flag = (c: Condition) => `f${flagged.indexOf(c)}`;
   const hitsExcept = (name?: string) => {
     const used = flagged.filter((c) => c.name !== name);
-    return `(select b.* from base b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
+    return `(select b.* from hits b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
   };
-  const facets = new Set(filter.req.facets);
+  const facets = new Set(req.facets);
+  const order = orderOf(req.orderBy, query !== "");
+  const rank = order.startsWith("score") ? rankOf(p, query) : undefined;
+  const hitColumns = new Set(["p.id"]);
+  if (query) for (const c of columnsRead(order)) hitColumns.add(c);
+  if (facets.has(SearchFacet.CATEGORY)) hitColumns.add("p.category_ids");
+  if (facets.has(SearchFacet.PRICE_BAND)) hitColumns.add("p.min_price_minor");
+  if (facets.has(SearchFacet.RATING)) hitColumns.add("p.rating_average_hundredths");
+  if (req.facetAttributeKeys.length > 0) hitColumns.add("p.attributes");
+
+  const pageSql = query
+    ? `select h.id, ${rank ? rank.score : "0"} as score from ${hitsExcept()} h order by ${order.replace(/\bp\./g, "h.")}`
+    : `select p.id, 0 as score from products p where ${and(conditions)} order by ${order}`;
+  const highlights = query ? `, ${highlightColumns(p, query)}` : "";
+
   const columns = [`(select count(*)::int from ${hitsExcept()} h) as total`];
   if (facets.has(SearchFacet.CATEGORY)) columns.push(`${categoryFacetSql(p, filter, hitsExcept("category"))} as category_facet`);
   if (facets.has(SearchFacet.PRICE_BAND)) {
@@ -344,7 +344,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
                      count(*) filter (where h.rating_average_hundredths >= 200), count(*) filter (where h.rating_average_hundredths >= 100))
                      from ${hitsExcept("rating")} h) as rating_facet`);
   }
-  const keys = filter.req.facetAttributeKeys;
+  const keys = req.facetAttributeKeys;
   for (const [i, key] of keys.entries()) {
     const k = p.add(key);
     columns.push(`(select coalesce(json_agg(json_build_object('value', x.v, 'n', x.n) order by x.n desc, x.v), '[]') from (
@@ -354,13 +354,29 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
                        select h.id, pv.v from ${hitsExcept(`attribute:${key}`)} h ${perHit(`select pv.attributes ->> ${k} as v from product_variants pv where pv.product_id = h.id`, "pv")}
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
-  const row = (await db.one<Record<string, unknown> & { total: number }>(
-    `with base as materialized (
-       select ${columnsOf(filter.req)}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")} from products p where ${and(fixed)}
+  const result = await db.all<Record<string, unknown> & { first_row: string | null; n: string | null; total: number }>(
+    `with hits as materialized (
+       select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
+         from products p where ${and(fixed)}
+     ), page as (
+       ${pageSql} limit ${p.add(limit)} offset ${p.add(offset)}
+     ), page_rows as (
+       select row_number() over (order by ${order.replace("score desc", "page.score desc")}) as n, ${summaryColumns}${highlights}
+         from page join products p on p.id = page.id
+     ), counts as (
+       select 1::bigint as first_row, ${columns.join(",\n")}
      )
-     select ${columns.join(",\n")}`,
+     select * from counts full join page_rows on page_rows.n = counts.first_row order by page_rows.n`,
     p.values,
-  ))!;
+  );
+  const row = result.find((r) => r.first_row !== null)!;
+  const rows = result.filter((r) => r.n !== null) as unknown as (SummaryDbRow & HighlightRow)[];
+  return { rows, counts: countsFrom(row, filter.req, bands, currency) };
+}
+
+function countsFrom(row: Record<string, unknown> & { total: number }, req: SearchProductsRequest, bands: bigint[], currency: string) {
+  const facets = new Set(req.facets);
+  const keys = req.facetAttributeKeys;
   const priceCounts = (row.price_facet ?? {}) as Record<string, number>;
   const rating = (row.rating_facet ?? [0, 0, 0, 0]) as number[];
   return {
@@ -388,7 +404,11 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
   };
 }
 
-/** The category facet: hits per child of the filtered category (or per root), counted over each child's visible subtree. */
+/**
+ * The category facet: hits per child of the filtered category (or per root),
+ * counted over each child's visible subtree (the tree is read live; each hit
+ * brings its own categories, products.category_ids).
+ */
 function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hits: string): string {
   if (req.categoryId && (!subtree || subtree.length === 0)) return "'[]'::json";
   const active = viewer.admin ? "" : "c.is_active";
@@ -400,7 +420,7 @@ function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hit
        select t.root, c.id from tree t join categories c on c.parent_id = t.id ${active ? `where ${active}` : ""}
      ), counted as (
        select c.id, c.name, c.slug, c.sort_order, count(distinct h.id)::int as n
-         from ${hits} h ${perHit("select pc.category_id from product_categories pc where pc.product_id = h.id", "pc")}
+         from ${hits} h cross join lateral unnest(h.category_ids) as pc(category_id)
          join tree t on t.id = pc.category_id join categories c on c.id = t.root
         group by c.id, c.name, c.slug, c.sort_order
      )
