@@ -73,34 +73,56 @@ const wordsOf = (text: string) => text.toLowerCase().split(/[^\p{L}\p{N}]+/u).fi
  * typos) the search document with each word of four letters or more widened
  * to the known words it is similar to (trigram word similarity over
  * search_words, the catalog's word list). Every branch has its index: the
- * document's GIN (twice, combined by a BitmapOr), the SKU's btree, and the
- * word list's trigram GIN, which is small where a trigram index over 100,000
- * names is not.
+ * document's GIN (one scan for the query or its widened form: tsquery `||`
+ * is their OR, and a one-word query usually widens to itself), the SKU's
+ * btree, and the word list's trigram GIN, which is small where a trigram
+ * index over 100,000 names is not.
  */
 function textCondition(p: Params, query: string): Condition {
   const lower = p.add(query.toLowerCase());
   const widened = widenedQuery(p, query);
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
   return {
     name: "text",
-    sql: `p.search_vector @@ websearch_to_tsquery(${tsConfig}, ${p.add(query)}) or lower(p.sku) = ${lower}${widened ? ` or p.search_vector @@ ${widened}` : ""}`,
+    sql: `p.search_vector @@ ${widened ? `(${q} || ${widened})` : q} or lower(p.sku) = ${lower}`,
   };
 }
+
+/** A statement's widened query, by the Params that bind the statement: computed once, in its `widened` CTE. */
+const widenedOf = new WeakMap<Params, { query: string; sql: string }>();
 
 /**
  * The query's words, each of four letters or more widened to the known words
  * similar to it (`word %> query word`: trigram word similarity), as one
- * tsquery (an uncorrelated subquery, computed once per statement); undefined
- * when no word is long enough to have typos worth correcting.
+ * tsquery; undefined when no word is long enough to have typos worth
+ * correcting. The tsquery is computed once per statement, in the `widened`
+ * CTE that `withWidened` puts at the start of the statement; this returns a
+ * reference to it.
  */
 function widenedQuery(p: Params, query: string): string | undefined {
   const words = wordsOf(query);
   if (!words.some((w) => w.length >= 4)) return undefined;
-  // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
-  return `(select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
+  const known = widenedOf.get(p);
+  if (known && known.query !== query) throw new Error("one widened query per statement");
+  if (!known) {
+    // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
+    widenedOf.set(p, {
+      query,
+      sql: `select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
              from (select '(' || string_agg(m.word, ' | ') || ')' as alternatives
                      from unnest(${p.add(words)}::text[]) with ordinality as q(word, i)
                      cross join lateral (select q.word union select s.word from search_words s where length(q.word) >= 4 and s.word %> q.word) as m(word)
-                    group by q.i) a)`;
+                    group by q.i) a`,
+    });
+  }
+  return "(select w.q from widened w)";
+}
+
+/** `with` and the statement's CTEs: the widened query's first when its conditions use one. */
+function withWidened(p: Params, ctes: string[]): string {
+  const widened = widenedOf.get(p);
+  const all = [...(widened ? [`widened(q) as materialized (${widened.sql})`] : []), ...ctes];
+  return all.length > 0 ? `with ${all.join(",\n     ")}\n` : "";
 }
 
 function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: string): void {
@@ -355,18 +377,22 @@ async function pageAndCounts(db: Sql, filter: SearchFilter, limit: number, offse
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
   const result = await db.all<Record<string, unknown> & { first_row: string | null; n: string | null; total: number }>(
-    `with hits as materialized (
+    `${withWidened(p, [
+      `hits as materialized (
        select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
          from products p where ${and(fixed)}
-     ), page as (
+     )`,
+      `page as (
        ${pageSql} limit ${p.add(limit)} offset ${p.add(offset)}
-     ), page_rows as (
+     )`,
+      `page_rows as (
        select row_number() over (order by ${order.replace("score desc", "page.score desc")}) as n, ${summaryColumns}${highlights}
          from page join products p on p.id = page.id
-     ), counts as (
+     )`,
+      `counts as (
        select 1::bigint as first_row, ${columns.join(",\n")}
-     )
-     select * from counts full join page_rows on page_rows.n = counts.first_row order by page_rows.n`,
+     )`,
+    ])}     select * from counts full join page_rows on page_rows.n = counts.first_row order by page_rows.n`,
     p.values,
   );
   const row = result.find((r) => r.first_row !== null)!;
@@ -461,7 +487,7 @@ async function didYouMean(db: Sql, filter: SearchFilter, query: string, hits: nu
   for (const candidate of [...new Set(candidates)]) {
     const p = new Params();
     const where = and(conditionsOf(p, { ...filter, query: candidate }));
-    const n = (await db.one<{ n: number }>(`select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
+    const n = (await db.one<{ n: number }>(`${withWidened(p, [])}select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
     if (n > hits) out.push(candidate);
     if (out.length === 3) break;
   }
