@@ -433,7 +433,9 @@ function countsFrom(row: Record<string, unknown> & { total: number }, req: Searc
 /**
  * The category facet: hits per child of the filtered category (or per root),
  * counted over each child's visible subtree (the tree is read live; each hit
- * brings its own categories, products.category_ids).
+ * brings its own categories, products.category_ids). The hits are grouped by
+ * their set of categories first (a few dozen sets over thousands of hits),
+ * and each set counts once for each child whose subtree it reaches.
  */
 function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hits: string): string {
   if (req.categoryId && (!subtree || subtree.length === 0)) return "'[]'::json";
@@ -444,10 +446,12 @@ function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hit
        select f.id, f.id from facet f
        union all
        select t.root, c.id from tree t join categories c on c.parent_id = t.id ${active ? `where ${active}` : ""}
+     ), sets as (
+       select h.category_ids, count(*) as n from ${hits} h group by h.category_ids
      ), counted as (
-       select c.id, c.name, c.slug, c.sort_order, count(distinct h.id)::int as n
-         from ${hits} h cross join lateral unnest(h.category_ids) as pc(category_id)
-         join tree t on t.id = pc.category_id join categories c on c.id = t.root
+       select c.id, c.name, c.slug, c.sort_order, sum(s.n)::int as n
+         from sets s cross join lateral (select distinct t.root from unnest(s.category_ids) as pc(category_id) join tree t on t.id = pc.category_id) r
+         join categories c on c.id = r.root
         group by c.id, c.name, c.slug, c.sort_order
      )
      select coalesce(json_agg(json_build_object('id', id, 'name', name, 'slug', slug, 'n', n) order by n desc, sort_order, name), '[]') from counted)`;
