@@ -95,6 +95,10 @@ describe("SearchProducts on a seeded catalog", () => {
   it("sends its page and its counts in one statement", async () => {
     const statements = await statementsOf(() => h.search.searchProducts(request, {}));
     expect(statements, texts(statements)).toHaveLength(1);
+    // Within a category too: its visible subtree is read in the same statement.
+    const [root] = await h.sql<{ id: string }>("select id from categories where parent_id is null order by sort_order, name limit 1");
+    const within = await statementsOf(() => h.search.searchProducts({ ...request, categoryId: root!.id }, {}));
+    expect(within, texts(within)).toHaveLength(1);
   });
 
   it("has every statement planned through the indexes: no Seq Scan on products", async () => {

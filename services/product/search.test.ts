@@ -200,5 +200,12 @@ describe("categories on the product row", () => {
     expect(await found(hiking)).toEqual([]);
     expect(await found(footwear, h.admin)).toEqual([boot]);
     expect((await h.search.searchProducts({ query: "boot", facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toEqual([]);
+    // So does an inactive ancestor, for an active category below it.
+    const boots = await category("Hiking Boots", hiking);
+    await h.products.updateProduct({ product: { id: boot, categoryIds: [boots] }, updateMask: { paths: ["category_ids"] } }, auth(h.admin));
+    expect(await found(boots)).toEqual([]);
+    expect(await found(boots, h.admin)).toEqual([boot]);
+    expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, auth(h.admin))).categoryFacet).toMatchObject([{ categoryId: boots, count: 1 }]);
+    expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toEqual([]);
   });
 });

@@ -88,41 +88,70 @@ function textCondition(p: Params, query: string): Condition {
   };
 }
 
-/** A statement's widened query, by the Params that bind the statement: computed once, in its `widened` CTE. */
-const widenedOf = new WeakMap<Params, { query: string; sql: string }>();
+/**
+ * The CTEs a statement's conditions use, by the Params that bind the
+ * statement (`withCtes` puts them at its start): the widened query, computed
+ * once per statement, and the category subtree.
+ */
+const ctesOf = new WeakMap<Params, Map<string, { key: string; sql: string }>>();
+
+/** Registers the CTE `name` (its SQL made once per statement); one key (what it is computed from) per statement. */
+function cte(p: Params, name: string, key: string, sql: () => string): void {
+  let ctes = ctesOf.get(p);
+  if (!ctes) ctesOf.set(p, (ctes = new Map()));
+  const known = ctes.get(name);
+  if (known && known.key !== key) throw new Error(`one ${name} CTE per statement`);
+  if (!known) ctes.set(name, { key, sql: sql() });
+}
 
 /**
  * The query's words, each of four letters or more widened to the known words
  * similar to it (`word %> query word`: trigram word similarity), as one
  * tsquery; undefined when no word is long enough to have typos worth
  * correcting. The tsquery is computed once per statement, in the `widened`
- * CTE that `withWidened` puts at the start of the statement; this returns a
+ * CTE that `withCtes` puts at the start of the statement; this returns a
  * reference to it.
  */
 function widenedQuery(p: Params, query: string): string | undefined {
   const words = wordsOf(query);
   if (!words.some((w) => w.length >= 4)) return undefined;
-  const known = widenedOf.get(p);
-  if (known && known.query !== query) throw new Error("one widened query per statement");
-  if (!known) {
-    // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
-    widenedOf.set(p, {
-      query,
-      sql: `select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
+  // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
+  cte(p, "widened(q)", query, () => `materialized (select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
              from (select '(' || string_agg(m.word, ' | ') || ')' as alternatives
                      from unnest(${p.add(words)}::text[]) with ordinality as q(word, i)
                      cross join lateral (select q.word union select s.word from search_words s where length(q.word) >= 4 and s.word %> q.word) as m(word)
-                    group by q.i) a`,
-    });
-  }
+                    group by q.i) a)`);
   return "(select w.q from widened w)";
 }
 
-/** `with` and the statement's CTEs: the widened query's first when its conditions use one. */
-function withWidened(p: Params, ctes: string[]): string {
-  const widened = widenedOf.get(p);
-  const all = [...(widened ? [`widened(q) as materialized (${widened.sql})`] : []), ...ctes];
-  return all.length > 0 ? `with ${all.join(",\n     ")}\n` : "";
+/** `with recursive` and the statement's CTEs: those its conditions use first, then `ctes`. */
+function withCtes(p: Params, ctes: string[]): string {
+  const all = [...[...(ctesOf.get(p) ?? new Map<string, { sql: string }>())].map(([name, c]) => `${name} as ${c.sql}`), ...ctes];
+  return all.length > 0 ? `with recursive ${all.join(",\n     ")}\n` : "";
+}
+
+/**
+ * The ids of req.category_id's subtree that the viewer may see, as the CTE
+ * `subtree(id)` (empty when the category does not exist, or is hidden from a
+ * customer: it or one of its ancestors is inactive); customers see only the
+ * active descendants. The same tree as categorySubtree (categories.ts), read
+ * in the search's own statement.
+ */
+function subtreeOf(p: Params, categoryId: string, admin: boolean): string {
+  cte(p, "subtree(id)", `${categoryId}:${admin}`, () => {
+    const id = p.add(categoryId);
+    const hidden = `exists (with recursive up(id, parent_id, is_active) as (
+             select u.id, u.parent_id, u.is_active from categories u where u.id = ${id}
+             union all
+             select u.id, u.parent_id, u.is_active from categories u join up on u.id = up.parent_id
+           ) select 1 from up where not up.is_active)`;
+    return `(
+       select c.id from categories c where c.id = ${id}${admin ? "" : ` and not ${hidden}`}
+       union all
+       select c.id from categories c join subtree s on c.parent_id = s.id${admin ? "" : " where c.is_active"}
+     )`;
+  });
+  return "(select coalesce(array_agg(s.id), '{}') from subtree s)";
 }
 
 function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: string): void {
@@ -131,21 +160,19 @@ function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: st
   }
 }
 
-/** What a search filters by, resolved once (the category's subtree) and bound into each statement by `conditionsOf`. */
+/** What a search filters by, bound into each statement by `conditionsOf` (the category's subtree is read in the statement itself). */
 interface SearchFilter {
   viewer: Viewer;
   req: SearchProductsRequest;
   query: string;
-  /** The visible subtree of req.category_id, when it names one. */
-  subtree?: string[];
 }
 
-async function filterOf(db: Sql, viewer: Viewer, req: SearchProductsRequest, query: string): Promise<SearchFilter> {
+function filterOf(viewer: Viewer, req: SearchProductsRequest, query: string): SearchFilter {
   if (!viewer.admin && req.statuses.some((s) => s !== ProductStatus.ACTIVE)) throw permissionDenied("only admins may search products that are not ACTIVE");
-  return { viewer, req, query, ...(req.categoryId ? { subtree: await categorySubtree(db, req.categoryId, viewer.admin) } : {}) };
+  return { viewer, req, query };
 }
 
-function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter): Condition[] {
+function conditionsOf(p: Params, { viewer, req, query }: SearchFilter): Condition[] {
   const conditions: Condition[] = [];
   if (!viewer.admin) conditions.push({ name: "status", sql: customerVisible });
   else {
@@ -153,12 +180,12 @@ function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter):
     conditions.push({ name: "status", sql: `p.status = any(${p.add(statuses.map(productStatuses.toDb))}::text[])` });
   }
   if (query) conditions.push(textCondition(p, query));
-  if (subtree) {
+  if (req.categoryId) {
     conditions.push({
       name: "category",
       facet: true,
       // products.category_ids mirrors product_categories (migration 0002's triggers).
-      sql: `p.category_ids && ${p.add(subtree)}::uuid[]`,
+      sql: `p.category_ids && ${subtreeOf(p, req.categoryId, viewer.admin)}`,
     });
   }
   if (req.minPrice || req.maxPrice) {
@@ -283,7 +310,7 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
   const pages = pageOf(req, { o: { offset: maxSearchHits } });
   const offset = pages.after?.o ?? 0;
   const size = Math.min(pages.size, maxSearchHits - offset);
-  const filter = await filterOf(db, viewer, req, query);
+  const filter = filterOf(viewer, req, query);
 
   const { rows, counts } = await pageAndCounts(db, filter, size === 0 ? 0 : size + 1, offset, bands, shopCurrency);
   const page = rows.slice(0, size);
@@ -377,7 +404,7 @@ async function pageAndCounts(db: Sql, filter: SearchFilter, limit: number, offse
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
   const result = await db.all<Record<string, unknown> & { first_row: string | null; n: string | null; total: number }>(
-    `${withWidened(p, [
+    `${withCtes(p, [
       `hits as materialized (
        select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
          from products p where ${and(fixed)}
@@ -437,11 +464,12 @@ function countsFrom(row: Record<string, unknown> & { total: number }, req: Searc
  * their set of categories first (a few dozen sets over thousands of hits),
  * and each set counts once for each child whose subtree it reaches.
  */
-function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hits: string): string {
-  if (req.categoryId && (!subtree || subtree.length === 0)) return "'[]'::json";
+function categoryFacetSql(p: Params, { viewer, req }: SearchFilter, hits: string): string {
   const active = viewer.admin ? "" : "c.is_active";
+  // A category the viewer may not see (an empty subtree) has no facet.
+  const parent = req.categoryId ? `c.parent_id = ${p.add(req.categoryId)} and exists (select 1 from subtree)` : "c.parent_id is null";
   return `(with recursive facet as (
-       select c.id from categories c where ${req.categoryId ? `c.parent_id = ${p.add(req.categoryId)}` : "c.parent_id is null"} ${active ? `and ${active}` : ""}
+       select c.id from categories c where ${parent} ${active ? `and ${active}` : ""}
      ), tree(root, id) as (
        select f.id, f.id from facet f
        union all
@@ -491,7 +519,7 @@ async function didYouMean(db: Sql, filter: SearchFilter, query: string, hits: nu
   for (const candidate of [...new Set(candidates)]) {
     const p = new Params();
     const where = and(conditionsOf(p, { ...filter, query: candidate }));
-    const n = (await db.one<{ n: number }>(`${withWidened(p, [])}select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
+    const n = (await db.one<{ n: number }>(`${withCtes(p, [])}select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
     if (n > hits) out.push(candidate);
     if (out.length === 3) break;
   }

@@ -1,0 +1,507 @@
+/**
+ * Product search on PostgreSQL alone: full text over the weighted search
+ * document (name A; tags and category names B; descriptions C; attribute
+ * values D; GIN index), exact SKU matches, small typos through the trigram
+ * index of the catalog's word list (pg_trgm), filters, facets and suggestions.
+ *
+ * A search is two statements sent together: the page, and the total with the
+ * facets. Facets are counted over the hits with every filter applied except
+ * the facet's own, from the same conditions as the hits, so their numbers
+ * always agree with what the filters return; they start from the rows the
+ * indexed conditions match, never from the whole catalog (unless the search
+ * has no query). Pages are offsets into a total order that ends with the
+ * product id (deterministic), capped at 10000 hits.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { Money } from "../../gen/ecommerce/common/v1/money_pb.js";
+import { ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
+import {
+  AttributeFacetSchema,
+  AttributeFacetValueSchema,
+  CategoryFacetValueSchema,
+  CategorySuggestionSchema,
+  PriceBandFacetValueSchema,
+  RatingFacetValueSchema,
+  SearchFacet,
+  type SearchHighlight,
+  SearchHighlightSchema,
+  SearchHitSchema,
+  SearchOrderBy,
+  type SearchProductsRequest,
+  type SearchProductsResponse,
+  type SuggestProductsRequest,
+  type SuggestProductsResponse,
+  TagFacetValueSchema,
+} from "../../gen/ecommerce/product/v1/search_pb.js";
+import type { EntityManager } from "../../kit/db.ts";
+import { Code, domainError, permissionDenied } from "../../kit/errors.ts";
+import { pageOf } from "../../kit/paging.ts";
+import { type SummaryDbRow, summaryColumns, summaryMessage } from "./catalog.ts";
+import { categorySubtree } from "./categories.ts";
+import { customerVisible, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
+import { money } from "../../kit/money.ts";
+import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+
+type Out<T> = Omit<T, "$typeName">;
+
+export const maxSearchHits = 10_000;
+/** Default price bands, in minor units of the shop's currency: below 20, 20-50, 50-100, 100-200, 200-500, 500 and above. */
+export const defaultPriceBands = [2_000n, 5_000n, 10_000n, 20_000n, 50_000n];
+const tsConfig = "'english'";
+/** ts_headline markers, replaced by <mark> tags after the text is HTML-escaped. */
+const markStart = "\u0002";
+const markStop = "\u0003";
+
+/**
+ * One named condition on products aliased `p`. Facets leave out their own
+ * (`facet`: the facet whose filter it is), so each facet counts over the hits
+ * with every other filter applied.
+ */
+interface Condition {
+  name: string;
+  sql: string;
+  facet?: boolean;
+}
+
+const and = (conditions: Condition[]) => (conditions.length > 0 ? conditions.map((c) => `(${c.sql})`).join(" and ") : "true");
+
+/** Lower-case words of a text, for the word list and trigram lookups. */
+const wordsOf = (text: string) => text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((w) => w !== "");
+
+/**
+ * The query matches the search document, the SKU exactly, or (for small
+ * typos) the search document with each word of four letters or more widened
+ * to the known words it is similar to (trigram word similarity over
+ * search_words, the catalog's word list). Every branch has its index: the
+ * document's GIN (twice, combined by a BitmapOr), the SKU's btree, and the
+ * word list's trigram GIN, which is small where a trigram index over 100,000
+ * names is not.
+ */
+function textCondition(p: Params, query: string): Condition {
+  const lower = p.add(query.toLowerCase());
+  const widened = widenedQuery(p, query);
+  return {
+    name: "text",
+    sql: `p.search_vector @@ websearch_to_tsquery(${tsConfig}, ${p.add(query)}) or lower(p.sku) = ${lower}${widened ? ` or p.search_vector @@ ${widened}` : ""}`,
+  };
+}
+
+/**
+ * The query's words, each of four letters or more widened to the known words
+ * similar to it (`word %> query word`: trigram word similarity), as one
+ * tsquery (an uncorrelated subquery, computed once per statement); undefined
+ * when no word is long enough to have typos worth correcting.
+ */
+function widenedQuery(p: Params, query: string): string | undefined {
+  const words = wordsOf(query);
+  if (!words.some((w) => w.length >= 4)) return undefined;
+  // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
+  return `(select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
+             from (select '(' || string_agg(m.word, ' | ') || ')' as alternatives
+                     from unnest(${p.add(words)}::text[]) with ordinality as q(word, i)
+                     cross join lateral (select q.word union select s.word from search_words s where length(q.word) >= 4 and s.word %> q.word) as m(word)
+                    group by q.i) a)`;
+}
+
+function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: string): void {
+  if (m && m.currencyCode !== shopCurrency) {
+    throw domainError(Code.InvalidArgument, `${field}: prices are in the shop's currency ${shopCurrency}`, { reason: "CURRENCY_MISMATCH", field });
+  }
+}
+
+/** What a search filters by, resolved once (the category's subtree) and bound into each statement by `conditionsOf`. */
+interface SearchFilter {
+  viewer: Viewer;
+  req: SearchProductsRequest;
+  query: string;
+  /** The visible subtree of req.category_id, when it names one. */
+  subtree?: string[];
+}
+
+async function filterOf(db: Sql, viewer: Viewer, req: SearchProductsRequest, query: string): Promise<SearchFilter> {
+  if (!viewer.admin && req.statuses.some((s) => s !== ProductStatus.ACTIVE)) throw permissionDenied("only admins may search products that are not ACTIVE");
+  return { viewer, req, query, ...(req.categoryId ? { subtree: await categorySubtree(db, req.categoryId, viewer.admin) } : {}) };
+}
+
+function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter): Condition[] {
+  const conditions: Condition[] = [];
+  if (!viewer.admin) conditions.push({ name: "status", sql: customerVisible });
+  else {
+    const statuses = req.statuses.length > 0 ? req.statuses : [ProductStatus.ACTIVE];
+    conditions.push({ name: "status", sql: `p.status = any(${p.add(statuses.map(productStatuses.toDb))}::text[])` });
+  }
+  if (query) conditions.push(textCondition(p, query));
+  if (subtree) {
+    conditions.push({
+      name: "category",
+      facet: true,
+      sql: `exists (select 1 from product_categories pc where pc.product_id = p.id and pc.category_id = any(${p.add(subtree)}::uuid[]))`,
+    });
+  }
+  if (req.minPrice || req.maxPrice) {
+    const lo = p.add(req.minPrice?.amountMinor.toString() ?? null);
+    const hi = p.add(req.maxPrice?.amountMinor.toString() ?? null);
+    const range = `between coalesce(${lo}::bigint, 0) and coalesce(${hi}::bigint, 9223372036854775807)`;
+    conditions.push({
+      name: "price",
+      facet: true,
+      sql: `p.price_minor ${range} or exists (select 1 from product_variants pv where pv.product_id = p.id and pv.price_minor ${range})`,
+    });
+  }
+  for (const filter of req.attributeFilters) {
+    const key = p.add(filter.key);
+    const values = p.add(filter.values);
+    conditions.push({
+      name: `attribute:${filter.key}`,
+      facet: true,
+      sql: `p.attributes ->> ${key} = any(${values}::text[])
+            or exists (select 1 from product_variants pv where pv.product_id = p.id and pv.attributes ->> ${key} = any(${values}::text[]))`,
+    });
+  }
+  if (req.tags.length > 0) {
+    const tags = normalizeTags(req.tags);
+    conditions.push({
+      name: "tags",
+      facet: true,
+      sql: `(select count(*) from product_tags t where t.product_id = p.id and t.tag = any(${p.add(tags)}::text[])) = ${p.add(tags.length)}`,
+    });
+  }
+  if (req.inStockOnly) conditions.push({ name: "stock", sql: "p.stock_status in ('in_stock', 'backorder')" });
+  if (req.minRating > 0) conditions.push({ name: "rating", facet: true, sql: `p.rating_average_hundredths >= ${p.add(req.minRating * 100)}` });
+  return conditions;
+}
+
+function orderOf(orderBy: SearchOrderBy, hasQuery: boolean): string {
+  const newest = "coalesce(p.published_at, p.created_at) desc";
+  switch (orderBy === SearchOrderBy.UNSPECIFIED ? (hasQuery ? SearchOrderBy.RELEVANCE : SearchOrderBy.NEWEST) : orderBy) {
+    case SearchOrderBy.RELEVANCE:
+      return hasQuery ? `score desc, ${newest}, p.id desc` : `${newest}, p.id desc`;
+    case SearchOrderBy.PRICE_ASC:
+      return "p.min_price_minor asc, p.id asc";
+    case SearchOrderBy.PRICE_DESC:
+      return "p.min_price_minor desc, p.id desc";
+    case SearchOrderBy.RATING_DESC:
+      return "p.rating_average_hundredths desc, p.rating_count desc, p.id desc";
+    default:
+      return `${newest}, p.id desc`;
+  }
+}
+
+/**
+ * Relevance: an exact name (or SKU) match first, then the weighted text rank
+ * of the query, then that of its widened form (which ranks the hits of a
+ * misspelled query). Both ranks are cheap per hit; the trigram similarity of
+ * every hit's name that used to break ties cost ten times the rest of the
+ * score over thousands of hits.
+ */
+function scoreOf(p: Params, query: string): string {
+  const lower = p.add(query.toLowerCase());
+  const widened = widenedQuery(p, query);
+  return `(case when lower(p.name) = ${lower} then 100 else 0 end
+           + case when lower(p.sku) = ${lower} then 50 else 0 end
+           + ts_rank(p.search_vector, websearch_to_tsquery(${tsConfig}, ${p.add(query)})) * 10
+           ${widened ? `+ ts_rank(p.search_vector, ${widened})` : ""})`;
+}
+
+const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+const markUp = (headline: string) => escapeHtml(headline).replaceAll(markStart, "<mark>").replaceAll(markStop, "</mark>");
+
+const highlightFields = ["name", "tags", "short_description", "description", "attributes"] as const;
+type HighlightRow = Partial<Record<`highlight_${(typeof highlightFields)[number]}`, string | null>>;
+
+/** Highlight columns over the page's products aliased `p` (only a page of rows ever pays for ts_headline). */
+function highlightColumns(p: Params, query: string): string {
+  const options = `StartSel=${markStart}, StopSel=${markStop}`;
+  const all = p.add(`${options}, HighlightAll=true`);
+  const long = p.add(`${options}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`);
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
+  const headline = (text: string, opts: string) => `case when to_tsvector(${tsConfig}, ${text}) @@ ${q} then ts_headline(${tsConfig}, ${text}, ${q}, ${opts}) end`;
+  return `${headline("p.name", all)} as highlight_name,
+    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as highlight_tags,
+    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as highlight_short_description,
+    ${headline("p.description", long)} as highlight_description,
+    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as highlight_attributes`;
+}
+
+function highlightsOf(r: HighlightRow): SearchHighlight[] {
+  return highlightFields.flatMap((field) => {
+    const text = r[`highlight_${field}`];
+    return text && text.includes(markStart) ? [create(SearchHighlightSchema, { field, snippet: markUp(text.length > 400 ? `${text.slice(0, 400)}…` : text) })] : [];
+  });
+}
+
+/**
+ * Two statements sent together: the page (hits in order, with their summary
+ * columns and highlights) and the counts (total and facets), each starting
+ * from the products the indexed conditions match; facets are counted over
+ * those rows only. "Did you mean" runs only for queries with almost no hits.
+ */
+export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
+  const db = sqlOf(em);
+  const query = req.query.trim();
+  checkShopCurrency(req.minPrice, "min_price", shopCurrency);
+  checkShopCurrency(req.maxPrice, "max_price", shopCurrency);
+  for (const [i, b] of req.priceBandBoundaries.entries()) checkShopCurrency(b, `price_band_boundaries[${i}]`, shopCurrency);
+  const bands = req.priceBandBoundaries.length > 0 ? req.priceBandBoundaries.map((b) => b.amountMinor) : defaultPriceBands;
+  for (let i = 1; i < bands.length; i++) {
+    if (bands[i]! <= bands[i - 1]!) {
+      throw domainError(Code.InvalidArgument, "price_band_boundaries: must be strictly ascending", { reason: "PRICE_BANDS_NOT_ASCENDING", field: `price_band_boundaries[${i}]` });
+    }
+  }
+  const pages = pageOf(req, { o: { offset: maxSearchHits } });
+  const offset = pages.after?.o ?? 0;
+  const size = Math.min(pages.size, maxSearchHits - offset);
+  const filter = await filterOf(db, viewer, req, query);
+
+  const [rows, counts] = await Promise.all([size === 0 ? [] : pageRows(db, filter, size + 1, offset), countsOf(db, filter, bands, shopCurrency)]);
+  const page = rows.slice(0, size);
+  const more = rows.length > size && offset + size < maxSearchHits;
+  return {
+    hits: page.map((r) => create(SearchHitSchema, { product: summaryMessage(r), highlights: query ? highlightsOf(r) : [] })),
+    nextPageToken: more ? pages.next({ o: offset + size }) : "",
+    totalCount: counts.total,
+    categoryFacet: counts.categoryFacet,
+    priceBandFacet: counts.priceBandFacet,
+    attributeFacets: counts.attributeFacets,
+    tagFacet: counts.tagFacet,
+    ratingFacet: counts.ratingFacet,
+    didYouMean: query && counts.total < 3 ? await didYouMean(db, filter, query, counts.total) : [],
+  };
+}
+
+/**
+ * The page's hits in order, with their summary columns (and highlights for a
+ * query): the ordering picks the page's ids first, so only they are read in
+ * full and pay for ts_headline.
+ */
+async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: number): Promise<(SummaryDbRow & HighlightRow)[]> {
+  const p = new Params();
+  const where = and(conditionsOf(p, filter));
+  const order = orderOf(filter.req.orderBy, filter.query !== "");
+  // The score only matters to the relevance order.
+  const score = order.startsWith("score") ? scoreOf(p, filter.query) : "0";
+  const highlights = filter.query ? `, ${highlightColumns(p, filter.query)}` : "";
+  return db.all<SummaryDbRow & HighlightRow>(
+    `with page as (
+       select p.id, ${score} as score from products p where ${where}
+        order by ${order} limit ${p.add(limit)} offset ${p.add(offset)}
+     )
+     select ${summaryColumns}, page.score${highlights} from page join products p on p.id = page.id order by ${order.replace("score desc", "page.score desc")}`,
+    p.values,
+  );
+}
+
+/**
+ * The rows of a related table for each hit, through its index on product_id.
+ * `offset 0` keeps the lateral subquery a per-hit lookup: flattened into a join,
+ * the planner hashes the whole table (100,000 category rows, 300,000 tags) to
+ * meet a few thousand hits, several times slower.
+ */
+const perHit = (select: string, alias: string) => `cross join lateral (${select} offset 0) ${alias}`;
+
+
+/** The columns the requested facets read, kept for each candidate row (the base of countsOf holds thousands). */
+function columnsOf(req: SearchProductsRequest): string {
+  const facets = new Set(req.facets);
+  return [
+    "p.id",
+    ...(facets.has(SearchFacet.PRICE_BAND) ? ["p.min_price_minor"] : []),
+    ...(facets.has(SearchFacet.RATING) ? ["p.rating_average_hundredths"] : []),
+    ...(req.facetAttributeKeys.length > 0 ? ["p.attributes"] : []),
+  ].join(", ");
+}
+
+/**
+ * Total and facets in one statement: `base` holds the rows that match the
+ * conditions no facet leaves out (the text, status, stock), with one flag per
+ * facet filter; each facet counts the base rows whose other flags hold.
+ */
+async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency: string) {
+  const p = new Params();
+  const conditions = conditionsOf(p, filter);
+  const fixed = conditions.filter((c) => !c.facet);
+  const flagged = conditions.filter((c) => c.facet);
+  const flag = (c: Condition) => `f${flagged.indexOf(c)}`;
+  const hitsExcept = (name?: string) => {
+    const used = flagged.filter((c) => c.name !== name);
+    return `(select b.* from base b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
+  };
+  const facets = new Set(filter.req.facets);
+  const columns = [`(select count(*)::int from ${hitsExcept()} h) as total`];
+  if (facets.has(SearchFacet.CATEGORY)) columns.push(`${categoryFacetSql(p, filter, hitsExcept("category"))} as category_facet`);
+  if (facets.has(SearchFacet.PRICE_BAND)) {
+    const cases = bands.map((b, i) => `when h.min_price_minor < ${p.add(b.toString())}::bigint then ${i}`).join(" ");
+    columns.push(`(select coalesce(json_object_agg(x.band, x.n), '{}') from (select case ${cases} else ${bands.length} end as band, count(*)::int as n
+                      from ${hitsExcept("price")} h group by band) x) as price_facet`);
+  }
+  if (facets.has(SearchFacet.TAG)) {
+    columns.push(`(select coalesce(json_agg(json_build_object('tag', x.tag, 'n', x.n) order by x.n desc, x.tag), '[]') from (
+                     select t.tag, count(*)::int as n from ${hitsExcept("tags")} h ${perHit("select t.tag from product_tags t where t.product_id = h.id", "t")}
+                      group by t.tag order by n desc, t.tag limit 30) x) as tag_facet`);
+  }
+  if (facets.has(SearchFacet.RATING)) {
+    columns.push(`(select json_build_array(count(*) filter (where h.rating_average_hundredths >= 400), count(*) filter (where h.rating_average_hundredths >= 300),
+                     count(*) filter (where h.rating_average_hundredths >= 200), count(*) filter (where h.rating_average_hundredths >= 100))
+                     from ${hitsExcept("rating")} h) as rating_facet`);
+  }
+  const keys = filter.req.facetAttributeKeys;
+  for (const [i, key] of keys.entries()) {
+    const k = p.add(key);
+    columns.push(`(select coalesce(json_agg(json_build_object('value', x.v, 'n', x.n) order by x.n desc, x.v), '[]') from (
+                     select a.v, count(distinct a.id)::int as n from (
+                       select h.id, h.attributes ->> ${k} as v from ${hitsExcept(`attribute:${key}`)} h
+                       union all
+                       select h.id, pv.v from ${hitsExcept(`attribute:${key}`)} h ${perHit(`select pv.attributes ->> ${k} as v from product_variants pv where pv.product_id = h.id`, "pv")}
+                     ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
+  }
+  const row = (await db.one<Record<string, unknown> & { total: number }>(
+    `with base as materialized (
+       select ${columnsOf(filter.req)}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")} from products p where ${and(fixed)}
+     )
+     select ${columns.join(",\n")}`,
+    p.values,
+  ))!;
+  const priceCounts = (row.price_facet ?? {}) as Record<string, number>;
+  const rating = (row.rating_facet ?? [0, 0, 0, 0]) as number[];
+  return {
+    total: row.total,
+    categoryFacet: ((row.category_facet ?? []) as { id: string; name: string; slug: string; n: number }[]).map((r) =>
+      create(CategoryFacetValueSchema, { categoryId: r.id, name: r.name, slug: r.slug, count: r.n }),
+    ),
+    priceBandFacet: facets.has(SearchFacet.PRICE_BAND)
+      ? Array.from({ length: bands.length + 1 }, (_, i) =>
+          create(PriceBandFacetValueSchema, {
+            minPrice: i > 0 ? money(bands[i - 1]!, currency) : undefined,
+            maxPrice: i < bands.length ? money(bands[i]!, currency) : undefined,
+            count: priceCounts[String(i)] ?? 0,
+          }),
+        )
+      : [],
+    tagFacet: ((row.tag_facet ?? []) as { tag: string; n: number }[]).map((r) => create(TagFacetValueSchema, { tag: r.tag, count: r.n })),
+    ratingFacet: facets.has(SearchFacet.RATING) ? ([4, 3, 2, 1] as const).map((n, i) => create(RatingFacetValueSchema, { minRating: n, count: rating[i] ?? 0 })) : [],
+    attributeFacets: keys.map((key, i) =>
+      create(AttributeFacetSchema, {
+        key,
+        values: ((row[`attribute_facet_${i}`] ?? []) as { value: string; n: number }[]).map((r) => create(AttributeFacetValueSchema, { value: r.value, count: r.n })),
+      }),
+    ),
+  };
+}
+
+/** The category facet: hits per child of the filtered category (or per root), counted over each child's visible subtree. */
+function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hits: string): string {
+  if (req.categoryId && (!subtree || subtree.length === 0)) return "'[]'::json";
+  const active = viewer.admin ? "" : "c.is_active";
+  return `(with recursive facet as (
+       select c.id from categories c where ${req.categoryId ? `c.parent_id = ${p.add(req.categoryId)}` : "c.parent_id is null"} ${active ? `and ${active}` : ""}
+     ), tree(root, id) as (
+       select f.id, f.id from facet f
+       union all
+       select t.root, c.id from tree t join categories c on c.parent_id = t.id ${active ? `where ${active}` : ""}
+     ), counted as (
+       select c.id, c.name, c.slug, c.sort_order, count(distinct h.id)::int as n
+         from ${hits} h ${perHit("select pc.category_id from product_categories pc where pc.product_id = h.id", "pc")}
+         join tree t on t.id = pc.category_id join categories c on c.id = t.root
+        group by c.id, c.name, c.slug, c.sort_order
+     )
+     select coalesce(json_agg(json_build_object('id', id, 'name', name, 'slug', slug, 'n', n) order by n desc, sort_order, name), '[]') from counted)`;
+}
+
+/** Closest known words (names, tags, categories) to a word, best first. */
+async function similarWords(db: Sql, word: string, limit: number): Promise<string[]> {
+  const rows = await db.all<{ word: string }>(
+    "select word from search_words where word % $1 and word <> $1 group by word order by similarity(word, $1) desc, word limit $2",
+    [word, limit],
+  );
+  return rows.map((r) => r.word);
+}
+
+/**
+ * Spellings of the query with its unknown words replaced by close known words
+ * (all at once first, then one at a time), that find more than it does.
+ */
+async function didYouMean(db: Sql, filter: SearchFilter, query: string, hits: number): Promise<string[]> {
+  const words = wordsOf(query);
+  if (words.length === 0 || words.length > 8) return [];
+  const known = new Set(
+    (await db.all<{ word: string }>("select word from search_words where word = any($1::text[])", [words])).map((r) => r.word),
+  );
+  const alternatives = new Map<number, string[]>();
+  for (const [i, word] of words.entries()) {
+    if (known.has(word) || word.length < 3) continue;
+    const similar = await similarWords(db, word, 3);
+    if (similar.length > 0) alternatives.set(i, similar);
+  }
+  if (alternatives.size === 0) return [];
+  const best = words.map((w, i) => alternatives.get(i)?.[0] ?? w);
+  const candidates = [best.join(" ")];
+  for (const [i, list] of alternatives) for (const alternative of list) candidates.push(best.map((w, j) => (j === i ? alternative : w)).join(" "));
+  for (const [i, list] of alternatives) for (const alternative of list) candidates.push(words.map((w, j) => (j === i ? alternative : w)).join(" "));
+  const out: string[] = [];
+  for (const candidate of [...new Set(candidates)]) {
+    const p = new Params();
+    const where = and(conditionsOf(p, { ...filter, query: candidate }));
+    const n = (await db.one<{ n: number }>(`select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
+    if (n > hits) out.push(candidate);
+    if (out.length === 3) break;
+  }
+  return out;
+}
+
+/** A prefix tsquery ("red & sneak:*") of sanitized words; undefined when nothing is left. */
+function prefixQuery(words: string[]): string | undefined {
+  const clean = words.map((w) => w.replace(/[^\p{L}\p{N}]/gu, "")).filter((w) => w !== "");
+  if (clean.length === 0) return undefined;
+  return clean.map((w, i) => (i === clean.length - 1 ? `${w}:*` : w)).join(" & ");
+}
+
+export async function suggestProducts(em: EntityManager, req: SuggestProductsRequest): Promise<Out<SuggestProductsResponse>> {
+  const db = sqlOf(em);
+  const limit = req.limit > 0 ? req.limit : 8;
+  const words = wordsOf(req.prefix);
+  if (words.length === 0) return { queryCompletions: [], products: [], categories: [] };
+  const head = words.slice(0, -1);
+  const last = words.at(-1)!;
+
+  // Completions: known words starting with the last word, else close spellings of it ("snaekers" -> "sneakers").
+  const starting = (
+    await db.all<{ word: string }>("select word from search_words where word like $1 group by word order by length(word), word limit $2", [`${last}%`, limit])
+  ).map((r) => r.word);
+  const corrections = starting.length < limit && last.length >= 3 ? await similarWords(db, last, limit - starting.length) : [];
+  const completions = [...new Set([...starting, ...corrections])].slice(0, limit).map((w) => [...head, w].join(" "));
+
+  const p = new Params();
+  const conditions = [customerVisible];
+  if (req.categoryId) {
+    const subtree = await categorySubtree(db, req.categoryId, false);
+    conditions.push(`exists (select 1 from product_categories pc where pc.product_id = p.id and pc.category_id = any(${p.add(subtree)}::uuid[]))`);
+  }
+  // Products: the typed words as a prefix query, or the best correction of the last word.
+  const tsqueries = [prefixQuery(words), corrections[0] ? prefixQuery([...head, corrections[0]]) : undefined].filter((q): q is string => q !== undefined);
+  const phrase = p.add(words.join(" "));
+  const matches = [`lower(p.name) like ${p.add(`%${words.join(" ")}%`)}`, ...tsqueries.map((q) => `p.search_vector @@ to_tsquery(${tsConfig}, ${p.add(q)})`)];
+  const products = await db.all<SummaryDbRow>(
+    `select ${summaryColumns} from products p
+      where ${conditions.join(" and ")} and (${matches.join(" or ")})
+      order by (lower(p.name) like ${p.add(`${words.join(" ")}%`)}) desc, word_similarity(${phrase}, lower(p.name)) desc, p.rating_count desc, p.id
+      limit ${p.add(limit)}`,
+    p.values,
+  );
+
+  const categories = await db.all<{ id: string; name: string; slug: string }>(
+    `with recursive visible(id) as (
+       select id from categories where parent_id is null and is_active
+       union all
+       select c.id from categories c join visible v on c.parent_id = v.id where c.is_active
+     )
+     select c.id, c.name, c.slug from categories c join visible v on v.id = c.id
+      where lower(c.name) like $1 or lower(c.name) like $2 or similarity(lower(c.name), $3) > 0.3
+      order by (lower(c.name) like $1) desc, similarity(lower(c.name), $3) desc, c.name limit $4`,
+    [`${words.join(" ")}%`, `% ${words.join(" ")}%`, words.join(" "), limit],
+  );
+  return {
+    queryCompletions: completions,
+    products: products.map(summaryMessage),
+    categories: categories.map((c) => create(CategorySuggestionSchema, { categoryId: c.id, name: c.name, slug: c.slug })),
+  };
+}
