@@ -8,10 +8,13 @@
  * the plan scans products sequentially. The machines are shared: each statement is
  * explained several times and the fastest and median executions are printed.
  *
- *   node scripts/bench/search-explain.ts [--seed N] [--runs 5] [--plans] [--request bench|hot|category] DATABASE_URL
+ *   node scripts/bench/search-explain.ts [--seed N] [--runs 5] [--plans] [--request bench|hot|category|browse] DATABASE_URL
  *
  * --seed N seeds the database first with services/product/seed.ts (N products; the
- * bench uses 100000, about 2.5 minutes); --plans prints every plan of the first run.
+ * bench uses 100000, about 2.5 minutes); --plans prints every plan of the first run;
+ * --request: the bench's request (default), hot-paths.test.ts's (every facet), the
+ * word within a root category, or no word within a leaf category (browse). The
+ * service's migrations are applied to the database first, as the service would.
  */
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
@@ -52,6 +55,12 @@ async function requestOf(word: string) {
       // The word within the first root category, with every facet.
       const { rows } = await pool.query<{ id: string }>("select id from categories where parent_id is null order by sort_order, name limit 1");
       return { query: word, categoryId: rows[0]!.id, pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] };
+    }
+    case "browse": {
+      // No query: one leaf category per word, newest first, with every facet.
+      const { rows } = await pool.query<{ id: string }>("select id from categories where parent_id is not null order by name");
+      const leaf = rows[benchSearchWords.indexOf(word) % rows.length]!.id;
+      return { categoryId: leaf, pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] };
     }
     default:
       // scripts/bench/product.ts searchRequest.
