@@ -181,10 +181,12 @@ function conditionsOf(p: Params, { viewer, req, query }: SearchFilter): Conditio
   }
   if (query) conditions.push(textCondition(p, query));
   if (req.categoryId) {
+    // Not left out of the category facet (no `facet`), although it is that facet's own filter: the
+    // facet counts the children of the category, whose subtrees lie within the category's, so
+    // the hits it counts pass the filter anyway. The hits are then only the subtree's products.
     conditions.push({
       name: "category",
-      facet: true,
-      // products.category_ids mirrors product_categories (migration 0002's triggers).
+      // products.category_ids mirrors product_categories (migration 0002's triggers; GIN index).
       sql: `p.category_ids && ${subtreeOf(p, req.categoryId, viewer.admin)}`,
     });
   }

@@ -18,6 +18,8 @@ export class ProductCategoryIds extends Migration {
     this.addSql(`update products p set category_ids = c.ids
       from (select product_id, array_agg(category_id order by category_id) as ids from product_categories group by product_id) c
      where c.product_id = p.id`);
+    // The products of a category's subtree (a browse without a query): `category_ids && subtree`.
+    this.addSql("create index products_category_ids on products using gin (category_ids)");
     this.addSql(`create function product_category_ids(p_id uuid) returns uuid[] language sql stable as $$
       select coalesce(array_agg(pc.category_id order by pc.category_id), '{}') from product_categories pc where pc.product_id = p_id
     $$`);
