@@ -103,6 +103,9 @@ describe("SearchProducts on a seeded catalog", () => {
 
   it("has every statement planned through the indexes: no Seq Scan on products", async () => {
     const statements = await statementsOf(() => h.search.searchProducts(request, {}));
+    // A category browsed without a query reads its subtree's products only (the GIN index of products.category_ids).
+    const [leaf] = await h.sql<{ id: string }>("select id from categories where parent_id is not null order by name limit 1");
+    statements.push(...(await statementsOf(() => h.search.searchProducts({ categoryId: leaf!.id, pageSize: 20, facets: request.facets, facetAttributeKeys: ["colour"] }, {}))));
     for (const { text, values } of statements.filter((q) => /^\s*(select|with)\b/i.test(q.text))) {
       const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
       const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
