@@ -4,12 +4,12 @@
  * values D; GIN index), exact SKU matches, small typos through the trigram
  * index of the catalog's word list (pg_trgm), filters, facets and suggestions.
  *
- * A search is two statements sent together: the page, and the total with the
- * facets. Facets are counted over the hits with every filter applied except
- * the facet's own, from the same conditions as the hits, so their numbers
- * always agree with what the filters return; they start from the rows the
- * indexed conditions match, never from the whole catalog (unless the search
- * has no query). Pages are offsets into a total order that ends with the
+ * A search is one statement: the page, the total and the facets, from one
+ * scan of the hits. Facets are counted over the hits with every filter applied
+ * except the facet's own, from the same conditions as the hits, so their
+ * numbers always agree with what the filters return; they start from the rows
+ * the indexed conditions match, never from the whole catalog (unless the
+ * search has neither a query nor a category). Pages are offsets into a total order that ends with the
  * product id (deterministic), capped at 10000 hits.
  */
 import { create } from "@bufbuild/protobuf";
@@ -292,10 +292,10 @@ function highlightsOf(r: HighlightRow): SearchHighlight[] {
 }
 
 /**
- * Two statements sent together: the page (hits in order, with their summary
- * columns and highlights) and the counts (total and facets), each starting
- * from the products the indexed conditions match; facets are counted over
- * those rows only. "Did you mean" runs only for queries with almost no hits.
+ * One statement (pageAndCounts): the page (hits in order, with their summary
+ * columns and highlights) and the counts (total and facets), from the products
+ * the indexed conditions match; facets are counted over those rows only.
+ * "Did you mean" runs only for queries with almost no hits.
  */
 export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
   const db = sqlOf(em);
