@@ -3,7 +3,7 @@
  * real server: every statement the process sends during one call is captured
  * (scripts/bench/meter.ts, the bench's own counter), so the counts are exact.
  * GetProduct is one statement, ReserveStock a fixed number whatever its lines,
- * SearchProducts two statements sent together, each of which PostgreSQL plans
+ * SearchProducts one statement (page and counts), which PostgreSQL plans
  * through the indexes (EXPLAIN with the call's own parameters, on a seeded
  * catalog: no Seq Scan on products). And the "commit, then fail" of
  * CommitReservation, which needs a sweeper that does not run.
@@ -92,13 +92,20 @@ describe("CommitReservation of a reservation that expired before the sweeper saw
 describe("SearchProducts on a seeded catalog", () => {
   const request = { query: "merino", pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND, SearchFacet.TAG, SearchFacet.RATING], facetAttributeKeys: ["colour"] };
 
-  it("sends its page and its counts together", async () => {
+  it("sends its page and its counts in one statement", async () => {
     const statements = await statementsOf(() => h.search.searchProducts(request, {}));
-    expect(statements, texts(statements)).toHaveLength(2);
+    expect(statements, texts(statements)).toHaveLength(1);
+    // Within a category too: its visible subtree is read in the same statement.
+    const [root] = await h.sql<{ id: string }>("select id from categories where parent_id is null order by sort_order, name limit 1");
+    const within = await statementsOf(() => h.search.searchProducts({ ...request, categoryId: root!.id }, {}));
+    expect(within, texts(within)).toHaveLength(1);
   });
 
   it("has every statement planned through the indexes: no Seq Scan on products", async () => {
     const statements = await statementsOf(() => h.search.searchProducts(request, {}));
+    // A category browsed without a query reads its subtree's products only (the GIN index of products.category_ids).
+    const [leaf] = await h.sql<{ id: string }>("select id from categories where parent_id is not null order by name limit 1");
+    statements.push(...(await statementsOf(() => h.search.searchProducts({ categoryId: leaf!.id, pageSize: 20, facets: request.facets, facetAttributeKeys: ["colour"] }, {}))));
     for (const { text, values } of statements.filter((q) => /^\s*(select|with)\b/i.test(q.text))) {
       const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
       const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");

@@ -14,13 +14,14 @@ const usd = (amountMinor: bigint) => ({ amountMinor, currencyCode: "USD" });
 const ids: Record<string, string> = {};
 let footwear: string;
 let sneakers: string;
+let kitchen: string;
 
 beforeAll(async () => {
   h = await startProductHarness();
   const category = async (name: string, parentId = "") => (await h.categories.createCategory({ name, parentId, isActive: true }, auth(h.admin))).category!.id;
   footwear = await category("Footwear");
   sneakers = await category("Sneakers", footwear);
-  const kitchen = await category("Kitchen");
+  kitchen = await category("Kitchen");
   const make = async (key: string, init: Record<string, unknown>, stock = 0) => {
     ids[key] = (await activeProduct(h, init, stock)).id;
   };
@@ -61,6 +62,10 @@ describe("relevance and visibility", () => {
     expect(found).not.toContain(ids.draft);
     expect(res.totalCount).toBe(found.length);
 
+    // The highlights are beside the product, never in it.
+    expect(res.hits.map((hit) => hit.product!.name)).toContain("Running Shoe Cleaner Kit");
+    expect(res.hits[0]!.product!.name).toBe("Running Shoe");
+    expect(res.hits[0]!.product!.shortDescription).toBe("Light & fast everyday trainer (5 < 10 km)");
     const nameMark = res.hits[0]!.highlights.find((x) => x.field === "name");
     expect(nameMark?.snippet).toBe("<mark>Running</mark> <mark>Shoe</mark>");
 
@@ -150,5 +155,57 @@ describe("filters, facets, sorting and paging", () => {
     expect(seen).toEqual(all.hits.map((x) => x.product!.id));
     const first = await h.search.searchProducts({ pageSize: 2 }, {});
     expect(await failure(h.search.searchProducts({ pageSize: 2, pageToken: first.nextPageToken, query: "shoe" }, {}))).toMatchObject({ reason: "INVALID_PAGE_TOKEN" });
+  });
+});
+
+describe("categories on the product row", () => {
+  it("keeps products.category_ids with the product's categories, and filters and counts a moved or hidden subtree", async () => {
+    const stored = async (id: string) => (await h.sql<{ ids: string[] }>("select category_ids::text[] as ids from products where id = $1", [id]))[0]!.ids;
+    const category = async (name: string, parentId = "") => (await h.categories.createCategory({ name, parentId, isActive: true }, auth(h.admin))).category!.id;
+    const outdoor = await category("Outdoor Gear");
+    const hiking = await category("Hiking Gear", outdoor);
+    const boot = (await activeProduct(h, { name: "Hiking Boot", price: usd(9_000n), categoryIds: [hiking, kitchen] })).id;
+    expect(await stored(boot)).toEqual([hiking, kitchen].sort());
+    const found = async (categoryId: string, token = "") => (await h.search.searchProducts({ categoryId, query: "boot" }, token ? auth(token) : {})).hits.map((x) => x.product!.id);
+    expect(await found(outdoor)).toEqual([boot]);
+    const facet = await h.search.searchProducts({ categoryId: outdoor, facets: [SearchFacet.CATEGORY] }, {});
+    expect(facet.categoryFacet).toMatchObject([{ categoryId: hiking, count: 1 }]);
+
+    // Replaced categories (delete and insert), then none.
+    await h.products.updateProduct({ product: { id: boot, categoryIds: [hiking] }, updateMask: { paths: ["category_ids"] } }, auth(h.admin));
+    expect(await stored(boot)).toEqual([hiking]);
+    expect(await found(kitchen)).toEqual([]);
+    await h.products.updateProduct({ product: { id: boot, categoryIds: [] }, updateMask: { paths: ["category_ids"] } }, auth(h.admin));
+    expect(await stored(boot)).toEqual([]);
+    expect(await found(outdoor)).toEqual([]);
+    await h.products.updateProduct({ product: { id: boot, categoryIds: [hiking] }, updateMask: { paths: ["category_ids"] } }, auth(h.admin));
+    // An update of product_categories itself (no code path does one) refreshes the row too.
+    await h.sql("update product_categories set category_id = $1 where product_id = $2", [outdoor, boot]);
+    expect(await stored(boot)).toEqual([outdoor]);
+    await h.sql("update product_categories set category_id = $1 where product_id = $2", [hiking, boot]);
+
+    // The tree is read live: a moved subtree is found under its new parent only, and counted there.
+    await h.categories.moveCategory({ id: hiking, newParentId: footwear }, auth(h.admin));
+    expect(await found(outdoor)).toEqual([]);
+    expect(await found(footwear)).toEqual([boot]);
+    const roots = await h.search.searchProducts({ query: "boot", facets: [SearchFacet.CATEGORY] }, {});
+    expect(roots.categoryFacet).toMatchObject([{ categoryId: footwear, count: 1 }]);
+    expect((await h.search.searchProducts({ categoryId: footwear, query: "boot", facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toMatchObject([
+      { categoryId: hiking, count: 1 },
+    ]);
+
+    // A hidden category hides its products from customers' subtree filters and facets, not from admins'.
+    await h.categories.updateCategory({ category: { id: hiking, isActive: false }, updateMask: { paths: ["is_active"] } }, auth(h.admin));
+    expect(await found(footwear)).toEqual([]);
+    expect(await found(hiking)).toEqual([]);
+    expect(await found(footwear, h.admin)).toEqual([boot]);
+    expect((await h.search.searchProducts({ query: "boot", facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toEqual([]);
+    // So does an inactive ancestor, for an active category below it.
+    const boots = await category("Hiking Boots", hiking);
+    await h.products.updateProduct({ product: { id: boot, categoryIds: [boots] }, updateMask: { paths: ["category_ids"] } }, auth(h.admin));
+    expect(await found(boots)).toEqual([]);
+    expect(await found(boots, h.admin)).toEqual([boot]);
+    expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, auth(h.admin))).categoryFacet).toMatchObject([{ categoryId: boots, count: 1 }]);
+    expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toEqual([]);
   });
 });

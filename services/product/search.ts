@@ -4,12 +4,12 @@
  * values D; GIN index), exact SKU matches, small typos through the trigram
  * index of the catalog's word list (pg_trgm), filters, facets and suggestions.
  *
- * A search is two statements sent together: the page, and the total with the
- * facets. Facets are counted over the hits with every filter applied except
- * the facet's own, from the same conditions as the hits, so their numbers
- * always agree with what the filters return; they start from the rows the
- * indexed conditions match, never from the whole catalog (unless the search
- * has no query). Pages are offsets into a total order that ends with the
+ * A search is one statement: the page, the total and the facets, from one
+ * scan of the hits. Facets are counted over the hits with every filter applied
+ * except the facet's own, from the same conditions as the hits, so their
+ * numbers always agree with what the filters return; they start from the rows
+ * the indexed conditions match, never from the whole catalog (unless the
+ * search has neither a query nor a category). Pages are offsets into a total order that ends with the
  * product id (deterministic), capped at 10000 hits.
  */
 import { create } from "@bufbuild/protobuf";
@@ -73,34 +73,85 @@ const wordsOf = (text: string) => text.toLowerCase().split(/[^\p{L}\p{N}]+/u).fi
  * typos) the search document with each word of four letters or more widened
  * to the known words it is similar to (trigram word similarity over
  * search_words, the catalog's word list). Every branch has its index: the
- * document's GIN (twice, combined by a BitmapOr), the SKU's btree, and the
- * word list's trigram GIN, which is small where a trigram index over 100,000
- * names is not.
+ * document's GIN (one scan for the query or its widened form: tsquery `||`
+ * is their OR, and a one-word query usually widens to itself), the SKU's
+ * btree, and the word list's trigram GIN, which is small where a trigram
+ * index over 100,000 names is not.
  */
 function textCondition(p: Params, query: string): Condition {
   const lower = p.add(query.toLowerCase());
   const widened = widenedQuery(p, query);
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
   return {
     name: "text",
-    sql: `p.search_vector @@ websearch_to_tsquery(${tsConfig}, ${p.add(query)}) or lower(p.sku) = ${lower}${widened ? ` or p.search_vector @@ ${widened}` : ""}`,
+    sql: `p.search_vector @@ ${widened ? `(${q} || ${widened})` : q} or lower(p.sku) = ${lower}`,
   };
+}
+
+/**
+ * The CTEs a statement's conditions use, by the Params that bind the
+ * statement (`withCtes` puts them at its start): the widened query, computed
+ * once per statement, and the category subtree.
+ */
+const ctesOf = new WeakMap<Params, Map<string, { key: string; sql: string }>>();
+
+/** Registers the CTE `name` (its SQL made once per statement); one key (what it is computed from) per statement. */
+function cte(p: Params, name: string, key: string, sql: () => string): void {
+  let ctes = ctesOf.get(p);
+  if (!ctes) ctesOf.set(p, (ctes = new Map()));
+  const known = ctes.get(name);
+  if (known && known.key !== key) throw new Error(`one ${name} CTE per statement`);
+  if (!known) ctes.set(name, { key, sql: sql() });
 }
 
 /**
  * The query's words, each of four letters or more widened to the known words
  * similar to it (`word %> query word`: trigram word similarity), as one
- * tsquery (an uncorrelated subquery, computed once per statement); undefined
- * when no word is long enough to have typos worth correcting.
+ * tsquery; undefined when no word is long enough to have typos worth
+ * correcting. The tsquery is computed once per statement, in the `widened`
+ * CTE that `withCtes` puts at the start of the statement; this returns a
+ * reference to it.
  */
 function widenedQuery(p: Params, query: string): string | undefined {
   const words = wordsOf(query);
   if (!words.some((w) => w.length >= 4)) return undefined;
   // The words are letters and digits only, so the alternatives joined with | and & are a valid to_tsquery text.
-  return `(select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
+  cte(p, "widened(q)", query, () => `materialized (select to_tsquery(${tsConfig}, string_agg(a.alternatives, ' & '))
              from (select '(' || string_agg(m.word, ' | ') || ')' as alternatives
                      from unnest(${p.add(words)}::text[]) with ordinality as q(word, i)
                      cross join lateral (select q.word union select s.word from search_words s where length(q.word) >= 4 and s.word %> q.word) as m(word)
-                    group by q.i) a)`;
+                    group by q.i) a)`);
+  return "(select w.q from widened w)";
+}
+
+/** `with recursive` and the statement's CTEs: those its conditions use first, then `ctes`. */
+function withCtes(p: Params, ctes: string[]): string {
+  const all = [...[...(ctesOf.get(p) ?? new Map<string, { sql: string }>())].map(([name, c]) => `${name} as ${c.sql}`), ...ctes];
+  return all.length > 0 ? `with recursive ${all.join(",\n     ")}\n` : "";
+}
+
+/**
+ * The ids of req.category_id's subtree that the viewer may see, as the CTE
+ * `subtree(id)` (empty when the category does not exist, or is hidden from a
+ * customer: it or one of its ancestors is inactive); customers see only the
+ * active descendants. The same tree as categorySubtree (categories.ts), read
+ * in the search's own statement.
+ */
+function subtreeOf(p: Params, categoryId: string, admin: boolean): string {
+  cte(p, "subtree(id)", `${categoryId}:${admin}`, () => {
+    const id = p.add(categoryId);
+    const hidden = `exists (with recursive up(id, parent_id, is_active) as (
+             select u.id, u.parent_id, u.is_active from categories u where u.id = ${id}
+             union all
+             select u.id, u.parent_id, u.is_active from categories u join up on u.id = up.parent_id
+           ) select 1 from up where not up.is_active)`;
+    return `(
+       select c.id from categories c where c.id = ${id}${admin ? "" : ` and not ${hidden}`}
+       union all
+       select c.id from categories c join subtree s on c.parent_id = s.id${admin ? "" : " where c.is_active"}
+     )`;
+  });
+  return "(select coalesce(array_agg(s.id), '{}') from subtree s)";
 }
 
 function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: string): void {
@@ -109,21 +160,19 @@ function checkShopCurrency(m: Money | undefined, field: string, shopCurrency: st
   }
 }
 
-/** What a search filters by, resolved once (the category's subtree) and bound into each statement by `conditionsOf`. */
+/** What a search filters by, bound into each statement by `conditionsOf` (the category's subtree is read in the statement itself). */
 interface SearchFilter {
   viewer: Viewer;
   req: SearchProductsRequest;
   query: string;
-  /** The visible subtree of req.category_id, when it names one. */
-  subtree?: string[];
 }
 
-async function filterOf(db: Sql, viewer: Viewer, req: SearchProductsRequest, query: string): Promise<SearchFilter> {
+function filterOf(viewer: Viewer, req: SearchProductsRequest, query: string): SearchFilter {
   if (!viewer.admin && req.statuses.some((s) => s !== ProductStatus.ACTIVE)) throw permissionDenied("only admins may search products that are not ACTIVE");
-  return { viewer, req, query, ...(req.categoryId ? { subtree: await categorySubtree(db, req.categoryId, viewer.admin) } : {}) };
+  return { viewer, req, query };
 }
 
-function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter): Condition[] {
+function conditionsOf(p: Params, { viewer, req, query }: SearchFilter): Condition[] {
   const conditions: Condition[] = [];
   if (!viewer.admin) conditions.push({ name: "status", sql: customerVisible });
   else {
@@ -131,11 +180,14 @@ function conditionsOf(p: Params, { viewer, req, query, subtree }: SearchFilter):
     conditions.push({ name: "status", sql: `p.status = any(${p.add(statuses.map(productStatuses.toDb))}::text[])` });
   }
   if (query) conditions.push(textCondition(p, query));
-  if (subtree) {
+  if (req.categoryId) {
+    // Not left out of the category facet (no `facet`), although it is that facet's own filter: the
+    // facet counts the children of the category, whose subtrees lie within the category's, so
+    // the hits it counts pass the filter anyway. The hits are then only the subtree's products.
     conditions.push({
       name: "category",
-      facet: true,
-      sql: `exists (select 1 from product_categories pc where pc.product_id = p.id and pc.category_id = any(${p.add(subtree)}::uuid[]))`,
+      // products.category_ids mirrors product_categories (migration 0002's triggers; GIN index).
+      sql: `p.category_ids && ${subtreeOf(p, req.categoryId, viewer.admin)}`,
     });
   }
   if (req.minPrice || req.maxPrice) {
@@ -193,21 +245,30 @@ function orderOf(orderBy: SearchOrderBy, hasQuery: boolean): string {
  * misspelled query). Both ranks are cheap per hit; the trigram similarity of
  * every hit's name that used to break ties cost ten times the rest of the
  * score over thousands of hits.
+ *
+ * The parts are columns of each hit (`exact`, `rank`, `widened_rank`) and the
+ * score is summed over them (`score`, over hits aliased `h`), in the order and
+ * types of `exact + rank * 10 + widened rank`. A word with no similar known
+ * word widens to the query itself: its widened rank is then the same rank,
+ * not computed a second time (null, read as `rank`).
  */
-function scoreOf(p: Params, query: string): string {
+function rankOf(p: Params, query: string): { columns: string; score: string } {
   const lower = p.add(query.toLowerCase());
   const widened = widenedQuery(p, query);
-  return `(case when lower(p.name) = ${lower} then 100 else 0 end
-           + case when lower(p.sku) = ${lower} then 50 else 0 end
-           + ts_rank(p.search_vector, websearch_to_tsquery(${tsConfig}, ${p.add(query)})) * 10
-           ${widened ? `+ ts_rank(p.search_vector, ${widened})` : ""})`;
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
+  return {
+    columns: `case when lower(p.name) = ${lower} then 100 else 0 end + case when lower(p.sku) = ${lower} then 50 else 0 end as exact,
+      ts_rank(p.search_vector, ${q}) as rank${widened ? `,\n      case when ${widened} = ${q} then null else ts_rank(p.search_vector, ${widened}) end as widened_rank` : ""}`,
+    score: `(h.exact + h.rank * 10${widened ? " + coalesce(h.widened_rank, h.rank)" : ""})`,
+  };
 }
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
 const markUp = (headline: string) => escapeHtml(headline).replaceAll(markStart, "<mark>").replaceAll(markStop, "</mark>");
 
 const highlightFields = ["name", "tags", "short_description", "description", "attributes"] as const;
-type HighlightRow = Partial<Record<(typeof highlightFields)[number], string | null>>;
+/** Headlines come as highlight_<field>: the summary columns already use the plain names. */
+type HighlightRow = Partial<Record<`highlight_${(typeof highlightFields)[number]}`, string | null>>;
 
 /** Highlight columns over the page's products aliased `p` (only a page of rows ever pays for ts_headline). */
 function highlightColumns(p: Params, query: string): string {
@@ -216,25 +277,25 @@ function highlightColumns(p: Params, query: string): string {
   const long = p.add(`${options}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`);
   const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
   const headline = (text: string, opts: string) => `case when to_tsvector(${tsConfig}, ${text}) @@ ${q} then ts_headline(${tsConfig}, ${text}, ${q}, ${opts}) end`;
-  return `${headline("p.name", all)} as name,
-    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as tags,
-    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as short_description,
-    ${headline("p.description", long)} as description,
-    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as attributes`;
+  return `${headline("p.name", all)} as highlight_name,
+    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as highlight_tags,
+    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as highlight_short_description,
+    ${headline("p.description", long)} as highlight_description,
+    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as highlight_attributes`;
 }
 
 function highlightsOf(r: HighlightRow): SearchHighlight[] {
   return highlightFields.flatMap((field) => {
-    const text = r[field];
+    const text = r[`highlight_${field}`];
     return text && text.includes(markStart) ? [create(SearchHighlightSchema, { field, snippet: markUp(text.length > 400 ? `${text.slice(0, 400)}…` : text) })] : [];
   });
 }
 
 /**
- * Two statements sent together: the page (hits in order, with their summary
- * columns and highlights) and the counts (total and facets), each starting
- * from the products the indexed conditions match; facets are counted over
- * those rows only. "Did you mean" runs only for queries with almost no hits.
+ * One statement (pageAndCounts): the page (hits in order, with their summary
+ * columns and highlights) and the counts (total and facets), from the products
+ * the indexed conditions match; facets are counted over those rows only.
+ * "Did you mean" runs only for queries with almost no hits.
  */
 export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
   const db = sqlOf(em);
@@ -251,9 +312,9 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
   const pages = pageOf(req, { o: { offset: maxSearchHits } });
   const offset = pages.after?.o ?? 0;
   const size = Math.min(pages.size, maxSearchHits - offset);
-  const filter = await filterOf(db, viewer, req, query);
+  const filter = filterOf(viewer, req, query);
 
-  const [rows, counts] = await Promise.all([size === 0 ? [] : pageRows(db, filter, size + 1, offset), countsOf(db, filter, bands, shopCurrency)]);
+  const { rows, counts } = await pageAndCounts(db, filter, size === 0 ? 0 : size + 1, offset, bands, shopCurrency);
   const page = rows.slice(0, size);
   const more = rows.length > size && offset + size < maxSearchHits;
   return {
@@ -270,63 +331,53 @@ export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurr
 }
 
 /**
- * The page's hits in order, with their summary columns (and highlights for a
- * query): the ordering picks the page's ids first, so only they are read in
- * full and pay for ts_headline.
- */
-async function pageRows(db: Sql, filter: SearchFilter, limit: number, offset: number): Promise<(SummaryDbRow & HighlightRow)[]> {
-  const p = new Params();
-  const where = and(conditionsOf(p, filter));
-  const order = orderOf(filter.req.orderBy, filter.query !== "");
-  // The score only matters to the relevance order.
-  const score = order.startsWith("score") ? scoreOf(p, filter.query) : "0";
-  const highlights = filter.query ? `, ${highlightColumns(p, filter.query)}` : "";
-  return db.all<SummaryDbRow & HighlightRow>(
-    `with page as (
-       select p.id, ${score} as score from products p where ${where}
-        order by ${order} limit ${p.add(limit)} offset ${p.add(offset)}
-     )
-     select ${summaryColumns}, page.score${highlights} from page join products p on p.id = page.id order by ${order.replace("score desc", "page.score desc")}`,
-    p.values,
-  );
-}
-
-/**
  * The rows of a related table for each hit, through its index on product_id.
  * `offset 0` keeps the lateral subquery a per-hit lookup: flattened into a join,
- * the planner hashes the whole table (100,000 category rows, 300,000 tags) to
- * meet a few thousand hits, several times slower.
+ * the planner hashes the whole table (300,000 tags) to meet a few thousand
+ * hits, several times slower.
  */
 const perHit = (select: string, alias: string) => `cross join lateral (${select} offset 0) ${alias}`;
 
-
-/** The columns the requested facets read, kept for each candidate row (the base of countsOf holds thousands). */
-function columnsOf(req: SearchProductsRequest): string {
-  const facets = new Set(req.facets);
-  return [
-    "p.id",
-    ...(facets.has(SearchFacet.PRICE_BAND) ? ["p.min_price_minor"] : []),
-    ...(facets.has(SearchFacet.RATING) ? ["p.rating_average_hundredths"] : []),
-    ...(req.facetAttributeKeys.length > 0 ? ["p.attributes"] : []),
-  ].join(", ");
-}
+/** Columns of products aliased `p` that an ORDER BY or a facet reads (`p.name` occurrences). */
+const columnsRead = (sql: string) => [...sql.matchAll(/\bp\.([a-z_]+)\b/g)].map((m) => `p.${m[1]}`);
 
 /**
- * Total and facets in one statement: `base` holds the rows that match the
- * conditions no facet leaves out (the text, status, stock), with one flag per
- * facet filter; each facet counts the base rows whose other flags hold.
+ * The page and the counts in one statement. `hits` holds the rows that match
+ * the conditions no facet leaves out (the text, status, stock), with one flag
+ * per facet filter and the columns the order and the facets read (for a
+ * query: the parts of its relevance score); each facet counts the hits whose
+ * other flags hold, and the page is the hits whose flags all hold, in order
+ * (without a query, the page is read from products in index order instead:
+ * there every visible product is a hit). Only the page's rows are read in
+ * full and pay for ts_headline. The counts come on the page's first row (or
+ * alone, on a row without a product, when the page is empty).
  */
-async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency: string) {
+async function pageAndCounts(db: Sql, filter: SearchFilter, limit: number, offset: number, bands: bigint[], currency: string) {
   const p = new Params();
+  const { req, query } = filter;
   const conditions = conditionsOf(p, filter);
   const fixed = conditions.filter((c) => !c.facet);
   const flagged = conditions.filter((c) => c.facet);
   const flag = (c: Condition) => `f${flagged.indexOf(c)}`;
   const hitsExcept = (name?: string) => {
     const used = flagged.filter((c) => c.name !== name);
-    return `(select b.* from base b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
+    return `(select b.* from hits b${used.length > 0 ? ` where ${used.map((c) => `b.${flag(c)}`).join(" and ")}` : ""})`;
   };
-  const facets = new Set(filter.req.facets);
+  const facets = new Set(req.facets);
+  const order = orderOf(req.orderBy, query !== "");
+  const rank = order.startsWith("score") ? rankOf(p, query) : undefined;
+  const hitColumns = new Set(["p.id"]);
+  if (query) for (const c of columnsRead(order)) hitColumns.add(c);
+  if (facets.has(SearchFacet.CATEGORY)) hitColumns.add("p.category_ids");
+  if (facets.has(SearchFacet.PRICE_BAND)) hitColumns.add("p.min_price_minor");
+  if (facets.has(SearchFacet.RATING)) hitColumns.add("p.rating_average_hundredths");
+  if (req.facetAttributeKeys.length > 0) hitColumns.add("p.attributes");
+
+  const pageSql = query
+    ? `select h.id, ${rank ? rank.score : "0"} as score from ${hitsExcept()} h order by ${order.replace(/\bp\./g, "h.")}`
+    : `select p.id, 0 as score from products p where ${and(conditions)} order by ${order}`;
+  const highlights = query ? `, ${highlightColumns(p, query)}` : "";
+
   const columns = [`(select count(*)::int from ${hitsExcept()} h) as total`];
   if (facets.has(SearchFacet.CATEGORY)) columns.push(`${categoryFacetSql(p, filter, hitsExcept("category"))} as category_facet`);
   if (facets.has(SearchFacet.PRICE_BAND)) {
@@ -344,7 +395,7 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
                      count(*) filter (where h.rating_average_hundredths >= 200), count(*) filter (where h.rating_average_hundredths >= 100))
                      from ${hitsExcept("rating")} h) as rating_facet`);
   }
-  const keys = filter.req.facetAttributeKeys;
+  const keys = req.facetAttributeKeys;
   for (const [i, key] of keys.entries()) {
     const k = p.add(key);
     columns.push(`(select coalesce(json_agg(json_build_object('value', x.v, 'n', x.n) order by x.n desc, x.v), '[]') from (
@@ -354,13 +405,33 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
                        select h.id, pv.v from ${hitsExcept(`attribute:${key}`)} h ${perHit(`select pv.attributes ->> ${k} as v from product_variants pv where pv.product_id = h.id`, "pv")}
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
-  const row = (await db.one<Record<string, unknown> & { total: number }>(
-    `with base as materialized (
-       select ${columnsOf(filter.req)}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")} from products p where ${and(fixed)}
-     )
-     select ${columns.join(",\n")}`,
+  const result = await db.all<Record<string, unknown> & { first_row: string | null; n: string | null; total: number }>(
+    `${withCtes(p, [
+      `hits as materialized (
+       select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
+         from products p where ${and(fixed)}
+     )`,
+      `page as (
+       ${pageSql} limit ${p.add(limit)} offset ${p.add(offset)}
+     )`,
+      `page_rows as (
+       select row_number() over (order by ${order.replace("score desc", "page.score desc")}) as n, ${summaryColumns}${highlights}
+         from page join products p on p.id = page.id
+     )`,
+      `counts as (
+       select 1::bigint as first_row, ${columns.join(",\n")}
+     )`,
+    ])}     select * from counts full join page_rows on page_rows.n = counts.first_row order by page_rows.n`,
     p.values,
-  ))!;
+  );
+  const row = result.find((r) => r.first_row !== null)!;
+  const rows = result.filter((r) => r.n !== null) as unknown as (SummaryDbRow & HighlightRow)[];
+  return { rows, counts: countsFrom(row, filter.req, bands, currency) };
+}
+
+function countsFrom(row: Record<string, unknown> & { total: number }, req: SearchProductsRequest, bands: bigint[], currency: string) {
+  const facets = new Set(req.facets);
+  const keys = req.facetAttributeKeys;
   const priceCounts = (row.price_facet ?? {}) as Record<string, number>;
   const rating = (row.rating_facet ?? [0, 0, 0, 0]) as number[];
   return {
@@ -388,20 +459,29 @@ async function countsOf(db: Sql, filter: SearchFilter, bands: bigint[], currency
   };
 }
 
-/** The category facet: hits per child of the filtered category (or per root), counted over each child's visible subtree. */
-function categoryFacetSql(p: Params, { viewer, req, subtree }: SearchFilter, hits: string): string {
-  if (req.categoryId && (!subtree || subtree.length === 0)) return "'[]'::json";
+/**
+ * The category facet: hits per child of the filtered category (or per root),
+ * counted over each child's visible subtree (the tree is read live; each hit
+ * brings its own categories, products.category_ids). The hits are grouped by
+ * their set of categories first (a few dozen sets over thousands of hits),
+ * and each set counts once for each child whose subtree it reaches.
+ */
+function categoryFacetSql(p: Params, { viewer, req }: SearchFilter, hits: string): string {
   const active = viewer.admin ? "" : "c.is_active";
+  // A category the viewer may not see (an empty subtree) has no facet.
+  const parent = req.categoryId ? `c.parent_id = ${p.add(req.categoryId)} and exists (select 1 from subtree)` : "c.parent_id is null";
   return `(with recursive facet as (
-       select c.id from categories c where ${req.categoryId ? `c.parent_id = ${p.add(req.categoryId)}` : "c.parent_id is null"} ${active ? `and ${active}` : ""}
+       select c.id from categories c where ${parent} ${active ? `and ${active}` : ""}
      ), tree(root, id) as (
        select f.id, f.id from facet f
        union all
        select t.root, c.id from tree t join categories c on c.parent_id = t.id ${active ? `where ${active}` : ""}
+     ), sets as (
+       select h.category_ids, count(*) as n from ${hits} h group by h.category_ids
      ), counted as (
-       select c.id, c.name, c.slug, c.sort_order, count(distinct h.id)::int as n
-         from ${hits} h ${perHit("select pc.category_id from product_categories pc where pc.product_id = h.id", "pc")}
-         join tree t on t.id = pc.category_id join categories c on c.id = t.root
+       select c.id, c.name, c.slug, c.sort_order, sum(s.n)::int as n
+         from sets s cross join lateral (select distinct t.root from unnest(s.category_ids) as pc(category_id) join tree t on t.id = pc.category_id) r
+         join categories c on c.id = r.root
         group by c.id, c.name, c.slug, c.sort_order
      )
      select coalesce(json_agg(json_build_object('id', id, 'name', name, 'slug', slug, 'n', n) order by n desc, sort_order, name), '[]') from counted)`;
@@ -441,7 +521,7 @@ async function didYouMean(db: Sql, filter: SearchFilter, query: string, hits: nu
   for (const candidate of [...new Set(candidates)]) {
     const p = new Params();
     const where = and(conditionsOf(p, { ...filter, query: candidate }));
-    const n = (await db.one<{ n: number }>(`select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
+    const n = (await db.one<{ n: number }>(`${withCtes(p, [])}select count(*)::int as n from products p where ${where}`, p.values))?.n ?? 0;
     if (n > hits) out.push(candidate);
     if (out.length === 3) break;
   }

@@ -25,6 +25,7 @@ import { adjustStock, getStock, listStockItems, restockItems, setLowStockThresho
 import { reservationSweeper } from "./jobs.ts";
 import { viewerOf } from "./mapping.ts";
 import { ProductTables } from "./migrations/0001_product_tables.ts";
+import { ProductCategoryIds } from "./migrations/0002_product_category_ids.ts";
 import { archiveProduct, batchGetProducts, createProduct, getProduct, listProducts, setProductTags, updateProduct } from "./products.ts";
 import { commitReservation, listReservations, releaseReservation, reserveStock } from "./reservations.ts";
 import {
@@ -72,7 +73,10 @@ function purchaseCheck(svc: ServiceContext, config: ProductServiceConfig): Purch
 export const productService = defineService({
     name: "product",
     entities: productEntities,
-    migrations: [{ name: "0001_product_tables", class: ProductTables }],
+    migrations: [
+      { name: "0001_product_tables", class: ProductTables },
+      { name: "0002_product_category_ids", class: ProductCategoryIds },
+    ],
     publishes: file_ecommerce_product_v1_events,
     consumers: () => productConsumers(),
     setup: (ctx) => loadProductConfig(ctx.env),
