@@ -27,6 +27,8 @@ import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
 import { money } from "../../kit/money.ts";
 import { defineService } from "../../kit/server.ts";
 import { sqlOf } from "../../kit/sql.ts";
+import { startEdge } from "../../gateway/edge.ts";
+import { freePort } from "../../kit/testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { formatMoney } from "./commerce.ts";
@@ -40,6 +42,7 @@ const storefront = "https://shop.example";
 const orders = new Map<string, Order>();
 let orderCalls = 0;
 let mesh: TestMesh;
+let edge: Awaited<ReturnType<typeof startEdge>> | undefined;
 let smtp: SmtpPeer;
 let nc: NatsConnection;
 let js: JetStreamClient;
@@ -93,12 +96,16 @@ async function consumed(stream: string) {
 beforeAll(async () => {
   smtp = new SmtpPeer();
   await smtp.start(0);
+  // The one-click unsubscribe link of the mail is the edge's (it makes the POST an Unsubscribe call).
+  const edgePort = await freePort();
   mesh = await startMesh([issuer.trustedBy(orderStandIn), issuer.trustedBy(paymentService), issuer.trustedBy(notificationService)], {
     SMTP_PORT: String(smtp.port),
     SMTP_TLS: "off",
     STOREFRONT_URL: storefront,
+    NOTIFICATION_PUBLIC_URL: `http://127.0.0.1:${edgePort}`,
     NOTIFICATION_DELIVERY_EVERY_MS: "100",
   });
+  edge = await startEdge({ port: edgePort, upstreams: { notification: mesh.url("notification") }, logLevel: process.env.TEST_LOG_LEVEL ?? "silent" });
   nc = await natsConnect({ servers: mesh.nats.url });
   js = jetstream(nc);
   const jsm = await js.jetstreamManager();
@@ -110,6 +117,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await edge?.stop();
   await nc?.close();
   await mesh?.stop();
   await smtp?.stop();
