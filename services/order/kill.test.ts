@@ -20,7 +20,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from "vitest";
 import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
-import { PaymentService, PaymentStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import { PaymentService, PaymentStatus, TransactionType } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { type ServiceProcess, serveTestAuth, startServiceProcess, stopServiceProcesses } from "../../kit/testing/process.ts";
 import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
@@ -81,6 +81,17 @@ async function restart(child: ServiceProcess, env: Record<string, string>) {
   child.output.length = 0;
   await child.start(env);
   mark(`${child.name} SERVING again (pid ${child.pid})`);
+}
+
+/** One query on order_db (for what the contract does not show: an order never announced, its step log). */
+async function orderDbQuery<T extends object>(query: string, params: unknown[]): Promise<T[]> {
+  const client = new pg.Client({ connectionString: orderDb });
+  await client.connect();
+  try {
+    return (await client.query<T>(query, params)).rows;
+  } finally {
+    await client.end();
+  }
 }
 
 /** The ids of the customer's orders, announced or not (an undone checkout is never shown to the customer). */
@@ -235,4 +246,64 @@ describe("Payment killed (SIGKILL) after the provider authorized, before Order r
       expect(again!.id).toBe(placed!.id);
     });
   }
+
+  it("Payment killed after recording the authorization, the customer never retries: the recovery job discards the checkout and the payment ends CANCELLED (voided), stock and coupon given back", slow, async () => {
+    // The checkout timeout is long while the authorization is lost, so the job cannot discard the checkout early.
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "after_record" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    await payment.waitForOutput(/PAYMENT_TEST_HALT_AFTER_PROVIDER=after_record/, 60_000);
+    mark("AuthorizePayment halted after recording");
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+    const lost = await placing;
+    mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
+    expect([Code.Unavailable, Code.DeadlineExceeded]).toContain(lost.code);
+    const [orderId] = await orderIdsOf(s.userId);
+    // The gap's starting point: Payment holds an authorization whose id Order never recorded.
+    const [held] = await paymentsOf(orderId!, s.token);
+    expect(held?.status).toBe(PaymentStatus.AUTHORIZED);
+    expect(await orderDbQuery<{ payment_id: string | null; detail: Record<string, unknown> }>(
+      "select o.payment_id, s.detail from orders o join order_checkout_steps s on s.order_id = o.id and s.step = 'authorize' where o.id = $1", [orderId],
+    )).toEqual([{ payment_id: null, detail: {} }]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 1 });
+    expect(await timesUsed(code)).toBe(1);
+
+    // Nobody retries: once the checkout is older than the timeout, the job discards it.
+    await restart(order, { ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId!, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    mark("discarded");
+    const [voided] = await paymentsOf(orderId!, s.token);
+    expect(voided!.id).toBe(held!.id);
+    expect(voided!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    const [row] = await eventually(async () => {
+      const rows = await orderDbQuery<{ status: string; checkout: string; payment_status: string; payment_id: string }>(
+        "select status, checkout, payment_status, payment_id from orders where id = $1", [orderId],
+      );
+      return rows[0]?.checkout === "failed" ? rows : undefined;
+    }, 30_000, "order ended");
+    expect(row).toEqual({ status: "cancelled", checkout: "failed", payment_status: "voided", payment_id: held!.id });
+    // The saga's step log: the authorization found by the order id and voided, as the other compensations are.
+    const steps = await orderDbQuery<{ step: string; state: string; detail: Record<string, unknown> }>(
+      "select step, state, detail from order_checkout_steps where order_id = $1 and step in ('authorize', 'redeem', 'reserve', 'compensate') order by step", [orderId],
+    );
+    expect(steps.map((x) => [x.step, x.state])).toEqual([["authorize", "compensated"], ["compensate", "done"], ["redeem", "compensated"], ["reserve", "compensated"]]);
+    expect(steps[0]!.detail).toMatchObject({ paymentId: held!.id, foundByOrderId: true, voided: held!.id });
+    expect((await h.orders.listMyOrders({}, call(s.token))).orders).toEqual([]);
+
+    // A late retry with the key changes nothing: CHECKOUT_EXPIRED, no second payment, one void.
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
+    expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
+    const after = await paymentsOf(orderId!, s.token);
+    expect(after.map((x) => [x.id, x.status])).toEqual([[held!.id, PaymentStatus.CANCELLED]]);
+    expect(after[0]!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+  });
 });
