@@ -19,7 +19,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from "vitest";
-import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { PaymentService, PaymentStatus, TransactionType } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { type ServiceProcess, serveTestAuth, startServiceProcess, stopServiceProcesses } from "../../kit/testing/process.ts";
@@ -297,7 +297,11 @@ describe("Payment killed (SIGKILL) after the provider authorized, before Order r
     );
     expect(steps.map((x) => [x.step, x.state])).toEqual([["authorize", "compensated"], ["compensate", "done"], ["redeem", "compensated"], ["reserve", "compensated"]]);
     expect(steps[0]!.detail).toMatchObject({ paymentId: held!.id, foundByOrderId: true, voided: held!.id });
-    expect((await h.orders.listMyOrders({}, call(s.token))).orders).toEqual([]);
+    // The card had a hold: like any checkout cancelled after its authorization, the order is shown CANCELLED / VOIDED.
+    const shown = (await h.orders.listMyOrders({}, call(s.token))).orders;
+    expect(shown.map((o) => [o.id, o.status, o.paymentStatus, o.paymentId, o.cancellationReason])).toEqual([
+      [orderId, OrderStatus.CANCELLED, OrderPaymentStatus.VOIDED, held!.id, "checkout_timeout"],
+    ]);
 
     // A late retry with the key changes nothing: CHECKOUT_EXPIRED, no second payment, one void.
     const retry = await failure(h.orders.placeOrder(req, call(s.token)));
