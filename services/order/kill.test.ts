@@ -311,3 +311,52 @@ describe("Payment killed (SIGKILL) after the provider authorized, before Order r
     expect(after[0]!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
   });
 });
+
+describe("Order killed (SIGKILL) while its AuthorizePayment is in flight, the customer never retries", () => {
+  it("the recovery job discards the checkout and voids the payment Payment recorded meanwhile (found by the order id): CANCELLED, stock and coupon given back", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    // The call dies with Order, leaving the payment PENDING; Payment's reconciliation (made quick) then records
+    // the provider's authorization, as it would after its default minute.
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "", PAYMENT_SANDBOX_SLOW_MS: "3000", PAYMENT_RECONCILE_EVERY_MS: "200", PAYMENT_RECONCILE_AFTER_MS: "4000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_slow" } } });
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    const orderId = await eventually(async () => (await orderIdsOf(s.userId))[0], 30_000, "order row written");
+    await eventually(async () => ((await paymentsOf(orderId, s.token)).length === 1 ? true : undefined), 30_000, "AuthorizePayment received");
+    await order.kill("SIGKILL");
+    mark("order killed with AuthorizePayment in flight");
+    expect([Code.Unavailable, Code.Canceled]).toContain((await placing).code);
+    // Payment finishes the authorization nobody will hear of.
+    const held = await eventually(async () => {
+      const [x] = await paymentsOf(orderId, s.token);
+      return x?.status === PaymentStatus.AUTHORIZED ? x : undefined;
+    }, 30_000, "payment authorized");
+    mark("payment authorized");
+
+    order.output.length = 0;
+    await order.start({ ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    mark("order SERVING again with a short checkout timeout");
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    mark("discarded");
+    const after = await paymentsOf(orderId, s.token);
+    expect(after.map((x) => x.id)).toEqual([held.id]);
+    expect(after[0]!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    const [row] = await eventually(async () => {
+      const rows = await orderDbQuery<{ status: string; payment_status: string; payment_id: string }>(
+        "select status, payment_status, payment_id from orders where id = $1 and checkout = 'failed'", [orderId],
+      );
+      return rows.length ? rows : undefined;
+    }, 30_000, "order ended");
+    expect(row).toEqual({ status: "cancelled", payment_status: "voided", payment_id: held.id });
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
+    expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.CANCELLED]);
+  });
+});
