@@ -360,3 +360,42 @@ describe("Order killed (SIGKILL) while its AuthorizePayment is in flight, the cu
     expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.CANCELLED]);
   });
 });
+
+describe("the orphaned authorization's compensation with Payment down", () => {
+  it("Payment unreachable when the job discards the checkout: the compensation stays interrupted (nothing given back yet) and a later pass, with Payment back, voids the payment once and gives stock and coupon back", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "after_record" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const placing = failure(h.orders.placeOrder(h.request(s.cartId), call(s.token)));
+    await payment.waitForOutput(/PAYMENT_TEST_HALT_AFTER_PROVIDER=after_record/, 60_000);
+    await payment.kill("SIGKILL");
+    mark("payment killed after recording, left down");
+    expect([Code.Unavailable, Code.DeadlineExceeded]).toContain((await placing).code);
+    const [orderId] = await orderIdsOf(s.userId);
+
+    await restart(order, { ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    const steps = () =>
+      orderDbQuery<{ step: string; state: string }>("select step, state from order_checkout_steps where order_id = $1 and step in ('authorize', 'compensate') order by step", [orderId]);
+    await eventually(async () => ((await steps()).some((x) => x.step === "compensate") ? true : undefined), 30_000, "compensation started");
+    mark("compensation started with Payment down");
+    // The authorization is undone first and cannot be: nothing further is given back yet.
+    expect(await steps()).toEqual([{ step: "authorize", state: "started" }, { step: "compensate", state: "started" }]);
+    expect(await h.stock(p.id)).toMatchObject({ reserved: 1 });
+    expect(await timesUsed(code)).toBe(1);
+
+    payment.output.length = 0;
+    await payment.start({ PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+    mark("payment SERVING again");
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId!, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    const [voided] = await paymentsOf(orderId!, s.token);
+    expect(voided!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    await eventually(async () => ((await steps()).every((x) => x.state !== "started") ? true : undefined), 30_000, "compensation finished");
+    expect(await steps()).toEqual([{ step: "authorize", state: "compensated" }, { step: "compensate", state: "done" }]);
+  });
+});
