@@ -643,27 +643,51 @@ export async function compensate(em: EntityManager, deps: CheckoutDeps, orderId:
   });
   const steps = await stepsOf(em, orderId);
   const row = (await orderRow(em, orderId))!;
-  const undo = async (step: string, call: () => Promise<unknown>) => {
+  /** Runs a step's undo once: the step is marked compensated after it, with what the undo reports merged into its detail. */
+  const undo = async (step: string, call: () => Promise<Record<string, unknown> | void>) => {
     const s = steps.get(step);
     if (!s || s.state === "compensated") return;
-    await call();
-    await sqlOf(em).run("update order_checkout_steps set state = 'compensated', updated_at = now() where order_id = $1 and step = $2", [orderId, step]);
+    const detail = (await call()) ?? {};
+    await sqlOf(em).run("update order_checkout_steps set state = 'compensated', detail = detail || $3::jsonb, updated_at = now() where order_id = $1 and step = $2", [
+      orderId,
+      step,
+      JSON.stringify(detail),
+    ]);
   };
-  const paymentId = row.payment_id ?? (steps.get("authorize")?.detail.paymentId as string | undefined);
+  const payments = deps.peers.client(PaymentService);
+  let paymentId = row.payment_id ?? (steps.get("authorize")?.detail.paymentId as string | undefined);
   await undo("authorize", async () => {
-    if (!paymentId) return;
+    if (!paymentId) {
+      // AuthorizePayment was sent (its start is recorded) but its answer, the payment id, never was (Payment
+      // died after recording it, or this process died while waiting): Payment may hold a live payment for the
+      // order. At most one is live (Payment's payments_live_order); FAILED / CANCELLED ones hold nothing.
+      const { payments: found } = await payments.listPaymentsForOrderInternal({ orderId }).catch((error) => {
+        throw peerFailure("payment", ConnectError.from(error));
+      });
+      const live = found.find((p) => p.status !== PaymentStatus.FAILED && p.status !== PaymentStatus.CANCELLED);
+      if (!live) return { voided: null };
+      paymentId = live.id;
+      // In the step log before the void: an interrupted compensation resumes with the id (VoidPayment is idempotent).
+      await sqlOf(em).run("update order_checkout_steps set detail = detail || $2::jsonb, updated_at = now() where order_id = $1 and step = 'authorize'", [
+        orderId,
+        JSON.stringify({ paymentId, foundByOrderId: true }),
+      ]);
+    }
     try {
-      await deps.peers.client(PaymentService).voidPayment({ paymentId, reason: terminal.reason.slice(0, 200) });
+      // PENDING / PROCESSING payments are voided too (VoidPayment accepts them; a later success is voided at the provider).
+      await payments.voidPayment({ paymentId, reason: terminal.reason.slice(0, 200) });
+      return { voided: paymentId };
     } catch (error) {
       const e = ConnectError.from(error);
       if (errorReason(e) !== "PAYMENT_ALREADY_CAPTURED") throw peerFailure("payment", e);
-      await deps.peers.client(PaymentService).refundPayment({
+      await payments.refundPayment({
         paymentId,
         amount: money(BigInt(row.total_minor), row.currency!),
         reason: 1,
         note: terminal.reason.slice(0, 500),
         idempotencyKey: `order-${orderId}-refund-checkout`,
       });
+      return { refunded: paymentId };
     }
   });
   await undo("capture", async () => undefined);
@@ -687,6 +711,8 @@ export async function compensate(em: EntityManager, deps: CheckoutDeps, orderId:
       terminal.reason,
       {
         payment_status: paymentId ? terminal.paymentStatus : row.payment_status === "pending" ? "voided" : row.payment_status,
+        // A payment found by the order id (its answer was never recorded) is linked to the order it belonged to.
+        ...(paymentId && !row.payment_id ? { payment_id: paymentId } : {}),
         checkout: "failed",
         failure: JSON.stringify(terminal.failure),
         lease_until: null,

@@ -19,8 +19,8 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from "vitest";
-import { OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
-import { PaymentService, PaymentStatus } from "../../gen/ecommerce/payment/v1/payment_pb.js";
+import { OrderPaymentStatus, OrderStatus } from "../../gen/ecommerce/order/v1/order_pb.js";
+import { PaymentService, PaymentStatus, TransactionType } from "../../gen/ecommerce/payment/v1/payment_pb.js";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { type ServiceProcess, serveTestAuth, startServiceProcess, stopServiceProcesses } from "../../kit/testing/process.ts";
 import { auth, failure, type OrderHarness, startOrderHarness } from "./testing.ts";
@@ -81,6 +81,17 @@ async function restart(child: ServiceProcess, env: Record<string, string>) {
   child.output.length = 0;
   await child.start(env);
   mark(`${child.name} SERVING again (pid ${child.pid})`);
+}
+
+/** One query on order_db (for what the contract does not show: an order never announced, its step log). */
+async function orderDbQuery<T extends object>(query: string, params: unknown[]): Promise<T[]> {
+  const client = new pg.Client({ connectionString: orderDb });
+  await client.connect();
+  try {
+    return (await client.query<T>(query, params)).rows;
+  } finally {
+    await client.end();
+  }
 }
 
 /** The ids of the customer's orders, announced or not (an undone checkout is never shown to the customer). */
@@ -235,4 +246,156 @@ describe("Payment killed (SIGKILL) after the provider authorized, before Order r
       expect(again!.id).toBe(placed!.id);
     });
   }
+
+  it("Payment killed after recording the authorization, the customer never retries: the recovery job discards the checkout and the payment ends CANCELLED (voided), stock and coupon given back", slow, async () => {
+    // The checkout timeout is long while the authorization is lost, so the job cannot discard the checkout early.
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "after_record" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId);
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    await payment.waitForOutput(/PAYMENT_TEST_HALT_AFTER_PROVIDER=after_record/, 60_000);
+    mark("AuthorizePayment halted after recording");
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+    const lost = await placing;
+    mark(`the first PlaceOrder failed: ${lost.code} ${lost.reason}`);
+    expect([Code.Unavailable, Code.DeadlineExceeded]).toContain(lost.code);
+    const [orderId] = await orderIdsOf(s.userId);
+    // The gap's starting point: Payment holds an authorization whose id Order never recorded.
+    const [held] = await paymentsOf(orderId!, s.token);
+    expect(held?.status).toBe(PaymentStatus.AUTHORIZED);
+    expect(await orderDbQuery<{ payment_id: string | null; detail: Record<string, unknown> }>(
+      "select o.payment_id, s.detail from orders o join order_checkout_steps s on s.order_id = o.id and s.step = 'authorize' where o.id = $1", [orderId],
+    )).toEqual([{ payment_id: null, detail: {} }]);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 1 });
+    expect(await timesUsed(code)).toBe(1);
+
+    // Nobody retries: once the checkout is older than the timeout, the job discards it.
+    await restart(order, { ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId!, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    mark("discarded");
+    const [voided] = await paymentsOf(orderId!, s.token);
+    expect(voided!.id).toBe(held!.id);
+    expect(voided!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    const [row] = await eventually(async () => {
+      const rows = await orderDbQuery<{ status: string; checkout: string; payment_status: string; payment_id: string }>(
+        "select status, checkout, payment_status, payment_id from orders where id = $1", [orderId],
+      );
+      return rows[0]?.checkout === "failed" ? rows : undefined;
+    }, 30_000, "order ended");
+    expect(row).toEqual({ status: "cancelled", checkout: "failed", payment_status: "voided", payment_id: held!.id });
+    // The saga's step log: the authorization found by the order id and voided, as the other compensations are.
+    const steps = await orderDbQuery<{ step: string; state: string; detail: Record<string, unknown> }>(
+      "select step, state, detail from order_checkout_steps where order_id = $1 and step in ('authorize', 'redeem', 'reserve', 'compensate') order by step", [orderId],
+    );
+    expect(steps.map((x) => [x.step, x.state])).toEqual([["authorize", "compensated"], ["compensate", "done"], ["redeem", "compensated"], ["reserve", "compensated"]]);
+    expect(steps[0]!.detail).toMatchObject({ paymentId: held!.id, foundByOrderId: true, voided: held!.id });
+    // The card had a hold: like any checkout cancelled after its authorization, the order is shown CANCELLED / VOIDED.
+    const shown = (await h.orders.listMyOrders({}, call(s.token))).orders;
+    expect(shown.map((o) => [o.id, o.status, o.paymentStatus, o.paymentId, o.cancellationReason])).toEqual([
+      [orderId, OrderStatus.CANCELLED, OrderPaymentStatus.VOIDED, held!.id, "checkout_timeout"],
+    ]);
+
+    // A late retry with the key changes nothing: CHECKOUT_EXPIRED, no second payment, one void.
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
+    expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
+    const after = await paymentsOf(orderId!, s.token);
+    expect(after.map((x) => [x.id, x.status])).toEqual([[held!.id, PaymentStatus.CANCELLED]]);
+    expect(after[0]!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+  });
+});
+
+describe("Order killed (SIGKILL) while its AuthorizePayment is in flight, the customer never retries", () => {
+  it("the recovery job discards the checkout and voids the payment Payment recorded meanwhile (found by the order id): CANCELLED, stock and coupon given back", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    // The call dies with Order, leaving the payment PENDING; Payment's reconciliation (made quick) then records
+    // the provider's authorization, as it would after its default minute.
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "", PAYMENT_SANDBOX_SLOW_MS: "3000", PAYMENT_RECONCILE_EVERY_MS: "200", PAYMENT_RECONCILE_AFTER_MS: "4000" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const req = h.request(s.cartId, { paymentSource: { case: "paymentToken", value: { provider: "sandbox", token: "tok_sandbox_slow" } } });
+    const placing = failure(h.orders.placeOrder(req, call(s.token)));
+    const orderId = await eventually(async () => (await orderIdsOf(s.userId))[0], 30_000, "order row written");
+    await eventually(async () => ((await paymentsOf(orderId, s.token)).length === 1 ? true : undefined), 30_000, "AuthorizePayment received");
+    await order.kill("SIGKILL");
+    mark("order killed with AuthorizePayment in flight");
+    expect([Code.Unavailable, Code.Canceled]).toContain((await placing).code);
+    // Payment finishes the authorization nobody will hear of.
+    const held = await eventually(async () => {
+      const [x] = await paymentsOf(orderId, s.token);
+      return x?.status === PaymentStatus.AUTHORIZED ? x : undefined;
+    }, 30_000, "payment authorized");
+    mark("payment authorized");
+
+    order.output.length = 0;
+    await order.start({ ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    mark("order SERVING again with a short checkout timeout");
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    mark("discarded");
+    const after = await paymentsOf(orderId, s.token);
+    expect(after.map((x) => x.id)).toEqual([held.id]);
+    expect(after[0]!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    expect(await h.stock(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
+    const [row] = await eventually(async () => {
+      const rows = await orderDbQuery<{ status: string; payment_status: string; payment_id: string }>(
+        "select status, payment_status, payment_id from orders where id = $1 and checkout = 'failed'", [orderId],
+      );
+      return rows.length ? rows : undefined;
+    }, 30_000, "order ended");
+    expect(row).toEqual({ status: "cancelled", payment_status: "voided", payment_id: held.id });
+    const retry = await failure(h.orders.placeOrder(req, call(s.token)));
+    expect([retry.code, retry.reason]).toEqual([Code.FailedPrecondition, "CHECKOUT_EXPIRED"]);
+    expect((await paymentsOf(orderId, s.token)).map((x) => x.status)).toEqual([PaymentStatus.CANCELLED]);
+  });
+});
+
+describe("the orphaned authorization's compensation with Payment down", () => {
+  it("Payment unreachable when the job discards the checkout: the compensation stays interrupted (nothing given back yet) and a later pass, with Payment back, voids the payment once and gives stock and coupon back", slow, async () => {
+    await restart(order, { ORDER_TEST_HALT_AFTER_STEP: "", ORDER_RECOVERY_EVERY_MS: "200", ORDER_CHECKOUT_TIMEOUT_MS: "1800000" });
+    await restart(payment, { PAYMENT_TEST_HALT_AFTER_PROVIDER: "after_record" });
+    const p = await h.product(1000n, 5);
+    const code = await h.coupon(1000);
+    const s = await h.shopper([[p, 1]]);
+    await h.carts.applyCoupon({ code }, auth(s.token));
+    const placing = failure(h.orders.placeOrder(h.request(s.cartId), call(s.token)));
+    await payment.waitForOutput(/PAYMENT_TEST_HALT_AFTER_PROVIDER=after_record/, 60_000);
+    await payment.kill("SIGKILL");
+    mark("payment killed after recording, left down");
+    expect([Code.Unavailable, Code.DeadlineExceeded]).toContain((await placing).code);
+    const [orderId] = await orderIdsOf(s.userId);
+
+    await restart(order, { ORDER_CHECKOUT_TIMEOUT_MS: "100" });
+    const steps = () =>
+      orderDbQuery<{ step: string; state: string }>("select step, state from order_checkout_steps where order_id = $1 and step in ('authorize', 'compensate') order by step", [orderId]);
+    await eventually(async () => ((await steps()).some((x) => x.step === "compensate") ? true : undefined), 30_000, "compensation started");
+    mark("compensation started with Payment down");
+    // The authorization is undone first and cannot be: nothing further is given back yet.
+    expect(await steps()).toEqual([{ step: "authorize", state: "started" }, { step: "compensate", state: "started" }]);
+    expect(await h.stock(p.id)).toMatchObject({ reserved: 1 });
+    expect(await timesUsed(code)).toBe(1);
+
+    payment.output.length = 0;
+    await payment.start({ PAYMENT_TEST_HALT_AFTER_PROVIDER: "" });
+    mark("payment SERVING again");
+    await eventually(async () => {
+      const [x] = await paymentsOf(orderId!, s.token);
+      return x?.status === PaymentStatus.CANCELLED && (await h.stock(p.id)).reserved === 0 && (await timesUsed(code)) === 0 ? true : undefined;
+    }, 30_000, "checkout discarded and the payment voided");
+    const [voided] = await paymentsOf(orderId!, s.token);
+    expect(voided!.transactions.filter((t) => t.type === TransactionType.VOID)).toHaveLength(1);
+    await eventually(async () => ((await steps()).every((x) => x.state !== "started") ? true : undefined), 30_000, "compensation finished");
+    expect(await steps()).toEqual([{ step: "authorize", state: "compensated" }, { step: "compensate", state: "done" }]);
+  });
 });

@@ -12,7 +12,9 @@
  *   voided and compensated once the checkout timeout passed;
  * - a checkout that never reached the payment is discarded with every
  *   compensation once ORDER_CHECKOUT_TIMEOUT_MS old (a retry with the same
- *   key resumes it before that).
+ *   key resumes it before that); an AuthorizePayment sent whose answer was
+ *   never recorded is looked up by order id (Payment
+ *   ListPaymentsForOrderInternal) and its live payment voided (compensate).
  */
 import type { EntityManager } from "../../kit/db.ts";
 import type { Logger } from "../../kit/logger.ts";

@@ -1,9 +1,12 @@
 /**
- * The list RPCs: ListPaymentsForOrder (customer), ListPayments and
- * ListRefunds (admin). Newest first, keyset pages (created_at, id) with the
+ * The list RPCs: ListPaymentsForOrder (customer), ListPaymentsForOrderInternal
+ * (Order's compensation: every payment of an order, at most 100), ListPayments
+ * and ListRefunds (admin). Newest first, keyset pages (created_at, id) with the
  * kit's signed page tokens; every filter a bound parameter.
  */
 import type {
+  ListPaymentsForOrderInternalRequest,
+  ListPaymentsForOrderInternalResponse,
   ListPaymentsForOrderRequest,
   ListPaymentsForOrderResponse,
   ListPaymentsRequest,
@@ -14,7 +17,7 @@ import type {
 import { dateOf } from "../../kit/convert.ts";
 import type { EntityManager } from "../../kit/db.ts";
 import { newestFirstPage } from "../../kit/paging.ts";
-import type { Params } from "../../kit/sql.ts";
+import { type Params, sqlOf } from "../../kit/sql.ts";
 import { loadPayment, type PaymentRow, paymentMessage, paymentSelect, type RefundRow, refundMessage, paymentStatus, refundStatus } from "./mapping.ts";
 
 type Out<T> = Omit<T, "$typeName">;
@@ -28,6 +31,12 @@ export async function listPaymentsForOrder(em: EntityManager, userId: string, re
     where: (p) => [`p.order_id = ${p.add(req.orderId)}::uuid`, `p.user_id = ${p.add(userId)}::uuid`],
   });
   return { payments: await Promise.all(rows.map((r) => loadPayment(em, r.id, "customer", userId))), nextPageToken: next };
+}
+
+/** Every payment of the order (an order has at most one live one), newest first, internal view; at most 100. */
+export async function listPaymentsForOrderInternal(em: EntityManager, req: ListPaymentsForOrderInternalRequest): Promise<Out<ListPaymentsForOrderInternalResponse>> {
+  const rows = await sqlOf(em).all<{ id: string }>("select id from payments where order_id = $1::uuid order by created_at desc, id desc limit 100", [req.orderId]);
+  return { payments: await Promise.all(rows.map((r) => loadPayment(em, r.id, "internal"))) };
 }
 
 export async function listPayments(em: EntityManager, req: ListPaymentsRequest): Promise<Out<ListPaymentsResponse>> {

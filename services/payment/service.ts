@@ -13,10 +13,11 @@ import { intervalJob } from "../../kit/jobs.ts";
 import { defineService } from "../../kit/server.ts";
 import { loadPaymentConfig } from "./config.ts";
 import { paymentEntities } from "./entities.ts";
-import { listPayments, listPaymentsForOrder, listRefunds } from "./lists.ts";
+import { listPayments, listPaymentsForOrder, listPaymentsForOrderInternal, listRefunds } from "./lists.ts";
 import { loadPayment, loadRefund } from "./mapping.ts";
 import { PaymentTables } from "./migrations/0001_payment_tables.ts";
 import { TransactionReason } from "./migrations/0002_transaction_reason.ts";
+import { PaymentsOrder } from "./migrations/0003_payments_order.ts";
 import { authorizePayment, capturePayment, refundPayment, voidPayment } from "./payments.ts";
 import { Providers } from "./providers.ts";
 import { reconcileOperations, reconcilePayments, retryWebhooks } from "./reconcile.ts";
@@ -28,6 +29,7 @@ export const paymentService = defineService({
   migrations: [
     { name: "0001_payment_tables", class: PaymentTables },
     { name: "0002_transaction_reason", class: TransactionReason },
+    { name: "0003_payments_order", class: PaymentsOrder },
   ],
   publishes: file_ecommerce_payment_v1_events,
   setup(ctx) {
@@ -50,6 +52,7 @@ export const paymentService = defineService({
       voidPayment: (req, ctx) => voidPayment(emOf(ctx), deps, req),
       refundPayment: (req, ctx) => refundPayment(emOf(ctx), deps, service(ctx), req),
       getPaymentInternal: async (req, ctx) => ({ payment: await loadPayment(emOf(ctx), req.paymentId, "internal") }),
+      listPaymentsForOrderInternal: (req, ctx) => listPaymentsForOrderInternal(emOf(ctx), req),
 
       // CUSTOMER: the caller's own payments and refunds.
       getPayment: async (req, ctx) => ({ payment: await loadPayment(emOf(ctx), req.paymentId, "customer", me(ctx)) }),

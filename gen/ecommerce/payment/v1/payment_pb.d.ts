@@ -971,6 +971,47 @@ export declare type GetPaymentInternalResponse = Message<"ecommerce.payment.v1.G
 export declare const GetPaymentInternalResponseSchema: GenMessage<GetPaymentInternalResponse>;
 
 /**
+ * Request of PaymentService.ListPaymentsForOrderInternal.
+ *
+ * @generated from message ecommerce.payment.v1.ListPaymentsForOrderInternalRequest
+ */
+export declare type ListPaymentsForOrderInternalRequest = Message<"ecommerce.payment.v1.ListPaymentsForOrderInternalRequest"> & {
+  /**
+   * Id of the order.
+   *
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+};
+
+/**
+ * Describes the message ecommerce.payment.v1.ListPaymentsForOrderInternalRequest.
+ * Use `create(ListPaymentsForOrderInternalRequestSchema)` to create a new message.
+ */
+export declare const ListPaymentsForOrderInternalRequestSchema: GenMessage<ListPaymentsForOrderInternalRequest>;
+
+/**
+ * Response of PaymentService.ListPaymentsForOrderInternal.
+ *
+ * @generated from message ecommerce.payment.v1.ListPaymentsForOrderInternalResponse
+ */
+export declare type ListPaymentsForOrderInternalResponse = Message<"ecommerce.payment.v1.ListPaymentsForOrderInternalResponse"> & {
+  /**
+   * The order's payments, newest first, with transactions and refunds,
+   * without raw provider responses.
+   *
+   * @generated from field: repeated ecommerce.payment.v1.Payment payments = 1;
+   */
+  payments: Payment[];
+};
+
+/**
+ * Describes the message ecommerce.payment.v1.ListPaymentsForOrderInternalResponse.
+ * Use `create(ListPaymentsForOrderInternalResponseSchema)` to create a new message.
+ */
+export declare const ListPaymentsForOrderInternalResponseSchema: GenMessage<ListPaymentsForOrderInternalResponse>;
+
+/**
  * Request of PaymentService.GetPayment.
  *
  * @generated from message ecommerce.payment.v1.GetPaymentRequest
@@ -2148,6 +2189,21 @@ export declare const PaymentService: GenService<{
     methodKind: "unary";
     input: typeof GetPaymentInternalRequestSchema;
     output: typeof GetPaymentInternalResponseSchema;
+  },
+  /**
+   * Lists every payment of an order, newest first, full view (as
+   * GetPaymentInternal), at most 100 (an order has at most one live payment;
+   * the rest are FAILED or CANCELLED attempts). Called by the Order service
+   * when it discards a checkout whose AuthorizePayment was sent but whose
+   * answer (the payment id) it never recorded: it voids what it finds live.
+   * The list is empty when the order has no payment.
+   *
+   * @generated from rpc ecommerce.payment.v1.PaymentService.ListPaymentsForOrderInternal
+   */
+  listPaymentsForOrderInternal: {
+    methodKind: "unary";
+    input: typeof ListPaymentsForOrderInternalRequestSchema;
+    output: typeof ListPaymentsForOrderInternalResponseSchema;
   },
   /**
    * Returns one of the caller's payments, customer view (no provider ids, no
