@@ -6,13 +6,11 @@
  * takes categories from the cart snapshot and calls nobody.
  */
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
 import { CartSnapshotSchema, DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -20,16 +18,7 @@ import { eventsOnStream } from "../../kit/testing/events.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { discountService } from "./service.ts";
 
-/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
-export async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
-}
+export { failure } from "../../kit/testing/failure.ts";
 
 export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 

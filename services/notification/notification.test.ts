@@ -7,7 +7,7 @@
  */
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
@@ -23,7 +23,6 @@ import {
   NotificationType,
   SendOutcome,
 } from "../../gen/ecommerce/notification/v1/notification_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { subjectOf } from "../../kit/events/contracts.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { eventsOnStream } from "../../kit/testing/events.ts";
@@ -33,6 +32,7 @@ import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { authService } from "../auth/service.ts";
 import { linkIn, rawHeader, SmtpPeer } from "./testing.ts";
 import { notificationService } from "./service.ts";
+import { failure } from "../../kit/testing/failure.ts";
 
 const issuer = new TestIssuer();
 const storefront = "https://shop.example";
@@ -54,14 +54,6 @@ async function sql<T extends object>(query: string, params: unknown[] = []): Pro
   return sqlOf(mesh.services.notification!.ctx.orm.em.fork()).all<T>(query, params);
 }
 
-async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason, metadata: error.findDetails(ErrorInfoSchema)[0]?.metadata };
-}
 
 /** Mails to `address` once there are at least `n`. */
 const mailsTo = (address: string, n = 1, what = `mail to ${address}`) => eventually(async () => (smtp.to(address).length >= n ? smtp.to(address) : undefined), 20_000, what);

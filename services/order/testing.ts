@@ -4,7 +4,7 @@
  * nats-server (kit/testing), tokens from a TestIssuer instead of Auth, gRPC
  * clients, and helpers for a catalog, a shipping method, carts and checkouts.
  */
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { v7 as uuidv7 } from "uuid";
 import { CartService } from "../../gen/ecommerce/cart/v1/cart_pb.js";
@@ -14,8 +14,6 @@ import { OrderService, type PlaceOrderRequest, type PlaceOrderRequestSchema } fr
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { type Product, ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { ShippingService } from "../../gen/ecommerce/shipping/v1/shipping_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { type RunningService, runService } from "../../kit/server.ts";
 import { sqlOf } from "../../kit/sql.ts";
@@ -42,16 +40,7 @@ export const usd = (amountMinor: bigint) => money(amountMinor, "USD");
 let counter = 0;
 export const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${++counter}`;
 
-/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
-export async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata ?? {}, message: error.rawMessage };
-}
+export { failure } from "../../kit/testing/failure.ts";
 
 export const address = { firstName: "Ada", lastName: "Lovelace", addressLine1: "1 Main St", city: "San Francisco", state: "CA", postalCode: "94105", countryCode: "US" };
 

@@ -5,17 +5,15 @@
  * Other services are not started unless a test passes stand-ins for them.
  */
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { v7 as uuidv7 } from "uuid";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { CategoryService } from "../../gen/ecommerce/product/v1/category_pb.js";
 import { InventoryService } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
-import { errorFields } from "../../kit/errors.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { AnyServiceDefinition } from "../../kit/server.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
@@ -75,16 +73,7 @@ export async function startProductHarness(env: Record<string, string> = {}, peer
   };
 }
 
-/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
-export async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage, error };
-}
+export { failure } from "../../kit/testing/failure.ts";
 
 let counter = 0;
 /** A unique SKU / name suffix for a test. */

@@ -7,7 +7,7 @@
  * server, real HTTP/2, the kit's policy checks) answers GetOrderInternal with
  * the orders a test puts in `orders`.
  */
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { v7 as uuidv7 } from "uuid";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -19,23 +19,12 @@ import { type Product, ProductService, ProductStatus } from "../../gen/ecommerce
 import { productService } from "../product/service.ts";
 import { defineService } from "../../kit/server.ts";
 import { notFound } from "../../kit/errors.ts";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
-import { errorFields } from "../../kit/errors.ts";
 import { money } from "../../kit/money.ts";
 import { startMesh, type TestMesh } from "../../kit/testing/mesh.ts";
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { shippingService } from "./service.ts";
 
-/** The error of a call that must fail: code, ErrorInfo reason, field and metadata. */
-export async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
-}
+export { failure } from "../../kit/testing/failure.ts";
 
 export const auth = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 

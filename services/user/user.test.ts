@@ -22,12 +22,10 @@ import {
   UserReactivatedSchema,
   UserRegisteredSchema,
 } from "../../gen/ecommerce/auth/v1/events_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { type UserUpdated, UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import { ProductService, ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { AddressType, Gender, UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { CardBrand, PaymentMethodType } from "../../gen/ecommerce/common/v1/payment_method_pb.js";
-import { errorFields } from "../../kit/errors.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import { captureQueries, installSqlCounter } from "../../scripts/bench/meter.ts";
 import { streamOf, subjectOf } from "../../kit/events/contracts.ts";
@@ -40,6 +38,7 @@ import { productService } from "../product/service.ts";
 import { userService } from "./service.ts";
 import { TokenCipher, tokenBinding } from "./token-cipher.ts";
 import { randomBytes } from "node:crypto";
+import { failure } from "../../kit/testing/failure.ts";
 
 const issuer = new TestIssuer();
 let mesh: TestMesh;
@@ -73,15 +72,6 @@ async function registeredUser(init: { firstName?: string; lastName?: string; ema
   return { userId, email, token };
 }
 
-async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  const info = error.findDetails(ErrorInfoSchema)[0];
-  return { code: error.code, reason: info?.reason, field: errorFields(error)[0], metadata: info?.metadata, message: error.rawMessage };
-}
 
 /** Every user.updated for a user currently on USER_EVENTS, oldest first. */
 async function userUpdatedFor(userId: string): Promise<UserUpdated[]> {

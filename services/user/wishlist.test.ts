@@ -7,7 +7,7 @@
  */
 import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
@@ -15,7 +15,6 @@ import { randomBytes } from "node:crypto";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file_ecommerce_auth_v1_events, UserRegisteredSchema } from "../../gen/ecommerce/auth/v1/events_pb.js";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { ProductOutOfStockSchema, ProductUpdatedSchema } from "../../gen/ecommerce/product/v1/events_pb.js";
 import { InventoryService, StockAdjustmentReason } from "../../gen/ecommerce/product/v1/inventory_pb.js";
 import { ProductService, ProductStatus, StockStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
@@ -27,6 +26,7 @@ import { eventually, startMesh, type TestMesh } from "../../kit/testing/mesh.ts"
 import { TestIssuer } from "../../kit/testing/tokens.ts";
 import { productService } from "../product/service.ts";
 import { userService } from "./service.ts";
+import { failure } from "../../kit/testing/failure.ts";
 
 const issuer = new TestIssuer();
 let mesh: TestMesh;
@@ -97,14 +97,6 @@ function processed(eventId: string, consumer: string) {
   }, 15_000, `${consumer} processed ${eventId}`);
 }
 
-async function failure(call: Promise<unknown>) {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => ConnectError.from(e),
-  );
-  if (!error) throw new Error("expected the call to fail");
-  return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason, message: error.rawMessage };
-}
 
 beforeAll(async () => {
   mesh = await startMesh([productService, userService].map((def) => issuer.trustedBy(def)));
