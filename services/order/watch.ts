@@ -22,9 +22,15 @@ export async function* watchOrder(em: EntityManager, pollMs: number, userId: str
   yield { order };
   const until = Date.now() + maxWatchMs;
   while (!terminalStatuses.includes(statusName(order.status)) && Date.now() < until && !signal.aborted) {
+    // The abort listener goes with each wait: an hour-long stream must not pile up one per poll.
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, pollMs);
-      signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+      const done = () => {
+        clearTimeout(t);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const t = setTimeout(done, pollMs);
+      signal.addEventListener("abort", done, { once: true });
     });
     if (signal.aborted) return;
     const now = await versionOf(em, orderId);
