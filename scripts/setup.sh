@@ -15,6 +15,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # google/protobuf/*.proto (well-known types) for plain protoc; a Recommends of protobuf-compiler.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# chromium: the browser tests drive Debian's Chromium with playwright-core (no browser download).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing ${missing[*]} with apt-get"
