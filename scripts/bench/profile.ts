@@ -1,0 +1,88 @@
+/**
+ * `node scripts/bench/profile.ts [user|bare|ab] [seconds]`: a CPU profile of the servers'
+ * process while one load generator (a child process, as in `npm run bench`) calls
+ * GetMyProfile over gRPC at concurrency 64 — the kit's user service ("user") or the
+ * bare Connect server of the bench ("bare"). Prints the functions with the most self
+ * time, grouped by package, and writes the .cpuprofile (open it in Chrome DevTools).
+ * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each.
+ * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
+ */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
+import { eventually, startMesh } from "../../kit/testing/mesh.ts";
+import { authService } from "../../services/auth/service.ts";
+import { userService } from "../../services/user/service.ts";
+import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { bareUserServer } from "./bare.ts";
+import { Generator } from "./load.ts";
+
+const which = process.argv[2] ?? "user";
+const seconds = Number(process.argv[3] ?? 10);
+const mesh = await startMesh([authService, userService], {});
+const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
+const registered = await auth.register({ email: `profile${Date.now()}@example.test`, password: "quartz lantern bench river 8812" });
+const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
+const direct = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
+await eventually(() => direct.getMyProfile({}, { headers }).catch(() => undefined), 15_000, "profile");
+const bare = await bareUserServer(mesh.services.user!.ctx.config.databaseUrl, registered.user!.id);
+if (which === "ab") {
+  // Interleaved rounds, bare then kit, so that a busy machine slows both alike: CPU per request of each and their ratio.
+  const target = (baseUrl: string) => Generator.start({ kind: "rpc", protocol: "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
+  const gens = { bare: await target(bare.url), user: await target(mesh.url("user")) };
+  for (const g of Object.values(gens)) await g.run({ kind: "closed", concurrency: 64, durationMs: 2000 });
+  for (let round = 1; round <= 4; round++) {
+    const cpuPerReq: Record<string, number> = {};
+    for (const [name, g] of Object.entries(gens)) {
+      const c0 = process.cpuUsage();
+      const m = await g.run({ kind: "closed", concurrency: 64, durationMs: seconds * 1000 });
+      const c = process.cpuUsage(c0);
+      cpuPerReq[name] = (c.user + c.system) / m.requests;
+      console.log(`round ${round} ${name}: ${m.rps.toFixed(0)} req/s, ${cpuPerReq[name].toFixed(0)} µs CPU/req, p50 ${m.p50Ms} ms`);
+    }
+    console.log(`round ${round}: kit/bare CPU ${(cpuPerReq.user / cpuPerReq.bare).toFixed(2)}x`);
+  }
+  for (const g of Object.values(gens)) await g.stop();
+  await bare.stop();
+  await mesh.stop();
+  process.exit(0);
+}
+const baseUrl = which === "bare" ? bare.url : mesh.url("user");
+const generator = await Generator.start({ kind: "rpc", protocol: "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
+await generator.run({ kind: "closed", concurrency: 64, durationMs: 2000 }); // warm-up (JIT, pools)
+
+const session = new Session();
+session.connect();
+await session.post("Profiler.enable");
+await session.post("Profiler.setSamplingInterval", { interval: 100 });
+const cpu0 = process.cpuUsage();
+await session.post("Profiler.start");
+const measured = await generator.run({ kind: "closed", concurrency: 64, durationMs: seconds * 1000 });
+const { profile } = await session.post("Profiler.stop");
+const cpu = process.cpuUsage(cpu0);
+const out = `/tmp/profile-${which}.cpuprofile`;
+writeFileSync(out, JSON.stringify(profile));
+
+type Node = { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount: number };
+const nodes = profile.nodes as Node[];
+const total = nodes.reduce((s, n) => s + n.hitCount, 0);
+const byFn = new Map<string, number>();
+const byPkg = new Map<string, number>();
+for (const n of nodes) {
+  const url = n.callFrame.url.replace(/^file:\/\//, "");
+  const pkg = url.includes("node_modules/") ? url.split("node_modules/").pop()!.split("/").slice(0, url.split("node_modules/").pop()!.startsWith("@") ? 2 : 1).join("/") : url.startsWith("node:") ? url : url ? url.replace(/^.*\/(kit|services|gen|scripts|gateway)\//, "$1/") : `(${n.callFrame.functionName || "native"})`;
+  const fn = `${n.callFrame.functionName || "(anonymous)"} ${url.replace(/^.*node_modules\//, "")}:${n.callFrame.lineNumber + 1}`;
+  byFn.set(fn, (byFn.get(fn) ?? 0) + n.hitCount);
+  const key = pkg.startsWith("kit/") || pkg.startsWith("services/") ? pkg : pkg;
+  byPkg.set(key, (byPkg.get(key) ?? 0) + n.hitCount);
+}
+const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k).map(([name, hits]) => `${((100 * hits) / total).toFixed(1).padStart(5)}%  ${name}`);
+console.log(`${which}: ${measured.rps.toFixed(0)} req/s, CPU ${(((cpu.user + cpu.system) / measured.requests) | 0)} µs/req (process, all threads), p50 ${measured.p50Ms} ms; profile ${out}`);
+console.log("\nby file/package (self time):\n" + top(byPkg, 30).join("\n"));
+console.log("\nby function (self time):\n" + top(byFn, 40).join("\n"));
+await generator.stop();
+await bare.stop();
+await mesh.stop();
+process.exit(0);
