@@ -42,7 +42,7 @@ if (which === "ab") {
       cpuPerReq[name] = (c.user + c.system) / m.requests;
       console.log(`round ${round} ${name}: ${m.rps.toFixed(0)} req/s, ${cpuPerReq[name].toFixed(0)} µs CPU/req, p50 ${m.p50Ms} ms`);
     }
-    console.log(`round ${round}: kit/bare CPU ${(cpuPerReq.user / cpuPerReq.bare).toFixed(2)}x`);
+    console.log(`round ${round}: kit/bare CPU ${(cpuPerReq.user! / cpuPerReq.bare!).toFixed(2)}x`);
   }
   for (const g of Object.values(gens)) await g.stop();
   await bare.stop();
