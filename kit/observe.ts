@@ -27,6 +27,18 @@ const codeNames = new Map<Code | undefined, string>([
 
 const serverFaults = new Set([Code.Internal, Code.Unknown, Code.DataLoss]);
 
+/**
+ * Whether the client abandoned the call: its stream was reset before the answer.
+ * connect-node reads the reset's code as the call's error, and its own client resets
+ * with INTERNAL_ERROR when its deadline passes (grpc-js sends CANCEL): without this,
+ * every call a client gave up on would be counted and logged as the server's INTERNAL
+ * fault. The server's own deadline (DEADLINE_EXCEEDED) is not the client leaving.
+ */
+function abandonedByClient(signal: AbortSignal): boolean {
+  const reason: unknown = signal.aborted ? signal.reason : undefined;
+  return reason instanceof ConnectError && reason.code !== Code.DeadlineExceeded && reason.rawMessage.startsWith("http/2 stream closed");
+}
+
 export interface ObserveOptions {
   /** Calls that take at least this long are logged at warn, whatever the level says of successes. */
   slowCallMs: number;
@@ -84,6 +96,8 @@ export function observeInterceptor(log: Logger, metrics: ServiceMetrics, options
     const mapError = (error: unknown): ConnectError => {
       const { error: mapped, unexpected } = toConnectError(error, trace.requestId);
       if (unexpected) runWithTrace(trace, () => log.error({ err: error, method: m.name }, "unexpected error"));
+      // What the handler threw after its client left is answered to nobody: the call was cancelled.
+      if (abandonedByClient(req.signal)) return new ConnectError("the client closed the call before it was answered", Code.Canceled);
       // ErrorInfo.domain names the service's package here, once, instead of in every throw.
       return withDomain(mapped, m.domain);
     };
