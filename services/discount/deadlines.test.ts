@@ -43,7 +43,7 @@ describe("RedeemDiscounts whose deadlines pass under contention", () => {
           continue;
         }
         const e = await failure(Promise.reject(r.reason));
-        const key = `${Code[e.code]} ${e.reason ?? ""} ${e.code === Code.Internal ? e.rawMessage : ""}`.trim();
+        const key = `${Code[e.code]} ${e.reason ?? ""} ${e.code === Code.Internal ? e.message : ""}`.trim();
         codes.set(key, (codes.get(key) ?? 0) + 1);
       }
     }
