@@ -112,6 +112,15 @@ describe("PreviewOrder and PlaceOrder", () => {
     expect(await h.stock(p.id)).toMatchObject({ onHand: 1, reserved: 0 });
   });
 
+  it("a product sold out meanwhile (none left): OUT_OF_STOCK with available 0, not PRODUCT_UNAVAILABLE", async () => {
+    const p = await h.product(1000n, 2);
+    const s = await h.shopper([[p, 1]]);
+    const other = await h.shopper([[p, 2]]);
+    await h.orders.placeOrder(h.request(other.cartId), auth(other.token));
+    const out = await failure(h.orders.placeOrder(h.request(s.cartId), auth(s.token)));
+    expect([out.code, out.reason, out.metadata.product_id, out.metadata.available]).toEqual([Code.FailedPrecondition, "OUT_OF_STOCK", p.id, "0"]);
+  });
+
   it("a coupon: discounted and redeemed; an expired coupon is COUPON_INVALID and nothing is held", async () => {
     const p = await h.product(10_000n, 5);
     const code = await h.coupon(1000);

@@ -14,8 +14,9 @@ beforeAll(async () => {
 });
 afterAll(() => h?.stop());
 
-const customers = Number(process.env.ORDER_CONCURRENCY_CUSTOMERS ?? 100);
-const units = Number(process.env.ORDER_CONCURRENCY_UNITS ?? 10);
+// Issue 11's figures: 500 customers for 50 units (≈40 s on the 2-core machine alone; smaller runs via these settings).
+const customers = Number(process.env.ORDER_CONCURRENCY_CUSTOMERS ?? 500);
+const units = Number(process.env.ORDER_CONCURRENCY_UNITS ?? 50);
 
 describe("concurrent checkouts", () => {
   it(`${customers} customers, ${units} units: exactly ${units} orders, stock 0, nothing held by the others`, async () => {
@@ -52,7 +53,7 @@ describe("concurrent checkouts", () => {
         ...(customers > units ? [{ checkout: "failed", status: "cancelled", n: customers - units }] : []),
       ].filter((r) => r.n > 0).sort((a, b) => a.checkout.localeCompare(b.checkout)),
     );
-  });
+  }, Math.max(60_000, customers * 600)); // a limit for a stuck run, not a speed goal: busy machines take several times longer
 
   it("40 customers with a coupon for 10 units, every 4th card declined: whatever sells, every unsold unit, redemption and authorization is given back", async () => {
     const p = await h.product(4000n, 10);

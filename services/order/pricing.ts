@@ -128,6 +128,14 @@ export async function priceCheckout(
   for (const w of cart.warnings) {
     const i = indexOf(w.itemId);
     const item = cart.items[i];
+    // A line with no stock left at all is unavailable to the cart, but to the customer it is sold out.
+    if (w.code === CartWarningCode.ITEM_UNAVAILABLE && w.reason === "OUT_OF_STOCK") {
+      throw domainError(Code.FailedPrecondition, `${item?.productName ?? "a product"} is sold out; remove it from the cart`, {
+        reason: "OUT_OF_STOCK",
+        field: `items[${i}].quantity`,
+        metadata: { product_id: w.productId, variant_id: w.variantId, requested: String(item?.quantity ?? 0), available: "0" },
+      });
+    }
     if (w.code === CartWarningCode.ITEM_UNAVAILABLE) {
       throw domainError(Code.FailedPrecondition, `${item?.productName ?? "a product"} can no longer be bought; remove it from the cart`, {
         reason: "PRODUCT_UNAVAILABLE",
