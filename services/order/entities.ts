@@ -93,6 +93,8 @@ export const OrderStatusHistoryEntity = defineEntity({
     actorType: p.text(),
     changedBy: p.text(),
     reason: p.text(),
+    /** The order's version this change produced (WatchOrder resumes from it); null on rows older than migration 0003. */
+    orderVersion: p.integer().nullable(),
     createdAt: p.datetime().onCreate(now),
   },
 });

@@ -18,6 +18,7 @@ import { orderEntities } from "./entities.ts";
 import { loadOrder } from "./mapping.ts";
 import { OrderTables } from "./migrations/0001_order_tables.ts";
 import { OrderShipments } from "./migrations/0002_order_shipments.ts";
+import { StatusHistoryVersion } from "./migrations/0003_status_history_version.ts";
 import {
   addOrderNote,
   adminActor,
@@ -42,6 +43,7 @@ export const orderService = defineService({
   migrations: [
     { name: "0001_order_tables", class: OrderTables },
     { name: "0002_order_shipments", class: OrderShipments },
+    { name: "0003_status_history_version", class: StatusHistoryVersion },
   ],
   publishes: file_ecommerce_order_v1_events,
   setup(ctx) {
@@ -58,7 +60,7 @@ export const orderService = defineService({
       getOrderByNumber: async (req, ctx) => ({ order: await getOrderByNumber(emOf(ctx), me(ctx), req.orderNumber) }),
       listMyOrders: (req, ctx) => listMyOrders(emOf(ctx), me(ctx), req),
       cancelOrder: async (req, ctx) => ({ order: await cancelOrder(emOf(ctx), svc.peers, customerActor(me(ctx)), req.orderId, req.reason, "customer", me(ctx)) }),
-      watchOrder: (req, ctx) => watchOrder(emOf(ctx), config.watchPollMs, me(ctx), req.orderId, ctx.signal),
+      watchOrder: (req, ctx) => watchOrder(emOf(ctx), config.watchPollMs, me(ctx), req, ctx.signal),
 
       // ADMIN.
       listOrders: (req, ctx) => listOrders(emOf(ctx), req),

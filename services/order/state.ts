@@ -69,6 +69,7 @@ export async function recordChange(tx: EntityManager, row: OrderRow, previous: s
     actorType: actorTypes.toDb(actor.type),
     changedBy: actor.id,
     reason: reason.slice(0, 500),
+    orderVersion: row.version,
   });
   if (row.announced) {
     publishEvent(tx, OrderStatusChangedSchema, {

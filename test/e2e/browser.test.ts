@@ -8,8 +8,9 @@
  * Payment, Order, test tokens instead of Auth); the order moves CONFIRMED →
  * SHIPPED (a shipment: shipment.created) → DELIVERED (its delivery:
  * shipment.delivered), and the page must see each status once, in order, and
- * the stream end at DELIVERED. Also in the page: a reconnect starts from the
- * current state without replaying older ones; no token and a forged token end
+ * the stream end at DELIVERED. Also in the page: a reconnect with the last
+ * version received resumes there (what happened meanwhile once, nothing older),
+ * one without a version starts from the current state; no token and a forged token end
  * as `unauthenticated`; a page from an origin the edge does not allow cannot
  * call at all (the browser's CORS check).
  *
@@ -68,8 +69,8 @@ async function openPage(origin: string): Promise<Page> {
 
 /** What the page's `pageApi` does, called from the test. */
 const inPage = (p: Page) => ({
-  watch: (name: string, protocol: Protocol, orderId: string, token: string | null) =>
-    p.evaluate(([n, pr, o, t]) => (globalThis as unknown as { pageApi: PageApi }).pageApi.watch(n, pr, o, t ?? undefined), [name, protocol, orderId, token] as const),
+  watch: (name: string, protocol: Protocol, orderId: string, token: string | null, resumeAfterVersion?: string) =>
+    p.evaluate(([n, pr, o, t, v]) => (globalThis as unknown as { pageApi: PageApi }).pageApi.watch(n, pr, o, t ?? undefined, v ?? undefined), [name, protocol, orderId, token, resumeAfterVersion ?? null] as const),
   stop: (name: string) => p.evaluate((n) => (globalThis as unknown as { pageApi: PageApi }).pageApi.stop(n), name),
   state: (name: string) => p.evaluate((n) => (globalThis as unknown as { pageApi: PageApi }).pageApi.watches[n], name) as Promise<WatchState | undefined>,
   /** Waits until the watch's state satisfies `done`. */
@@ -164,7 +165,7 @@ describe.each(["connect", "grpc-web"] as const)("WatchOrder in Chromium over %s"
     expect(progress).toEqual([...progress].sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!));
   }, testMs);
 
-  it("a reconnect starts from the current state: nothing older is replayed, the next change follows", async () => {
+  it("a reconnect resumes from the last version received: what happened meanwhile arrives once, nothing older is replayed", async () => {
     const { order, token } = await placed();
     const w = inPage(page);
     const before = `${protocol}-before-reconnect`;
@@ -173,30 +174,34 @@ describe.each(["connect", "grpc-web"] as const)("WatchOrder in Chromium over %s"
     const shipmentId = await ship(order);
     const shipped = await w.until(before, saw(OrderStatus.SHIPPED), "SHIPPED");
     expect(shipped.error).toBeUndefined();
-    // The browser drops the stream (a closed tab, a lost connection) and opens a new one.
+    // The browser drops the stream (a closed tab, a lost connection); the order is delivered meanwhile.
     await w.stop(before);
     const dropped = await w.until(before, ended, "the dropped stream's end");
     expect(dropped.error?.code).toBe(Code.Canceled);
     const last = dropped.messages.at(-1)!;
     expect(last.status).toBe(OrderStatus.SHIPPED);
-
-    const after = `${protocol}-after-reconnect`;
-    await w.watch(after, protocol, order.id, token);
-    const resumed = await w.until(after, (s) => s.messages.length > 0 || ended(s), "first message after the reconnect");
-    expect(resumed.error).toBeUndefined();
-    // The first message is the state the old stream last showed (or later), not an older one, and no change again.
-    expect(resumed.messages[0]).toMatchObject({ status: OrderStatus.SHIPPED, change: undefined, payment: OrderPaymentStatus.PAID });
-    expect(resumed.messages[0]!.history).toBeGreaterThanOrEqual(last.history);
-    expect(resumed.messages[0]!.updatedAtMs).toBeGreaterThanOrEqual(last.updatedAtMs);
-
     await deliver(shipmentId);
+
+    // Reconnected with the last version it received: the missed change, once, then the stream ends (DELIVERED is final).
+    const after = `${protocol}-after-reconnect`;
+    await w.watch(after, protocol, order.id, token, last.version);
     const done = await w.until(after, ended, "the end of the resumed stream");
+    expect(done.error).toBeUndefined();
     expect(done.completed).toBe(true);
-    expect(done.messages.some((m) => m.status === OrderStatus.CONFIRMED)).toBe(false);
     expect(done.messages.flatMap((m) => (m.change ? [m.change] : []))).toEqual([OrderStatus.DELIVERED]);
-    expect(done.messages.at(-1)).toMatchObject({ status: OrderStatus.DELIVERED, change: OrderStatus.DELIVERED });
+    expect(done.messages.some((m) => m.status !== OrderStatus.DELIVERED && m.status !== OrderStatus.SHIPPED)).toBe(false);
+    expect(done.messages.at(-1)).toMatchObject({ status: OrderStatus.DELIVERED, change: OrderStatus.DELIVERED, payment: OrderPaymentStatus.PAID });
+    const versions = [last, ...done.messages].map((m) => BigInt(m.version));
+    expect(versions).toEqual([...versions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+    expect(new Set(versions).size).toBe(versions.length);
     // The dropped stream got nothing after it was dropped.
     expect((await w.state(before))!.messages).toEqual(dropped.messages);
+
+    // Reconnected without a version: the current state first, as the contract says, and the stream ends.
+    const fresh = `${protocol}-fresh`;
+    await w.watch(fresh, protocol, order.id, token);
+    const current = await w.until(fresh, ended, "the end of the fresh stream");
+    expect(current.messages.map((m) => [m.status, m.change])).toEqual([[OrderStatus.DELIVERED, undefined]]);
   }, testMs);
 
   it("without a token, or with a forged one, the page's call ends as unauthenticated", async () => {

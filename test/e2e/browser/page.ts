@@ -24,6 +24,8 @@ export interface WatchMessage {
   /** How far the order has come: its status history entries and last change, which a resumed stream must not go back on. */
   history: number;
   updatedAtMs: number;
+  /** WatchOrderResponse.version, as a decimal string (a bigint does not cross page.evaluate). */
+  version: string;
 }
 
 export interface WatchState {
@@ -37,8 +39,8 @@ export interface WatchState {
 
 export interface PageApi {
   watches: Record<string, WatchState>;
-  /** Opens WatchOrder as `name`; the bearer token is left out when `token` is undefined. */
-  watch(name: string, protocol: Protocol, orderId: string, token?: string): void;
+  /** Opens WatchOrder as `name`; the bearer token is left out when `token` is undefined; resumed after `resumeAfterVersion` if given. */
+  watch(name: string, protocol: Protocol, orderId: string, token?: string, resumeAfterVersion?: string): void;
   /** Ends the watch `name` from the browser's side (as a closed tab or a reconnect does). */
   stop(name: string): void;
 }
@@ -52,7 +54,7 @@ const aborts = new Map<string, AbortController>();
 
 const api: PageApi = {
   watches: {},
-  watch(name, protocol, orderId, token) {
+  watch(name, protocol, orderId, token, resumeAfterVersion) {
     const state: WatchState = { protocol, messages: [], completed: false };
     const abort = new AbortController();
     api.watches[name] = state;
@@ -61,7 +63,7 @@ const api: PageApi = {
     void (async () => {
       try {
         const headers = token === undefined ? {} : { authorization: `Bearer ${token}` };
-        for await (const m of orders.watchOrder({ orderId }, { headers, signal: abort.signal })) {
+        for await (const m of orders.watchOrder({ orderId, resumeAfterVersion: BigInt(resumeAfterVersion ?? "0") }, { headers, signal: abort.signal })) {
           const o = m.order!;
           const updated = o.updatedAt!;
           state.messages.push({
@@ -70,6 +72,7 @@ const api: PageApi = {
             payment: o.paymentStatus,
             history: o.statusHistory.length,
             updatedAtMs: Number(updated.seconds) * 1000 + Math.floor(updated.nanos / 1e6),
+            version: m.version.toString(),
           });
         }
         state.completed = true;

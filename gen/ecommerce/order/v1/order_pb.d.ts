@@ -1171,6 +1171,15 @@ export declare type WatchOrderRequest = Message<"ecommerce.order.v1.WatchOrderRe
    * @generated from field: string order_id = 1;
    */
   orderId: string;
+
+  /**
+   * To resume after a reconnect: the version of the last message received
+   * (WatchOrderResponse.version). 0 (unset) starts with the current state, and
+   * so does a version the order has not reached.
+   *
+   * @generated from field: int64 resume_after_version = 2;
+   */
+  resumeAfterVersion: bigint;
 };
 
 /**
@@ -1200,6 +1209,14 @@ export declare type WatchOrderResponse = Message<"ecommerce.order.v1.WatchOrderR
    * @generated from field: ecommerce.order.v1.OrderStatusChange change = 2;
    */
   change?: OrderStatusChange | undefined;
+
+  /**
+   * The order's version as of this message (it grows with every change): give
+   * it as WatchOrderRequest.resume_after_version when reconnecting.
+   *
+   * @generated from field: int64 version = 3;
+   */
+  version: bigint;
 };
 
 /**
@@ -2368,8 +2385,12 @@ export declare const OrderService: GenService<{
    * payment status, or tracking information. The server ends the stream
    * (OK) once the order is DELIVERED, CANCELLED, REFUNDED or PAYMENT_FAILED,
    * and in any case after one hour; the client may end it at any time.
-   * Reconnecting is safe: the first message again gives the current state,
-   * so no change is lost.
+   * Reconnecting is safe: without resume_after_version the first message
+   * again gives the current state; with the version of the last message
+   * received, the stream resumes from it: one message for each status change
+   * made since (change set, in order), the current state when only the payment
+   * status or tracking changed, and nothing until the next change when nothing
+   * changed, so no change is lost and none is repeated.
    *
    * Errors: NOT_FOUND when there is no such order or it is not the caller's.
    *
