@@ -6,6 +6,7 @@
  * per-customer limit), idempotent per order, released once.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -237,6 +238,82 @@ describe("CalculateDiscounts: types and rules through the contract", () => {
   });
 });
 
+describe("CalculateDiscounts: product, quantity and date rules, determinism", () => {
+  const of = (r: Awaited<ReturnType<typeof calc>>, promotionId: string) => r.discounts.find((d) => d.promotionId === promotionId);
+
+  it("a product_ids rule discounts only its products' lines; min_quantity counts the eligible units", async () => {
+    const shirt = uuidv7();
+    const p = await promotion({ isAutomatic: false, currencyCode: "EUR", rules: [{ ruleType: DiscountRuleType.PRODUCT_IDS, value: { case: "productIds", value: { ids: [shirt] } } }] as never });
+    const c = await couponFor(p.id);
+    const both = await calc(snapshot([[1000n, 2, { productId: shirt }], [2000n, 1]], { couponCodes: [c.code] }));
+    expect(of(both, p.id)).toMatchObject({ amount: eur(200n), allocations: [{ lineId: "line-1", amount: eur(200n) }] });
+    const other = await calc(snapshot([[2000n, 1]], { couponCodes: [c.code] }));
+    expect(other.rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.NOT_APPLICABLE_TO_ITEMS })]);
+
+    const q = await promotion({
+      isAutomatic: false,
+      currencyCode: "EUR",
+      type: PromotionType.FIXED_AMOUNT,
+      value: { case: "amountOff", value: eur(300n) },
+      rules: [
+        { ruleType: DiscountRuleType.PRODUCT_IDS, value: { case: "productIds", value: { ids: [shirt] } } },
+        { ruleType: DiscountRuleType.MIN_QUANTITY, value: { case: "minQuantity", value: 3 } },
+      ] as never,
+    });
+    const qc = await couponFor(q.id);
+    // Two shirts and five other units: 7 units in the cart, but only 2 eligible.
+    const short = await calc(snapshot([[1000n, 2, { productId: shirt }], [100n, 5]], { couponCodes: [qc.code] }));
+    expect(short.rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.MIN_QUANTITY_NOT_MET })]);
+    const met = await calc(snapshot([[1000n, 3, { productId: shirt }], [100n, 5]], { couponCodes: [qc.code] }));
+    expect(of(met, q.id)).toMatchObject({ amount: eur(300n), allocations: [{ lineId: "line-1", amount: eur(300n) }] });
+  });
+
+  it("start and end dates: not yet, over, and live once the window opens", async () => {
+    const hour = 3_600_000;
+    const at = (ms: number) => timestampFromMs(Date.now() + ms);
+    const later = await promotion({ isAutomatic: false, currencyCode: "EUR", startsAt: at(hour) });
+    const laterCode = await couponFor(later.id);
+    const over = await promotion({ isAutomatic: false, currencyCode: "EUR", startsAt: at(-2 * hour), endsAt: at(-hour) });
+    const overCode = await couponFor(over.id);
+    const cart = (code: string) => snapshot([[1000n, 1]], { couponCodes: [code] });
+    expect((await calc(cart(laterCode.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.NOT_STARTED);
+    expect((await calc(cart(overCode.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.EXPIRED);
+    // A coupon's own window counts too, inside a live promotion.
+    const live = await promotion({ isAutomatic: false, currencyCode: "EUR" });
+    const notYet = await couponFor(live.id, { startsAt: at(hour) });
+    expect((await calc(cart(notYet.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.NOT_STARTED);
+
+    // An automatic promotion before its start is no candidate at all; it applies once starts_at is moved to the past.
+    const customer = uuidv7();
+    const auto = await promotion({ isAutomatic: true, stackable: true, currencyCode: "EUR", startsAt: at(hour), rules: [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [customer] } } }] as never });
+    const before = await calc(snapshot([[1000n, 1]]), customer);
+    expect(of(before, auto.id)).toBeUndefined();
+    expect(before.skippedPromotions.find((x) => x.promotionId === auto.id)).toBeUndefined();
+    await h.discounts.updatePromotion({ promotion: { id: auto.id, startsAt: at(-hour) }, updateMask: { paths: ["starts_at"] } }, auth(h.admin));
+    expect(of(await calc(snapshot([[1000n, 1]]), customer), auto.id)).toMatchObject({ amount: eur(100n) });
+    await h.discounts.deactivatePromotion({ promotionId: auto.id }, auth(h.admin));
+  });
+
+  it("is deterministic: the same snapshot, in any line order, gives the same answer", async () => {
+    const customer = uuidv7();
+    const forHer = [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [customer] } } }] as never;
+    const ps = [
+      await promotion({ isAutomatic: true, stackable: true, priority: 3, currencyCode: "EUR", value: { case: "percentOffBps", value: 333 }, rules: forHer }),
+      await promotion({ isAutomatic: true, stackable: true, priority: 3, currencyCode: "EUR", value: { case: "percentOffBps", value: 777 }, rules: forHer }),
+      await promotion({ isAutomatic: true, stackable: true, priority: 1, currencyCode: "EUR", type: PromotionType.FIXED_AMOUNT, value: { case: "amountOff", value: eur(101n) }, rules: forHer }),
+    ];
+    const cart = snapshot([[333n, 3], [1001n, 1], [7n, 9]]);
+    const view = (r: Awaited<ReturnType<typeof calc>>) =>
+      r.discounts.map((d) => [d.promotionId, d.amount!.amountMinor, d.allocations.map((a) => [a.lineId, a.amount!.amountMinor]).sort()]);
+    const first = await calc(cart, customer);
+    expect(first.discounts).toHaveLength(3);
+    expect(view(await calc(cart, customer))).toEqual(view(first));
+    expect(view(await calc({ ...cart, lines: [...cart.lines!].reverse() }, customer))).toEqual(view(first));
+    for (const d of first.discounts) expect(d.allocations.reduce((s, a) => s + a.amount!.amountMinor, 0n)).toBe(d.amount!.amountMinor);
+    for (const p of ps) await h.discounts.deactivatePromotion({ promotionId: p.id }, auth(h.admin));
+  });
+});
+
 describe("ValidateCoupon", () => {
   it("checks the code alone or against a cart, for guests and customers", async () => {
     const p = await promotion({ isAutomatic: false, currencyCode: "EUR", description: "Ten off", rules: [{ ruleType: DiscountRuleType.MIN_SUBTOTAL, value: { case: "minSubtotal", value: eur(5000n) } }] as never });
@@ -271,7 +348,10 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     const usage = await h.discounts.listPromotionUsage({ promotionId: p.id, pageSize: 100 }, auth(h.admin));
     expect(usage.usages.reduce((s, u) => s + u.discountAmount!.amountMinor, 0n)).toBe(budget);
     // Used up: no longer live, and the exhaustion was announced once.
-    expect((await calc(cart, h.customerId)).discounts.find((d) => d.promotionId === p.id)).toBeUndefined();
+    const spent = await calc(cart, h.customerId);
+    expect(spent.discounts.find((d) => d.promotionId === p.id)).toBeUndefined();
+    // Explained to support and admins as the contract lists it (skipped_promotions: "budget used up").
+    expect(spent.skippedPromotions.find((s) => s.promotionId === p.id)?.reason).toBe(CouponRejectionReason.BUDGET_EXHAUSTED);
     const exhausted = await eventually(async () => {
       const events = (await discountEvents(h, PromotionBudgetExhaustedSchema)).filter((e) => e.promotionId === p.id);
       return events.length > 0 ? events : undefined;
