@@ -467,6 +467,40 @@ describe("with the Discount service", () => {
     expect((await d.carts.getCart({ guestToken: early.guestToken })).cart!.couponCode).toBe(code);
   });
 
+  it("checks per-customer conditions at ApplyCoupon for a signed-in user, and leaves them to checkout for a guest", async () => {
+    const { code, promotionId } = await coupon(10, 0n);
+    const { coupon: row } = await discounts.getCoupon({ lookup: { case: "code", value: code } }, auth(d.admin));
+    await discounts.updateCoupon({ coupon: { id: row!.id, usageLimitPerUser: 1 }, updateMask: { paths: ["usage_limit_per_user"] } }, auth(d.admin));
+    const p = await d.product(1000n, 10);
+    const user = await d.customer();
+    // The user has used the code once already (an order redeemed it).
+    await discounts.redeemDiscounts(
+      {
+        orderId: uuidv7(),
+        userId: user.userId,
+        cart: { currencyCode: "USD", lines: [{ lineId: "1", productId: p.id, quantity: 1, unitPrice: usd(1000n) }], couponCodes: [code], shippingAmount: usd(0n), isFirstOrder: false },
+        expectedTotalDiscount: usd(100n),
+      },
+      auth(d.order),
+    );
+    await d.carts.addItem({ productId: p.id, quantity: 1 }, auth(user.token));
+    expect(await failure(d.carts.applyCoupon({ code }, auth(user.token)))).toMatchObject({ code: Code.FailedPrecondition, reason: "COUPON_USER_LIMIT_REACHED" });
+    expect((await d.carts.getCart({}, auth(user.token))).cart!.couponCode).toBe("");
+    // A guest is not known yet: the code is kept and gives its discount until checkout, after sign-in, decides.
+    const guest = (await d.carts.addItem({ productId: p.id, quantity: 1 })).cart!;
+    const applied = (await d.carts.applyCoupon({ guestToken: guest.guestToken, code })).cart!;
+    expect(applied).toMatchObject({ couponCode: code, discountTotal: usd(100n), discounts: [{ promotionId }] });
+    // A coupon for a list of customers needs sign-in.
+    const { promotion: vip } = await discounts.createPromotion(
+      { name: "VIP", type: PromotionType.PERCENTAGE, value: { case: "percentOffBps", value: 500 }, currencyCode: "USD", isActive: true, rules: [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [user.userId] } } }] },
+      auth(d.admin),
+    );
+    const vipCode = unique("V").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 32).toUpperCase();
+    await discounts.createCoupon({ promotionId: vip!.id, code: vipCode }, auth(d.admin));
+    expect(await failure(d.carts.applyCoupon({ guestToken: guest.guestToken, code: vipCode }))).toMatchObject({ reason: "COUPON_SIGN_IN_REQUIRED" });
+    expect((await d.carts.applyCoupon({ code: vipCode }, auth(user.token))).cart).toMatchObject({ couponCode: vipCode, discountTotal: usd(50n) });
+  });
+
   it("gives checkout the cart priced with its discounts, and the guest's coupon wins at merge", async () => {
     const mine = await coupon(5, 0n);
     const guests = await coupon(15, 0n);
