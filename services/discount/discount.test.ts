@@ -5,7 +5,8 @@
  * redemptions whose limits hold under concurrency (budget, usage limit,
  * per-customer limit), idempotent per order, released once.
  */
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { jetstream } from "@nats-io/jetstream";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
@@ -18,6 +19,8 @@ import {
   RedemptionStatus,
 } from "../../gen/ecommerce/discount/v1/discount_pb.js";
 import { DiscountRedeemedSchema, DiscountReleasedSchema, PromotionBudgetExhaustedSchema } from "../../gen/ecommerce/discount/v1/events_pb.js";
+import { OrderCreatedSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
+import { subjectOf } from "../../kit/events/contracts.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { codeAlphabet } from "./coupons.ts";
 import { auth, type DiscountHarness, discountEvents, eur, failure, snapshot, startDiscountHarness } from "./testing.ts";
@@ -328,6 +331,34 @@ describe("ValidateCoupon", () => {
     const unknown = await h.discounts.validateCoupon({ code: "NO-SUCH-CODE" }, {});
     expect(unknown).toMatchObject({ valid: false, reason: CouponRejectionReason.NOT_FOUND });
     expect(unknown.offer).toBeUndefined();
+  });
+});
+
+describe("ValidateCoupon and first orders", () => {
+  it("refuses a first-order code to a signed-in customer once order.created announced an order of theirs, and keeps it for guests", async () => {
+    const p = await promotion({ isAutomatic: false, currencyCode: "EUR", rules: [{ ruleType: DiscountRuleType.FIRST_ORDER, value: { case: "firstOrder", value: true } }] as never });
+    const c = await couponFor(p.id);
+    const customerId = uuidv7();
+    const customer = auth(await h.issuer.user(customerId));
+    const check = (init: { headers?: Record<string, string> }) => h.discounts.validateCoupon({ code: c.code, cart: snapshot([[1000n, 1]]) }, init);
+    expect(await check(customer)).toMatchObject({ valid: true, discount: { amount: eur(100n) } });
+
+    const eventId = uuidv7();
+    const payload = toBinary(OrderCreatedSchema, create(OrderCreatedSchema, { eventId, orderId: uuidv7(), userId: customerId, currencyCode: "EUR" }));
+    const js = jetstream(h.nc);
+    await eventually(() => js.publish(subjectOf(OrderCreatedSchema), payload, { msgID: eventId }).catch(() => undefined), 10_000, "ORDER_EVENTS stream");
+    // A redelivery of the same event (another message id) changes nothing.
+    await js.publish(subjectOf(OrderCreatedSchema), payload, { msgID: uuidv7() });
+    const refused = await eventually(async () => {
+      const r = await check(customer);
+      return r.valid ? undefined : r;
+    }, 10_000, "order.created applied");
+    expect(refused).toMatchObject({ valid: false, reason: CouponRejectionReason.FIRST_ORDER_ONLY });
+    expect(refused.offer?.code).toBe(c.code);
+    // A guest is not known: the rule is checked at checkout. Another customer has not ordered.
+    expect((await check({})).valid).toBe(true);
+    expect((await check(auth(await h.issuer.user(uuidv7())))).valid).toBe(true);
+    expect((await h.sql<{ n: number }>("select count(*)::int as n from customer_orders where user_id = $1", [customerId]))[0]!.n).toBe(1);
   });
 });
 

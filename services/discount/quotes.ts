@@ -4,7 +4,8 @@
  * their promotions, their rules, and the customer's uses of those coupons),
  * then CalculateDiscounts and ValidateCoupon on top of the pure engine.
  * Categories need no call to the catalog: the snapshot lists each line's
- * categories with their ancestors (CartLine.category_ids).
+ * categories with their ancestors (CartLine.category_ids). ValidateCoupon
+ * knows itself whether a signed-in customer has ordered (consumers.ts).
  */
 import { raw } from "@mikro-orm/core";
 import { create } from "@bufbuild/protobuf";
@@ -19,6 +20,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { DiscountConfig } from "./config.ts";
+import { hasOrdered } from "./consumers.ts";
 import { calculateDiscounts, couponCodeCheck, type EngineCart, type EngineCoupon, type EnginePromotion, type EngineResult, normalizeCode } from "./engine.ts";
 import { CouponEntity, DiscountRuleEntity, type DiscountRuleRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { appliedMessage, engineCart, engineCoupon, enginePromotion, offerMessage, resultMessage } from "./mapping.ts";
@@ -97,8 +99,9 @@ export async function validateCoupon(em: EntityManager, config: DiscountConfig, 
       offer: coupon && coupon.isActive && coupon.promotion.isActive ? offerMessage(coupon, descriptions.get(coupon.promotion.id) ?? "") : undefined,
     });
   }
-  // The code is checked as if added to the cart's codes; first-order rules are taken as met (checked at checkout).
-  const cart = engineCart(req.cart, { ignoreFirstOrder: true });
+  // The code is checked as if added to the cart's codes. First-order rules: for a signed-in customer, whether order.created
+  // has announced an order of theirs; for a guest, taken as met (checked at checkout, after sign-in).
+  const cart: EngineCart = { ...engineCart(req.cart, { ignoreFirstOrder: true }), ...(userId ? { isFirstOrder: !(await hasOrdered(em, userId)) } : {}) };
   const codes = [...cart.couponCodes.filter((c) => normalizeCode(c) !== code), code];
   const { result, candidates } = await quote(em, config, { ...cart, couponCodes: codes }, userId, now);
   const coupon = candidates.coupons.get(code);
