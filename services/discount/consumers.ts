@@ -1,8 +1,9 @@
 /**
  * What Discount learns from other services' events: order.created says a
- * customer has ordered, so a first-order rule no longer holds for them when
- * ValidateCoupon checks it (cart.proto's ApplyCoupon checks first-order
- * conditions "now for a signed-in user"). The kit's inbox makes a redelivery a
+ * customer has ordered, so a first-order rule no longer holds for them in a
+ * quote whose snapshot does not say (ValidateCoupon, Cart's CalculateDiscounts;
+ * cart.proto's ApplyCoupon checks first-order conditions "now for a signed-in
+ * user"). The kit's inbox makes a redelivery a
  * no-op; the first order seen stays. Checkout stays authoritative: Order sends
  * is_first_order to RedeemDiscounts, so an event still in flight can at worst
  * let a code into a cart, never into an order.

@@ -335,7 +335,7 @@ describe("ValidateCoupon", () => {
 });
 
 describe("ValidateCoupon and first orders", () => {
-  it("refuses a first-order code to a signed-in customer once order.created announced an order of theirs, and keeps it for guests", async () => {
+  it("refuses a first-order code to a signed-in customer once order.created announced an order of theirs (ValidateCoupon, Cart's CalculateDiscounts), and keeps it for guests", async () => {
     const p = await promotion({ isAutomatic: false, currencyCode: "EUR", rules: [{ ruleType: DiscountRuleType.FIRST_ORDER, value: { case: "firstOrder", value: true } }] as never });
     const c = await couponFor(p.id);
     const customerId = uuidv7();
@@ -355,6 +355,11 @@ describe("ValidateCoupon and first orders", () => {
     }, 10_000, "order.created applied");
     expect(refused).toMatchObject({ valid: false, reason: CouponRejectionReason.FIRST_ORDER_ONLY });
     expect(refused.offer?.code).toBe(c.code);
+    // Cart's snapshots leave is_first_order unset: the cart no longer shows the discount either. A caller that knows (checkout) decides.
+    const cart = snapshot([[1000n, 1]], { couponCodes: [c.code] });
+    expect((await calc(cart, customerId)).rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.FIRST_ORDER_ONLY })]);
+    expect((await calc({ ...cart, isFirstOrder: true }, customerId)).discounts).toEqual([expect.objectContaining({ promotionId: p.id, amount: eur(100n) })]);
+    expect((await calc(cart)).rejectedCoupons).toEqual([]);
     // A guest is not known: the rule is checked at checkout. Another customer has not ordered.
     expect((await check({})).valid).toBe(true);
     expect((await check(auth(await h.issuer.user(uuidv7())))).valid).toBe(true);

@@ -571,11 +571,12 @@ export declare type CartSnapshot = Message<"ecommerce.discount.v1.CartSnapshot">
   couponCodes: string[];
 
   /**
-   * Whether this is the customer's first order. Unset when unknown (a cart
-   * before checkout): first-order rules are then taken as met, and checked
-   * at redemption. Ignored by ValidateCoupon, which knows whether a signed-in
-   * customer has ordered (see ValidateCoupon) and takes them as met for a
-   * guest.
+   * Whether this is the customer's first order. Unset when the caller does
+   * not know (a cart before checkout): for a signed-in customer (user_id)
+   * the service then takes whether the Order service's order.created has
+   * announced an order of theirs; for a guest first-order rules are taken as
+   * met. Required at redemption, which decides. Ignored by ValidateCoupon (a
+   * storefront's claim), which treats it as unset.
    *
    * @generated from field: optional bool is_first_order = 5;
    */
