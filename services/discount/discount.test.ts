@@ -394,6 +394,16 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     });
     expect(exhausted).toHaveLength(1);
     expect(exhausted[0]!.budgetUsed).toEqual(eur(budget));
+    // Not live any more; a budget below what was given is refused; raising it makes the promotion apply again.
+    const live = async () => (await h.discounts.listPromotions({ liveOnly: true, nameContains: p.name, pageSize: 100 }, auth(h.admin))).promotions.map((x) => x.id);
+    expect(await live()).not.toContain(p.id);
+    expect(await failure(h.discounts.updatePromotion({ promotion: { id: p.id, budget: eur(budget - 1n) }, updateMask: { paths: ["budget"] } }, auth(h.admin)))).toMatchObject({
+      code: Code.InvalidArgument,
+      reason: "BUDGET_BELOW_USED",
+    });
+    await h.discounts.updatePromotion({ promotion: { id: p.id, budget: eur(budget + 100n) }, updateMask: { paths: ["budget"] } }, auth(h.admin));
+    expect(await live()).toContain(p.id);
+    expect((await calc(cart, h.customerId)).discounts.find((d) => d.promotionId === p.id)?.amount).toEqual(eur(100n));
     await h.discounts.deactivatePromotion({ promotionId: p.id }, auth(h.admin));
   });
 
@@ -420,6 +430,12 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     for (const r of results.filter((x) => x.status === "rejected")) {
       expect((await failure(Promise.reject((r as PromiseRejectedResult).reason))).reason).toBe("USAGE_LIMIT_REACHED");
     }
+    expect(await failure(h.discounts.updateCoupon({ coupon: { id: c.id, usageLimit: 2 }, updateMask: { paths: ["usage_limit"] } }, auth(h.admin)))).toMatchObject({
+      code: Code.InvalidArgument,
+      reason: "USAGE_LIMIT_BELOW_USED",
+    });
+    const exhaustedOnly = await h.discounts.listCoupons({ promotionId: p.id, exhaustedOnly: true }, auth(h.admin));
+    expect(exhaustedOnly.coupons.map((x) => [x.id, x.timesUsed])).toEqual([[c.id, 3]]);
   });
 
   it("is idempotent per order; a release gives usage and budget back once; a new order can redeem again", async () => {
