@@ -22,10 +22,13 @@ import { discountService } from "../discount/service.ts";
 import { auth, type CartHarness, failure, startCartHarness, unique } from "./testing.ts";
 
 let h: CartHarness;
+/** Guest and customer carts expire apart (configurable): an hour and a week here. */
+const guestTtl = 3_600_000;
+const customerTtl = 7 * 86_400_000;
 
 beforeAll(async () => {
   // A small line limit to test it; abandonment after 1 ms, but the sweeper only runs when a test asks (runNow).
-  h = await startCartHarness({ CART_MAX_LINES: "3", CART_ABANDON_AFTER_MS: "1", CART_SWEEP_INTERVAL_MS: "86400000" });
+  h = await startCartHarness({ CART_MAX_LINES: "3", CART_ABANDON_AFTER_MS: "1", CART_SWEEP_INTERVAL_MS: "86400000", CART_GUEST_TTL_MS: String(guestTtl), CART_CUSTOMER_TTL_MS: String(customerTtl) });
 });
 afterAll(() => h?.stop());
 
@@ -199,6 +202,39 @@ describe("limits", () => {
     });
     expect(await failure(h.carts.getCart({ guestToken: "short" }))).toMatchObject({ code: Code.InvalidArgument, field: "guest_token" });
   });
+
+  it("holds one currency: a product priced in another is refused, and a line whose price moves to another becomes unavailable", async () => {
+    const euro = await h.product(900n, 10, { price: { amountMinor: 900n, currencyCode: "EUR" } });
+    const dollar = await h.product(500n, 10);
+    const { cart } = await h.carts.addItem({ productId: dollar.id, quantity: 1 });
+    expect(cart!.currencyCode).toBe("USD");
+    expect(await failure(h.carts.addItem({ guestToken: cart!.guestToken, productId: euro.id, quantity: 1 }))).toMatchObject({
+      code: Code.FailedPrecondition,
+      reason: "CURRENCY_MISMATCH",
+    });
+    await h.products.updateProduct({ product: { id: dollar.id, price: { amountMinor: 450n, currencyCode: "EUR" } }, updateMask: { paths: ["price"] } }, auth(h.admin));
+    const read = (await h.carts.getCart({ guestToken: cart!.guestToken })).cart!;
+    expect(read).toMatchObject({ currencyCode: "USD", subtotal: usd(0n) });
+    expect(read.items[0]).toMatchObject({ available: false, lineTotal: usd(0n) });
+    expect(read.warnings.find((w) => w.code === CartWarningCode.ITEM_UNAVAILABLE)).toMatchObject({ reason: "CURRENCY_MISMATCH" });
+  });
+
+  it("expires guest and customer carts apart, each counted from its last change", async () => {
+    const p = await h.product(100n, 10);
+    const user = await h.customer();
+    const ttl = (c: Cart) => Number(c.expiresAt!.seconds - c.updatedAt!.seconds);
+    const guest = (await h.carts.addItem({ productId: p.id, quantity: 1 })).cart!;
+    const mine = (await h.carts.addItem({ productId: p.id, quantity: 1 }, auth(user.token))).cart!;
+    expect(ttl(guest)).toBe(guestTtl / 1000);
+    expect(ttl(mine)).toBe(customerTtl / 1000);
+    // A change moves the expiry; a read does not.
+    await h.sql("update carts set updated_at = updated_at - interval '1 minute', expires_at = expires_at - interval '1 minute' where id = $1", [guest.id]);
+    const read = (await h.carts.getCart({ guestToken: guest.guestToken })).cart!;
+    expect(Number(read.expiresAt!.seconds)).toBe(Number(guest.expiresAt!.seconds) - 60);
+    const changed = (await h.carts.addItem({ guestToken: guest.guestToken, productId: p.id, quantity: 1 })).cart!;
+    expect(ttl(changed)).toBe(guestTtl / 1000);
+    expect(changed.expiresAt!.seconds).toBeGreaterThan(read.expiresAt!.seconds);
+  });
 });
 
 describe("signing in", () => {
@@ -234,6 +270,35 @@ describe("signing in", () => {
     const old = (await h.carts.getCartById({ cartId: guest.id }, auth(h.admin))).cart!;
     expect(old).toMatchObject({ status: CartStatus.MERGED, mergedIntoCartId: mine.id, guestToken: "" });
     expect(await failure(h.carts.mergeGuestCart({ guestToken: token }))).toMatchObject({ code: Code.Unauthenticated });
+  });
+
+  it("caps a merged line at the line maximum and leaves out what can no longer be sold or does not fit", async () => {
+    const plenty = await h.product(100n, 0, { allowBackorder: true });
+    const gone = await h.product(300n, 10);
+    const extra = await h.product(200n, 10);
+    const user = await h.customer();
+    await h.carts.addItem({ productId: plenty.id, quantity: 60 }, auth(user.token));
+    await h.carts.addItem({ productId: (await h.product(100n, 10)).id, quantity: 1 }, auth(user.token));
+    const guest = (await h.carts.addItem({ productId: plenty.id, quantity: 60 })).cart!;
+    const token = guest.guestToken;
+    await h.carts.addItem({ guestToken: token, productId: gone.id, quantity: 1 });
+    await h.carts.addItem({ guestToken: token, productId: extra.id, quantity: 1 });
+    await h.products.archiveProduct({ id: gone.id }, auth(h.admin));
+    // The user cart now holds 3 lines, CART_MAX_LINES in this harness: no new guest line fits.
+    const fourth = await h.product(100n, 10);
+    await h.carts.addItem({ productId: fourth.id, quantity: 1 }, auth(user.token));
+
+    const merged = await h.carts.mergeGuestCart({ guestToken: token }, auth(user.token));
+    expect(merged).toMatchObject({ merged: true, mergedLineCount: 1 });
+    const cart = merged.cart!;
+    expect(cart.items.find((i) => i.productId === plenty.id)!.quantity).toBe(99);
+    expect(cart.items).toHaveLength(3);
+    expect(cart.warnings.filter((w) => w.code === CartWarningCode.QUANTITY_ADJUSTED).map((w) => w.productId)).toEqual([plenty.id]);
+    expect(cart.warnings.filter((w) => w.code === CartWarningCode.ITEM_NOT_MERGED).map((w) => [w.productId, w.itemId])).toEqual([
+      [gone.id, ""],
+      [extra.id, ""],
+    ]);
+    expect((await h.carts.getCartById({ cartId: guest.id }, auth(h.admin))).cart!.status).toBe(CartStatus.MERGED);
   });
 
   it("merges a guest cart once when the same token is merged concurrently", async () => {
@@ -400,6 +465,40 @@ describe("with the Discount service", () => {
       metadata: { min_subtotal_minor: "100000" },
     });
     expect((await d.carts.getCart({ guestToken: early.guestToken })).cart!.couponCode).toBe(code);
+  });
+
+  it("checks per-customer conditions at ApplyCoupon for a signed-in user, and leaves them to checkout for a guest", async () => {
+    const { code, promotionId } = await coupon(10, 0n);
+    const { coupon: row } = await discounts.getCoupon({ lookup: { case: "code", value: code } }, auth(d.admin));
+    await discounts.updateCoupon({ coupon: { id: row!.id, usageLimitPerUser: 1 }, updateMask: { paths: ["usage_limit_per_user"] } }, auth(d.admin));
+    const p = await d.product(1000n, 10);
+    const user = await d.customer();
+    // The user has used the code once already (an order redeemed it).
+    await discounts.redeemDiscounts(
+      {
+        orderId: uuidv7(),
+        userId: user.userId,
+        cart: { currencyCode: "USD", lines: [{ lineId: "1", productId: p.id, quantity: 1, unitPrice: usd(1000n) }], couponCodes: [code], shippingAmount: usd(0n), isFirstOrder: false },
+        expectedTotalDiscount: usd(100n),
+      },
+      auth(d.order),
+    );
+    await d.carts.addItem({ productId: p.id, quantity: 1 }, auth(user.token));
+    expect(await failure(d.carts.applyCoupon({ code }, auth(user.token)))).toMatchObject({ code: Code.FailedPrecondition, reason: "COUPON_USER_LIMIT_REACHED" });
+    expect((await d.carts.getCart({}, auth(user.token))).cart!.couponCode).toBe("");
+    // A guest is not known yet: the code is kept and gives its discount until checkout, after sign-in, decides.
+    const guest = (await d.carts.addItem({ productId: p.id, quantity: 1 })).cart!;
+    const applied = (await d.carts.applyCoupon({ guestToken: guest.guestToken, code })).cart!;
+    expect(applied).toMatchObject({ couponCode: code, discountTotal: usd(100n), discounts: [{ promotionId }] });
+    // A coupon for a list of customers needs sign-in.
+    const { promotion: vip } = await discounts.createPromotion(
+      { name: "VIP", type: PromotionType.PERCENTAGE, value: { case: "percentOffBps", value: 500 }, currencyCode: "USD", isActive: true, rules: [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [user.userId] } } }] },
+      auth(d.admin),
+    );
+    const vipCode = unique("V").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 32).toUpperCase();
+    await discounts.createCoupon({ promotionId: vip!.id, code: vipCode }, auth(d.admin));
+    expect(await failure(d.carts.applyCoupon({ guestToken: guest.guestToken, code: vipCode }))).toMatchObject({ reason: "COUPON_SIGN_IN_REQUIRED" });
+    expect((await d.carts.applyCoupon({ code: vipCode }, auth(user.token))).cart).toMatchObject({ couponCode: vipCode, discountTotal: usd(50n) });
   });
 
   it("gives checkout the cart priced with its discounts, and the guest's coupon wins at merge", async () => {

@@ -5,7 +5,9 @@
  * redemptions whose limits hold under concurrency (budget, usage limit,
  * per-customer limit), idempotent per order, released once.
  */
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { jetstream } from "@nats-io/jetstream";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +19,8 @@ import {
   RedemptionStatus,
 } from "../../gen/ecommerce/discount/v1/discount_pb.js";
 import { DiscountRedeemedSchema, DiscountReleasedSchema, PromotionBudgetExhaustedSchema } from "../../gen/ecommerce/discount/v1/events_pb.js";
+import { OrderCreatedSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
+import { subjectOf } from "../../kit/events/contracts.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
 import { codeAlphabet } from "./coupons.ts";
 import { auth, type DiscountHarness, discountEvents, eur, failure, snapshot, startDiscountHarness } from "./testing.ts";
@@ -237,6 +241,82 @@ describe("CalculateDiscounts: types and rules through the contract", () => {
   });
 });
 
+describe("CalculateDiscounts: product, quantity and date rules, determinism", () => {
+  const of = (r: Awaited<ReturnType<typeof calc>>, promotionId: string) => r.discounts.find((d) => d.promotionId === promotionId);
+
+  it("a product_ids rule discounts only its products' lines; min_quantity counts the eligible units", async () => {
+    const shirt = uuidv7();
+    const p = await promotion({ isAutomatic: false, currencyCode: "EUR", rules: [{ ruleType: DiscountRuleType.PRODUCT_IDS, value: { case: "productIds", value: { ids: [shirt] } } }] as never });
+    const c = await couponFor(p.id);
+    const both = await calc(snapshot([[1000n, 2, { productId: shirt }], [2000n, 1]], { couponCodes: [c.code] }));
+    expect(of(both, p.id)).toMatchObject({ amount: eur(200n), allocations: [{ lineId: "line-1", amount: eur(200n) }] });
+    const other = await calc(snapshot([[2000n, 1]], { couponCodes: [c.code] }));
+    expect(other.rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.NOT_APPLICABLE_TO_ITEMS })]);
+
+    const q = await promotion({
+      isAutomatic: false,
+      currencyCode: "EUR",
+      type: PromotionType.FIXED_AMOUNT,
+      value: { case: "amountOff", value: eur(300n) },
+      rules: [
+        { ruleType: DiscountRuleType.PRODUCT_IDS, value: { case: "productIds", value: { ids: [shirt] } } },
+        { ruleType: DiscountRuleType.MIN_QUANTITY, value: { case: "minQuantity", value: 3 } },
+      ] as never,
+    });
+    const qc = await couponFor(q.id);
+    // Two shirts and five other units: 7 units in the cart, but only 2 eligible.
+    const short = await calc(snapshot([[1000n, 2, { productId: shirt }], [100n, 5]], { couponCodes: [qc.code] }));
+    expect(short.rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.MIN_QUANTITY_NOT_MET })]);
+    const met = await calc(snapshot([[1000n, 3, { productId: shirt }], [100n, 5]], { couponCodes: [qc.code] }));
+    expect(of(met, q.id)).toMatchObject({ amount: eur(300n), allocations: [{ lineId: "line-1", amount: eur(300n) }] });
+  });
+
+  it("start and end dates: not yet, over, and live once the window opens", async () => {
+    const hour = 3_600_000;
+    const at = (ms: number) => timestampFromMs(Date.now() + ms);
+    const later = await promotion({ isAutomatic: false, currencyCode: "EUR", startsAt: at(hour) });
+    const laterCode = await couponFor(later.id);
+    const over = await promotion({ isAutomatic: false, currencyCode: "EUR", startsAt: at(-2 * hour), endsAt: at(-hour) });
+    const overCode = await couponFor(over.id);
+    const cart = (code: string) => snapshot([[1000n, 1]], { couponCodes: [code] });
+    expect((await calc(cart(laterCode.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.NOT_STARTED);
+    expect((await calc(cart(overCode.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.EXPIRED);
+    // A coupon's own window counts too, inside a live promotion.
+    const live = await promotion({ isAutomatic: false, currencyCode: "EUR" });
+    const notYet = await couponFor(live.id, { startsAt: at(hour) });
+    expect((await calc(cart(notYet.code))).rejectedCoupons[0]!.reason).toBe(CouponRejectionReason.NOT_STARTED);
+
+    // An automatic promotion before its start is no candidate at all; it applies once starts_at is moved to the past.
+    const customer = uuidv7();
+    const auto = await promotion({ isAutomatic: true, stackable: true, currencyCode: "EUR", startsAt: at(hour), rules: [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [customer] } } }] as never });
+    const before = await calc(snapshot([[1000n, 1]]), customer);
+    expect(of(before, auto.id)).toBeUndefined();
+    expect(before.skippedPromotions.find((x) => x.promotionId === auto.id)).toBeUndefined();
+    await h.discounts.updatePromotion({ promotion: { id: auto.id, startsAt: at(-hour) }, updateMask: { paths: ["starts_at"] } }, auth(h.admin));
+    expect(of(await calc(snapshot([[1000n, 1]]), customer), auto.id)).toMatchObject({ amount: eur(100n) });
+    await h.discounts.deactivatePromotion({ promotionId: auto.id }, auth(h.admin));
+  });
+
+  it("is deterministic: the same snapshot, in any line order, gives the same answer", async () => {
+    const customer = uuidv7();
+    const forHer = [{ ruleType: DiscountRuleType.CUSTOMER_IDS, value: { case: "customerIds", value: { ids: [customer] } } }] as never;
+    const ps = [
+      await promotion({ isAutomatic: true, stackable: true, priority: 3, currencyCode: "EUR", value: { case: "percentOffBps", value: 333 }, rules: forHer }),
+      await promotion({ isAutomatic: true, stackable: true, priority: 3, currencyCode: "EUR", value: { case: "percentOffBps", value: 777 }, rules: forHer }),
+      await promotion({ isAutomatic: true, stackable: true, priority: 1, currencyCode: "EUR", type: PromotionType.FIXED_AMOUNT, value: { case: "amountOff", value: eur(101n) }, rules: forHer }),
+    ];
+    const cart = snapshot([[333n, 3], [1001n, 1], [7n, 9]]);
+    const view = (r: Awaited<ReturnType<typeof calc>>) =>
+      r.discounts.map((d) => [d.promotionId, d.amount!.amountMinor, d.allocations.map((a) => [a.lineId, a.amount!.amountMinor]).sort()]);
+    const first = await calc(cart, customer);
+    expect(first.discounts).toHaveLength(3);
+    expect(view(await calc(cart, customer))).toEqual(view(first));
+    expect(view(await calc({ ...cart, lines: [...cart.lines!].reverse() }, customer))).toEqual(view(first));
+    for (const d of first.discounts) expect(d.allocations.reduce((s, a) => s + a.amount!.amountMinor, 0n)).toBe(d.amount!.amountMinor);
+    for (const p of ps) await h.discounts.deactivatePromotion({ promotionId: p.id }, auth(h.admin));
+  });
+});
+
 describe("ValidateCoupon", () => {
   it("checks the code alone or against a cart, for guests and customers", async () => {
     const p = await promotion({ isAutomatic: false, currencyCode: "EUR", description: "Ten off", rules: [{ ruleType: DiscountRuleType.MIN_SUBTOTAL, value: { case: "minSubtotal", value: eur(5000n) } }] as never });
@@ -251,6 +331,39 @@ describe("ValidateCoupon", () => {
     const unknown = await h.discounts.validateCoupon({ code: "NO-SUCH-CODE" }, {});
     expect(unknown).toMatchObject({ valid: false, reason: CouponRejectionReason.NOT_FOUND });
     expect(unknown.offer).toBeUndefined();
+  });
+});
+
+describe("ValidateCoupon and first orders", () => {
+  it("refuses a first-order code to a signed-in customer once order.created announced an order of theirs (ValidateCoupon, Cart's CalculateDiscounts), and keeps it for guests", async () => {
+    const p = await promotion({ isAutomatic: false, currencyCode: "EUR", rules: [{ ruleType: DiscountRuleType.FIRST_ORDER, value: { case: "firstOrder", value: true } }] as never });
+    const c = await couponFor(p.id);
+    const customerId = uuidv7();
+    const customer = auth(await h.issuer.user(customerId));
+    const check = (init: { headers?: Record<string, string> }) => h.discounts.validateCoupon({ code: c.code, cart: snapshot([[1000n, 1]]) }, init);
+    expect(await check(customer)).toMatchObject({ valid: true, discount: { amount: eur(100n) } });
+
+    const eventId = uuidv7();
+    const payload = toBinary(OrderCreatedSchema, create(OrderCreatedSchema, { eventId, orderId: uuidv7(), userId: customerId, currencyCode: "EUR" }));
+    const js = jetstream(h.nc);
+    await eventually(() => js.publish(subjectOf(OrderCreatedSchema), payload, { msgID: eventId }).catch(() => undefined), 10_000, "ORDER_EVENTS stream");
+    // A redelivery of the same event (another message id) changes nothing.
+    await js.publish(subjectOf(OrderCreatedSchema), payload, { msgID: uuidv7() });
+    const refused = await eventually(async () => {
+      const r = await check(customer);
+      return r.valid ? undefined : r;
+    }, 10_000, "order.created applied");
+    expect(refused).toMatchObject({ valid: false, reason: CouponRejectionReason.FIRST_ORDER_ONLY });
+    expect(refused.offer?.code).toBe(c.code);
+    // Cart's snapshots leave is_first_order unset: the cart no longer shows the discount either. A caller that knows (checkout) decides.
+    const cart = snapshot([[1000n, 1]], { couponCodes: [c.code] });
+    expect((await calc(cart, customerId)).rejectedCoupons).toEqual([expect.objectContaining({ reason: CouponRejectionReason.FIRST_ORDER_ONLY })]);
+    expect((await calc({ ...cart, isFirstOrder: true }, customerId)).discounts).toEqual([expect.objectContaining({ promotionId: p.id, amount: eur(100n) })]);
+    expect((await calc(cart)).rejectedCoupons).toEqual([]);
+    // A guest is not known: the rule is checked at checkout. Another customer has not ordered.
+    expect((await check({})).valid).toBe(true);
+    expect((await check(auth(await h.issuer.user(uuidv7())))).valid).toBe(true);
+    expect((await h.sql<{ n: number }>("select count(*)::int as n from customer_orders where user_id = $1", [customerId]))[0]!.n).toBe(1);
   });
 });
 
@@ -271,13 +384,26 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     const usage = await h.discounts.listPromotionUsage({ promotionId: p.id, pageSize: 100 }, auth(h.admin));
     expect(usage.usages.reduce((s, u) => s + u.discountAmount!.amountMinor, 0n)).toBe(budget);
     // Used up: no longer live, and the exhaustion was announced once.
-    expect((await calc(cart, h.customerId)).discounts.find((d) => d.promotionId === p.id)).toBeUndefined();
+    const spent = await calc(cart, h.customerId);
+    expect(spent.discounts.find((d) => d.promotionId === p.id)).toBeUndefined();
+    // Explained to support and admins as the contract lists it (skipped_promotions: "budget used up").
+    expect(spent.skippedPromotions.find((s) => s.promotionId === p.id)?.reason).toBe(CouponRejectionReason.BUDGET_EXHAUSTED);
     const exhausted = await eventually(async () => {
       const events = (await discountEvents(h, PromotionBudgetExhaustedSchema)).filter((e) => e.promotionId === p.id);
       return events.length > 0 ? events : undefined;
     });
     expect(exhausted).toHaveLength(1);
     expect(exhausted[0]!.budgetUsed).toEqual(eur(budget));
+    // Not live any more; a budget below what was given is refused; raising it makes the promotion apply again.
+    const live = async () => (await h.discounts.listPromotions({ liveOnly: true, nameContains: p.name, pageSize: 100 }, auth(h.admin))).promotions.map((x) => x.id);
+    expect(await live()).not.toContain(p.id);
+    expect(await failure(h.discounts.updatePromotion({ promotion: { id: p.id, budget: eur(budget - 1n) }, updateMask: { paths: ["budget"] } }, auth(h.admin)))).toMatchObject({
+      code: Code.InvalidArgument,
+      reason: "BUDGET_BELOW_USED",
+    });
+    await h.discounts.updatePromotion({ promotion: { id: p.id, budget: eur(budget + 100n) }, updateMask: { paths: ["budget"] } }, auth(h.admin));
+    expect(await live()).toContain(p.id);
+    expect((await calc(cart, h.customerId)).discounts.find((d) => d.promotionId === p.id)?.amount).toEqual(eur(100n));
     await h.discounts.deactivatePromotion({ promotionId: p.id }, auth(h.admin));
   });
 
@@ -304,6 +430,12 @@ describe("RedeemDiscounts and ReleaseRedemption", () => {
     for (const r of results.filter((x) => x.status === "rejected")) {
       expect((await failure(Promise.reject((r as PromiseRejectedResult).reason))).reason).toBe("USAGE_LIMIT_REACHED");
     }
+    expect(await failure(h.discounts.updateCoupon({ coupon: { id: c.id, usageLimit: 2 }, updateMask: { paths: ["usage_limit"] } }, auth(h.admin)))).toMatchObject({
+      code: Code.InvalidArgument,
+      reason: "USAGE_LIMIT_BELOW_USED",
+    });
+    const exhaustedOnly = await h.discounts.listCoupons({ promotionId: p.id, exhaustedOnly: true }, auth(h.admin));
+    expect(exhaustedOnly.coupons.map((x) => [x.id, x.timesUsed])).toEqual([[c.id, 3]]);
   });
 
   it("is idempotent per order; a release gives usage and budget back once; a new order can redeem again", async () => {

@@ -138,6 +138,8 @@ describe("amounts", () => {
     expect(run(c, [promo({ percentOffBps: 5000, budget: 1000n, budgetUsed: 700n, currency: "EUR" })]).total).toBe(300n);
     const spent = run(c, [promo({ percentOffBps: 5000, budget: 1000n, budgetUsed: 1000n, currency: "EUR" })]);
     expect(spent.applied).toEqual([]);
+    // Explained, not silently left out: support sees why the promotion stopped.
+    expect(spent.skipped.map((x) => x.reason)).toEqual([Reason.BUDGET_EXHAUSTED]);
   });
 });
 

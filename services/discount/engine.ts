@@ -315,10 +315,13 @@ export function calculateDiscounts(input: EngineInput): EngineResult {
   const skipped: Skipped[] = [];
 
   // 1. Candidates.
-  const candidates: { promotion: EnginePromotion; coupon?: EngineCoupon; code?: string }[] = [];
+  const candidates: { promotion: EnginePromotion; coupon?: EngineCoupon; code?: string; spent?: Rejection }[] = [];
   for (const p of input.automatic) {
-    if (!p.isAutomatic || (p.currency !== "" && p.currency !== cart.currency) || promotionLiveness(p, now)) continue;
-    candidates.push({ promotion: p });
+    if (!p.isAutomatic || (p.currency !== "" && p.currency !== cart.currency)) continue;
+    const dead = promotionLiveness(p, now);
+    // A used-up budget is explained (skipped_promotions: "budget used up"), in evaluation order; other dead promotions are no candidates.
+    if (dead && dead.reason !== R.BUDGET_EXHAUSTED) continue;
+    candidates.push({ promotion: p, ...(dead ? { spent: dead } : {}) });
   }
   const seenPromotions = new Set(candidates.map((c) => c.promotion.id));
   for (const code of cart.couponCodes) {
@@ -351,6 +354,10 @@ export function calculateDiscounts(input: EngineInput): EngineResult {
   for (const c of candidates) {
     const p = c.promotion;
     const refuse = (r: Rejection) => (c.code !== undefined ? rejected.push({ code: c.code, ...r }) : skipped.push({ promotion: p, ...r }));
+    if (c.spent) {
+      refuse(c.spent);
+      continue;
+    }
     // 2. Rules.
     const broken = ruleCheck(p, cart, subtotal, userId);
     if (broken) {

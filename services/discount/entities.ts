@@ -1,6 +1,6 @@
 /**
  * MikroORM entities of the Discount service (tables in
- * migrations/0001_discount_tables.ts). Plain rows (promotions, rules,
+ * migrations/0001_discount_tables.ts, customer_orders in 0002). Plain rows (promotions, rules,
  * coupons, usage, redemptions) are written through them; the counters that
  * limits depend on (budget_used_minor, usage_count, times_used) only by the
  * conditional UPDATEs of redemptions.ts. Money is bigint minor units.
@@ -128,4 +128,15 @@ export const CouponUsageEntity = defineEntity({
   },
 });
 
-export const discountEntities = [PromotionEntity, DiscountRuleEntity, CouponEntity, RedemptionEntity, PromotionUsageEntity, CouponUsageEntity];
+/** A customer who has placed an order (order.created), for first-order rules at ValidateCoupon. */
+export const CustomerOrderEntity = defineEntity({
+  name: "CustomerOrder",
+  tableName: "customer_orders",
+  properties: {
+    userId: p.uuid().primary(),
+    firstOrderId: p.uuid(),
+    createdAt: p.datetime().onCreate(now),
+  },
+});
+
+export const discountEntities = [PromotionEntity, DiscountRuleEntity, CouponEntity, RedemptionEntity, PromotionUsageEntity, CouponUsageEntity, CustomerOrderEntity];

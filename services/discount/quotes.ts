@@ -4,7 +4,9 @@
  * their promotions, their rules, and the customer's uses of those coupons),
  * then CalculateDiscounts and ValidateCoupon on top of the pure engine.
  * Categories need no call to the catalog: the snapshot lists each line's
- * categories with their ancestors (CartLine.category_ids).
+ * categories with their ancestors (CartLine.category_ids). Whether a
+ * signed-in customer has ordered, when the snapshot does not say, comes from
+ * order.created (consumers.ts).
  */
 import { raw } from "@mikro-orm/core";
 import { create } from "@bufbuild/protobuf";
@@ -19,6 +21,7 @@ import type { EntityManager } from "../../kit/db.ts";
 import { money } from "../../kit/money.ts";
 import { sqlOf } from "../../kit/sql.ts";
 import type { DiscountConfig } from "./config.ts";
+import { hasOrdered } from "./consumers.ts";
 import { calculateDiscounts, couponCodeCheck, type EngineCart, type EngineCoupon, type EnginePromotion, type EngineResult, normalizeCode } from "./engine.ts";
 import { CouponEntity, DiscountRuleEntity, type DiscountRuleRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { appliedMessage, engineCart, engineCoupon, enginePromotion, offerMessage, resultMessage } from "./mapping.ts";
@@ -71,10 +74,15 @@ export async function loadCandidates(em: EntityManager, config: DiscountConfig, 
   };
 }
 
-/** Loads and runs the engine for a cart. */
+/**
+ * Loads and runs the engine for a cart. A snapshot that leaves is_first_order unset (a cart before checkout) gets, for a
+ * signed-in customer, what order.created told this service; asked only when a candidate has a first-order rule.
+ */
 export async function quote(em: EntityManager, config: DiscountConfig, cart: EngineCart, userId: string, now = new Date()): Promise<{ result: EngineResult; candidates: Candidates }> {
   const candidates = await loadCandidates(em, config, cart.currency, cart.couponCodes, userId, now);
-  return { result: calculateDiscounts({ cart, userId, automatic: candidates.automatic, coupons: candidates.coupons, now }), candidates };
+  const firstOrderRule = [...candidates.automatic, ...[...candidates.coupons.values()].map((c) => c.promotion)].some((p) => p.rules.firstOrder);
+  const known = cart.isFirstOrder === undefined && userId !== "" && firstOrderRule ? { ...cart, isFirstOrder: !(await hasOrdered(em, userId)) } : cart;
+  return { result: calculateDiscounts({ cart: known, userId, automatic: candidates.automatic, coupons: candidates.coupons, now }), candidates };
 }
 
 export async function calculate(em: EntityManager, config: DiscountConfig, req: CalculateDiscountsRequest): Promise<CalculateDiscountsResponse> {
@@ -97,7 +105,8 @@ export async function validateCoupon(em: EntityManager, config: DiscountConfig, 
       offer: coupon && coupon.isActive && coupon.promotion.isActive ? offerMessage(coupon, descriptions.get(coupon.promotion.id) ?? "") : undefined,
     });
   }
-  // The code is checked as if added to the cart's codes; first-order rules are taken as met (checked at checkout).
+  // The code is checked as if added to the cart's codes. The snapshot's is_first_order is the storefront's claim, so it is
+  // dropped: quote() asks order.created's record for a signed-in customer; for a guest the rule is taken as met (checkout decides).
   const cart = engineCart(req.cart, { ignoreFirstOrder: true });
   const codes = [...cart.couponCodes.filter((c) => normalizeCode(c) !== code), code];
   const { result, candidates } = await quote(em, config, { ...cart, couponCodes: codes }, userId, now);

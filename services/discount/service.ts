@@ -4,8 +4,9 @@
  * ValidateCoupon for the storefront) and redemptions under limits that hold
  * under concurrency (RedeemDiscounts / ReleaseRedemption for Order), package
  * ecommerce.discount.v1. Publishes discount.redeemed, discount.released and
- * promotion.budget_exhausted on DISCOUNT_EVENTS; consumes nothing and calls
- * no peer (cart snapshots carry each line's categories with their ancestors).
+ * promotion.budget_exhausted on DISCOUNT_EVENTS; consumes order.created (who has
+ * ordered, for first-order rules at ValidateCoupon) and calls no peer (cart
+ * snapshots carry each line's categories with their ancestors).
  */
 import type { HandlerContext } from "@connectrpc/connect";
 import { DiscountService } from "../../gen/ecommerce/discount/v1/discount_pb.js";
@@ -14,9 +15,11 @@ import { callerOf } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
 import { defineService } from "../../kit/server.ts";
 import { loadDiscountConfig } from "./config.ts";
+import { discountConsumers } from "./consumers.ts";
 import { createCoupon, generateCoupons, getCoupon, listCoupons, listCouponUsage, listPromotionUsage, updateCoupon } from "./coupons.ts";
 import { discountEntities } from "./entities.ts";
 import { DiscountTables } from "./migrations/0001_discount_tables.ts";
+import { CustomerOrders } from "./migrations/0002_customer_orders.ts";
 import { addDiscountRule, createPromotion, deactivatePromotion, getPromotion, listPromotions, removeDiscountRule, updatePromotion } from "./promotions.ts";
 import { calculate, validateCoupon } from "./quotes.ts";
 import { redeemDiscounts, releaseRedemption } from "./redemptions.ts";
@@ -32,11 +35,15 @@ function viewerOf(ctx: HandlerContext): string {
 export const discountService = defineService({
   name: "discount",
   entities: discountEntities,
-  migrations: [{ name: "0001_discount_tables", class: DiscountTables }],
+  migrations: [
+    { name: "0001_discount_tables", class: DiscountTables },
+    { name: "0002_customer_orders", class: CustomerOrders },
+  ],
   publishes: file_ecommerce_discount_v1_events,
   setup(ctx) {
     return { config: loadDiscountConfig(ctx.env) };
   },
+  consumers: () => discountConsumers(),
   rateLimits: ({ config }) => [{ name: "code-checks", methods: ["validateCoupon"], points: config.codeChecksPerWindow, windowMs: config.rateLimitWindowMs }],
   routes(router, _svc, { config }) {
     router.service(DiscountService, {

@@ -571,9 +571,12 @@ export declare type CartSnapshot = Message<"ecommerce.discount.v1.CartSnapshot">
   couponCodes: string[];
 
   /**
-   * Whether this is the customer's first order. Unset when unknown (a cart
-   * before checkout): first-order rules are then taken as met, and checked
-   * at redemption. Ignored by ValidateCoupon, which always takes them as met.
+   * Whether this is the customer's first order. Unset when the caller does
+   * not know (a cart before checkout): for a signed-in customer (user_id)
+   * the service then takes whether the Order service's order.created has
+   * announced an order of theirs; for a guest first-order rules are taken as
+   * met. Required at redemption, which decides. Ignored by ValidateCoupon (a
+   * storefront's claim), which treats it as unset.
    *
    * @generated from field: optional bool is_first_order = 5;
    */
@@ -2888,7 +2891,10 @@ export declare const DiscountService: GenService<{
    * cart given is the caller's claim. With an access token, the per-customer
    * conditions (customer list, usage per customer, first order) are checked
    * for that user; without one, a customer-list coupon answers SIGN_IN_REQUIRED
-   * and the others are checked at checkout. Without a cart, only the code
+   * and the others are checked at checkout. A customer has ordered before
+   * once the Order service's order.created for them has reached this service
+   * (an order placed moments ago may not count yet; RedeemDiscounts, given
+   * is_first_order by checkout, decides). Without a cart, only the code
    * itself is checked (exists, active, window, usage limits).
    * Errors: RESOURCE_EXHAUSTED (reason RATE_LIMITED, with a RetryInfo) when the
    * client's rate limit for code checks is hit (it stops guessing codes; counted

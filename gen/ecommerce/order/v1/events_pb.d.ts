@@ -19,7 +19,8 @@ export declare const file_ecommerce_order_v1_events: GenFile;
  * PlaceOrder succeeds (the order is CONFIRMED, or PENDING while an
  * asynchronous payment settles). Orders whose checkout failed are never
  * announced. Consumed by Notification (order confirmation email: it carries
- * everything the email shows) and Returns (knows the order's lines).
+ * everything the email shows), Returns (knows the order's lines) and Discount
+ * (the customer has ordered: first-order rules no longer hold for them).
  *
  * @generated from message ecommerce.order.v1.OrderCreated
  */
