@@ -154,6 +154,21 @@ describe("deadlines and the database", () => {
     expect((await auth.login({ email, password })).tokens).toBeDefined();
     expect(await sessions()).toBe(before + 1);
   });
+
+  it("a Login whose 5 ms deadline passes in the password check (before any statement of its session) creates no session", async () => {
+    const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
+    const email = `hasty${Date.now()}@example.test`;
+    const password = "velvet otter maple drum 4711";
+    const { user } = await auth.register({ email, password, firstName: "Ada", lastName: "Hasty" });
+    const sessions = async () => Number((await db.query<{ n: string }>("select count(*) as n from refresh_tokens where user_id = $1", [user!.id])).rows[0]!.n);
+    const before = await sessions();
+    const finished = await loginCount();
+    // argon2id alone takes longer than 5 ms: the deadline passes while the handler still runs.
+    const error = await failure(auth.login({ email, password }, { timeoutMs: 5 }));
+    expect(error.code).toBe(Code.DeadlineExceeded);
+    await eventually(async () => ((await loginCount()) > finished ? true : undefined), 10_000, "the late Login finished");
+    expect(await sessions()).toBe(before);
+  });
 });
 
 describe("deadlines of streams", () => {
