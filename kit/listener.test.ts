@@ -2,7 +2,8 @@
  * A service port's network manners (kit/listener.ts and the fallback of
  * kit/server.ts), against a real service started by the kit with small
  * configured timeouts: slow and silent clients are closed by the server, an
- * idle HTTP/2 session is closed, and an unknown method answers in the caller's
+ * idle HTTP/2 session is closed, connections over MAX_CONNECTIONS are closed on
+ * arrival, HTTP/2 clients are told the stream limit, and an unknown method answers in the caller's
  * protocol.
  */
 import { connect as http2Connect } from "node:http2";
@@ -14,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
 import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import type { ServiceDefinition } from "./server.ts";
-import { startMesh, type TestMesh } from "./testing/mesh.ts";
+import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { closedByServer, slowloris } from "./testing/network.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
@@ -108,5 +109,42 @@ describe("an unknown method", () => {
     expect(res.status).toBe(404);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(await res.json()).toMatchObject({ code: "unimplemented" });
+  });
+});
+
+describe("connection and stream limits", () => {
+  // A service of its own, with limits small enough to reach: 3 connections, 2 streams per HTTP/2 session.
+  let limited: TestMesh;
+  let limitedPort: number;
+  beforeAll(async () => {
+    // Long header timeouts: a silent connection is closed by the connection limit here, not by a timeout.
+    limited = await startMesh([fixture], { MAX_CONNECTIONS: "3", HTTP2_MAX_CONCURRENT_STREAMS: "2", HEADERS_TIMEOUT_MS: "60000", REQUEST_TIMEOUT_MS: "60000" });
+    limitedPort = Number(new URL(limited.url("user")).port);
+  });
+  afterAll(async () => {
+    await limited?.stop();
+  });
+
+  it("closes a connection over MAX_CONNECTIONS on arrival, and takes new ones once others have gone", async () => {
+    const held = Array.from({ length: 3 }, () => tcpConnect(limitedPort, "127.0.0.1"));
+    for (const s of held) s.on("error", () => undefined);
+    await Promise.all(held.map((s) => new Promise((r) => s.once("connect", r))));
+    const extra = tcpConnect(limitedPort, "127.0.0.1");
+    extra.on("error", () => undefined);
+    await closedByServer(extra);
+    expect(held.filter((s) => s.destroyed)).toEqual([]); // the ones within the limit are still open
+    await Promise.all(held.map((s) => (s.destroy(), closedByServer(s))));
+    await eventually(async () => ((await fetch(`${limited.url("user")}/metrics`)).status === 200 ? true : undefined), 10_000, "a new connection served");
+  }, 15_000);
+
+  it("tells HTTP/2 clients HTTP2_MAX_CONCURRENT_STREAMS in its SETTINGS", async () => {
+    const session = http2Connect(limited.url("user"));
+    session.on("error", () => undefined);
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve) => session.once("remoteSettings", resolve));
+      expect(settings.maxConcurrentStreams).toBe(2);
+    } finally {
+      session.close();
+    }
   });
 });
