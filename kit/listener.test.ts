@@ -2,7 +2,8 @@
  * A service port's network manners (kit/listener.ts and the fallback of
  * kit/server.ts), against a real service started by the kit with small
  * configured timeouts: slow and silent clients are closed by the server, an
- * idle HTTP/2 session is closed, connections over MAX_CONNECTIONS are closed on
+ * idle HTTP/2 session is closed, a request body that never ends is answered 408 and an idle
+ * keep-alive connection closed, connections over MAX_CONNECTIONS are closed on
  * arrival, HTTP/2 clients are told the stream limit, and an unknown method answers in the caller's
  * protocol.
  */
@@ -36,7 +37,7 @@ let url: string;
 let port: number;
 
 beforeAll(async () => {
-  mesh = await startMesh([fixture], { HEADERS_TIMEOUT_MS: "500", REQUEST_TIMEOUT_MS: "1000", HTTP2_IDLE_TIMEOUT_MS: "500" });
+  mesh = await startMesh([fixture], { HEADERS_TIMEOUT_MS: "500", REQUEST_TIMEOUT_MS: "1000", KEEP_ALIVE_TIMEOUT_MS: "500", HTTP2_IDLE_TIMEOUT_MS: "500" });
   url = mesh.url("user");
   port = Number(new URL(url).port);
 });
@@ -67,6 +68,33 @@ describe("slow and idle clients", () => {
     expect(status).toBe(200);
     await closed;
   });
+
+  it("closes a connection whose request body never finishes (REQUEST_TIMEOUT_MS), its headers complete", async () => {
+    const socket = tcpConnect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    const closed = closedByServer(socket);
+    let answer = "";
+    socket.on("data", (d: Buffer) => (answer += d.toString()));
+    socket.once("connect", () => {
+      socket.write("POST /ecommerce.user.v1.UserService/GetMyProfile HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n");
+      const drip = setInterval(() => (socket.writable ? socket.write(" ") : clearInterval(drip)), 100);
+      socket.once("close", () => clearInterval(drip));
+    });
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  // Node's own default is 5 s: a close within the test's 3 s is the configured 500 ms.
+  it("closes an idle HTTP/1.1 keep-alive connection after KEEP_ALIVE_TIMEOUT_MS", async () => {
+    const socket = tcpConnect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    const closed = closedByServer(socket);
+    let answer = "";
+    socket.on("data", (d: Buffer) => (answer += d.toString()));
+    socket.once("connect", () => socket.write("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"));
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+  }, 3_000);
 
   it("still serves well-behaved clients", async () => {
     const res = await fetch(`${url}/metrics`);
