@@ -1,18 +1,19 @@
 /**
  * The edge as `npm start` runs it, a process of its own (`node gateway/main.ts`),
  * so that a crash is seen as what it is: the process exiting. Clients misbehave
- * on purpose here (cancelled calls, slow headers, idle sessions); the edge must
+ * on purpose here (cancelled calls and server streams, slow headers, idle sessions); the edge must
  * close what it should and keep serving everyone else.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { connect as http2Connect, constants as http2Constants } from "node:http2";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
+import { OrderSchema, OrderService, OrderStatus, WatchOrderRequestSchema } from "../gen/ecommerce/order/v1/order_pb.js";
 import { requireUser } from "../kit/auth/principal.ts";
 import type { ServiceDefinition } from "../kit/server.ts";
 import { freePort } from "../kit/testing/infra.ts";
@@ -40,6 +41,28 @@ const userFixture: ServiceDefinition = {
   },
 };
 
+let watchesServed = 0;
+const orderFixture: ServiceDefinition = {
+  name: "order",
+  entities: [],
+  migrations: [],
+  publicKeys: () => () => issuer.jwks(),
+  serviceCredentials: () => ({ token: () => issuer.service("order") }),
+  routes(router) {
+    router.service(OrderService, {
+      async *watchOrder(req, ctx) {
+        requireUser(ctx);
+        watchesServed++;
+        // A message at once, then more every few ms until the client goes away.
+        for (let i = 0; i < 200 && !ctx.signal.aborted; i++) {
+          yield { order: create(OrderSchema, { id: req.orderId, status: OrderStatus.PENDING }) };
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      },
+    });
+  },
+};
+
 let mesh: TestMesh;
 let edge: ChildProcess;
 let edgeUrl: string;
@@ -47,7 +70,7 @@ let output = "";
 let customer: string;
 
 beforeAll(async () => {
-  mesh = await startMesh([userFixture]);
+  mesh = await startMesh([userFixture, orderFixture]);
   customer = await issuer.user(crypto.randomUUID());
   const port = await freePort();
   edgeUrl = `http://127.0.0.1:${port}`;
@@ -56,6 +79,7 @@ beforeAll(async () => {
       ...process.env,
       PORT: String(port),
       USER_SERVICE_URL: mesh.url("user"),
+      ORDER_SERVICE_URL: mesh.url("order"),
       LOG_LEVEL: "info",
       // Small, so that slow and idle clients are closed within the test.
       HEADERS_TIMEOUT_MS: "500",
@@ -81,6 +105,7 @@ afterAll(async () => {
   await mesh?.stop();
 });
 
+const connectFrame = (message: Uint8Array) => grpcFrame(message);
 const grpcFrame = (message: Uint8Array = new Uint8Array()) => {
   const frame = Buffer.alloc(5 + message.length);
   frame.writeUInt32BE(message.length, 1);
@@ -115,6 +140,62 @@ describe("the edge process under misbehaving clients", () => {
     expect(edge.exitCode, output).toBeNull();
     expect(res, output).not.toBeInstanceOf(Error);
     expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM/);
+  });
+
+  it("survives server streams (WatchOrder) that the client cancels mid-stream, over gRPC, Connect and gRPC-Web", async () => {
+    const orderId = crypto.randomUUID();
+    const session = http2Connect(edgeUrl);
+    session.on("error", () => undefined);
+    const closed: Promise<void>[] = [];
+    for (let i = 0; i < 30; i++) {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/ecommerce.order.v1.OrderService/WatchOrder",
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${customer}`,
+      });
+      stream.on("error", () => undefined);
+      stream.resume();
+      stream.end(grpcFrame(toBinary(WatchOrderRequestSchema, create(WatchOrderRequestSchema, { orderId }))));
+      closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
+      setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), i % 10);
+    }
+    await Promise.all(closed);
+    session.close();
+    // HTTP/1.1 clients (Connect, gRPC-Web) that drop the connection mid-stream.
+    for (const contentType of ["application/connect+proto", "application/grpc-web+proto"]) {
+      const ends: Promise<void>[] = [];
+      for (let i = 0; i < 10; i++) {
+        const abort = new AbortController();
+        const body = contentType.startsWith("application/connect")
+          ? connectFrame(toBinary(WatchOrderRequestSchema, create(WatchOrderRequestSchema, { orderId })))
+          : grpcFrame(toBinary(WatchOrderRequestSchema, create(WatchOrderRequestSchema, { orderId })));
+        ends.push(
+          fetch(`${edgeUrl}/ecommerce.order.v1.OrderService/WatchOrder`, {
+            method: "POST",
+            headers: { "content-type": contentType, authorization: `Bearer ${customer}` },
+            body,
+            signal: abort.signal,
+          })
+            .then(async (res) => {
+              const reader = res.body!.getReader();
+              await reader.read();
+              abort.abort();
+            })
+            .catch(() => undefined),
+        );
+        setTimeout(() => abort.abort(), i % 10);
+      }
+      await Promise.all(ends);
+    }
+
+    const client = createClient(UserService, createGrpcTransport({ baseUrl: edgeUrl }));
+    const res = await client.getMyProfile({}, { headers: { authorization: `Bearer ${customer}` } }).catch((error: Error) => error);
+    expect(edge.exitCode, output).toBeNull();
+    expect(res, output).not.toBeInstanceOf(Error);
+    expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM|ERR_STREAM_DESTROYED|uncaught/i);
+    expect(watchesServed).toBeGreaterThan(0); // the calls reached the service: cancelled mid-stream, not before
   });
 
   it("closes connections whose headers never finish (slowloris), and ones that never send a byte", async () => {

@@ -2,7 +2,9 @@
  * A service port's network manners (kit/listener.ts and the fallback of
  * kit/server.ts), against a real service started by the kit with small
  * configured timeouts: slow and silent clients are closed by the server, an
- * idle HTTP/2 session is closed, and an unknown method answers in the caller's
+ * idle HTTP/2 session is closed, a request body that never ends is answered 408 and an idle
+ * keep-alive connection closed, connections over MAX_CONNECTIONS are closed on
+ * arrival, HTTP/2 clients are told the stream limit, and an unknown method answers in the caller's
  * protocol.
  */
 import { connect as http2Connect } from "node:http2";
@@ -14,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
 import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import type { ServiceDefinition } from "./server.ts";
-import { startMesh, type TestMesh } from "./testing/mesh.ts";
+import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { closedByServer, slowloris } from "./testing/network.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
@@ -35,7 +37,7 @@ let url: string;
 let port: number;
 
 beforeAll(async () => {
-  mesh = await startMesh([fixture], { HEADERS_TIMEOUT_MS: "500", REQUEST_TIMEOUT_MS: "1000", HTTP2_IDLE_TIMEOUT_MS: "500" });
+  mesh = await startMesh([fixture], { HEADERS_TIMEOUT_MS: "500", REQUEST_TIMEOUT_MS: "1000", KEEP_ALIVE_TIMEOUT_MS: "500", HTTP2_IDLE_TIMEOUT_MS: "500" });
   url = mesh.url("user");
   port = Number(new URL(url).port);
 });
@@ -66,6 +68,33 @@ describe("slow and idle clients", () => {
     expect(status).toBe(200);
     await closed;
   });
+
+  it("closes a connection whose request body never finishes (REQUEST_TIMEOUT_MS), its headers complete", async () => {
+    const socket = tcpConnect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    const closed = closedByServer(socket);
+    let answer = "";
+    socket.on("data", (d: Buffer) => (answer += d.toString()));
+    socket.once("connect", () => {
+      socket.write("POST /ecommerce.user.v1.UserService/GetMyProfile HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n");
+      const drip = setInterval(() => (socket.writable ? socket.write(" ") : clearInterval(drip)), 100);
+      socket.once("close", () => clearInterval(drip));
+    });
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  // Node's own default is 5 s: a close within the test's 3 s is the configured 500 ms.
+  it("closes an idle HTTP/1.1 keep-alive connection after KEEP_ALIVE_TIMEOUT_MS", async () => {
+    const socket = tcpConnect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    const closed = closedByServer(socket);
+    let answer = "";
+    socket.on("data", (d: Buffer) => (answer += d.toString()));
+    socket.once("connect", () => socket.write("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"));
+    await closed;
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+  }, 3_000);
 
   it("still serves well-behaved clients", async () => {
     const res = await fetch(`${url}/metrics`);
@@ -108,5 +137,42 @@ describe("an unknown method", () => {
     expect(res.status).toBe(404);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(await res.json()).toMatchObject({ code: "unimplemented" });
+  });
+});
+
+describe("connection and stream limits", () => {
+  // A service of its own, with limits small enough to reach: 3 connections, 2 streams per HTTP/2 session.
+  let limited: TestMesh;
+  let limitedPort: number;
+  beforeAll(async () => {
+    // Long header timeouts: a silent connection is closed by the connection limit here, not by a timeout.
+    limited = await startMesh([fixture], { MAX_CONNECTIONS: "3", HTTP2_MAX_CONCURRENT_STREAMS: "2", HEADERS_TIMEOUT_MS: "60000", REQUEST_TIMEOUT_MS: "60000" });
+    limitedPort = Number(new URL(limited.url("user")).port);
+  });
+  afterAll(async () => {
+    await limited?.stop();
+  });
+
+  it("closes a connection over MAX_CONNECTIONS on arrival, and takes new ones once others have gone", async () => {
+    const held = Array.from({ length: 3 }, () => tcpConnect(limitedPort, "127.0.0.1"));
+    for (const s of held) s.on("error", () => undefined);
+    await Promise.all(held.map((s) => new Promise((r) => s.once("connect", r))));
+    const extra = tcpConnect(limitedPort, "127.0.0.1");
+    extra.on("error", () => undefined);
+    await closedByServer(extra);
+    expect(held.filter((s) => s.destroyed)).toEqual([]); // the ones within the limit are still open
+    await Promise.all(held.map((s) => (s.destroy(), closedByServer(s))));
+    await eventually(async () => ((await fetch(`${limited.url("user")}/metrics`)).status === 200 ? true : undefined), 10_000, "a new connection served");
+  }, 15_000);
+
+  it("tells HTTP/2 clients HTTP2_MAX_CONCURRENT_STREAMS in its SETTINGS", async () => {
+    const session = http2Connect(limited.url("user"));
+    session.on("error", () => undefined);
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve) => session.once("remoteSettings", resolve));
+      expect(settings.maxConcurrentStreams).toBe(2);
+    } finally {
+      session.close();
+    }
   });
 });

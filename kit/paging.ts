@@ -109,7 +109,14 @@ export function pageTokenKeyOf(secret: string): Buffer {
   return createHmac("sha256", secret).update("ecommerce.kit.page-token.v1").digest();
 }
 
-/** Makes the service's page-token key and the current RPC known to `pageOf` (installed by runService). */
+/**
+ * Makes the service's page-token key and the current RPC known to `pageOf` (installed by
+ * runService, before validation), and refuses a token this RPC did not sign before
+ * anything else looks at the request: every RPC with a page_token field refuses forgeries
+ * the same way, whatever else its request lacks and whether or not its handler pages.
+ * (The binding to the filters is checked by `pageOf`, on the request as the handler
+ * normalized it.)
+ */
 export function pagingInterceptor(secret: string): Interceptor {
   const key = pageTokenKeyOf(secret);
   // Only List RPCs (a page_token field) pay for the async-local scope; the hot Get RPCs skip it.
@@ -119,7 +126,13 @@ export function pagingInterceptor(secret: string): Interceptor {
     if (p === undefined) paged.set(input, (p = input.fields.some((f) => f.name === "page_token")));
     return p;
   };
-  return (next) => (req) => (isPaged(req.method.input) ? scopes.run({ key, method: req.method }, () => next(req)) : next(req));
+  return (next) => (req) => {
+    if (!isPaged(req.method.input)) return next(req);
+    const scope = { key, method: req.method };
+    const token = req.stream ? "" : (req.message as { pageToken?: unknown }).pageToken;
+    if (typeof token === "string" && token) authentic(scope, token);
+    return scopes.run(scope, () => next(req));
+  };
 }
 
 function tagOf(scope: PagingScope, body: Buffer): Buffer {
@@ -153,12 +166,18 @@ export function pageOf<S extends CursorSchema, R extends { pageToken: string; pa
   };
 }
 
-function read<S extends CursorSchema>(scope: PagingScope, token: string, binding: Buffer, schema: S, fields: string[]): CursorOf<S> {
+/** The signed body of a token this RPC wrote, else INVALID_PAGE_TOKEN. */
+function authentic(scope: PagingScope, token: string): Buffer {
   const raw = Buffer.from(token, "base64url");
   // Node's decoder skips characters outside the alphabet and ignores trailing bits: only the canonical spelling counts.
   if (raw.toString("base64url") !== token || raw.length < 1 + bindingBytes + 2 + tagBytes || raw[0] !== version) throw invalidToken();
   const body = raw.subarray(0, raw.length - tagBytes);
   if (!timingSafeEqual(raw.subarray(raw.length - tagBytes), tagOf(scope, body))) throw invalidToken();
+  return body;
+}
+
+function read<S extends CursorSchema>(scope: PagingScope, token: string, binding: Buffer, schema: S, fields: string[]): CursorOf<S> {
+  const body = authentic(scope, token);
   if (!body.subarray(1, 1 + bindingBytes).equals(binding)) throw otherList();
   let cursor: unknown;
   try {

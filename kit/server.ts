@@ -212,8 +212,9 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     deadlineInterceptor(config.limits.maxTimeoutMs),
     authInterceptor(verifier, def.credentialExempt),
     ...(rateLimits ? [rateLimitInterceptor(rateLimits.limits, rateLimits.rules)] : []),
-    validationInterceptor,
+    // Paging first: a forged page token is INVALID_PAGE_TOKEN on every paged RPC, not hidden behind other violations.
     pagingInterceptor(config.pageTokenKey),
+    validationInterceptor,
     entityManagerInterceptor(orm),
   ];
   const handler = connectNodeAdapter({
