@@ -18,6 +18,7 @@ import { orderEntities } from "./entities.ts";
 import { loadOrder } from "./mapping.ts";
 import { OrderTables } from "./migrations/0001_order_tables.ts";
 import { OrderShipments } from "./migrations/0002_order_shipments.ts";
+import { OrderListIndexes } from "./migrations/0003_order_list_indexes.ts";
 import {
   addOrderNote,
   adminActor,
@@ -42,6 +43,7 @@ export const orderService = defineService({
   migrations: [
     { name: "0001_order_tables", class: OrderTables },
     { name: "0002_order_shipments", class: OrderShipments },
+    { name: "0003_order_list_indexes", class: OrderListIndexes },
   ],
   publishes: file_ecommerce_order_v1_events,
   setup(ctx) {
