@@ -9,8 +9,8 @@
  * that far), captures the statements they send with their parameters
  * (scripts/bench/meter.ts) and runs each with EXPLAIN (ANALYZE, BUFFERS) several
  * times: median and worst execution, buffers, the indexes read and what grows with
- * the table (a Seq Scan that reads past the count's limit, a Sort of more than
- * 12,000 rows; scripts/bench/plans.ts).
+ * the table (a scan that reads, or a Sort that takes, more than 12,000 rows: past the
+ * count's limit; scripts/bench/plans.ts). Figures: docs/bench.md "Order lists at 2M orders".
  *
  *   node scripts/bench/orders-explain.ts [--orders 2000000] [--runs 5] [--plans] [--keep] [--db NAME]
  *

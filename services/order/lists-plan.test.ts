@@ -3,9 +3,10 @@
  * orders (services/order/seed.ts, the shape scripts/bench/orders-explain.ts measures at
  * 2M), every statement a list call sends through the public contract against a real
  * Order server (captured, scripts/bench/meter.ts) is explained with its own parameters:
- * it reads an index, and neither a Seq Scan of a table past the count's limit nor a
- * Sort of more rows than a small match (scripts/bench/plans.ts) appears, for every sort
- * and filter the contract allows, on the first page and on a page further down.
+ * it reads an index (the case's own where the planner has no equally good one), a page
+ * an index gives in order is not sorted, and no scan reads nor Sort takes more rows than
+ * a count's limit (scripts/bench/plans.ts), for every sort and filter the contract allows,
+ * on the first page and on a page further down. Dropping any of the lists' indexes fails it.
  */
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
