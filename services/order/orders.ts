@@ -73,15 +73,28 @@ const sortColumns: Record<string, { column: string; type: "timestamptz" | "bigin
   total_amount: { column: "total_minor", type: "bigint" },
 };
 
+/**
+ * The orders the back office lists: announced, or kept as a record of a payment. The
+ * partial indexes of migrations/0004_order_list_indexes.ts carry this very text.
+ */
+const backOffice = "(announced or status = 'payment_failed' or payment_id is not null)";
+
+/**
+ * `column = any(values)`; `column = value` for one value, so that an index led by the
+ * column (orders_status_created) returns the rows in created order: no sort of the matches.
+ */
+const oneOf = (params: Params, column: string, values: string[]) =>
+  values.length === 1 ? `${column} = ${params.add(values[0])}` : `${column} = any(${params.add(values)}::text[])`;
+
 export async function listOrders(em: EntityManager, req: ListOrdersRequest): Promise<{ orders: Order[]; nextPageToken: string; totalSize: number }> {
   const [field = "created_at", dir = "desc"] = (req.orderBy || "created_at desc").split(" ");
   const sort = sortColumns[field]!;
   const page = pageOf(req, { key: ["text", "uuid"] } as const);
   const params = new Params();
-  const where = ["(announced or status = 'payment_failed' or payment_id is not null)"];
+  const where = [backOffice];
   if (req.userId) where.push(`user_id = ${params.add(req.userId)}`);
-  if (req.statuses.length > 0) where.push(`status = any(${params.add(req.statuses.map((s) => orderStatuses.toDb(s)))}::text[])`);
-  if (req.paymentStatuses.length > 0) where.push(`payment_status = any(${params.add(req.paymentStatuses.map((s) => paymentStatuses.toDb(s)))}::text[])`);
+  if (req.statuses.length > 0) where.push(oneOf(params, "status", req.statuses.map((s) => orderStatuses.toDb(s))));
+  if (req.paymentStatuses.length > 0) where.push(oneOf(params, "payment_status", req.paymentStatuses.map((s) => paymentStatuses.toDb(s))));
   if (req.createdAfter) where.push(`created_at >= ${params.add(timestampDate(req.createdAfter))}`);
   if (req.createdBefore) where.push(`created_at < ${params.add(timestampDate(req.createdBefore))}`);
   if (req.orderNumberPrefix) where.push(`upper(order_number) like ${params.add(`${req.orderNumberPrefix.toUpperCase()}%`)}`);

@@ -19,6 +19,7 @@ import { loadOrder } from "./mapping.ts";
 import { OrderTables } from "./migrations/0001_order_tables.ts";
 import { OrderShipments } from "./migrations/0002_order_shipments.ts";
 import { StatusHistoryVersion } from "./migrations/0003_status_history_version.ts";
+import { OrderListIndexes } from "./migrations/0004_order_list_indexes.ts";
 import {
   addOrderNote,
   adminActor,
@@ -44,6 +45,7 @@ export const orderService = defineService({
     { name: "0001_order_tables", class: OrderTables },
     { name: "0002_order_shipments", class: OrderShipments },
     { name: "0003_status_history_version", class: StatusHistoryVersion },
+    { name: "0004_order_list_indexes", class: OrderListIndexes },
   ],
   publishes: file_ecommerce_order_v1_events,
   setup(ctx) {
