@@ -142,6 +142,41 @@ describe("the edge process under misbehaving clients", () => {
     expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM/);
   });
 
+  // A stream the client closes with NO_ERROR is not "aborted" to fastify: its upstream call fails
+  // (reply-from's INTERNAL_SERVER_ERROR) and reaches the edge's onError with no client left to answer.
+  it("survives calls that the client closes with NO_ERROR before the answer, over gRPC and Connect, without warning of them", async () => {
+    const mark = output.length;
+    const session = http2Connect(edgeUrl);
+    session.on("error", () => undefined);
+    const closed: Promise<void>[] = [];
+    for (const contentType of ["application/grpc", "application/proto"]) {
+      for (let i = 0; i < 20; i++) {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/ecommerce.user.v1.UserService/GetMyProfile",
+          "content-type": contentType,
+          ...(contentType === "application/grpc" ? { te: "trailers" } : { "connect-protocol-version": "1" }),
+          authorization: `Bearer ${customer}`,
+        });
+        stream.on("error", () => undefined);
+        stream.resume();
+        stream.end(contentType === "application/grpc" ? grpcFrame() : Buffer.alloc(0));
+        closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
+        setTimeout(() => stream.close(http2Constants.NGHTTP2_NO_ERROR), i % 10);
+      }
+    }
+    await Promise.all(closed);
+    session.close();
+
+    const client = createClient(UserService, createGrpcTransport({ baseUrl: edgeUrl }));
+    const res = await client.getMyProfile({}, { headers: { authorization: `Bearer ${customer}` } }).catch((error: Error) => error);
+    expect(edge.exitCode, output).toBeNull();
+    expect(res, output).not.toBeInstanceOf(Error);
+    // The edge's own guard (onError): a call its client closed is no upstream failure to warn about.
+    expect(output.slice(mark)).not.toMatch(/upstream call failed/);
+    expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM|ERR_STREAM_DESTROYED|uncaught/i);
+  });
+
   it("survives server streams (WatchOrder) that the client cancels mid-stream, over gRPC, Connect and gRPC-Web", async () => {
     const orderId = crypto.randomUUID();
     const session = http2Connect(edgeUrl);

@@ -4,17 +4,18 @@
  * configured timeouts: slow and silent clients are closed by the server, an
  * idle HTTP/2 session is closed, a request body that never ends is answered 408 and an idle
  * keep-alive connection closed, connections over MAX_CONNECTIONS are closed on
- * arrival, HTTP/2 clients are told the stream limit, and an unknown method answers in the caller's
- * protocol.
+ * arrival, HTTP/2 clients are told the stream limit, a session over its memory limit gets new streams
+ * refused, and an unknown method answers in the caller's protocol.
  */
-import { connect as http2Connect } from "node:http2";
+import { connect as http2Connect, constants as http2Constants } from "node:http2";
+import { create } from "@bufbuild/protobuf";
 import { connect as tcpConnect } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CartService } from "../gen/ecommerce/cart/v1/cart_pb.js";
-import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
+import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import type { ServiceDefinition } from "./server.ts";
 import { eventually, startMesh, type TestMesh } from "./testing/mesh.ts";
 import { closedByServer, slowloris } from "./testing/network.ts";
@@ -176,3 +177,67 @@ describe("connection and stream limits", () => {
     }
   });
 });
+
+describe("HTTP/2 session memory", () => {
+  // Answers of 256 KiB to a client that reads none of them: their bytes stay queued in the server's session.
+  const big = "x".repeat(256 * 1024);
+  const bigFixture: ServiceDefinition = {
+    ...fixture,
+    routes(router) {
+      router.service(UserService, {
+        getMyProfile: () => ({ profile: create(UserProfileSchema, { email: big }) }),
+      });
+    },
+  };
+  let capped: TestMesh;
+  beforeAll(async () => {
+    capped = await startMesh([bigFixture], { HTTP2_MAX_SESSION_MEMORY_MB: "1" });
+  });
+  afterAll(async () => {
+    await capped?.stop();
+  });
+
+  it("refuses new streams with ENHANCE_YOUR_CALM once a session holds HTTP2_MAX_SESSION_MEMORY_MB, and serves other clients", async () => {
+    const token = await issuer.user(crypto.randomUUID());
+    // A stream window of 0: the client takes no answer bytes, so each answer stays in the server's buffers.
+    const session = http2Connect(capped.url("user"), { settings: { initialWindowSize: 0 } });
+    session.on("error", () => undefined);
+    const codes: Promise<number>[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/ecommerce.user.v1.UserService/GetMyProfile",
+          "content-type": "application/grpc",
+          te: "trailers",
+          authorization: `Bearer ${token}`,
+        });
+        stream.on("error", () => undefined);
+        stream.end(grpcFrame());
+        codes.push(new Promise((resolve) => stream.once("close", () => resolve(stream.rstCode ?? 0))));
+        // One at a time, so that each answer is queued before the next stream opens.
+        await new Promise((resolve) => stream.once("response", resolve).once("close", resolve));
+      }
+      // Node's own default (10 MiB) would take all 20 answers (5 MiB): none would be refused.
+      expect(await closedSoFarOnceRefused(codes)).toContain(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    } finally {
+      session.destroy();
+    }
+    const other = await createClient(UserService, createGrpcTransport({ baseUrl: capped.url("user") })).getMyProfile({}, { headers: { authorization: `Bearer ${token}` } });
+    expect(other.profile?.email).toHaveLength(big.length);
+  }, 20_000);
+});
+
+/** The close codes of the streams closed so far, once one was refused (the answered ones never finish). */
+async function closedSoFarOnceRefused(codes: Promise<number>[]): Promise<number[]> {
+  const settled: number[] = [];
+  for (const c of codes) void c.then((code) => settled.push(code));
+  return eventually(async () => (settled.includes(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM) ? settled : undefined), 10_000, "a stream refused with ENHANCE_YOUR_CALM");
+}
+
+const grpcFrame = (message: Uint8Array = new Uint8Array()) => {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+};

@@ -2,8 +2,8 @@
  * `npm start` as a person runs it, on the harder path: no PostgreSQL or NATS
  * answers, so it starts an embedded PostgreSQL and a local nats-server, then
  * every implemented service and the edge; a sign-up works through the edge; a
- * service that dies is restarted; Ctrl-C stops everything and the process exits
- * cleanly. A start that fails stops everything it started.
+ * service that dies is restarted; Ctrl-C (or SIGTERM) stops everything and the
+ * process exits cleanly. A start that fails stops everything it started.
  *
  * PORT_OFFSET=2000 puts the edge on 10080, a port that fetch refuses (the
  * browsers' blocked-port list): readiness must not depend on fetch.
@@ -127,6 +127,15 @@ describe("npm start", () => {
     expect(run.output).toMatch(/\[start\]\S* stopped/);
     for (const port of stackPorts()) expect(await listening(port), `port ${port}`).toBe(false);
   }, 240_000);
+
+  // What docker stop, systemd and process managers send: the same clean stop as Ctrl-C.
+  it("stops everything it started on SIGTERM, and exits cleanly", async () => {
+    const run = await npmStartReady();
+    run.child.kill("SIGTERM");
+    expect(await run.exited).toBe(0);
+    expect(run.output).toMatch(/\[start\]\S* stopped/);
+    for (const port of stackPorts()) expect(await listening(port), `port ${port}`).toBe(false);
+  }, 180_000);
 
   it("stops everything it started when the start fails (the edge's port is taken)", async () => {
     const squatter: Server = createServer();

@@ -34,7 +34,7 @@ import { applyFieldMask, setField } from "../../kit/field-mask.ts";
 import { idempotent } from "../../kit/idempotency.ts";
 import { money } from "../../kit/money.ts";
 import { newestFirstPage, pageOf } from "../../kit/paging.ts";
-import { flushUnique, type Params, sqlOf } from "../../kit/sql.ts";
+import { flushUnique, type Params, sqlOf, uniqueViolation } from "../../kit/sql.ts";
 import { CouponEntity, type CouponRow, PromotionEntity, type PromotionRow } from "./entities.ts";
 import { couponMessage } from "./mapping.ts";
 
@@ -88,13 +88,35 @@ export async function createCoupon(em: EntityManager, req: CreateCouponRequest):
   });
 }
 
-function randomCode(prefix: string, length: number): string {
+/** Draws one code: the prefix and `length` characters of the alphabet. */
+export type DrawCode = (prefix: string, length: number) => string;
+
+const randomCode: DrawCode = (prefix, length) => {
   let s = prefix;
   for (let i = 0; i < length; i++) s += codeAlphabet[randomInt(codeAlphabet.length)];
   return s;
+};
+
+/** Batches drawn again when a drawn code is taken between the check and the insert. */
+const generateAttempts = 5;
+
+/** `draw` is the random source (a test passes its own to force a collision). */
+export async function generateCoupons(em: EntityManager, req: GenerateCouponsRequest, draw: DrawCode = randomCode): Promise<Out<GenerateCouponsResponse>> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await generateBatch(em, req, draw);
+    } catch (error) {
+      // A code found unused can still be created (CreateCoupon, another batch) before this batch inserts it:
+      // the transaction rolled back, idempotency key included, so the batch is drawn again from scratch.
+      if (uniqueViolation(error) !== "coupons_code_unique") throw error;
+      if (attempt === generateAttempts) {
+        throw domainError(Code.Aborted, "the codes drawn kept being taken by concurrent calls; retry", { reason: "CONCURRENT_MODIFICATION" });
+      }
+    }
+  }
 }
 
-export async function generateCoupons(em: EntityManager, req: GenerateCouponsRequest): Promise<Out<GenerateCouponsResponse>> {
+async function generateBatch(em: EntityManager, req: GenerateCouponsRequest, draw: DrawCode): Promise<Out<GenerateCouponsResponse>> {
   const prefix = req.prefix.toUpperCase();
   const length = req.randomLength || 10;
   try {
@@ -109,7 +131,7 @@ export async function generateCoupons(em: EntityManager, req: GenerateCouponsReq
           if (round === 20) throw failedPrecondition("could not find enough unused codes; use a longer random_length or another prefix", "CODE_SPACE_EXHAUSTED");
           const fresh = new Set<string>();
           while (fresh.size < req.count - codes.size) {
-            const c = randomCode(prefix, length);
+            const c = draw(prefix, length);
             if (!codes.has(c)) fresh.add(c);
           }
           const taken = await sqlOf(tx).all<{ code: string }>("select upper(code) as code from coupons where lower(code) = any($1::text[])", [

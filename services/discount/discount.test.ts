@@ -9,11 +9,13 @@ import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { jetstream } from "@nats-io/jetstream";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
+import pg from "pg";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   CouponRejectionReason,
   CreatePromotionRequestSchema,
+  GenerateCouponsRequestSchema,
   DiscountRuleType,
   PromotionType,
   RedemptionStatus,
@@ -22,7 +24,7 @@ import { DiscountRedeemedSchema, DiscountReleasedSchema, PromotionBudgetExhauste
 import { OrderCreatedSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
 import { subjectOf } from "../../kit/events/contracts.ts";
 import { eventually } from "../../kit/testing/mesh.ts";
-import { codeAlphabet } from "./coupons.ts";
+import { codeAlphabet, generateCoupons } from "./coupons.ts";
 import { auth, type DiscountHarness, discountEvents, eur, failure, snapshot, startDiscountHarness } from "./testing.ts";
 
 let h: DiscountHarness;
@@ -182,6 +184,39 @@ describe("admin: promotions, rules, coupons", () => {
 
     const limited = await h.discounts.updateCoupon({ coupon: { id: coupon!.id, usageLimit: 2, isActive: false }, updateMask: { paths: ["usage_limit", "is_active"] } }, auth(h.admin));
     expect(limited.coupon).toMatchObject({ usageLimit: 2, isActive: false });
+  });
+
+  // Called as service.ts calls it, with a random source that draws a code someone else is creating:
+  // random codes collide too rarely to force this through the contract.
+  it("GenerateCoupons draws again when a code it found unused is created concurrently before its insert", async () => {
+    const p = await promotion({ isAutomatic: false });
+    const suffix = `${Date.now().toString(36).toUpperCase()}`.padEnd(8, "X").slice(0, 8);
+    const [taken, free] = [`RACE-A${suffix}`, `RACE-B${suffix}`];
+    // A CreateCoupon of `taken` that has not committed yet: GenerateCoupons' check does not see it, its insert waits.
+    const other = new pg.Client({ connectionString: h.mesh.services.discount!.ctx.config.databaseUrl });
+    await other.connect();
+    try {
+      await other.query("begin");
+      const otherId = uuidv7();
+      await other.query("insert into coupons (id, code, promotion_id) values ($1, $2, $3)", [otherId, taken, p.id]);
+      const otherPid = (await other.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
+      const draws: string[] = [];
+      const draw = (prefix: string) => (draws.push(draws.length === 0 ? taken : free), draws.at(-1)!.replace(/^RACE-/, prefix));
+      const request = create(GenerateCouponsRequestSchema, { promotionId: p.id, count: 1, prefix: "race-", randomLength: 9, idempotencyKey: `race-${uuidv7()}` });
+      const generated = generateCoupons(h.mesh.services.discount!.ctx.orm.em.fork(), request, draw);
+      generated.catch(() => undefined);
+      await eventually(async () => ((await h.sql("select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid))", [otherPid])).length > 0 ? true : undefined), 10_000, "the batch's insert waiting on the other transaction");
+      await other.query("commit");
+
+      const { coupons } = await generated;
+      expect(draws).toEqual([taken, free]);
+      expect(coupons.map((c) => c.code)).toEqual([free]);
+      expect((await h.discounts.getCoupon({ lookup: { case: "code", value: taken } }, auth(h.admin))).coupon!.id).toBe(otherId);
+      // The batch drawn again keeps its key: a retry of the call answers the same coupons.
+      expect((await generateCoupons(h.mesh.services.discount!.ctx.orm.em.fork(), request, draw)).coupons.map((c) => c.id)).toEqual(coupons.map((c) => c.id));
+    } finally {
+      await other.end();
+    }
   });
 });
 
