@@ -157,7 +157,7 @@ export async function underMigrationLock<T>(url: string, migrate: () => Promise<
 }
 
 /** The call's EntityManager, forked on first use: health, reflection and calls that never touch the database pay nothing. */
-interface LazyEm {
+export interface LazyEm {
   orm: MikroORM;
   em?: EntityManager;
 }
@@ -172,10 +172,16 @@ export function entityManagerInterceptor(orm: MikroORM): Interceptor {
   };
 }
 
-/** The request's EntityManager. */
-export function emOf(ctx: HandlerContext): EntityManager {
+/** The request's EntityManager, not forked yet when nothing asked for it (what `sqlOf(ctx)` reads through). */
+export function lazyEmOf(ctx: HandlerContext): LazyEm {
   const lazy = ctx.values.get(emKey);
   if (!lazy) throw new Error("no EntityManager in this context: is the service started through runService?");
+  return lazy;
+}
+
+/** The request's EntityManager. */
+export function emOf(ctx: HandlerContext): EntityManager {
+  const lazy = lazyEmOf(ctx);
   return (lazy.em ??= lazy.orm.em.fork());
 }
 

@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
-import { type ConnectRouter, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { type ConnectRouter, type ContextValues, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { authInterceptor } from "./auth/interceptor.ts";
@@ -114,6 +114,12 @@ export interface RunningService {
   health: HealthState;
   /** The kit's jobs (retention) and the service's own, by name. */
   jobs: Map<string, Job>;
+  /**
+   * What every call crosses, as the server applies it: the interceptors and the context
+   * values made per request. For in-process measurement of the kit's own cost
+   * (scripts/bench/kit-overhead.ts), not for serving.
+   */
+  chain: { interceptors: readonly Interceptor[]; contextValues(peer: string | undefined): ContextValues };
   stop(): Promise<void>;
 }
 
@@ -217,6 +223,8 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     validationInterceptor,
     entityManagerInterceptor(orm),
   ];
+  // The TCP peer, for clientAddressOf (Connect's handler context has no socket).
+  const contextValues = (peer: string | undefined) => createContextValues().set(connectionKey, { peer, trustedProxyHops: config.trustedProxyHops });
   const handler = connectNodeAdapter({
     routes(router) {
       const recording: ConnectRouter = new Proxy(router, {
@@ -240,8 +248,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       ]);
     },
     interceptors,
-    // The TCP peer, for clientAddressOf (Connect's handler context has no socket).
-    contextValues: (req) => createContextValues().set(connectionKey, { peer: req.socket.remoteAddress, trustedProxyHops: config.trustedProxyHops }),
+    contextValues: (req) => contextValues(req.socket.remoteAddress),
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
     // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.
@@ -300,7 +307,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       log.info("stopped");
     })());
 
-  return { name: def.name, port, url, ctx, health, jobs: new Map(jobs.map((j) => [j.name, j])), stop };
+  return { name: def.name, port, url, ctx, health, jobs: new Map(jobs.map((j) => [j.name, j])), chain: { interceptors, contextValues }, stop };
 }
 
 /** Entry point of a service process: runs it and stops cleanly on SIGINT/SIGTERM. */
