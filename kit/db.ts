@@ -13,7 +13,7 @@
  * caller that saw DEADLINE_EXCEEDED never finds the work done anyway. Work outside a
  * call (migrations, event consumers, the outbox relay, jobs) has no deadline here.
  */
-import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { type ContextValues, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { EventSubscriber, MigrationObject } from "@mikro-orm/core";
 import { Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM, type Options } from "@mikro-orm/postgresql";
@@ -164,12 +164,9 @@ export interface LazyEm {
 
 const emKey = createContextKey<LazyEm | undefined>(undefined, { description: "request-scoped EntityManager" });
 
-/** Gives every RPC its own EntityManager fork (made when the handler first asks for it). */
-export function entityManagerInterceptor(orm: MikroORM): Interceptor {
-  return (next) => (req) => {
-    req.contextValues.set(emKey, { orm });
-    return next(req);
-  };
+/** Gives the call its own EntityManager fork, made when the handler first asks for it (kit/call.ts, per call). */
+export function attachEntityManager(values: ContextValues, orm: MikroORM): void {
+  values.set(emKey, { orm });
 }
 
 /** The request's EntityManager, not forked yet when nothing asked for it (what `sqlOf(ctx)` reads through). */
