@@ -134,11 +134,12 @@ function quantile(xs: number[], q: number): number {
 const row = (label: string, f: (q: number) => number) => console.log(`  ${label.padEnd(22)} ${[0, 0.25, 0.5].map((q) => f(q).toFixed(1).padStart(7)).join("")}`);
 console.log(`\n${results.get(names[0]!)!.length} batches of ${batch} calls per variant; µs CPU/call of the batches:\n  ${"".padEnd(22)}     min    p25    p50`);
 for (const name of names) row(name, (q) => quantile(results.get(name)!, q));
-// The kit's cost: the median over batches of each kit batch minus the bare batch run just before it (paired, so drift cancels).
-const paired = (a: string, b: string) => results.get(a)!.map((x, i) => x - results.get(b)![i]!);
+// The kit's cost: the same quantile of the kit's batches minus the bare ones'. The minimum is
+// the least disturbed by other work on the machine; a difference of noisy medians can mislead.
 const has = (n: string) => results.has(n);
-if (has("kit") && has("bare")) row("kit - bare (paired)", (q) => quantile(paired("kit", "bare"), q));
-if (has("kit, no db") && has("bare, no db")) row("kit - bare, no db", (q) => quantile(paired("kit, no db", "bare, no db"), q));
+const diff = (a: string, b: string) => (q: number) => quantile(results.get(a)!, q) - quantile(results.get(b)!, q);
+if (has("kit") && has("bare")) row("kit - bare", diff("kit", "bare"));
+if (has("kit, no db") && has("bare, no db")) row("kit - bare, no db", diff("kit, no db", "bare, no db"));
 if (has("kit") && has("bare")) row("kit / bare (ratio)", (q) => quantile(results.get("kit")!, q) / quantile(results.get("bare")!, q));
 await pool.end();
 await mesh.stop();
