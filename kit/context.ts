@@ -6,8 +6,10 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomFillSync } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { Principal } from "./auth/principal.ts";
 import { clientAddressOf } from "./client-address.ts";
+import type { PagingScope } from "./paging.ts";
 
 export interface TraceContext {
   requestId: string;
@@ -19,7 +21,31 @@ export interface TraceContext {
   sampled: boolean;
 }
 
-const storage = new AsyncLocalStorage<TraceContext>();
+/**
+ * Everything async context carries for a call, in one store: a call enters one scope
+ * (kit/call.ts), not one per concern, and each read is one lookup. Event handlers and
+ * jobs carry only a trace.
+ */
+export interface Scope {
+  trace?: TraceContext;
+  /** An inbound call's deadline, signal and client (below). */
+  call?: CallDeadline;
+  /** The verified caller (kit/auth), once the policy let the call through. */
+  caller?: Principal;
+  /** The page-token key and the RPC, for List RPCs (kit/paging.ts). */
+  paging?: PagingScope;
+}
+
+const storage = new AsyncLocalStorage<Scope>();
+
+export function currentScope(): Scope | undefined {
+  return storage.getStore();
+}
+
+/** Runs `fn` in `scope`; the kit's call interceptor enters one per call. */
+export function runInScope<T>(scope: Scope, fn: () => T): T {
+  return storage.run(scope, fn);
+}
 
 const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
@@ -59,16 +85,17 @@ export function traceparentOf(ctx: TraceContext): string {
 }
 
 export function currentTrace(): TraceContext | undefined {
-  return storage.getStore();
+  return storage.getStore()?.trace;
 }
 
+/** Runs `fn` with `ctx` as its trace, keeping the rest of the current scope. */
 export function runWithTrace<T>(ctx: TraceContext, fn: () => T): T {
-  return storage.run(ctx, fn);
+  return storage.run({ ...storage.getStore(), trace: ctx }, fn);
 }
 
 /** Headers to send on an outbound call or event so the receiver continues this trace. */
 export function propagationHeaders(): Record<string, string> {
-  const ctx = storage.getStore();
+  const ctx = storage.getStore()?.trace;
   if (!ctx) return {};
   return { traceparent: traceparentOf(ctx), "x-request-id": ctx.requestId };
 }
@@ -92,15 +119,13 @@ export interface CallDeadline {
   client: string;
 }
 
-const calls = new AsyncLocalStorage<CallDeadline>();
-
 export function currentCall(): CallDeadline | undefined {
-  return calls.getStore();
+  return storage.getStore()?.call;
 }
 
 /** Ms left until the current inbound call's deadline (0 when passed), undefined outside a call. */
 export function remainingMs(): number | undefined {
-  const call = calls.getStore();
+  const call = storage.getStore()?.call;
   return call ? Math.max(0, call.deadline - Date.now()) : undefined;
 }
 
@@ -118,30 +143,29 @@ export function connectTimeoutMs(value: string): number | undefined {
 }
 
 /**
- * Runs each call inside its deadline scope, read from the (already clamped) timeout
- * header. Whatever work fails after the call ended (a cancelled statement, a peer call
- * cut short) is reported as what it is, DEADLINE_EXCEEDED or CANCELLED, not as INTERNAL.
+ * A call's deadline, read from the (already clamped) timeout header, its signal and its
+ * client address: what the call's scope carries for the work it starts.
  */
-export function deadlineInterceptor(maxTimeoutMs: number): Interceptor {
-  return (next) => (req) => {
-    const grpc = req.header.get("grpc-timeout");
-    const connect = req.header.get("connect-timeout-ms");
-    const given = grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined;
-    // Streams (WatchOrder, health Watch) may outlive MAX_TIMEOUT_MS: they keep the deadline they asked for, if any.
-    const deadline = !req.stream
-      ? Date.now() + Math.min(given ?? maxTimeoutMs, maxTimeoutMs)
-      : given !== undefined
-        ? Date.now() + given
-        : Number.POSITIVE_INFINITY;
-    return calls.run({ signal: req.signal, deadline, client: clientAddressOf(req) }, async () => {
-      try {
-        return await next(req);
-      } catch (error) {
-        if (!req.signal.aborted || error instanceof ConnectError) throw error;
-        throw Date.now() >= deadline
-          ? new ConnectError("the call's deadline passed before it completed", Code.DeadlineExceeded)
-          : new ConnectError("the call was cancelled", Code.Canceled);
-      }
-    });
-  };
+export function callDeadlineOf(req: { stream: boolean; signal: AbortSignal; header: Headers; contextValues: ContextValues }, maxTimeoutMs: number): CallDeadline {
+  const grpc = req.header.get("grpc-timeout");
+  const connect = grpc === null ? req.header.get("connect-timeout-ms") : null;
+  const given = grpc !== null ? grpcTimeoutMs(grpc) : connect !== null ? connectTimeoutMs(connect) : undefined;
+  // Streams (WatchOrder, health Watch) may outlive MAX_TIMEOUT_MS: they keep the deadline they asked for, if any.
+  const deadline = !req.stream
+    ? Date.now() + Math.min(given ?? maxTimeoutMs, maxTimeoutMs)
+    : given !== undefined
+      ? Date.now() + given
+      : Number.POSITIVE_INFINITY;
+  return { signal: req.signal, deadline, client: clientAddressOf(req) };
+}
+
+/**
+ * Whatever work fails after the call ended (a cancelled statement, a peer call cut
+ * short) is reported as what it is, DEADLINE_EXCEEDED or CANCELLED, not as INTERNAL.
+ */
+export function afterDeadline(error: unknown, call: CallDeadline): unknown {
+  if (!call.signal.aborted || error instanceof ConnectError) return error;
+  return Date.now() >= call.deadline
+    ? new ConnectError("the call's deadline passed before it completed", Code.DeadlineExceeded)
+    : new ConnectError("the call was cancelled", Code.Canceled);
 }

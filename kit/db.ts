@@ -13,7 +13,7 @@
  * caller that saw DEADLINE_EXCEEDED never finds the work done anyway. Work outside a
  * call (migrations, event consumers, the outbox relay, jobs) has no deadline here.
  */
-import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { type ContextValues, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { EventSubscriber, MigrationObject } from "@mikro-orm/core";
 import { Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM, type Options } from "@mikro-orm/postgresql";
@@ -157,25 +157,28 @@ export async function underMigrationLock<T>(url: string, migrate: () => Promise<
 }
 
 /** The call's EntityManager, forked on first use: health, reflection and calls that never touch the database pay nothing. */
-interface LazyEm {
+export interface LazyEm {
   orm: MikroORM;
   em?: EntityManager;
 }
 
 const emKey = createContextKey<LazyEm | undefined>(undefined, { description: "request-scoped EntityManager" });
 
-/** Gives every RPC its own EntityManager fork (made when the handler first asks for it). */
-export function entityManagerInterceptor(orm: MikroORM): Interceptor {
-  return (next) => (req) => {
-    req.contextValues.set(emKey, { orm });
-    return next(req);
-  };
+/** Gives the call its own EntityManager fork, made when the handler first asks for it (kit/call.ts, per call). */
+export function attachEntityManager(values: ContextValues, orm: MikroORM): void {
+  values.set(emKey, { orm });
+}
+
+/** The request's EntityManager, not forked yet when nothing asked for it (what `sqlOf(ctx)` reads through). */
+export function lazyEmOf(ctx: HandlerContext): LazyEm {
+  const lazy = ctx.values.get(emKey);
+  if (!lazy) throw new Error("no EntityManager in this context: is the service started through runService?");
+  return lazy;
 }
 
 /** The request's EntityManager. */
 export function emOf(ctx: HandlerContext): EntityManager {
-  const lazy = ctx.values.get(emKey);
-  if (!lazy) throw new Error("no EntityManager in this context: is the service started through runService?");
+  const lazy = lazyEmOf(ctx);
   return (lazy.em ??= lazy.orm.em.fork());
 }
 

@@ -86,6 +86,12 @@ const fixture: AnyServiceDefinition = {
       async getAddress() {
         throw notFound("address", "-");
       },
+      // A read through the call's Sql (no EntityManager forked) that outlasts any deadline.
+      async listPaymentMethods(_req, ctx) {
+        requireUser(ctx);
+        await sqlOf(ctx).one("select pg_sleep(30) as slept");
+        return {};
+      },
     });
   },
   consumers: () => [
@@ -551,6 +557,20 @@ describe("operations", () => {
   });
 
   // Last: it stops the service.
+  it("cancels a read outside any transaction in PostgreSQL when its call's deadline passes", async () => {
+    const token = await issuer.user(crypto.randomUUID());
+    const client = createClient(UserService, grpc);
+    const started = Date.now();
+    const error = await client.listPaymentMethods({}, { ...auth(token), timeoutMs: 400 }).then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(error?.code).toBe(Code.DeadlineExceeded);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const sleeping = () => sqlIn()<{ n: string }>("select count(*)::text as n from pg_stat_activity where datname = current_database() and query like 'select pg_sleep(30)%' and state = 'active'");
+    await eventually(async () => ((await sleeping())[0]!.n === "0" ? true : undefined), 10_000, "the read cancelled in PostgreSQL");
+  });
+
   it("drains an in-flight call on shutdown, then refuses new ones", async () => {
     const userId = crypto.randomUUID();
     await publishRegistered(userId, "drain@example.test");

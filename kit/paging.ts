@@ -15,10 +15,10 @@
  *   token signed by an older release cannot reach SQL as the wrong type.
  * Every refusal is INVALID_ARGUMENT with reason INVALID_PAGE_TOKEN on field page_token.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
+import { currentScope, runInScope } from "./context.ts";
 import type { EntityManager } from "./db.ts";
 import { invalidArgument } from "./errors.ts";
 import { requestHash } from "./idempotency.ts";
@@ -97,12 +97,10 @@ const invalidToken = () => invalidArgument("page_token", "is not a token this li
 const otherList = () =>
   invalidArgument("page_token", "belongs to this list with other filters or another order; keep the other fields unchanged between pages, or start again without a token", "INVALID_PAGE_TOKEN");
 
-interface PagingScope {
+export interface PagingScope {
   key: Buffer;
   method: DescMethod;
 }
-
-const scopes = new AsyncLocalStorage<PagingScope>();
 
 /** The key page tokens are signed with, derived from a secret (PAGE_TOKEN_KEY, or by default the service secret). */
 export function pageTokenKeyOf(secret: string): Buffer {
@@ -110,28 +108,27 @@ export function pageTokenKeyOf(secret: string): Buffer {
 }
 
 /**
- * Makes the service's page-token key and the current RPC known to `pageOf` (installed by
- * runService, before validation), and refuses a token this RPC did not sign before
- * anything else looks at the request: every RPC with a page_token field refuses forgeries
- * the same way, whatever else its request lacks and whether or not its handler pages.
- * (The binding to the filters is checked by `pageOf`, on the request as the handler
- * normalized it.)
+ * What `pageOf` needs of a call: the service's page-token key and the RPC, for List RPCs only
+ * (a page_token field); the hot Get RPCs carry none. Computed once per method; the call's
+ * scope carries it (kit/call.ts).
  */
-export function pagingInterceptor(secret: string): Interceptor {
+export function pagingScopes(secret: string): (method: DescMethod) => PagingScope | undefined {
   const key = pageTokenKeyOf(secret);
-  // Only List RPCs (a page_token field) pay for the async-local scope; the hot Get RPCs skip it.
-  const paged = new WeakMap<object, boolean>();
-  const isPaged = (input: { fields: readonly { name: string }[] }) => {
-    let p = paged.get(input);
-    if (p === undefined) paged.set(input, (p = input.fields.some((f) => f.name === "page_token")));
-    return p;
+  const scopes = new WeakMap<DescMethod, PagingScope | null>();
+  return (method) => {
+    let scope = scopes.get(method);
+    if (scope === undefined) scopes.set(method, (scope = method.input.fields.some((f) => f.name === "page_token") ? { key, method } : null));
+    return scope ?? undefined;
   };
+}
+
+/** The paging scope as an interceptor, for running RPC code outside a service (scripts/bench/search-explain.ts). */
+export function pagingInterceptor(secret: string): Interceptor {
+  const scopeOf = pagingScopes(secret);
   return (next) => (req) => {
-    if (!isPaged(req.method.input)) return next(req);
-    const scope = { key, method: req.method };
-    const token = req.stream ? "" : (req.message as { pageToken?: unknown }).pageToken;
-    if (typeof token === "string" && token) authentic(scope, token);
-    return scopes.run(scope, () => next(req));
+    const paging = scopeOf(req.method);
+    if (paging) checkPageToken(paging, req);
+    return paging ? runInScope({ ...currentScope(), paging }, () => next(req)) : next(req);
   };
 }
 
@@ -150,7 +147,7 @@ function bindingOf(scope: PagingScope, req: object): Buffer {
  * regard to spelling normalized, so they may change between pages); `schema` declares the cursor.
  */
 export function pageOf<S extends CursorSchema, R extends { pageToken: string; pageSize: number; $typeName: string }>(req: R, schema: S): Page<CursorOf<S>> {
-  const scope = scopes.getStore();
+  const scope = currentScope()?.paging;
   if (!scope) throw new Error("pageOf outside an RPC: is the service started through runService?");
   if (req.$typeName !== scope.method.input.typeName) throw new Error(`pageOf: ${req.$typeName} is not the request of ${scope.method.name}`);
   const binding = bindingOf(scope, req);
@@ -174,6 +171,17 @@ function authentic(scope: PagingScope, token: string): Buffer {
   const body = raw.subarray(0, raw.length - tagBytes);
   if (!timingSafeEqual(raw.subarray(raw.length - tagBytes), tagOf(scope, body))) throw invalidToken();
   return body;
+}
+
+/**
+ * Refuses a page token this RPC did not sign, before anything else looks at the request (the
+ * kit's call interceptor runs it before validation): every RPC with a page_token field refuses
+ * forgeries the same way, whatever else its request lacks and whether or not its handler pages.
+ * (The binding to the filters is checked by `pageOf`, on the request as the handler normalized it.)
+ */
+export function checkPageToken(scope: PagingScope, req: { stream: boolean; message: unknown }): void {
+  const token = req.stream ? "" : (req.message as { pageToken?: unknown }).pageToken;
+  if (typeof token === "string" && token) authentic(scope, token);
 }
 
 function read<S extends CursorSchema>(scope: PagingScope, token: string, binding: Buffer, schema: S, fields: string[]): CursorOf<S> {

@@ -9,7 +9,8 @@
  * A limited call is RESOURCE_EXHAUSTED, reason RATE_LIMITED, with a RetryInfo.
  */
 import { createHash } from "node:crypto";
-import { Code, type Interceptor } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, type ContextValues } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import pg from "pg";
 import { RateLimiterPostgres, RateLimiterRes } from "rate-limiter-flexible";
@@ -94,17 +95,20 @@ export function secretKey(secret: string): string {
   return createHash("sha256").update(secret).digest("base64url");
 }
 
-/** Counts calls of the limited RPCs per client address (one counter per limit, shared by its methods). */
-export function rateLimitInterceptor(limits: RateLimits<string>, rules: readonly RpcRateLimit[]): Interceptor {
+/**
+ * Per method, the check that counts a call of a limited RPC against its client address (one
+ * counter per limit, shared by its methods); undefined for RPCs without a limit.
+ */
+export function rateLimitChecks(limits: RateLimits<string>, rules: readonly RpcRateLimit[]): (method: DescMethod) => ((req: { contextValues: ContextValues; header: Headers }) => Promise<void>) | undefined {
   const byMethod = new Map<string, string[]>();
   for (const rule of rules) for (const m of rule.methods) byMethod.set(m, [...(byMethod.get(m) ?? []), rule.name]);
-  return (next) => async (req) => {
-    const names = byMethod.get(req.method.localName);
-    if (names) {
+  return (method) => {
+    const names = byMethod.get(method.localName);
+    if (!names) return undefined;
+    return (req) => {
       const client = ipKey(clientAddressOf(req));
-      await limits.enforce(Object.fromEntries(names.map((n) => [n, client])));
-    }
-    return next(req);
+      return limits.enforce(Object.fromEntries(names.map((n) => [n, client])));
+    };
   };
 }
 

@@ -8,19 +8,19 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
-import { type ConnectRouter, createContextValues, type Interceptor } from "@connectrpc/connect";
+import { type ConnectRouter, type ContextValues, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { authInterceptor } from "./auth/interceptor.ts";
 import { ServiceCredentials, type ServiceTokenSource } from "./auth/credentials.ts";
 import { type PublicKeySource, TokenVerifier } from "./auth/verifier.ts";
 import type { ServiceName } from "./catalog.ts";
 import { PeerClients } from "./clients.ts";
 import { connectionKey } from "./client-address.ts";
 import { loadConfig, type ServiceConfig } from "./config.ts";
-import { connectTimeoutMs, deadlineInterceptor, grpcTimeoutMs } from "./context.ts";
+import { callInterceptor } from "./call.ts";
+import { connectTimeoutMs, grpcTimeoutMs } from "./context.ts";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
-import { entityManagerInterceptor, type MigrationEntry, openDatabase, pingDatabase, type DatabaseOptions } from "./db.ts";
+import { type MigrationEntry, openDatabase, pingDatabase, type DatabaseOptions } from "./db.ts";
 import { EventBus } from "./events/bus.ts";
 import { EventConsumers, type EventHandler } from "./events/consumer.ts";
 import { streamOf } from "./events/contracts.ts";
@@ -34,13 +34,10 @@ import { healthRoutes, HealthState } from "./health.ts";
 import { createListener } from "./listener.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { ServiceMetrics } from "./metrics.ts";
-import { observeInterceptor } from "./observe.ts";
-import { pagingInterceptor } from "./paging.ts";
 import { writeErrorResponse } from "./protocol.ts";
 import { reflectionRoutes } from "./reflection.ts";
-import { RateLimits, rateLimitInterceptor, type RpcRateLimit } from "./rate-limit.ts";
+import { RateLimits, type RpcRateLimit } from "./rate-limit.ts";
 import { retentionJobs } from "./retention.ts";
-import { validationInterceptor } from "./validation.ts";
 
 /** What the kit opens for a service before its own code runs. */
 export interface BaseContext {
@@ -114,6 +111,12 @@ export interface RunningService {
   health: HealthState;
   /** The kit's jobs (retention) and the service's own, by name. */
   jobs: Map<string, Job>;
+  /**
+   * What every call crosses, as the server applies it: the interceptors and the context
+   * values made per request. For in-process measurement of the kit's own cost
+   * (scripts/bench/kit-overhead.ts), not for serving.
+   */
+  chain: { interceptors: readonly Interceptor[]; contextValues(peer: string | undefined): ContextValues };
   stop(): Promise<void>;
 }
 
@@ -134,7 +137,7 @@ export function openServiceDatabase(def: AnyServiceDefinition, url: string, log:
  * a deadline, so every call has one. Malformed values are left for Connect to refuse.
  */
 function clampDeadline(headers: IncomingMessage["headers"], maxTimeoutMs: number): void {
-  // Only unary calls: streams keep the deadline they asked for (see deadlineInterceptor).
+  // Only unary calls: streams keep the deadline they asked for (see callDeadlineOf).
   if (String(headers["content-type"] ?? "").startsWith("application/grpc")) {
     const value = headers["grpc-timeout"];
     const ms = typeof value === "string" ? grpcTimeoutMs(value) : Infinity;
@@ -196,27 +199,28 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
   // are ended by the shutdown signal instead, or they would hold the drain forever.
   let inFlight = 0;
   let drained: (() => void) | undefined;
-  const drainTracker: Interceptor = (next) => async (req) => {
-    if (req.method.methodKind !== "unary") return next(req);
-    inFlight++;
-    try {
-      return await next(req);
-    } finally {
-      inFlight--;
-      if (inFlight === 0) drained?.();
-    }
-  };
   const interceptors: Interceptor[] = [
-    drainTracker,
-    observeInterceptor(log, metrics, { slowCallMs: config.slowCallMs }),
-    deadlineInterceptor(config.limits.maxTimeoutMs),
-    authInterceptor(verifier, def.credentialExempt),
-    ...(rateLimits ? [rateLimitInterceptor(rateLimits.limits, rateLimits.rules)] : []),
-    // Paging first: a forged page token is INVALID_PAGE_TOKEN on every paged RPC, not hidden behind other violations.
-    pagingInterceptor(config.pageTokenKey),
-    validationInterceptor,
-    entityManagerInterceptor(orm),
+    callInterceptor({
+      log,
+      metrics,
+      slowCallMs: config.slowCallMs,
+      maxTimeoutMs: config.limits.maxTimeoutMs,
+      verifier,
+      credentialExempt: def.credentialExempt,
+      rateLimits,
+      pageTokenKey: config.pageTokenKey,
+      orm,
+      inFlight: {
+        started: () => void inFlight++,
+        ended() {
+          inFlight--;
+          if (inFlight === 0) drained?.();
+        },
+      },
+    }),
   ];
+  // The TCP peer, for clientAddressOf (Connect's handler context has no socket).
+  const contextValues = (peer: string | undefined) => createContextValues().set(connectionKey, { peer, trustedProxyHops: config.trustedProxyHops });
   const handler = connectNodeAdapter({
     routes(router) {
       const recording: ConnectRouter = new Proxy(router, {
@@ -240,8 +244,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       ]);
     },
     interceptors,
-    // The TCP peer, for clientAddressOf (Connect's handler context has no socket).
-    contextValues: (req) => createContextValues().set(connectionKey, { peer: req.socket.remoteAddress, trustedProxyHops: config.trustedProxyHops }),
+    contextValues: (req) => contextValues(req.socket.remoteAddress),
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
     // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.
@@ -300,7 +303,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       log.info("stopped");
     })());
 
-  return { name: def.name, port, url, ctx, health, jobs: new Map(jobs.map((j) => [j.name, j])), stop };
+  return { name: def.name, port, url, ctx, health, jobs: new Map(jobs.map((j) => [j.name, j])), chain: { interceptors, contextValues }, stop };
 }
 
 /** Entry point of a service process: runs it and stops cleanly on SIGINT/SIGTERM. */

@@ -10,9 +10,11 @@
  * back as strings (see `big`), and so do date, timestamp and timestamptz: MikroORM's
  * type parsers keep them as text (timestampOf and `new Date(...)` read it).
  */
+import type { HandlerContext } from "@connectrpc/connect";
 import { CompiledQuery } from "kysely";
-import { currentCall } from "./context.ts";
-import type { EntityManager } from "./db.ts";
+import type pg from "pg";
+import { type CallDeadline, currentCall } from "./context.ts";
+import { type EntityManager, emOf, lazyEmOf } from "./db.ts";
 import { isUniqueViolation } from "./errors.ts";
 
 export interface Sql {
@@ -32,18 +34,88 @@ interface QueryExecutor {
   ): Promise<{ rows: R[]; numAffectedRows?: bigint }>;
 }
 
-export function sqlOf(em: EntityManager): Sql {
-  const execute = <Row>(sql: string, params: readonly unknown[]) => {
-    let text = sql;
-    const executor = (em.getTransactionContext() ?? em.getConnection().getClient()) as unknown as QueryExecutor;
+type Result<Row> = { rows: Row[]; numAffectedRows?: bigint };
+
+// The pg pool under MikroORM's connection (its type parsers: timestamps and int8 as text), per connection.
+const pools = new WeakMap<object, pg.Pool>();
+async function poolOf(em: EntityManager): Promise<pg.Pool> {
+  const connection = em.getConnection();
+  const known = pools.get(connection);
+  if (known && !known.ending) return known;
+  const pool = await connection.getNativeClient();
+  pools.set(connection, pool);
+  return pool;
+}
+
+const counted = new Set(["INSERT", "UPDATE", "DELETE", "MERGE"]);
+
+/**
+ * A statement outside a transaction, straight on a pool connection: what Kysely's executor
+ * does, without its general cancellation machinery (a dozen promises per statement). When the
+ * call ends first, the statement's caller gets the signal's reason at once, PostgreSQL cancels
+ * the statement (`pg_cancel_backend` over another pool connection), and the connection goes
+ * back to the pool only once both are over, so the cancel cannot reach a later statement.
+ */
+async function onPool<Row>(pool: pg.Pool, text: string, params: unknown[], call: CallDeadline | undefined): Promise<Result<Row>> {
+  const signal = call?.signal;
+  if (signal?.aborted) throw signal.reason;
+  const client = await pool.connect();
+  if (signal?.aborted) {
+    client.release();
+    throw signal.reason;
+  }
+  const query = client.query(text, params);
+  let result: pg.QueryResult;
+  if (!signal) {
+    try {
+      result = await query;
+    } finally {
+      client.release();
+    }
+  } else {
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      result = await Promise.race([query, aborted]);
+    } catch (error) {
+      if (signal.aborted) {
+        const cancel = pool.query("select pg_cancel_backend($1)", [(client as unknown as { processID: number }).processID]).catch(() => undefined);
+        void Promise.allSettled([query, cancel]).finally(() => client.release());
+      } else client.release();
+      throw error;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    client.release();
+  }
+  return { rows: (result.rows ?? []) as Row[], numAffectedRows: counted.has(result.command) ? BigInt(result.rowCount ?? 0) : undefined };
+}
+
+/**
+ * The query helper of an EntityManager (inside its transaction when it has one), or of the
+ * call being handled: `sqlOf(ctx)` forks no EntityManager until `.em` is asked for, so a read
+ * handler pays no fork (MikroORM's fork costs more than the rest of a simple read's own work).
+ */
+export function sqlOf(from: EntityManager | HandlerContext): Sql {
+  const lazy = "requestHeader" in from ? lazyEmOf(from) : undefined;
+  const emNow = (): EntityManager => (lazy ? (lazy.em ?? lazy.orm.em) : (from as EntityManager));
+  const execute = async <Row>(sql: string, params: readonly unknown[]): Promise<Result<Row>> => {
+    const em = emNow();
     // MikroORM's onQuery hook (logging, statement counts in tests) sees these statements too.
-    text = em.config.get("onQuery")(text, params as unknown[]);
+    const text = em.config.get("onQuery")(sql, params as unknown[]);
     const call = currentCall();
+    const transaction = lazy && !lazy.em ? undefined : em.getTransactionContext();
+    if (!transaction) return onPool<Row>(await poolOf(em), text, params as unknown[], call);
     const abort = call ? { signal: call.signal, inflightQueryAbortStrategy: "cancel query" as const } : undefined;
-    return executor.executeQuery<Row>(CompiledQuery.raw(text, params as unknown[]) as CompiledQuery<Row>, abort);
+    return (transaction as unknown as QueryExecutor).executeQuery<Row>(CompiledQuery.raw(text, params as unknown[]) as CompiledQuery<Row>, abort);
   };
   return {
-    em,
+    get em() {
+      return lazy ? emOf(from as HandlerContext) : (from as EntityManager);
+    },
     all: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await execute<Row>(text, params)).rows,
     one: async <Row extends object>(text: string, params: readonly unknown[] = []) => (await execute<Row>(text, params)).rows[0],
     run: async (text: string, params: readonly unknown[] = []) => Number((await execute(text, params)).numAffectedRows ?? 0n),

@@ -1,11 +1,11 @@
 /**
- * One interceptor applies the contracts' protovalidate rules to every request
+ * The kit's call interceptor (kit/call.ts) applies the contracts' protovalidate rules to every request
  * message, and refuses control characters in every string: INVALID_ARGUMENT with one
  * BadRequest field violation per invalid field, before any handler runs.
  */
 import type { DescField, DescMessage, Message } from "@bufbuild/protobuf";
 import { createValidator, type Violation } from "@bufbuild/protovalidate";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { domainError } from "./errors.ts";
 
 const validator = createValidator();
@@ -167,14 +167,18 @@ export function validateMessage(schema: DescMessage, message: Message): void {
   });
 }
 
-export const validationInterceptor: Interceptor = (next) => async (req) => {
+/**
+ * The request as the handler gets it: a unary request validated now (the refusal thrown),
+ * a stream's messages each as it arrives.
+ */
+export function validated<R extends UnaryRequest | StreamRequest>(req: R): R {
   if (!req.stream) {
     validateMessage(req.method.input, req.message);
-    return next(req);
+    return req;
   }
   const input = req.message;
   const method = req.method;
-  return next({
+  return {
     ...req,
     message: (async function* () {
       for await (const m of input) {
@@ -182,5 +186,5 @@ export const validationInterceptor: Interceptor = (next) => async (req) => {
         yield m;
       }
     })(),
-  });
-};
+  };
+}

@@ -1,13 +1,12 @@
 /**
- * The one auth interceptor: verifies the bearer token and enforces the access
- * policy each RPC declares in its contract (ecommerce.common.v1.access).
- * An RPC without a policy is refused: the default is deny.
+ * The one access check of the kit's call interceptor (kit/call.ts): verifies the bearer
+ * token and enforces the access policy each RPC declares in its contract
+ * (ecommerce.common.v1.access). An RPC without a policy is refused: the default is deny.
  */
 import { type DescMethod, getOption, hasOption } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
 import { AccessPolicy, access, allowed_callers } from "../../gen/ecommerce/common/v1/access_pb.js";
 import { permissionDenied, unauthenticated } from "../errors.ts";
-import { adminRole, callerKey, type Principal, runAsCaller } from "./principal.ts";
+import { adminRole, type Principal } from "./principal.ts";
 import type { TokenVerifier } from "./verifier.ts";
 
 /** Header carrying the end user's token on a service-to-service call made on their behalf. */
@@ -23,41 +22,32 @@ function bearer(value: string | null): string | undefined {
   return m[1];
 }
 
-/** What the contract says of one RPC, read once per method rather than per call. */
-interface MethodAccess {
-  /** "pkg.Service/Method", for messages. */
-  name: string;
-  /** Health, reflection, or a credential-exempt RPC: no token is looked at. */
-  open: boolean;
-  policy: AccessPolicy;
-  /** For INTERNAL RPCs: the services whose credential may call it (allowed_callers). */
-  callers: ReadonlySet<string>;
-}
+/** Checks one call against its RPC's policy: the verified caller (undefined for a PUBLIC call without a token), or the refusal thrown. */
+export type Authorize = (req: { header: Headers }) => Promise<Principal | undefined>;
 
 /**
+ * What the contract says of each RPC, read once per method rather than per call: the check
+ * of a call against the RPC's policy, or undefined for open RPCs (no token is looked at).
  * @param credentialExempt RPCs ("pkg.Service/Method") reachable without a token
  *   although INTERNAL: only Auth's IssueServiceToken, which is how a service gets one.
  */
-export function authInterceptor(verifier: TokenVerifier, credentialExempt: string[] = []): Interceptor {
-  // Per interceptor: which RPCs are exempt is the service's own choice.
-  const accessCache = new WeakMap<DescMethod, MethodAccess>();
-  const accessOf = (method: DescMethod): MethodAccess => {
-    let found = accessCache.get(method);
-    if (!found) {
-      const name = `${method.parent.typeName}/${method.name}`;
-      found = {
-        name,
-        open: openPackages.some((p) => method.parent.typeName.startsWith(p)) || credentialExempt.includes(name),
-        policy: hasOption(method, access) ? getOption(method, access) : AccessPolicy.UNSPECIFIED,
-        callers: new Set(hasOption(method, allowed_callers) ? getOption(method, allowed_callers) : []),
-      };
-      accessCache.set(method, found);
-    }
-    return found;
+export function accessPolicies(verifier: TokenVerifier, credentialExempt: string[] = []): (method: DescMethod) => Authorize | undefined {
+  // Per service: which RPCs are exempt is the service's own choice.
+  const checks = new WeakMap<DescMethod, Authorize | null>();
+  return (method) => {
+    let check = checks.get(method);
+    if (check === undefined) checks.set(method, (check = checkOf(verifier, method, credentialExempt)));
+    return check ?? undefined;
   };
-  return (next) => async (req) => {
-    const { name, open, policy, callers } = accessOf(req.method);
-    if (open) return next(req);
+}
+
+function checkOf(verifier: TokenVerifier, method: DescMethod, credentialExempt: string[]): Authorize | null {
+  const name = `${method.parent.typeName}/${method.name}`;
+  if (openPackages.some((p) => method.parent.typeName.startsWith(p)) || credentialExempt.includes(name)) return null;
+  const policy = hasOption(method, access) ? getOption(method, access) : AccessPolicy.UNSPECIFIED;
+  // For INTERNAL RPCs: the services whose credential may call it (allowed_callers).
+  const callers: ReadonlySet<string> = new Set(hasOption(method, allowed_callers) ? getOption(method, allowed_callers) : []);
+  return async (req) => {
     if (policy === AccessPolicy.UNSPECIFIED) {
       throw permissionDenied(`${name} declares no access policy and is refused`, "NO_ACCESS_POLICY");
     }
@@ -100,7 +90,6 @@ export function authInterceptor(verifier: TokenVerifier, credentialExempt: strin
       default:
         throw permissionDenied(`unknown access policy ${policy as number}`, "NO_ACCESS_POLICY");
     }
-    req.contextValues.set(callerKey, caller);
-    return runAsCaller(caller, () => next(req));
+    return caller;
   };
 }

@@ -2,8 +2,8 @@
  * Who is calling. Set by the auth interceptor from the verified access token and
  * read by handlers through `callerOf(ctx)`, never from request fields.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { currentScope, runInScope } from "../context.ts";
 import { unauthenticated } from "../errors.ts";
 
 export interface UserPrincipal {
@@ -49,14 +49,12 @@ export function isAdmin(p: Principal | undefined): boolean {
   return p?.kind === "user" && p.roles.includes(adminRole);
 }
 
-// The caller is also kept in async context, so outbound calls made while
-// handling a request can forward the end user's token without threading it through.
-const callerStorage = new AsyncLocalStorage<Principal | undefined>();
-
+// The caller is also kept in async context (the call's scope, kit/context.ts), so outbound
+// calls made while handling a request can forward the end user's token without threading it through.
 export function runAsCaller<T>(caller: Principal | undefined, fn: () => T): T {
-  return callerStorage.run(caller, fn);
+  return runInScope({ ...currentScope(), caller }, fn);
 }
 
 export function currentCaller(): Principal | undefined {
-  return callerStorage.getStore();
+  return currentScope()?.caller;
 }

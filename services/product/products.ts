@@ -129,19 +129,19 @@ export async function createProduct(em: EntityManager, viewer: Viewer, req: Crea
 }
 
 /** One statement: the product with its relations, by id or by slug. */
-export async function getProduct(em: EntityManager, viewer: Viewer, req: GetProductRequest): Promise<Out<GetProductResponse>> {
+export async function getProduct(db: Sql, viewer: Viewer, req: GetProductRequest): Promise<Out<GetProductResponse>> {
   const lookup = req.lookup;
   const [row] =
     lookup.case === "id" || lookup.case === "slug"
-      ? await fullProductRows(sqlOf(em), lookup.case === "id" ? "p.id = $1::uuid" : "p.slug = $1", [lookup.value], viewer)
+      ? await fullProductRows(db, lookup.case === "id" ? "p.id = $1::uuid" : "p.slug = $1", [lookup.value], viewer)
       : [];
   if (!row) throw notFound("product", lookup.value ?? "");
   return { product: productMessage(row, viewer) };
 }
 
-export async function batchGetProducts(em: EntityManager, viewer: Viewer, req: BatchGetProductsRequest): Promise<Out<BatchGetProductsResponse>> {
+export async function batchGetProducts(db: Sql, viewer: Viewer, req: BatchGetProductsRequest): Promise<Out<BatchGetProductsResponse>> {
   const ids = [...new Set(req.ids)];
-  const found = await loadProducts(sqlOf(em), ids, viewer);
+  const found = await loadProducts(db, ids, viewer);
   return {
     products: ids.map((id) => found.get(id)).filter((p): p is Product => p !== undefined),
     notFoundIds: ids.filter((id) => !found.has(id)),

@@ -15,6 +15,7 @@ import { ReviewService } from "../../gen/ecommerce/product/v1/review_pb.js";
 import { SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { defineService, type ServiceContext } from "../../kit/server.ts";
 import { createCategory, deleteCategory, getCategory, getCategoryTree, listCategories, moveCategory, updateCategory } from "./categories.ts";
 import { loadProductConfig, type ProductServiceConfig } from "./config.ts";
@@ -87,8 +88,9 @@ export const productService = defineService({
 
       router.service(ProductService, {
         createProduct: (req, ctx) => createProduct(emOf(ctx), viewerOf(ctx), req),
-        getProduct: (req, ctx) => getProduct(emOf(ctx), viewerOf(ctx), req),
-        batchGetProducts: (req, ctx) => batchGetProducts(emOf(ctx), viewerOf(ctx), req),
+        // Reads: the call's Sql, no EntityManager forked.
+        getProduct: (req, ctx) => getProduct(sqlOf(ctx), viewerOf(ctx), req),
+        batchGetProducts: (req, ctx) => batchGetProducts(sqlOf(ctx), viewerOf(ctx), req),
         listProducts: (req, ctx) => listProducts(emOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
         updateProduct: (req, ctx) => updateProduct(emOf(ctx), viewerOf(ctx), req),
         archiveProduct: (req, ctx) => archiveProduct(emOf(ctx), viewerOf(ctx), req),

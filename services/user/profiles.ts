@@ -10,7 +10,7 @@ import { publishEvent } from "../../kit/events/outbox.ts";
 import { applyFieldMask, type FieldUpdate, maskPaths, setField } from "../../kit/field-mask.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { dateOf } from "../../kit/convert.ts";
-import { sqlOf } from "../../kit/sql.ts";
+import { type Sql, sqlOf } from "../../kit/sql.ts";
 import { UserUpdatedSchema } from "../../gen/ecommerce/user/v1/events_pb.js";
 import {
   type GetMyProfileResponse,
@@ -57,8 +57,8 @@ export async function findProfile(em: EntityManager, userId: string, lock = fals
  * GetMyProfile: one statement, the row mapped straight to the message (the hottest
  * read of the service; no entity is hydrated).
  */
-export async function getMyProfile(em: EntityManager, userId: string): Promise<Omit<GetMyProfileResponse, "$typeName">> {
-  const row = await sqlOf(em).one<ProfileFields>(`select ${profileColumns} from user_profiles p where p.user_id = $1`, [userId]);
+export async function getMyProfile(db: Sql, userId: string): Promise<Omit<GetMyProfileResponse, "$typeName">> {
+  const row = await db.one<ProfileFields>(`select ${profileColumns} from user_profiles p where p.user_id = $1`, [userId]);
   if (!row) throw profileNotFound(userId);
   return { profile: profileMessage(row) };
 }

@@ -11,6 +11,7 @@ import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { callerOf, requireUser } from "../../kit/auth/principal.ts";
 import { emOf } from "../../kit/db.ts";
 import { defineService } from "../../kit/server.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { addAddress, deleteAddress, getAddress, getDefaultAddress, listAddresses, setDefaultAddress, updateAddress } from "./addresses.ts";
 import { loadUserConfig } from "./config.ts";
 import { userConsumers } from "./consumers.ts";
@@ -44,7 +45,8 @@ export const userService = defineService({
       const lookupProduct: ProductLookup = async (productId) =>
         (await svc.peers.client(ProductService).batchGetProducts({ ids: [productId] })).products.find((p) => p.id === productId);
       router.service(UserService, {
-        getMyProfile: (_req, ctx) => getMyProfile(emOf(ctx), me(ctx)),
+        // A read: the call's Sql, no EntityManager forked.
+        getMyProfile: (_req, ctx) => getMyProfile(sqlOf(ctx), me(ctx)),
         updateMyProfile: (req, ctx) => updateMyProfile(emOf(ctx), config, me(ctx), req),
 
         addAddress: (req, ctx) => addAddress(emOf(ctx), me(ctx), req),
