@@ -113,26 +113,29 @@ const grpcFrame = (message: Uint8Array = new Uint8Array()) => {
   return frame;
 };
 
+/**
+ * 30 gRPC calls to `path` over one HTTP/2 session, each cancelled (RST_STREAM CANCEL) 0–9 ms after it
+ * was sent, as the issue reproduced the crash; resolves with the session once every stream has closed.
+ */
+async function cancelledSoonAfterSending(path: string, body: Buffer) {
+  const session = http2Connect(edgeUrl);
+  session.on("error", () => undefined);
+  const closed: Promise<void>[] = [];
+  for (let i = 0; i < 30; i++) {
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${customer}` });
+    stream.on("error", () => undefined);
+    stream.resume();
+    stream.end(body);
+    closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
+    setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), i % 10);
+  }
+  await Promise.all(closed);
+  return session;
+}
+
 describe("the edge process under misbehaving clients", () => {
   it("survives gRPC calls that the client cancels right after sending them", async () => {
-    const session = http2Connect(edgeUrl);
-    session.on("error", () => undefined);
-    const closed: Promise<void>[] = [];
-    for (let i = 0; i < 30; i++) {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/ecommerce.user.v1.UserService/GetMyProfile",
-        "content-type": "application/grpc",
-        te: "trailers",
-        authorization: `Bearer ${customer}`,
-      });
-      stream.on("error", () => undefined);
-      stream.resume();
-      stream.end(grpcFrame());
-      closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
-      setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), i % 10);
-    }
-    await Promise.all(closed);
+    const session = await cancelledSoonAfterSending("/ecommerce.user.v1.UserService/GetMyProfile", grpcFrame());
     session.close();
 
     const client = createClient(UserService, createGrpcTransport({ baseUrl: edgeUrl }));
@@ -179,24 +182,7 @@ describe("the edge process under misbehaving clients", () => {
 
   it("survives server streams (WatchOrder) that the client cancels mid-stream, over gRPC, Connect and gRPC-Web", async () => {
     const orderId = crypto.randomUUID();
-    const session = http2Connect(edgeUrl);
-    session.on("error", () => undefined);
-    const closed: Promise<void>[] = [];
-    for (let i = 0; i < 30; i++) {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/ecommerce.order.v1.OrderService/WatchOrder",
-        "content-type": "application/grpc",
-        te: "trailers",
-        authorization: `Bearer ${customer}`,
-      });
-      stream.on("error", () => undefined);
-      stream.resume();
-      stream.end(grpcFrame(toBinary(WatchOrderRequestSchema, create(WatchOrderRequestSchema, { orderId }))));
-      closed.push(new Promise((resolve) => stream.once("close", () => resolve())));
-      setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), i % 10);
-    }
-    await Promise.all(closed);
+    const session = await cancelledSoonAfterSending("/ecommerce.order.v1.OrderService/WatchOrder", grpcFrame(toBinary(WatchOrderRequestSchema, create(WatchOrderRequestSchema, { orderId }))));
     session.close();
     // HTTP/1.1 clients (Connect, gRPC-Web) that drop the connection mid-stream.
     for (const contentType of ["application/connect+proto", "application/grpc-web+proto"]) {
