@@ -5,8 +5,8 @@
  *   full, then SHIPPED and order.shipped). shipment.delivered: the parcel is
  *   delivered; the order becomes DELIVERED (order.delivered) once every unit
  *   of every line has been shipped and every parcel delivered, so an order in
- *   several parcels stays SHIPPED until its last one arrives (the contract has
- *   no partially-shipped status). A shipment of an order that cannot move (cancelled,
+ *   several parcels is PARTIALLY_SHIPPED until its last units ship, then
+ *   SHIPPED until its last parcel arrives. A shipment of an order that cannot move (cancelled,
  *   already further) changes nothing; one of an unknown order fails and is
  *   retried, then kept as a dead letter.
  * - payment.succeeded / voided / refunded: the payment status and amounts
@@ -64,12 +64,9 @@ async function paymentUpdate(em: EntityManager, orderId: string, paymentId: stri
   );
 }
 
-/**
- * Every unit shipped and every parcel delivered. An order with no recorded parcel
- * (shipped before order_shipments existed) counts as delivered by its shipment.
- */
-async function everythingDelivered(em: EntityManager, orderId: string): Promise<boolean> {
-  const row = await sqlOf(em).one<{ parcels: number; undelivered: number; ordered: number; shipped: number }>(
+/** The order's parcels as recorded (order_shipments): how many, how many not delivered, units ordered and shipped. */
+async function parcelsOf(em: EntityManager, orderId: string) {
+  return sqlOf(em).one<{ parcels: number; undelivered: number; ordered: number; shipped: number }>(
     `select (select count(*)::int from order_shipments where order_id = $1) as parcels,
             (select count(*)::int from order_shipments where order_id = $1 and delivered_at is null) as undelivered,
             (select coalesce(sum(quantity), 0)::int from order_items where order_id = $1) as ordered,
@@ -77,6 +74,14 @@ async function everythingDelivered(em: EntityManager, orderId: string): Promise<
                from order_shipments s cross join jsonb_array_elements(s.items) i where s.order_id = $1) as shipped`,
     [orderId],
   );
+}
+
+/**
+ * Every unit shipped and every parcel delivered. An order with no recorded parcel
+ * (shipped before order_shipments existed) counts as delivered by its shipment.
+ */
+async function everythingDelivered(em: EntityManager, orderId: string): Promise<boolean> {
+  const row = await parcelsOf(em, orderId);
   if (!row || row.parcels === 0) return true;
   return row.undelivered === 0 && row.shipped >= row.ordered;
 }
@@ -93,8 +98,11 @@ export function orderConsumers(peers: PeerClients): EventHandler[] {
           JSON.stringify(items),
         ]);
       }
+      // Some units still to ship: PARTIALLY_SHIPPED, until the parcel that completes the order.
+      const parcels = order ? await parcelsOf(em, e.orderId) : undefined;
+      const to = parcels && parcels.shipped < parcels.ordered ? OrderStatus.PARTIALLY_SHIPPED : OrderStatus.SHIPPED;
       await tolerant(() =>
-        moveFulfilment(em, peers, system, e.orderId, OrderStatus.SHIPPED, `shipment ${e.shipmentId} created`, {
+        moveFulfilment(em, peers, system, e.orderId, to, `shipment ${e.shipmentId} created`, {
           carrier: e.carrierName,
           trackingNumber: e.trackingNumber,
           trackingUrl: e.trackingUrl,

@@ -78,7 +78,7 @@ describe("fulfilment", () => {
     expect(events.map((e) => e.subject)).toEqual(expect.arrayContaining(["order.shipped", "order.delivered"]));
   });
 
-  it("an order in two parcels ships with the first and is DELIVERED only when the last parcel arrives", async () => {
+  it("an order in two parcels is PARTIALLY_SHIPPED with the first, SHIPPED with the second, DELIVERED only when the last parcel arrives", async () => {
     const { order, s: shopper } = await placed(3);
     const [line] = order.items;
     const ship = async (quantity: number, n: number) =>
@@ -90,7 +90,12 @@ describe("fulfilment", () => {
       ).shipment!;
     const status = async () => (await h.orders.getOrder({ orderId: order.id }, auth(shopper.token))).order!;
     const first = await ship(2, 1);
-    await eventually(async () => ((await status()).status === OrderStatus.SHIPPED ? true : undefined), 15_000, "shipped with the first parcel");
+    const partly = await eventually(async () => {
+      const o = await status();
+      return o.status === OrderStatus.PARTIALLY_SHIPPED ? o : undefined;
+    }, 15_000, "partially shipped with the first parcel");
+    // The first parcel captures the payment in full and ships the order (shipped_at, its tracking).
+    expect([partly.paymentStatus, partly.trackingNumber, partly.shippedAt !== undefined]).toEqual([OrderPaymentStatus.PAID, `PARCEL-1-${order.id.slice(0, 8)}`, true]);
     const deliver = (id: string) =>
       h.shipping.addTrackingEvent({ shipmentId: id, status: ShipmentStatus.DELIVERED, description: "delivered", occurredAt: timestampNow() }, auth(h.admin));
     await deliver(first.id);
@@ -99,13 +104,15 @@ describe("fulfilment", () => {
       const [row] = await h.sql<{ delivered: boolean }>("order", "select delivered_at is not null as delivered from order_shipments where shipment_id = $1", [first.id]);
       return row?.delivered ? true : undefined;
     }, 15_000, "first parcel delivered");
-    expect((await status()).status).toBe(OrderStatus.SHIPPED);
+    expect((await status()).status).toBe(OrderStatus.PARTIALLY_SHIPPED);
+    // Not cancellable once a part has shipped.
+    expect((await failure(h.orders.cancelOrder({ orderId: order.id, reason: "too late" }, auth(shopper.token)))).reason).toBe("ORDER_NOT_CANCELLABLE");
     const second = await ship(1, 2);
-    await eventually(async () => {
-      const rows = await h.sql<{ n: number }>("order", "select count(*)::int as n from order_shipments where order_id = $1", [order.id]);
-      return rows[0]!.n === 2 ? true : undefined;
-    }, 15_000, "second parcel recorded");
-    expect((await status()).status).toBe(OrderStatus.SHIPPED);
+    const shipped = await eventually(async () => {
+      const o = await status();
+      return o.status === OrderStatus.SHIPPED ? o : undefined;
+    }, 15_000, "shipped with the second parcel");
+    expect(shipped.statusHistory.map((c) => c.status).filter((x) => x === OrderStatus.PARTIALLY_SHIPPED || x === OrderStatus.SHIPPED)).toEqual([OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED]);
     await deliver(second.id);
     const delivered = await eventually(async () => {
       const o = await status();
@@ -114,6 +121,16 @@ describe("fulfilment", () => {
     expect(delivered.statusHistory.filter((e) => e.status === OrderStatus.DELIVERED)).toHaveLength(1);
     const payments = await h.sql<{ status: string }>("payment", "select status from payments where order_id = $1", [order.id]);
     expect(payments.map((x) => x.status)).toEqual(["succeeded"]);
+    // One order.shipped (the first parcel), one order.delivered.
+    const outbox = await h.sql<{ subject: string; n: number }>(
+      "order",
+      "select subject, count(*)::int as n from outbox_events where subject in ('order.shipped', 'order.delivered') and position(convert_to($1, 'UTF8') in payload) > 0 group by subject order by subject",
+      [order.id],
+    );
+    expect(outbox).toEqual([
+      { subject: "order.delivered", n: 1 },
+      { subject: "order.shipped", n: 1 },
+    ]);
   });
 
   it("the admin moves CONFIRMED -> PROCESSING; a transition the contract does not allow is INVALID_STATUS_TRANSITION", async () => {

@@ -28,6 +28,7 @@ export const orderStatuses = dbEnum<OrderStatus>([
   [OrderStatus.CONFIRMED, "confirmed"],
   [OrderStatus.PROCESSING, "processing"],
   [OrderStatus.SHIPPED, "shipped"],
+  [OrderStatus.PARTIALLY_SHIPPED, "partially_shipped"],
   [OrderStatus.DELIVERED, "delivered"],
   [OrderStatus.CANCELLED, "cancelled"],
   [OrderStatus.REFUNDED, "refunded"],

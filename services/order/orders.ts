@@ -125,7 +125,7 @@ export async function statusHistory(em: EntityManager, orderId: string) {
 
 export async function checkVerifiedPurchase(em: EntityManager, req: CheckVerifiedPurchaseRequest) {
   const params = new Params();
-  const where = [`o.user_id = ${params.add(req.userId)}`, "o.status in ('shipped', 'delivered')", `i.product_id = ${params.add(req.productId)}`];
+  const where = [`o.user_id = ${params.add(req.userId)}`, "o.status in ('partially_shipped', 'shipped', 'delivered')", `i.product_id = ${params.add(req.productId)}`];
   if (req.variantId) where.push(`i.variant_id = ${params.add(req.variantId)}`);
   const row = await sqlOf(em).one<{ id: string; created_at: string }>(
     `select o.id, o.created_at from orders o join order_items i on i.order_id = o.id where ${where.join(" and ")} order by o.created_at desc limit 1`,
@@ -254,9 +254,9 @@ export async function cancelOrder(em: EntityManager, peers: PeerClients, actor: 
 
 // ------------------------------------------------------------------ fulfilment
 
-const settable = new Set([OrderStatus.PROCESSING, OrderStatus.SHIPPED, OrderStatus.DELIVERED]);
+const settable = new Set([OrderStatus.PROCESSING, OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.DELIVERED]);
 
-/** UpdateOrderStatus (admin) and the shipment events: PROCESSING, SHIPPED (capture first), DELIVERED. */
+/** UpdateOrderStatus (admin) and the shipment events: PROCESSING, PARTIALLY_SHIPPED or SHIPPED (capture first, at the first parcel), DELIVERED. */
 export async function moveFulfilment(
   em: EntityManager,
   peers: PeerClients,
@@ -266,7 +266,7 @@ export async function moveFulfilment(
   reason: string,
   extra: { expected?: OrderStatus; carrier?: string; trackingNumber?: string; trackingUrl?: string; shipmentId?: string; at?: Date; estimatedDelivery?: Date } = {},
 ): Promise<OrderRow> {
-  if (!settable.has(to)) throw invalidArgument("status", "only PROCESSING, SHIPPED and DELIVERED can be set by hand", "STATUS_NOT_SETTABLE");
+  if (!settable.has(to)) throw invalidArgument("status", "only PROCESSING, PARTIALLY_SHIPPED, SHIPPED and DELIVERED can be set by hand", "STATUS_NOT_SETTABLE");
   const row = await orderRow(em, orderId);
   if (!row || !row.announced) throw notFound("order", orderId);
   const target = orderStatuses.toDb(to);
@@ -274,21 +274,25 @@ export async function moveFulfilment(
     throw failedPrecondition(`the order is ${row.status}, not the expected status`, "STATUS_MISMATCH", { status: row.status });
   }
   if (row.status === target) return row;
-  const from = { processing: ["confirmed"], shipped: ["confirmed", "processing"], delivered: ["shipped"] }[target as "processing"]!;
+  const from = { processing: ["confirmed"], partially_shipped: ["confirmed", "processing"], shipped: ["confirmed", "processing", "partially_shipped"], delivered: ["shipped"] }[
+    target as "processing"
+  ]!;
+  // The first parcel ships the order (its capture, its order.shipped); the parcel that completes it only moves it on.
+  const firstParcel = (target === "shipped" || target === "partially_shipped") && row.status !== "partially_shipped";
   if (!from.includes(row.status)) {
     throw failedPrecondition(`an order in status ${row.status} cannot become ${target}`, "INVALID_STATUS_TRANSITION", { from: row.status, to: target });
   }
   // Shipped: the authorization is captured first (ORDER_CAPTURE=shipment).
   let set: Record<string, unknown> = {};
-  if (target === "shipped" && row.payment_id && row.payment_status === "authorized") {
+  if (firstParcel && row.payment_id && row.payment_status === "authorized") {
     const paymentId = await captureOrReauthorize(em, peers, row);
     set = { payment_status: "paid", captured_minor: row.total_minor, payment_id: paymentId };
   }
   const at = extra.at ?? new Date();
-  if (target === "shipped") {
+  if (target === "shipped" || target === "partially_shipped") {
     set = {
       ...set,
-      shipped_at: at,
+      ...(firstParcel ? { shipped_at: at } : {}),
       carrier: extra.carrier || row.carrier,
       tracking_number: extra.trackingNumber || row.tracking_number,
       tracking_url: extra.trackingUrl || row.tracking_url,
@@ -301,7 +305,7 @@ export async function moveFulfilment(
     const changed = await transition(tx, orderId, target, actor, reason, set, from);
     if (!changed) throw domainError(Code.Aborted, "the order changed meanwhile; retry", { reason: "CONCURRENT_MODIFICATION" });
     const [order] = await ordersToMessages(tx, [changed], "internal");
-    if (target === "shipped") {
+    if (firstParcel) {
       publishEvent(tx, OrderShippedSchema, {
         orderId,
         orderNumber: order!.orderNumber,
@@ -414,7 +418,7 @@ export async function applyPaymentUpdate(em: EntityManager, req: ApplyPaymentUpd
       "update orders set payment_status = $2, refunded_minor = $3, captured_minor = greatest(captured_minor, $4), last_payment_update_at = $5, version = version + 1, updated_at = now() where id = $1",
       [row.id, status === "authorized" && row.payment_status === "paid" ? "paid" : status, req.amountRefunded?.amountMinor ?? 0n, req.amountCaptured?.amountMinor ?? 0n, at],
     );
-    if (status === "refunded" && ["shipped", "delivered"].includes(row.status)) {
+    if (status === "refunded" && ["partially_shipped", "shipped", "delivered"].includes(row.status)) {
       await transition(tx, row.id, "refunded", system, "payment refunded in full");
     }
     return answer(true, (await orderRow(tx, row.id))!);
@@ -434,7 +438,7 @@ export async function updateOrder(em: EntityManager, req: UpdateOrderRequest) {
     const set: string[] = [];
     for (const path of paths) {
       if (path === "shipping_address" || path === "billing_address") {
-        if (["shipped", "delivered", "refunded"].includes(row.status)) throw failedPrecondition("the order has shipped: its addresses can no longer change", "ORDER_ALREADY_SHIPPED");
+        if (["partially_shipped", "shipped", "delivered", "refunded"].includes(row.status)) throw failedPrecondition("the order has shipped: its addresses can no longer change", "ORDER_ALREADY_SHIPPED");
         const value = path === "shipping_address" ? input.shippingAddress : input.billingAddress;
         if (path === "shipping_address" && !value) throw invalidArgument("order.shipping_address", "an order always has a shipping address", "FIELD_REQUIRED");
         set.push(`${path} = ${params.add(JSON.stringify(addressJson(value)))}::jsonb`);

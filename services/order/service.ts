@@ -20,6 +20,7 @@ import { OrderTables } from "./migrations/0001_order_tables.ts";
 import { OrderShipments } from "./migrations/0002_order_shipments.ts";
 import { StatusHistoryVersion } from "./migrations/0003_status_history_version.ts";
 import { OrderListIndexes } from "./migrations/0004_order_list_indexes.ts";
+import { PartiallyShipped } from "./migrations/0005_partially_shipped.ts";
 import {
   addOrderNote,
   adminActor,
@@ -46,6 +47,7 @@ export const orderService = defineService({
     { name: "0002_order_shipments", class: OrderShipments },
     { name: "0003_status_history_version", class: StatusHistoryVersion },
     { name: "0004_order_list_indexes", class: OrderListIndexes },
+    { name: "0005_partially_shipped", class: PartiallyShipped },
   ],
   publishes: file_ecommerce_order_v1_events,
   setup(ctx) {

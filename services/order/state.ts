@@ -19,10 +19,11 @@ export const allowedFrom: Record<string, string[]> = {
   pending: [],
   confirmed: ["pending"],
   processing: ["confirmed"],
-  shipped: ["confirmed", "processing"],
+  partially_shipped: ["confirmed", "processing"],
+  shipped: ["confirmed", "processing", "partially_shipped"],
   delivered: ["shipped"],
   cancelled: ["pending", "confirmed", "processing"],
-  refunded: ["shipped", "delivered"],
+  refunded: ["partially_shipped", "shipped", "delivered"],
   payment_failed: ["pending"],
 };
 

@@ -77,7 +77,7 @@ async function* changesSince(em: EntityManager, order: Order, after: number, ver
   for (const [i, c] of changes.entries()) yield { order, change: c.change, version: BigInt(i === changes.length - 1 ? version : c.version) };
 }
 
-const names = ["", "pending", "confirmed", "processing", "shipped", "delivered", "cancelled", "refunded", "payment_failed"];
+const names = ["", "pending", "confirmed", "processing", "shipped", "delivered", "cancelled", "refunded", "payment_failed", "partially_shipped"];
 const statusName = (s: number) => names[s] ?? "";
 
 async function versionOf(em: EntityManager, orderId: string): Promise<number> {

@@ -48,7 +48,7 @@ import type { CarrierProviders } from "./providers.ts";
 const final = new Set(["delivered", "returned"]);
 /** Statuses that mean the carrier has the parcel (they set shipped_at). */
 const withCarrier = new Set(["in_transit", "out_for_delivery", "delivered"]);
-const shippable = new Set([OrderStatus.CONFIRMED, OrderStatus.PROCESSING, OrderStatus.SHIPPED]);
+const shippable = new Set([OrderStatus.CONFIRMED, OrderStatus.PROCESSING, OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED]);
 /** Reports may be up to this far ahead of our clock (carriers' clocks drift). */
 const maxClockSkewMs = 5 * 60_000;
 

@@ -1401,7 +1401,8 @@ export declare type UpdateOrderStatusRequest = Message<"ecommerce.order.v1.Updat
   orderId: string;
 
   /**
-   * The new status: PROCESSING, SHIPPED or DELIVERED (see the RPC).
+   * The new status: PROCESSING, PARTIALLY_SHIPPED, SHIPPED or DELIVERED (see
+   * the RPC).
    *
    * @generated from field: ecommerce.order.v1.OrderStatus status = 2;
    */
@@ -1814,7 +1815,8 @@ export declare const CheckVerifiedPurchaseRequestSchema: GenMessage<CheckVerifie
  */
 export declare type CheckVerifiedPurchaseResponse = Message<"ecommerce.order.v1.CheckVerifiedPurchaseResponse"> & {
   /**
-   * True when the user has a SHIPPED or DELIVERED order with the product.
+   * True when the user has a PARTIALLY_SHIPPED, SHIPPED or DELIVERED order
+   * with the product.
    *
    * @generated from field: bool verified = 1;
    */
@@ -1960,8 +1962,12 @@ export declare const ApplyPaymentUpdateResponseSchema: GenMessage<ApplyPaymentUp
  *   declined or failed; system), CANCELLED (customer, admin, or the system at
  *   the checkout timeout).
  * - CONFIRMED -> PROCESSING (admin), SHIPPED (shipment; system or admin),
- *   CANCELLED (customer or admin).
- * - PROCESSING -> SHIPPED (system or admin), CANCELLED (customer or admin).
+ *   PARTIALLY_SHIPPED (a first parcel holding some of the units; system or
+ *   admin), CANCELLED (customer or admin).
+ * - PROCESSING -> SHIPPED or PARTIALLY_SHIPPED (system or admin), CANCELLED
+ *   (customer or admin).
+ * - PARTIALLY_SHIPPED -> SHIPPED (every unit shipped; system or admin),
+ *   REFUNDED (full refund; system).
  * - SHIPPED -> DELIVERED (carrier tracking; system or admin), REFUNDED (full
  *   refund; system).
  * - DELIVERED -> REFUNDED (full refund, e.g. everything returned; system).
@@ -2037,6 +2043,15 @@ export enum OrderStatus {
    * @generated from enum value: ORDER_STATUS_PAYMENT_FAILED = 8;
    */
   PAYMENT_FAILED = 8,
+
+  /**
+   * Shipped in part: a first parcel is with the carrier (the payment was
+   * captured in full with it), some units are not shipped yet. Becomes SHIPPED
+   * when every unit has shipped; not cancellable (a return is).
+   *
+   * @generated from enum value: ORDER_STATUS_PARTIALLY_SHIPPED = 9;
+   */
+  PARTIALLY_SHIPPED = 9,
 }
 
 /**
@@ -2435,11 +2450,15 @@ export declare const OrderService: GenService<{
    * - CONFIRMED or PROCESSING -> SHIPPED (shipped outside the Shipping
    *   service; carrier and tracking number may be given); publishes
    *   order.shipped;
+   * - CONFIRMED or PROCESSING -> PARTIALLY_SHIPPED (a first part shipped
+   *   outside the Shipping service); publishes order.shipped;
+   *   PARTIALLY_SHIPPED -> SHIPPED (the rest shipped);
    * - SHIPPED -> DELIVERED; publishes order.delivered.
    * Every other change is made by the system or by a dedicated RPC: PENDING,
    * CONFIRMED and PAYMENT_FAILED follow the payment; CANCELLED is
    * AdminCancelOrder or CancelOrder; REFUNDED follows the refunds. Normally
-   * SHIPPED and DELIVERED follow the Shipping service's shipment.* events.
+   * PARTIALLY_SHIPPED, SHIPPED and DELIVERED follow the Shipping service's
+   * shipment.* events.
    *
    * Errors: NOT_FOUND when there is no such order; INVALID_ARGUMENT when the
    * target status cannot be set by hand (reason STATUS_NOT_SETTABLE);
@@ -2547,7 +2566,7 @@ export declare const OrderService: GenService<{
   /**
    * Tells the Product service whether a user bought a product, for the
    * "verified purchase" flag of a review: true when the user has an order in
-   * status SHIPPED or DELIVERED containing the product (and the variant, when
+   * status PARTIALLY_SHIPPED, SHIPPED or DELIVERED containing the product (and the variant, when
    * given). Cancelled, refunded and failed orders do not count.
    *
    * Errors: INVALID_ARGUMENT for malformed ids only; an unknown user or
@@ -2574,7 +2593,7 @@ export declare const OrderService: GenService<{
    *   becomes PAYMENT_FAILED.
    * - VOIDED: payment status VOIDED.
    * - PARTIALLY_REFUNDED: payment status and amount_refunded only.
-   * - REFUNDED: a SHIPPED or DELIVERED order becomes REFUNDED; other
+   * - REFUNDED: a PARTIALLY_SHIPPED, SHIPPED or DELIVERED order becomes REFUNDED; other
    *   statuses keep their status.
    *
    * Idempotent and order-insensitive: an update already applied, or older
