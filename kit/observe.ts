@@ -28,15 +28,17 @@ const codeNames = new Map<Code | undefined, string>([
 const serverFaults = new Set([Code.Internal, Code.Unknown, Code.DataLoss]);
 
 /**
- * Whether the client abandoned the call: its stream was reset before the answer.
- * connect-node reads the reset's code as the call's error, and its own client resets
- * with INTERNAL_ERROR when its deadline passes (grpc-js sends CANCEL): without this,
- * every call a client gave up on would be counted and logged as the server's INTERNAL
- * fault. The server's own deadline (DEADLINE_EXCEEDED) is not the client leaving.
+ * Whether the client abandoned the call. Before the handler has answered, the request's
+ * signal aborts only for the call's own deadline or because the client went away (its
+ * HTTP/2 stream reset, its HTTP/1.1 connection closed). connect-node reads the reset's
+ * code as the call's error, and its own client resets with INTERNAL_ERROR when its
+ * deadline passes (grpc-js sends CANCEL): without this, every call a client gave up on
+ * would be counted and logged as the server's INTERNAL fault.
  */
 function abandonedByClient(signal: AbortSignal): boolean {
-  const reason: unknown = signal.aborted ? signal.reason : undefined;
-  return reason instanceof ConnectError && reason.code !== Code.DeadlineExceeded && reason.rawMessage.startsWith("http/2 stream closed");
+  if (!signal.aborted) return false;
+  const reason: unknown = signal.reason;
+  return !(reason instanceof ConnectError && reason.code === Code.DeadlineExceeded);
 }
 
 export interface ObserveOptions {

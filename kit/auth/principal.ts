@@ -3,7 +3,7 @@
  * read by handlers through `callerOf(ctx)`, never from request fields.
  */
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { currentScope, runInScope } from "../context.ts";
+import { currentScope } from "../context.ts";
 import { unauthenticated } from "../errors.ts";
 
 export interface UserPrincipal {
@@ -49,12 +49,8 @@ export function isAdmin(p: Principal | undefined): boolean {
   return p?.kind === "user" && p.roles.includes(adminRole);
 }
 
-// The caller is also kept in async context (the call's scope, kit/context.ts), so outbound
+// The caller is also kept in async context (the call's scope, kit/context.ts, set by kit/call.ts), so outbound
 // calls made while handling a request can forward the end user's token without threading it through.
-export function runAsCaller<T>(caller: Principal | undefined, fn: () => T): T {
-  return runInScope({ ...currentScope(), caller }, fn);
-}
-
 export function currentCaller(): Principal | undefined {
   return currentScope()?.caller;
 }
