@@ -113,7 +113,7 @@ async function call(c: Case, pageToken: string) {
     totalSize = "totalSize" in res ? (res.totalSize as number) : 0;
     return undefined as never;
   });
-  const statements = await captureQueries(() => inRpc({ method } as never));
+  const statements = await captureQueries(() => inRpc({ method, stream: false, message: { pageToken } } as never));
   return { statements, shown, next, totalSize };
 }
 
@@ -137,7 +137,7 @@ async function deepToken(c: Case, pageStatement: { text: string; values: unknown
   await pagingInterceptor("orders-explain")(async () => {
     token = pageOf(req, schema).next({ key: [String(rows[0]!.k), String(rows[0]!.id)] });
     return undefined as never;
-  })({ method } as never);
+  })({ method, stream: false, message: req } as never);
   return token;
 }
 

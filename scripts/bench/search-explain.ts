@@ -80,7 +80,7 @@ for (const word of benchSearchWords.slice(0, Number(process.env.WORDS ?? benchSe
     total = (await searchProducts(orm.em.fork(), { admin: false }, "USD", req)).totalCount;
     return undefined as never;
   });
-  const statements = await captureQueries(() => inRpc({ method: SearchService.method.searchProducts } as never));
+  const statements = await captureQueries(() => inRpc({ method: SearchService.method.searchProducts, stream: false, message: req } as never));
   let sumMin = 0;
   let sumMedian = 0;
   const lines: string[] = [];
