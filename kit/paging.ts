@@ -17,7 +17,6 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
 import { currentScope, runInScope } from "./context.ts";
 import type { EntityManager } from "./db.ts";
 import { invalidArgument } from "./errors.ts";
@@ -122,14 +121,16 @@ export function pagingScopes(secret: string): (method: DescMethod) => PagingScop
   };
 }
 
-/** The paging scope as an interceptor, for running RPC code outside a service (scripts/bench/search-explain.ts). */
-export function pagingInterceptor(secret: string): Interceptor {
-  const scopeOf = pagingScopes(secret);
-  return (next) => (req) => {
-    const paging = scopeOf(req.method);
-    if (paging) checkPageToken(paging, req);
-    return paging ? runInScope({ ...currentScope(), paging }, () => next(req)) : next(req);
-  };
+/**
+ * Runs `fn` in the paging scope an RPC of `method` has, after the same page-token check the
+ * call interceptor makes on `message`: RPC code run outside a service (the explain scripts
+ * of scripts/bench) pages exactly as it does inside one, without forging a Connect request.
+ */
+export function inPagingScope<T>(secret: string, method: DescMethod, message: { pageToken?: unknown }, fn: () => Promise<T>): Promise<T> {
+  const paging = pagingScopes(secret)(method);
+  if (!paging) return fn();
+  checkPageToken(paging, { stream: false, message });
+  return runInScope({ ...currentScope(), paging }, fn);
 }
 
 function tagOf(scope: PagingScope, body: Buffer): Buffer {

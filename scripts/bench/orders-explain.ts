@@ -22,7 +22,7 @@ import { create } from "@bufbuild/protobuf";
 import pg from "pg";
 import { ListMyOrdersRequestSchema, ListOrdersRequestSchema, OrderService } from "../../gen/ecommerce/order/v1/order_pb.js";
 import { createLogger } from "../../kit/logger.ts";
-import { pageOf, pagingInterceptor } from "../../kit/paging.ts";
+import { inPagingScope, pageOf } from "../../kit/paging.ts";
 import { openServiceDatabase } from "../../kit/server.ts";
 import { postgresAdminUrl } from "../../kit/testing/infra.ts";
 import { listMyOrders, listOrders } from "../../services/order/orders.ts";
@@ -103,7 +103,7 @@ async function call(c: Case, pageToken: string) {
   let shown = 0;
   let next = "";
   let totalSize = 0;
-  const inRpc = pagingInterceptor("orders-explain")(async () => {
+  const statements = await captureQueries(() => inPagingScope("orders-explain", method, { pageToken }, async () => {
     const em = orm.em.fork();
     const res = c.my
       ? await listMyOrders(em, c.my, create(ListMyOrdersRequestSchema, { ...c.req, pageToken }))
@@ -111,9 +111,7 @@ async function call(c: Case, pageToken: string) {
     shown = res.orders.length;
     next = res.nextPageToken;
     totalSize = "totalSize" in res ? (res.totalSize as number) : 0;
-    return undefined as never;
-  });
-  const statements = await captureQueries(() => inRpc({ method, stream: false, message: { pageToken } } as never));
+  }));
   return { statements, shown, next, totalSize };
 }
 
@@ -134,10 +132,9 @@ async function deepToken(c: Case, pageStatement: { text: string; values: unknown
   const method = c.my ? OrderService.method.listMyOrders : OrderService.method.listOrders;
   const req = c.my ? create(ListMyOrdersRequestSchema, c.req) : create(ListOrdersRequestSchema, c.req);
   const schema = { key: [c.my ? "timestamptz" : "text", "uuid"] } as const;
-  await pagingInterceptor("orders-explain")(async () => {
+  await inPagingScope("orders-explain", method, req, async () => {
     token = pageOf(req, schema).next({ key: [String(rows[0]!.k), String(rows[0]!.id)] });
-    return undefined as never;
-  })({ method, stream: false, message: req } as never);
+  });
   return token;
 }
 

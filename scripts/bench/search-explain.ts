@@ -21,7 +21,7 @@ import { create } from "@bufbuild/protobuf";
 import pg from "pg";
 import { SearchFacet, SearchProductsRequestSchema, SearchService } from "../../gen/ecommerce/product/v1/search_pb.js";
 import { createLogger } from "../../kit/logger.ts";
-import { pagingInterceptor } from "../../kit/paging.ts";
+import { inPagingScope } from "../../kit/paging.ts";
 import { openServiceDatabase } from "../../kit/server.ts";
 import { benchSearchWords } from "../../services/product/bench.ts";
 import { searchProducts } from "../../services/product/search.ts";
@@ -76,11 +76,11 @@ for (const word of benchSearchWords.slice(0, Number(process.env.WORDS ?? benchSe
   const req = create(SearchProductsRequestSchema, await requestOf(word));
   let total = 0;
   // Inside the paging scope an RPC has (kit/paging.ts), as the service runs it.
-  const inRpc = pagingInterceptor("search-explain")(async () => {
-    total = (await searchProducts(orm.em.fork(), { admin: false }, "USD", req)).totalCount;
-    return undefined as never;
-  });
-  const statements = await captureQueries(() => inRpc({ method: SearchService.method.searchProducts, stream: false, message: req } as never));
+  const statements = await captureQueries(() =>
+    inPagingScope("search-explain", SearchService.method.searchProducts, req, async () => {
+      total = (await searchProducts(orm.em.fork(), { admin: false }, "USD", req)).totalCount;
+    }),
+  );
   let sumMin = 0;
   let sumMedian = 0;
   const lines: string[] = [];
