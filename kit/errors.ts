@@ -147,7 +147,11 @@ export function toConnectError(error: unknown, requestId: string): { error: Conn
       unexpected: false,
     };
   }
-  if (name === "ConnectionException" || code === "ECONNREFUSED" || code === "57P01") {
+  if (code === "55P03") {
+    // lock_timeout (kit/sql.ts lockTimeoutForCall): others hold what this call needs; nothing was changed.
+    return { error: domainError(Code.Aborted, "the resource is busy with other calls; retry the call", { reason: "CONTENDED" }), unexpected: false };
+  }
+  if (name === "ConnectionException" || code === "ECONNREFUSED" || code === "57P01" || code === "53300") {
     return { error: unavailable("the service's database is unavailable; retry shortly", "DATABASE_UNAVAILABLE", 1000), unexpected: true };
   }
   if (error instanceof Error && error.name === "AbortError") {

@@ -7,6 +7,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { jetstream } from "@nats-io/jetstream";
+import pg from "pg";
 import { v7 as uuidv7 } from "uuid";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OrderCancelledSchema } from "../../gen/ecommerce/order/v1/events_pb.js";
@@ -137,6 +138,28 @@ describe("reservations", () => {
     const again = await h.inventory.reserveStock({ orderId, lines: [{ productId: p.id, quantity: 5 }], ttl: longTtl }, auth(h.service));
     expect(again.reservation!.status).toBe(ReservationStatus.ACTIVE);
     expect(again.reservation!.id).not.toBe(expired!.id);
+  });
+
+  it("answers ABORTED (retry) before the deadline when the stock stays locked by another transaction, and keeps serving", async () => {
+    const p = await activeProduct(h, {}, 5);
+    const holder = new pg.Client({ connectionString: h.mesh.services.product!.ctx.config.databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query("begin");
+      await holder.query("select id from product_inventory where product_id = $1 for update", [p.id]);
+      const timeoutMs = 2_000;
+      const sent = Date.now();
+      const refused = await failure(h.inventory.reserveStock({ orderId: uuidv7(), lines: [{ productId: p.id, quantity: 1 }], ttl: longTtl }, { ...auth(h.service), timeoutMs }));
+      // PostgreSQL gave up waiting (lock_timeout from the call's deadline): not a cancel at the deadline.
+      expect(refused).toMatchObject({ code: Code.Aborted, reason: "CONTENDED" });
+      expect(Date.now() - sent).toBeLessThan(timeoutMs);
+      await holder.query("rollback");
+    } finally {
+      await holder.end();
+    }
+    const reserved = await h.inventory.reserveStock({ orderId: uuidv7(), lines: [{ productId: p.id, quantity: 1 }], ttl: longTtl }, auth(h.service));
+    expect(reserved.reservation!.status).toBe(ReservationStatus.ACTIVE);
+    expect(await stockOf(p.id)).toMatchObject({ reservedQuantity: 1, availableQuantity: 4 });
   });
 
   it("gives the stock of a cancelled order back on order.cancelled", async () => {

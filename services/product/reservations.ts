@@ -35,7 +35,7 @@ import { v7 as uuidv7 } from "uuid";
 import { defaultLocation, lockLevels } from "./inventory.ts";
 import { StockAdjustmentEntity } from "./entities.ts";
 import { reservationStatuses } from "./mapping.ts";
-import { type Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { lockTimeoutForCall, type Params, type Sql, sqlOf } from "../../kit/sql.ts";
 import { commitThenFail, transaction } from "../../kit/transaction.ts";
 import { type ItemKey, itemKey, refreshStock } from "./stock-state.ts";
 
@@ -82,8 +82,9 @@ function signatureOf(lines: readonly { productId: string; variantId: string; qua
     .join(";");
 }
 
+/** The order's lock, first statement of its transaction: it also bounds the transaction's lock waits by the call's deadline (lockTimeoutForCall). */
 async function lockOrder(db: Sql, orderId: string): Promise<void> {
-  await db.run("select pg_advisory_xact_lock(hashtext($1))", [`reservation:${orderId}`]);
+  await db.run("select set_config('lock_timeout', $2, true), pg_advisory_xact_lock(hashtext($1))", [`reservation:${orderId}`, lockTimeoutForCall()]);
 }
 
 /** The order's latest reservation, locked. */
