@@ -86,11 +86,13 @@ for (const word of benchSearchWords.slice(0, Number(process.env.WORDS ?? benchSe
   const lines: string[] = [];
   for (const [i, { text, values }] of statements.entries()) {
     const times: number[] = [];
+    const planning: number[] = [];
     let buffers = "";
     for (let r = 0; r < runs; r++) {
       const { rows } = await pool.query<{ "QUERY PLAN": unknown }>(`explain (analyze, buffers, format json) ${text}`, values);
       const [plan] = rows[0]!["QUERY PLAN"] as { "Execution Time": number; "Planning Time": number; Plan: Record<string, unknown> }[];
       times.push(plan!["Execution Time"]);
+      planning.push(plan!["Planning Time"]);
       if (r === 0) {
         buffers = `shared hit ${plan!.Plan["Shared Hit Blocks"]} read ${plan!.Plan["Shared Read Blocks"]}`;
         const { rows: textPlan } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
@@ -105,7 +107,7 @@ for (const word of benchSearchWords.slice(0, Number(process.env.WORDS ?? benchSe
     }
     sumMin += Math.min(...times);
     sumMedian += median(times);
-    lines.unshift(`  #${i + 1} min ${Math.min(...times).toFixed(2)} ms  median ${median(times).toFixed(2)} ms  ${buffers}  ${text.replace(/\s+/g, " ").slice(0, 60)}…`);
+    lines.unshift(`  #${i + 1} min ${Math.min(...times).toFixed(2)} ms  median ${median(times).toFixed(2)} ms  planning median ${median(planning).toFixed(2)} ms  ${buffers}  ${text.replace(/\s+/g, " ").slice(0, 60)}…`);
   }
   totals.push({ word, statements: statements.length, min: sumMin, median: sumMedian, hits: total });
   console.log(`${word}: ${statements.length} statements, total_count ${total}, execution min ${sumMin.toFixed(2)} ms, median ${sumMedian.toFixed(2)} ms`);

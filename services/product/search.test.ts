@@ -105,6 +105,21 @@ describe("typos", () => {
   });
 });
 
+describe("words taken as typed", () => {
+  it("takes a word the catalog knows as typed, and widens only an unknown word to the similar known ones", async () => {
+    // Priced above every other product here and out of stock, so the price and stock tests' lists do not change.
+    const wool = (await activeProduct(h, { name: "Merino Wool Scarf", price: usd(99_000n) })).id;
+    const wood = (await activeProduct(h, { name: "Oak Wood Spoon", price: usd(99_000n) })).id;
+    // "wool" and "wood" are trigram neighbours: a known word must not bring the other's products.
+    const typed = (await h.search.searchProducts({ query: "wool" }, {})).hits.map((x) => x.product!.id);
+    expect(typed).toContain(wool);
+    expect(typed).not.toContain(wood);
+    // An unknown word still finds what it is a typo of.
+    const misspelled = (await h.search.searchProducts({ query: "wooll" }, {})).hits.map((x) => x.product!.id);
+    expect(misspelled).toContain(wool);
+  });
+});
+
 describe("filters, facets, sorting and paging", () => {
   it("counts facets that agree with the filtered results", async () => {
     const res = await h.search.searchProducts(
