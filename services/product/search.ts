@@ -113,9 +113,9 @@ function cte(p: Params, name: string, key: string, sql: () => string): void {
  * 6,637 of 100,000 products) and so the statement's time, for results the
  * shopper did not ask for. The choice is made inside the CTE, so the plan over
  * products is the same either way (a probe of the products themselves there
- * made the planner switch to sequential scans). The tsquery is computed once per statement, in the `widened`
- * CTE that `withCtes` puts at the start of the statement; this returns a
- * reference to it.
+ * made the planner switch to sequential scans). The tsquery is computed once
+ * per statement, in the `widened` CTE that `withCtes` puts at the start of the
+ * statement; this returns a reference to it.
  */
 function widenedQuery(p: Params, query: string): string | undefined {
   const words = wordsOf(query);
