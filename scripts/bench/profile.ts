@@ -1,8 +1,10 @@
 /**
- * `node scripts/bench/profile.ts [user|bare|ab] [seconds]`: a CPU profile of the servers'
+ * `node scripts/bench/profile.ts [user|bare|edge|ab] [seconds]`: a CPU profile of the servers'
  * process while one load generator (a child process, as in `npm run bench`) calls
- * GetMyProfile over gRPC at concurrency 64 — the kit's user service ("user") or the
- * bare Connect server of the bench ("bare"). Prints the functions with the most self
+ * GetMyProfile at concurrency 64 — the kit's user service over gRPC ("user"), the
+ * bare Connect server of the bench ("bare"), or the user service through the edge
+ * (gateway/edge.ts, in this process too) with Connect JSON over HTTP/1.1, as the
+ * bench's "via edge" row does ("edge"). Prints the functions with the most self
  * time, grouped by package, and writes the .cpuprofile (open it in Chrome DevTools).
  * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
@@ -16,6 +18,7 @@ import { eventually, startMesh } from "../../kit/testing/mesh.ts";
 import { authService } from "../../services/auth/service.ts";
 import { userService } from "../../services/user/service.ts";
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
+import { startEdge } from "../../gateway/edge.ts";
 import { bareUserServer } from "./bare.ts";
 import { Generator } from "./load.ts";
 
@@ -49,8 +52,9 @@ if (which === "ab") {
   await mesh.stop();
   process.exit(0);
 }
-const baseUrl = which === "bare" ? bare.url : mesh.url("user");
-const generator = await Generator.start({ kind: "rpc", protocol: "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
+const edge = which === "edge" ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user") }, logLevel: "silent" }) : undefined;
+const baseUrl = edge ? edge.url : which === "bare" ? bare.url : mesh.url("user");
+const generator = await Generator.start({ kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
 await generator.run({ kind: "closed", concurrency: 64, durationMs: 2000 }); // warm-up (JIT, pools)
 
 const session = new Session();
@@ -83,6 +87,7 @@ console.log(`${which}: ${measured.rps.toFixed(0)} req/s, CPU ${(((cpu.user + cpu
 console.log("\nby file/package (self time):\n" + top(byPkg, 30).join("\n"));
 console.log("\nby function (self time):\n" + top(byFn, 40).join("\n"));
 await generator.stop();
+await edge?.stop();
 await bare.stop();
 await mesh.stop();
 process.exit(0);
