@@ -113,6 +113,19 @@ describe("SearchProducts on a seeded catalog", () => {
     }
   });
 
+  it("answers a customer's one-word query from the word's postings alone, without reading products' GIN index", async () => {
+    // The bench's request: a word, a page of 20, the category and price band facets.
+    const statements = await statementsOf(() => h.search.searchProducts({ query: "merino", pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] }, {}));
+    expect(statements, texts(statements)).toHaveLength(1);
+    const { text, values } = statements[0]!;
+    const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain (analyze, costs off) ${text}`, values);
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    // The postings are read from the index (the seed vacuums, so the visibility map lets it skip the table) ...
+    expect(plan, plan).toMatch(/Index Only Scan using search_postings_lexeme on search_postings .*\(actual time=[\d.]+ rows=[1-9]\d* loops=1\)/);
+    // ... and the GIN path's scan of products is planned but never executed.
+    expect(plan, plan).toMatch(/Bitmap Index Scan on products_search \(never executed\)/);
+  });
+
   it("answers with the same hits, total and facets as the filters say", async () => {
     const res = await h.search.searchProducts(request, {});
     expect(res.totalCount).toBeGreaterThan(20);

@@ -120,6 +120,67 @@ describe("words taken as typed", () => {
   });
 });
 
+describe("one-word queries (answered from search_postings)", () => {
+  const facets = [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND];
+  /**
+   * A customer's one-word query is answered from the word's postings; the same query with a
+   * filter that holds for every product (a minimum price of 0) goes through products' GIN index.
+   * Both must give the same hits in the same order, total and facets.
+   */
+  async function bothPaths(query: string, orderBy = SearchOrderBy.UNSPECIFIED) {
+    const postings = await h.search.searchProducts({ query, facets, orderBy, pageSize: 50 }, {});
+    const gin = await h.search.searchProducts({ query, facets, orderBy, pageSize: 50, minPrice: usd(0n) }, {});
+    const view = (r: typeof postings) => ({
+      ids: r.hits.map((x) => x.product!.id),
+      total: r.totalCount,
+      categories: r.categoryFacet.map((c) => [c.categoryId, c.count]),
+      bands: r.priceBandFacet.map((b) => b.count),
+    });
+    expect(view(postings)).toEqual(view(gin));
+    return postings;
+  }
+  const found = async (query: string) => (await bothPaths(query)).hits.map((x) => x.product!.id);
+
+  it("answers what the GIN path answers: hits in the same order, total and facets", async () => {
+    for (const word of ["running", "shoe", "sneakers", "canvas", "acme", "footwear", "kit", "RUNNING"]) await bothPaths(word);
+    await bothPaths("shoe", SearchOrderBy.PRICE_ASC);
+    await bothPaths("shoe", SearchOrderBy.NEWEST);
+    expect(await found("running")).toEqual(expect.arrayContaining([ids.trail, ids.exact, ids.cleaner]));
+    // An exact name match still comes first, and a SKU (not a word of the document) is still found.
+    const sku = (await h.products.getProduct({ lookup: { case: "id", value: ids.trail! } }, {})).product!.sku;
+    expect(await found(sku)).toEqual([ids.trail]);
+  });
+
+  it("follows the product: renamed, re-priced, re-tagged, moved, hidden, shown and archived", async () => {
+    const id = (await activeProduct(h, { name: "Pewter Tankard", price: usd(3_000n), categoryIds: [kitchen], tags: ["tavern"] })).id;
+    expect(await found("tankard")).toEqual([id]);
+    expect(await found("tavern")).toEqual([id]);
+    const update = (product: Record<string, unknown>, paths: string[]) => h.products.updateProduct({ product: { id, ...product }, updateMask: { paths } }, auth(h.admin));
+
+    await update({ name: "Pewter Goblet" }, ["name"]);
+    expect(await found("tankard")).toEqual([]);
+    expect(await found("goblet")).toEqual([id]);
+
+    await update({ price: usd(60_000n) }, ["price"]);
+    expect((await bothPaths("goblet")).priceBandFacet.at(-1)!.count).toBe(1);
+
+    await update({ tags: ["banquet"] }, ["tags"]);
+    expect(await found("tavern")).toEqual([]);
+    expect(await found("banquet")).toEqual([id]);
+
+    await update({ categoryIds: [footwear] }, ["category_ids"]);
+    expect((await bothPaths("goblet")).categoryFacet).toMatchObject([{ categoryId: footwear, count: 1 }]);
+
+    await update({ isVisible: false }, ["is_visible"]);
+    expect(await found("goblet")).toEqual([]);
+    await update({ isVisible: true }, ["is_visible"]);
+    expect(await found("goblet")).toEqual([id]);
+
+    await h.products.archiveProduct({ id }, auth(h.admin));
+    expect(await found("goblet")).toEqual([]);
+  });
+});
+
 describe("filters, facets, sorting and paging", () => {
   it("counts facets that agree with the filtered results", async () => {
     const res = await h.search.searchProducts(

@@ -259,15 +259,61 @@ function orderOf(orderBy: SearchOrderBy, hasQuery: boolean): string {
  * word widens to the query itself: its widened rank is then the same rank,
  * not computed a second time (null, read as `rank`).
  */
-function rankOf(p: Params, query: string): { columns: string; score: string } {
+function rankOf(p: Params, query: string): { columns: string; postingColumns: string; score: string } {
   const lower = p.add(query.toLowerCase());
   const widened = widenedQuery(p, query);
   const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
   return {
     columns: `case when lower(p.name) = ${lower} then 100 else 0 end + case when lower(p.sku) = ${lower} then 50 else 0 end as exact,
       ts_rank(p.search_vector, ${q}) as rank${widened ? `,\n      case when ${widened} = ${q} then null else ts_rank(p.search_vector, ${widened}) end as widened_rank` : ""}`,
+    // The same parts for a hit read from search_postings (`fromPostings`): the query is the posting's one
+    // word, so its stored rank is the rank, the query widens to itself, and exact matches come from products.
+    postingColumns: `0 as exact, p.rank as rank${widened ? ", null::real as widened_rank" : ""}`,
     score: `(h.exact + h.rank * 10${widened ? " + coalesce(h.widened_rank, h.rank)" : ""})`,
   };
+}
+
+/** search_postings' columns (migration 0003), under the names of the products' columns they copy. */
+const postingColumns = new Set(["p.id", "p.category_ids", "p.min_price_minor", "p.published_at", "p.created_at"]);
+/** The conditions that hold for every posting or that read only its columns. */
+const postingConditions = new Set(["status", "text", "category"]);
+
+/**
+ * The hits of a customer's one-word query from search_postings (migration 0003):
+ * the word's rows in one btree, read without visiting the products (10 times
+ * cheaper per hit than the GIN index and the heap). Undefined when the request
+ * filters, orders or facets by what the postings do not hold, or is an admin's
+ * (postings hold only visible products); the GIN path answers then.
+ *
+ * Whether the query is one word is PostgreSQL's to say (its parser and
+ * stemmer): the `term` CTE holds that word, or null for anything else (several
+ * words, a phrase, a negation, only stop words, a word widened to others), and
+ * each branch below runs only on its side of that (one-time filters: the other
+ * side's scans are never executed). The hits are the same rows either way:
+ * the products whose name or SKU is the query (read from products, for the
+ * exact-match bonus), and the word's postings without them.
+ */
+function fromPostings(p: Params, filter: SearchFilter, fixed: Condition[], flagged: Condition[], hitColumns: Set<string>, rank: ReturnType<typeof rankOf> | undefined): string | undefined {
+  const { viewer, query } = filter;
+  if (viewer.admin || !query || flagged.length > 0) return undefined;
+  if (fixed.some((c) => !postingConditions.has(c.name)) || [...hitColumns].some((c) => !postingColumns.has(c))) return undefined;
+  const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
+  const widened = widenedQuery(p, query);
+  cte(p, "term(lexeme)", query, () => `materialized (select search_term_of(${q})${widened ? ` where ${widened} = ${q}` : ""})`);
+  const term = "(select t.lexeme from term t)";
+  const lower = p.add(query.toLowerCase());
+  const exact = `lower(p.name) = ${lower} or lower(p.sku) = ${lower}`;
+  const columns = [...hitColumns].join(", ");
+  const productColumns = `${columns}${rank ? `, ${rank.columns}` : ""}`;
+  const onPostings = fixed.filter((c) => c.name === "category");
+  return `select ${productColumns} from products p where ${term} is not null and (${exact}) and ${and(fixed)}
+       union all
+       select ${columns}${rank ? `, ${rank.postingColumns}` : ""}
+         from (select s.product_id as id, s.rank, s.category_ids, s.min_price_minor, s.published_at, s.created_at
+                 from search_postings s where s.lexeme = ${term}) p
+        where ${and(onPostings)} and p.id not in (select p.id from products p where ${exact})
+       union all
+       select ${productColumns} from products p where ${term} is null and ${and(fixed)}`;
 }
 
 const escapeHtml = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
@@ -412,11 +458,14 @@ async function pageAndCounts(db: Sql, filter: SearchFilter, limit: number, offse
                        select h.id, pv.v from ${hitsExcept(`attribute:${key}`)} h ${perHit(`select pv.attributes ->> ${k} as v from product_variants pv where pv.product_id = h.id`, "pv")}
                      ) a where a.v is not null group by a.v order by n desc, a.v limit 50) x) as attribute_facet_${i}`);
   }
+  const hits =
+    fromPostings(p, filter, fixed, flagged, hitColumns, rank) ??
+    `select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
+         from products p where ${and(fixed)}`;
   const result = await db.all<Record<string, unknown> & { first_row: string | null; n: string | null; total: number }>(
     `${withCtes(p, [
       `hits as materialized (
-       select ${[...hitColumns].join(", ")}${rank ? `, ${rank.columns}` : ""}${flagged.map((c) => `, (${c.sql}) as ${flag(c)}`).join("")}
-         from products p where ${and(fixed)}
+       ${hits}
      )`,
       `page as (
        ${pageSql} limit ${p.add(limit)} offset ${p.add(offset)}

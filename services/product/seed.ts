@@ -390,8 +390,9 @@ async function insertBatch(client: pg.ClientBase, table: string, rows: Record<st
 const catalogTables = [
   "review_helpful_votes", "product_reviews", "stock_reservation_allocations", "stock_reservation_lines", "stock_reservations", "stock_adjustments",
   "stock_restocks", "product_inventory", "product_tags", "product_images", "product_categories", "product_variants", "product_skus", "products",
-  "categories", "search_words",
+  "categories", "search_words", "search_postings",
 ];
+const searchPostingTriggers = ["products_search_postings_insert", "products_search_postings_update"];
 
 export interface SeedResult {
   /** False when the database already held the seed and nothing was written. */
@@ -431,6 +432,9 @@ export async function seedCatalog(
     if (seeded && !options.reset) return result;
     await client.query("begin");
     if (options.reset) await client.query(`truncate ${catalogTables.join(", ")}`);
+    // Search postings are rebuilt once after the load (migration 0003): their row triggers would
+    // rewrite each product's rows once per statement that touches its search document (three).
+    for (const trigger of searchPostingTriggers) await client.query(`alter table products disable trigger ${trigger}`);
     const total = loadOrder.reduce((s, t) => s + rows[t]!.length, 0);
     let done = 0;
     for (const table of loadOrder) {
@@ -443,9 +447,12 @@ export async function seedCatalog(
         progress(`  ${table.padEnd(20)} ${String(end).padStart(7)}/${list.length}  (${Math.round((done / total) * 100)}% of ${total} rows)`, end === list.length);
       }
     }
+    for (const trigger of searchPostingTriggers) await client.query(`alter table products enable trigger ${trigger}`);
+    await client.query("select search_postings_rebuild()");
     await client.query("commit");
-    // The triggers that built the search documents left dead row versions behind; fresh statistics for the planner.
-    await client.query(`vacuum analyze ${loadOrder.join(", ")}, search_words`);
+    // The triggers that built the search documents left dead row versions behind; fresh statistics for the
+    // planner; and the visibility map that lets one-word searches read search_postings' index alone.
+    await client.query(`vacuum analyze ${loadOrder.join(", ")}, search_words, search_postings`);
     return { ...result, loaded: true };
   } catch (error) {
     await client.query("rollback").catch(() => undefined);

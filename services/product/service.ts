@@ -27,6 +27,7 @@ import { reservationSweeper } from "./jobs.ts";
 import { viewerOf } from "./mapping.ts";
 import { ProductTables } from "./migrations/0001_product_tables.ts";
 import { ProductCategoryIds } from "./migrations/0002_product_category_ids.ts";
+import { ProductSearchPostings } from "./migrations/0003_search_postings.ts";
 import { archiveProduct, batchGetProducts, createProduct, getProduct, listProducts, setProductTags, updateProduct } from "./products.ts";
 import { commitReservation, listReservations, releaseReservation, reserveStock } from "./reservations.ts";
 import {
@@ -77,6 +78,7 @@ export const productService = defineService({
     migrations: [
       { name: "0001_product_tables", class: ProductTables },
       { name: "0002_product_category_ids", class: ProductCategoryIds },
+      { name: "0003_search_postings", class: ProductSearchPostings },
     ],
     publishes: file_ecommerce_product_v1_events,
     consumers: () => productConsumers(),
