@@ -119,6 +119,8 @@ export class PeerClients {
         createGrpcTransport({
           baseUrl: url,
           defaultTimeoutMs: this.options.timeoutMs,
+          // Answers between services are not compressed (kit/compression.ts).
+          acceptCompression: [],
           interceptors: [outbound(peer, url, this.options)],
         }),
         this.options.timeoutMs,

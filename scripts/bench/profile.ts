@@ -4,7 +4,9 @@
  * GetMyProfile at concurrency 64 — the kit's user service over gRPC ("user"), the
  * bare Connect server of the bench ("bare"), or the user service through the edge
  * (gateway/edge.ts, in this process too) with Connect JSON over HTTP/1.1, as the
- * bench's "via edge" row does ("edge"). Prints the functions with the most self
+ * bench's "via edge" row does ("edge"); or SearchProducts through the edge at
+ * concurrency 8, the bench's request over its words on a catalog of PROFILE_PRODUCTS
+ * (default 5000) seeded products ("search": the page's cost does not grow with the catalog). Prints the functions with the most self
  * time, grouped by package, and writes the .cpuprofile (open it in Chrome DevTools).
  * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
@@ -19,12 +21,16 @@ import { authService } from "../../services/auth/service.ts";
 import { userService } from "../../services/user/service.ts";
 import { UserService } from "../../gen/ecommerce/user/v1/user_pb.js";
 import { startEdge } from "../../gateway/edge.ts";
+import { productService } from "../../services/product/service.ts";
+import { benchSearchWords } from "../../services/product/bench.ts";
+import { seedCatalog } from "../../services/product/seed.ts";
 import { bareUserServer } from "./bare.ts";
 import { Generator } from "./load.ts";
 
 const which = process.argv[2] ?? "user";
 const seconds = Number(process.argv[3] ?? 10);
-const mesh = await startMesh([authService, userService], {});
+const mesh = await startMesh(which === "search" ? [authService, userService, productService] : [authService, userService], {});
+if (which === "search") await seedCatalog(mesh.services.product!.ctx.config.databaseUrl, { products: Number(process.env.PROFILE_PRODUCTS ?? 5000) });
 const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
 const registered = await auth.register({ email: `profile${Date.now()}@example.test`, password: "quartz lantern bench river 8812" });
 const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
@@ -52,10 +58,24 @@ if (which === "ab") {
   await mesh.stop();
   process.exit(0);
 }
-const edge = which === "edge" ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user") }, logLevel: "silent" }) : undefined;
+const edge =
+  which === "edge" || which === "search"
+    ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product") }, logLevel: "silent" })
+    : undefined;
 const baseUrl = edge ? edge.url : which === "bare" ? bare.url : mesh.url("user");
-const generator = await Generator.start({ kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
-await generator.run({ kind: "closed", concurrency: 64, durationMs: 2000 }); // warm-up (JIT, pools)
+const concurrency = which === "search" ? 8 : 64;
+const generator = await Generator.start(
+  which === "search"
+    ? {
+        kind: "rpc",
+        protocol: "connect",
+        baseUrl,
+        method: "ecommerce.product.v1.SearchService/SearchProducts",
+        requests: benchSearchWords.map((query) => ({ query, pageSize: 20, facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] })),
+      }
+    : { kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers },
+);
+await generator.run({ kind: "closed", concurrency, durationMs: 2000 }); // warm-up (JIT, pools)
 
 const session = new Session();
 session.connect();
@@ -63,7 +83,7 @@ await session.post("Profiler.enable");
 await session.post("Profiler.setSamplingInterval", { interval: 100 });
 const cpu0 = process.cpuUsage();
 await session.post("Profiler.start");
-const measured = await generator.run({ kind: "closed", concurrency: 64, durationMs: seconds * 1000 });
+const measured = await generator.run({ kind: "closed", concurrency, durationMs: seconds * 1000 });
 const { profile } = await session.post("Profiler.stop");
 const cpu = process.cpuUsage(cpu0);
 const out = `/tmp/profile-${which}.cpuprofile`;

@@ -3,10 +3,13 @@
  * full text and trigram indexes: relevance, visibility, highlights, typo
  * suggestions, facets that agree with the filters, sorting and paging.
  */
+import { request as httpRequest } from "node:http";
+import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { SearchFacet, SearchOrderBy } from "../../gen/ecommerce/product/v1/search_pb.js";
+import { brotliQuality, gzipLevel } from "../../kit/compression.ts";
 import { activeProduct, auth, failure, type ProductHarness, startProductHarness, unique } from "./testing.ts";
 
 let h: ProductHarness;
@@ -283,5 +286,36 @@ describe("categories on the product row", () => {
     expect(await found(boots, h.admin)).toEqual([boot]);
     expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, auth(h.admin))).categoryFacet).toMatchObject([{ categoryId: boots, count: 1 }]);
     expect((await h.search.searchProducts({ categoryId: hiking, facets: [SearchFacet.CATEGORY] }, {})).categoryFacet).toEqual([]);
+  });
+});
+
+describe("compressed answers (kit/compression.ts)", () => {
+  /** A Connect JSON search over HTTP/1.1 with this Accept-Encoding: the body as it came, and its Content-Encoding. */
+  const raw = (acceptEncoding: string) =>
+    new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+      const req = httpRequest(`${h.mesh.url("product")}/ecommerce.product.v1.SearchService/SearchProducts`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "accept-encoding": acceptEncoding },
+      });
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks) }));
+      });
+      req.on("error", reject);
+      req.end(JSON.stringify({ query: "running", facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] }));
+    });
+
+  it("compresses at levels meant for dynamic answers, whichever algorithm the client puts first", async () => {
+    const plain = await raw("identity");
+    expect(plain.encoding).toBeUndefined();
+    expect(plain.body.length).toBeGreaterThan(1024); // above connect's threshold for compressing
+    // brotli at its default quality (11) costs about 200 times gzip's CPU per answer: a client could make every answer cost that.
+    const br = await raw("br, gzip");
+    expect(br.encoding).toBe("br");
+    expect(br.body).toEqual(brotliCompressSync(plain.body, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: brotliQuality } }));
+    const gz = await raw("gzip, br");
+    expect(gz.encoding).toBe("gzip");
+    expect(gz.body).toEqual(gzipSync(plain.body, { level: gzipLevel }));
   });
 });
