@@ -463,7 +463,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
     let trailers: OutgoingHttpHeaders | undefined;
     if (grpc) {
       // gRPC's status travels in trailers, relayed as they come.
-      stream.once("trailers", (received: Http2IncomingHttpHeaders) => {
+      stream.on("trailers", (received: Http2IncomingHttpHeaders) => {
         trailers = {};
         for (const name in received) if (name.charCodeAt(0) !== 58) trailers[name] = received[name];
         if (received["grpc-status"] !== undefined) call.grpcStatus = String(received["grpc-status"]);
@@ -476,7 +476,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       // machinery and a write per chunk, for a few hundred bytes).
       const chunks: Buffer[] = [];
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-      stream.once("end", () => {
+      stream.on("end", () => {
         call.upstreamEnded = true;
         if (call.closed) return;
         const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
@@ -505,7 +505,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
 
     // A server stream: piped with back-pressure; its end ends the answer.
     call.answered = true;
-    stream.once("end", () => (call.upstreamEnded = true));
+    stream.on("end", () => (call.upstreamEnded = true));
     writeHead(call.res, status, answer);
     stream.pipe(call.res as NodeJS.WritableStream);
   };
@@ -528,9 +528,9 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
         upstreamFailed(call, t, "timeout", true);
       });
     }
-    stream.once("response", (answer: Http2IncomingHttpHeaders) => onResponse(call, t, stream, answer));
+    stream.on("response", (answer: Http2IncomingHttpHeaders) => onResponse(call, t, stream, answer));
     stream.on("error", (error: Error) => upstreamFailed(call, t, failureReason(error), false));
-    stream.once("close", () => {
+    stream.on("close", () => {
       // Closed before its end without an error: reset by the service (or its session went away).
       if (!call.upstreamEnded) upstreamFailed(call, t, closedReason(stream), false);
     });
@@ -600,7 +600,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       then(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
     req.on("data", onData);
-    req.once("end", onEnd);
+    req.on("end", onEnd);
     // A client that leaves mid-body: nothing to answer (the response's close counts it).
     req.on("error", () => undefined);
   };
@@ -698,7 +698,7 @@ export async function startEdge(options: EdgeOptions): Promise<RunningEdge> {
       failed: false,
     };
     inFlight++;
-    res.once("close", () => onClosed(call));
+    res.on("close", () => onClosed(call));
     try {
       serve(call);
     } catch (error) {
