@@ -11,13 +11,12 @@
  * headers copied in one pass, and one `http2.connect` session per upstream (opened
  * lazily, reopened when it closes or fails). A unary answer is buffered and written
  * with its headers at once; server streams are piped with back-pressure, and either
- * side going away closes the other. It was built on fastify + @fastify/reply-from
- * until issue 8: their per-request machinery (hooks, reply objects, streams and
- * events around a few hundred bytes) was most of the edge's own CPU. Measured with
- * `node scripts/bench/profile.ts edge 8` against `... user 8` (GetMyProfile, c=64,
- * Connect JSON over HTTP/1.1 through the edge vs gRPC straight to the service):
- * 1545–1677 µs vs 1146–1266 µs of CPU per request before (1.32–1.35×), see
- * docs/kit.md for the figures after.
+ * side going away closes the other. Until issue 8 it was fastify + @fastify/reply-from,
+ * whose per-request machinery (hooks, reply objects, streams and events around a few
+ * hundred bytes) was most of the edge's own CPU. GetMyProfile through the edge (Connect
+ * JSON over HTTP/1.1) against gRPC straight to the service, interleaved in one process
+ * on the shared 2-core machine: 1.18–1.39× the CPU per request with fastify, 1.01–1.28×
+ * now at c=64 (1.27–1.71× and 1.14–1.36× at c=8); docs/kit.md has the figures.
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
