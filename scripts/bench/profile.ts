@@ -1,5 +1,5 @@
 /**
- * `node scripts/bench/profile.ts [user|bare|edge|ab] [seconds]`: a CPU profile of the servers'
+ * `node scripts/bench/profile.ts [user|bare|edge|ab|edge-ab] [seconds] [rounds]`: a CPU profile of the servers'
  * process while one load generator (a child process, as in `npm run bench`) calls
  * GetMyProfile at concurrency 64 — the kit's user service over gRPC ("user"), the
  * bare Connect server of the bench ("bare"), or the user service through the edge
@@ -8,7 +8,10 @@
  * concurrency 8, the bench's request over its words on a catalog of PROFILE_PRODUCTS
  * (default 5000) seeded products ("search": the page's cost does not grow with the catalog). Prints the functions with the most self
  * time, grouped by package, and writes the .cpuprofile (open it in Chrome DevTools).
- * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each.
+ * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each;
+ * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
+ * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
+ * on the machine than two separate runs.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
@@ -28,6 +31,7 @@ import { bareUserServer } from "./bare.ts";
 import { Generator } from "./load.ts";
 
 const which = process.argv[2] ?? "user";
+const rounds = Number(process.argv[4] ?? 4);
 const seconds = Number(process.argv[3] ?? 10);
 const mesh = await startMesh(which === "search" ? [authService, userService, productService] : [authService, userService], {});
 if (which === "search") await seedCatalog(mesh.services.product!.ctx.config.databaseUrl, { products: Number(process.env.PROFILE_PRODUCTS ?? 5000) });
@@ -37,12 +41,18 @@ const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
 const direct = createClient(UserService, createGrpcTransport({ baseUrl: mesh.url("user") }));
 await eventually(() => direct.getMyProfile({}, { headers }).catch(() => undefined), 15_000, "profile");
 const bare = await bareUserServer(mesh.services.user!.ctx.config.databaseUrl, registered.user!.id);
-if (which === "ab") {
-  // Interleaved rounds, bare then kit, so that a busy machine slows both alike: CPU per request of each and their ratio.
-  const target = (baseUrl: string) => Generator.start({ kind: "rpc", protocol: "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
-  const gens = { bare: await target(bare.url), user: await target(mesh.url("user")) };
+if (which === "ab" || which === "edge-ab") {
+  // Interleaved rounds, so that a busy machine slows both alike: CPU per request of each and their ratio.
+  const target = (baseUrl: string, protocol: "grpc" | "connect" = "grpc") =>
+    Generator.start({ kind: "rpc", protocol, baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
+  const edge = which === "edge-ab" ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user") }, logLevel: "silent" }) : undefined;
+  const [a, b] = edge ? (["user", "edge"] as const) : (["bare", "user"] as const);
+  const gens: Record<string, Generator> = edge
+    ? { user: await target(mesh.url("user")), edge: await target(edge.url, "connect") }
+    : { bare: await target(bare.url), user: await target(mesh.url("user")) };
   for (const g of Object.values(gens)) await g.run({ kind: "closed", concurrency: 64, durationMs: 2000 });
-  for (let round = 1; round <= 4; round++) {
+  const ratios: number[] = [];
+  for (let round = 1; round <= rounds; round++) {
     const cpuPerReq: Record<string, number> = {};
     for (const [name, g] of Object.entries(gens)) {
       const c0 = process.cpuUsage();
@@ -51,9 +61,13 @@ if (which === "ab") {
       cpuPerReq[name] = (c.user + c.system) / m.requests;
       console.log(`round ${round} ${name}: ${m.rps.toFixed(0)} req/s, ${cpuPerReq[name].toFixed(0)} µs CPU/req, p50 ${m.p50Ms} ms`);
     }
-    console.log(`round ${round}: kit/bare CPU ${(cpuPerReq.user! / cpuPerReq.bare!).toFixed(2)}x`);
+    ratios.push(cpuPerReq[b]! / cpuPerReq[a]!);
+    console.log(`round ${round}: ${b}/${a} CPU ${ratios.at(-1)!.toFixed(2)}x`);
   }
+  const sorted = [...ratios].sort((x, y) => x - y);
+  console.log(`${b}/${a} CPU per request over ${rounds} rounds: median ${sorted[Math.floor((sorted.length - 1) / 2)]!.toFixed(2)}x, range ${sorted[0]!.toFixed(2)}–${sorted.at(-1)!.toFixed(2)}x`);
   for (const g of Object.values(gens)) await g.stop();
+  await edge?.stop();
   await bare.stop();
   await mesh.stop();
   process.exit(0);
