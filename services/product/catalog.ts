@@ -238,14 +238,25 @@ export async function loadProduct(db: Sql, id: string, viewer: Viewer): Promise<
   return (await loadProducts(db, [id], viewer)).get(id);
 }
 
-export interface SummaryDbRow extends ProductDbRow {
+/** The product columns a ProductSummary is made of (summaryMessage), and its primary image's and category's. */
+export interface SummaryDbRow
+  extends Pick<
+    ProductDbRow,
+    | "id" | "sku" | "name" | "slug" | "short_description" | "currency" | "price_minor" | "compare_at_price_minor" | "min_price_minor" | "max_price_minor"
+    | "stock_status" | "rating_average_hundredths" | "rating_count" | "variant_count" | "status" | "is_visible" | "published_at"
+  > {
   primary_image_url: string | null;
   primary_image_alt_text: string | null;
   primary_category_id: string | null;
 }
 
-/** Columns for ProductSummary: the product's and its primary image's and category's (tables aliased `p`). */
-export const summaryColumns = `${productColumns},
+/**
+ * Columns for ProductSummary (tables aliased `p`): only what summaryMessage reads. A search page
+ * is 20 of them: the description, attributes and SEO texts would be read, sent and parsed for nothing.
+ */
+export const summaryColumns = `p.id, p.sku, p.name, p.slug, p.short_description, p.currency, p.price_minor, p.compare_at_price_minor,
+  p.min_price_minor, p.max_price_minor, p.stock_status, p.rating_average_hundredths, p.rating_count, p.variant_count, p.status,
+  p.is_visible, p.published_at,
   (select i.url from product_images i where i.product_id = p.id and i.is_primary) as primary_image_url,
   (select i.alt_text from product_images i where i.product_id = p.id and i.is_primary) as primary_image_alt_text,
   (select pc.category_id from product_categories pc where pc.product_id = p.id order by pc.position, pc.created_at limit 1) as primary_category_id`;
