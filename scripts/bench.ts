@@ -39,8 +39,8 @@ import { shippingBench } from "./bench/shipping.ts";
 import { paymentBench } from "./bench/payment.ts";
 import { checkoutBench, checkoutRatios, checkoutScenario } from "./bench/checkout.ts";
 import { adminToken, productBench } from "./bench/product.ts";
-import { goalsOf, printGoals, printTable } from "./bench/report.ts";
-import { Bench, openLoopShare } from "./bench/run.ts";
+import { goalsOf, printGoals, printInterleaved, printTable } from "./bench/report.ts";
+import { Bench, openLoopShare, type RowSpec } from "./bench/run.ts";
 
 /**
  * ReserveStock's statements per RPC when issue 8 was opened, for its "half" goal: 20.8 in this
@@ -100,10 +100,14 @@ try {
   const getMyProfile = { method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers };
   if (bench.only.length > 0) say(`BENCH_ONLY=${process.env.BENCH_ONLY}: only these scenarios' rows (the others' set-up is skipped too)`);
   try {
+    const compared: RowSpec[] = [
+      { scenario: "GetMyProfile", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getMyProfile } },
+      { scenario: "GetMyProfile", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("user"), ...getMyProfile } },
+      { scenario: "GetMyProfile", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edge.url, ...getMyProfile } },
+    ];
     await bench.measure({ scenario: "GetMyProfile", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: [baselineUrl] } });
-    await bench.measure({ scenario: "GetMyProfile", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getMyProfile } });
-    await bench.measure({ scenario: "GetMyProfile", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("user"), ...getMyProfile } });
-    await bench.measure({ scenario: "GetMyProfile", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edge.url, ...getMyProfile } });
+    for (const spec of compared) await bench.measure(spec);
+    await bench.interleave(compared);
   } finally {
     await bare.stop();
     baseline.close();
@@ -123,6 +127,8 @@ try {
       `idle background of the servers: ${(idle.cpuUs / 1000).toFixed(1)} ms CPU/s, ${idle.statements.toFixed(1)} statements/s (subtracted from SQL, RT, relay, peer)`,
   );
   printTable(bench.rows);
+  console.log();
+  printInterleaved(bench.interleaved);
   const ratios = checkoutRatios(bench.rows);
   if (ratios.length > 0) {
     console.log();
@@ -130,7 +136,7 @@ try {
     for (const line of ratios) console.log(`  ${line}`);
   }
   console.log();
-  if (bench.only.length === 0) printGoals(goalsOf({ rows: bench.rows, concurrencies, products: product.products, searchSeqScans: product.searchSeqScans, reserveStatementsBefore }));
+  if (bench.only.length === 0) printGoals(goalsOf({ rows: bench.rows, interleaved: bench.interleaved, concurrencies, products: product.products, searchSeqScans: product.searchSeqScans, reserveStatementsBefore }));
   else console.log(`goals of issue 8 not judged: BENCH_ONLY=${process.env.BENCH_ONLY} leaves rows out`);
 } finally {
   await meter.close();

@@ -20,7 +20,7 @@ import { benchSearchWords, loadBenchCatalog } from "../../services/product/bench
 import { seedCatalog } from "../../services/product/seed.ts";
 import { bareProductServer } from "./bare.ts";
 import { captureQueries } from "./meter.ts";
-import type { Bench } from "./run.ts";
+import type { Bench, RowSpec } from "./run.ts";
 
 /** A signed-in admin: registered, promoted with the documented create-admin command, signed in again. */
 export async function adminToken(mesh: TestMesh): Promise<string> {
@@ -131,9 +131,13 @@ export async function productBench(bench: Bench, mesh: TestMesh, edgeUrl: string
     const ids = await sampleProductIds(pool, 300);
     const getProduct = { method: "ecommerce.product.v1.ProductService/GetProduct", requests: ids.map((id) => ({ id })) };
     await bench.measure({ scenario: "GetProduct", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: ids.map((id) => `${base}/product?id=${id}`) } });
-    await bench.measure({ scenario: "GetProduct", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getProduct } });
-    await bench.measure({ scenario: "GetProduct", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("product"), ...getProduct } });
-    await bench.measure({ scenario: "GetProduct", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edgeUrl, ...getProduct } });
+    const compared: RowSpec[] = [
+      { scenario: "GetProduct", variant: "bare Connect", servedByMesh: false, target: { kind: "rpc", protocol: "grpc", baseUrl: bare.url, ...getProduct } },
+      { scenario: "GetProduct", variant: "gRPC direct", servedByMesh: true, target: { kind: "rpc", protocol: "grpc", baseUrl: mesh.url("product"), ...getProduct } },
+      { scenario: "GetProduct", variant: "via edge", servedByMesh: true, target: { kind: "rpc", protocol: "connect", baseUrl: edgeUrl, ...getProduct } },
+    ];
+    for (const spec of compared) await bench.measure(spec);
+    await bench.interleave(compared);
 
     await bench.measure({ scenario: "SearchProducts", variant: "node:http", servedByMesh: false, target: { kind: "http", urls: benchSearchWords.map((w) => `${base}/search?q=${w}`) } });
     await bench.measure({

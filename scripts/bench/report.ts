@@ -4,8 +4,9 @@
  * of issue 8 with PASS/FAIL and the figures they were judged on. Columns are
  * described in docs/bench.md.
  */
-import type { Row } from "./run.ts";
+import { interleavedRoundMs, interleavedRounds, type Rounds, type Row } from "./run.ts";
 
+const median = (sorted: number[]) => (sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2);
 const fixed = (v: number | undefined, digits: number) => (v === undefined || !Number.isFinite(v) ? "-" : v.toFixed(digits));
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 
@@ -58,6 +59,17 @@ export interface Goal {
   figures: string;
 }
 
+/** The interleaved rounds (Bench.interleave): each variant's CPU per request and req/s, median and range over the rounds. */
+export function printInterleaved(all: Rounds[]): void {
+  if (all.length === 0) return;
+  console.log(`interleaved rounds (${interleavedRounds} x ${interleavedRoundMs / 1000} s per variant and concurrency, alternating; the ratio goals are judged on these):`);
+  const span = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return `${median(s).toFixed(0)} (${s[0]!.toFixed(0)}–${s.at(-1)!.toFixed(0)})`;
+  };
+  for (const r of all) console.log(`  ${`${r.scenario} ${r.variant}`.padEnd(26)} ${r.mode.padEnd(5)} CPU µs/req ${span(r.rounds.map((x) => x.cpuUs)).padEnd(18)} req/s ${span(r.rounds.map((x) => x.rps))}`);
+}
+
 export function printGoals(goals: Goal[]): void {
   console.log("goals of issue 8 (this run):");
   for (const g of goals) console.log(`  ${g.pass === undefined ? "n/a " : g.pass ? "PASS" : "FAIL"}  ${g.goal}: ${g.figures}`);
@@ -65,6 +77,8 @@ export function printGoals(goals: Goal[]): void {
 
 export interface GoalInputs {
   rows: Row[];
+  /** The compared variants' interleaved rounds (Bench.interleave); the ratio goals are judged on them when present. */
+  interleaved?: Rounds[];
   concurrencies: number[];
   products: number;
   /** Seq Scans on products found in the plans of SearchProducts' statements. */
@@ -77,9 +91,11 @@ export interface GoalInputs {
 export function goalsOf(g: GoalInputs): Goal[] {
   const goals: Goal[] = [];
   const closed = g.concurrencies.map((c) => `c=${c}`);
+  const rounds = (scenario: string, variant: string, mode: string) => g.interleaved?.find((r) => r.scenario === scenario && r.variant === variant && r.mode === mode)?.rounds;
   const compare = (scenario: string, variant: string, against: string, what: "cpu" | "rps", limit: number, goal: string) => {
     const parts: string[] = [];
     let pass: boolean | undefined = true;
+    const of = (m: { cpuUs: number; rps: number }) => (what === "cpu" ? m.cpuUs : m.rps);
     for (const mode of closed) {
       const r = find(g.rows, scenario, variant, mode);
       const b = find(g.rows, scenario, against, mode);
@@ -87,10 +103,20 @@ export function goalsOf(g: GoalInputs): Goal[] {
         pass = undefined;
         continue;
       }
-      const x = what === "cpu" ? r.cpuUs / b.cpuUs : r.rps / b.rps;
+      const phases = of(r) / of(b);
+      // Judged on the median of the per-round ratios when the variants ran interleaved, else on the rows' phases.
+      const ra = rounds(scenario, variant, mode);
+      const rb = rounds(scenario, against, mode);
+      const perRound = ra && rb ? ra.map((x, i) => of(x) / of(rb[i]!)).sort((p, q) => p - q) : undefined;
+      const x = perRound ? median(perRound) : phases;
       const ok = what === "cpu" ? x <= limit : x >= limit;
       if (!ok && pass !== undefined) pass = false;
-      parts.push(what === "cpu" ? `${mode} ${r.cpuUs.toFixed(0)} vs ${b.cpuUs.toFixed(0)} µs = ${x.toFixed(2)}x` : `${mode} ${r.rps.toFixed(0)} vs ${b.rps.toFixed(0)} req/s = ${x.toFixed(2)}x`);
+      const unit = what === "cpu" ? "µs" : "req/s";
+      parts.push(
+        perRound
+          ? `${mode} median ${x.toFixed(2)}x (${perRound[0]!.toFixed(2)}–${perRound.at(-1)!.toFixed(2)} over ${perRound.length} interleaved rounds; the rows' phases ${of(r).toFixed(0)} vs ${of(b).toFixed(0)} ${unit} = ${phases.toFixed(2)}x)`
+          : `${mode} ${of(r).toFixed(0)} vs ${of(b).toFixed(0)} ${unit} = ${x.toFixed(2)}x`,
+      );
     }
     goals.push({ goal, pass, figures: parts.join("; ") || "rows missing" });
   };

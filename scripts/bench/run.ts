@@ -59,8 +59,22 @@ interface Idle {
 
 export const openLoopShare = 0.7;
 
+/** One variant's figures in each interleaved round at one concurrency (`Bench.interleave`). */
+export interface Rounds {
+  scenario: string;
+  variant: string;
+  mode: Mode;
+  /** Per round, in the order run: CPU µs per request and req/s. */
+  rounds: { cpuUs: number; rps: number }[];
+}
+
+/** Rounds per concurrency and their length in `Bench.interleave`. */
+export const interleavedRounds = 6;
+export const interleavedRoundMs = 2_000;
+
 export class Bench {
   readonly rows: Row[] = [];
+  readonly interleaved: Rounds[] = [];
   readonly meter: Meter;
   readonly seconds: number;
   readonly concurrencies: number[];
@@ -119,6 +133,37 @@ export class Bench {
     const m = await gen.run(phase);
     const usage = this.meter.diff(before, await this.meter.snapshot());
     return { m, usage };
+  }
+
+  /**
+   * The variants of a scenario compared with each other in alternating rounds: at each
+   * closed-loop concurrency, `interleavedRounds` rounds of `interleavedRoundMs` per variant,
+   * the order reversed every other round. On a shared machine the CPU per request drifts
+   * between two phases a minute apart by more than some of the differences judged (the
+   * edge's, the kit's); a ratio taken within each round, between phases seconds apart,
+   * cancels the drift, and its median over the rounds ignores a disturbed round.
+   */
+  async interleave(specs: RowSpec[]): Promise<void> {
+    if (!this.wants(specs[0]!.scenario)) return;
+    const gens: Generator[] = [];
+    try {
+      for (const spec of specs) gens.push(await Generator.start(spec.target));
+      for (const c of this.concurrencies) {
+        this.say(`${specs[0]!.scenario}: ${interleavedRounds} interleaved rounds of ${specs.map((s) => s.variant).join(", ")} at concurrency ${c}`);
+        for (const g of gens) await g.run({ kind: "closed", concurrency: c, durationMs: 500 });
+        const rounds = specs.map(() => [] as { cpuUs: number; rps: number }[]);
+        for (let r = 0; r < interleavedRounds; r++) {
+          const order = specs.map((_, i) => (r % 2 === 0 ? i : specs.length - 1 - i));
+          for (const i of order) {
+            const { m, usage } = await this.phase(gens[i]!, { kind: "closed", concurrency: c, durationMs: interleavedRoundMs });
+            rounds[i]!.push({ cpuUs: usage.cpuUs / m.requests, rps: m.rps });
+          }
+        }
+        for (const [i, spec] of specs.entries()) this.interleaved.push({ scenario: spec.scenario, variant: spec.variant, mode: `c=${c}`, rounds: rounds[i]! });
+      }
+    } finally {
+      for (const g of gens) await g.stop();
+    }
   }
 
   /** All phases of one row; the results are kept for the report and returned. */
