@@ -15,7 +15,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb.js";
 import { OrderSchema, OrderService, OrderStatus, WatchOrderRequestSchema } from "../gen/ecommerce/order/v1/order_pb.js";
 import { requireUser } from "../kit/auth/principal.ts";
-import type { ServiceDefinition } from "../kit/server.ts";
 import { freePort } from "../kit/testing/infra.ts";
 import { eventually, startMesh, type TestMesh } from "../kit/testing/mesh.ts";
 import { closedByServer, slowloris } from "../kit/testing/network.ts";
@@ -23,45 +22,31 @@ import { TestIssuer } from "../kit/testing/tokens.ts";
 
 const issuer = new TestIssuer();
 
-const userFixture: ServiceDefinition = {
-  name: "user",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("user") }),
-  routes(router) {
-    router.service(UserService, {
-      async getMyProfile(_req, ctx) {
-        const me = requireUser(ctx);
-        // Slow enough that a client cancelling within a few ms does so mid-call.
-        await new Promise((r) => setTimeout(r, 5));
-        return { profile: create(UserProfileSchema, { userId: me.userId, email: me.email }) };
-      },
-    });
-  },
-};
+const userFixture = issuer.fixture("user", (router) => {
+  router.service(UserService, {
+    async getMyProfile(_req, ctx) {
+      const me = requireUser(ctx);
+      // Slow enough that a client cancelling within a few ms does so mid-call.
+      await new Promise((r) => setTimeout(r, 5));
+      return { profile: create(UserProfileSchema, { userId: me.userId, email: me.email }) };
+    },
+  });
+});
 
 let watchesServed = 0;
-const orderFixture: ServiceDefinition = {
-  name: "order",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("order") }),
-  routes(router) {
-    router.service(OrderService, {
-      async *watchOrder(req, ctx) {
-        requireUser(ctx);
-        watchesServed++;
-        // A message at once, then more every few ms until the client goes away.
-        for (let i = 0; i < 200 && !ctx.signal.aborted; i++) {
-          yield { order: create(OrderSchema, { id: req.orderId, status: OrderStatus.PENDING }) };
-          await new Promise((r) => setTimeout(r, 2));
-        }
-      },
-    });
-  },
-};
+const orderFixture = issuer.fixture("order", (router) => {
+  router.service(OrderService, {
+    async *watchOrder(req, ctx) {
+      requireUser(ctx);
+      watchesServed++;
+      // A message at once, then more every few ms until the client goes away.
+      for (let i = 0; i < 200 && !ctx.signal.aborted; i++) {
+        yield { order: create(OrderSchema, { id: req.orderId, status: OrderStatus.PENDING }) };
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    },
+  });
+});
 
 let mesh: TestMesh;
 let edge: ChildProcess;
@@ -145,8 +130,8 @@ describe("the edge process under misbehaving clients", () => {
     expect(output).not.toMatch(/ERR_HTTP2_INVALID_STREAM/);
   });
 
-  // A stream the client closes with NO_ERROR is not "aborted" to fastify: its upstream call fails
-  // (reply-from's INTERNAL_SERVER_ERROR) and reaches the edge's onError with no client left to answer.
+  // A stream the client closes with NO_ERROR is a close, not an abort: the edge must still cancel its
+  // upstream call and neither answer nor warn (the fastify edge once reached its error path here).
   it("survives calls that the client closes with NO_ERROR before the answer, over gRPC and Connect, without warning of them", async () => {
     const mark = output.length;
     const session = http2Connect(edgeUrl);

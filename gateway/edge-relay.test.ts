@@ -13,7 +13,6 @@ import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb
 import { requireUser } from "../kit/auth/principal.ts";
 import { notFound } from "../kit/errors.ts";
 import { createLogger, type Logger } from "../kit/logger.ts";
-import type { AnyServiceDefinition } from "../kit/server.ts";
 import { eventually, startMesh, type TestMesh } from "../kit/testing/mesh.ts";
 import { TestIssuer } from "../kit/testing/tokens.ts";
 import { type RunningEdge, startEdge } from "./edge.ts";
@@ -23,49 +22,35 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const missing = crypto.randomUUID();
 const slow = crypto.randomUUID();
 
-const userFixture: AnyServiceDefinition = {
-  name: "user",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("user") }),
-  routes(router) {
-    router.service(UserService, {
-      async getMyProfile(_req, ctx) {
-        const me = requireUser(ctx);
-        if (me.userId === missing) throw notFound("profile", me.userId);
-        if (me.userId === slow) await sleep(400);
-        return { profile: create(UserProfileSchema, { userId: me.userId }) };
-      },
-    });
-  },
-};
+const userFixture = issuer.fixture("user", (router) => {
+  router.service(UserService, {
+    async getMyProfile(_req, ctx) {
+      const me = requireUser(ctx);
+      if (me.userId === missing) throw notFound("profile", me.userId);
+      if (me.userId === slow) await sleep(400);
+      return { profile: create(UserProfileSchema, { userId: me.userId }) };
+    },
+  });
+});
 
 /** Each WatchOrder call by order id: whether the service saw it cancelled. */
 const watches = new Map<string, { sent: number; cancelled: boolean }>();
-const orderFixture: AnyServiceDefinition = {
-  name: "order",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("order") }),
-  routes(router) {
-    router.service(OrderService, {
-      async *watchOrder(req, ctx) {
-        requireUser(ctx);
-        const watch = { sent: 0, cancelled: false };
-        watches.set(req.orderId, watch);
-        ctx.signal.addEventListener("abort", () => (watch.cancelled = true));
-        // Until the client goes away (at most 10 s).
-        for (let i = 0; i < 1_000 && !ctx.signal.aborted; i++) {
-          yield { order: create(OrderSchema, { id: req.orderId, status: OrderStatus.PENDING }) };
-          watch.sent++;
-          await sleep(10);
-        }
-      },
-    });
-  },
-};
+const orderFixture = issuer.fixture("order", (router) => {
+  router.service(OrderService, {
+    async *watchOrder(req, ctx) {
+      requireUser(ctx);
+      const watch = { sent: 0, cancelled: false };
+      watches.set(req.orderId, watch);
+      ctx.signal.addEventListener("abort", () => (watch.cancelled = true));
+      // Until the client goes away (at most 10 s).
+      for (let i = 0; i < 1_000 && !ctx.signal.aborted; i++) {
+        yield { order: create(OrderSchema, { id: req.orderId, status: OrderStatus.PENDING }) };
+        watch.sent++;
+        await sleep(10);
+      }
+    },
+  });
+});
 
 let mesh: TestMesh;
 let edge: RunningEdge;

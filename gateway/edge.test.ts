@@ -65,40 +65,26 @@ const userFixture: AnyServiceDefinition = {
 };
 
 /** Auth's public half: GetJwks with the test issuer's keys. */
-const authFixture: AnyServiceDefinition = {
-  name: "auth",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("auth") }),
-  routes(router) {
-    router.service(AuthService, {
-      async getJwks() {
-        const keys = await issuer.jwks();
-        return { keys: keys.map((k) => ({ kid: k.kid ?? "", kty: k.kty ?? "", crv: k.crv ?? "", alg: k.alg ?? "", use: k.use ?? "", x: k.x ?? "", y: k.y ?? "" })) };
-      },
-    });
-  },
-};
+const authFixture = issuer.fixture("auth", (router) => {
+  router.service(AuthService, {
+    async getJwks() {
+      const keys = await issuer.jwks();
+      return { keys: keys.map((k) => ({ kid: k.kid ?? "", kty: k.kty ?? "", crv: k.crv ?? "", alg: k.alg ?? "", use: k.use ?? "", x: k.x ?? "", y: k.y ?? "" })) };
+    },
+  });
+});
 
-const orderFixture: AnyServiceDefinition = {
-  name: "order",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("order") }),
-  routes(router) {
-    router.service(OrderService, {
-      async *watchOrder(req, ctx) {
-        requireUser(ctx);
-        for (const status of [OrderStatus.PENDING, OrderStatus.CONFIRMED, OrderStatus.SHIPPED]) {
-          yield { order: create(OrderSchema, { id: req.orderId, status }) };
-          await sleep(30);
-        }
-      },
-    });
-  },
-};
+const orderFixture = issuer.fixture("order", (router) => {
+  router.service(OrderService, {
+    async *watchOrder(req, ctx) {
+      requireUser(ctx);
+      for (const status of [OrderStatus.PENDING, OrderStatus.CONFIRMED, OrderStatus.SHIPPED]) {
+        yield { order: create(OrderSchema, { id: req.orderId, status }) };
+        await sleep(30);
+      }
+    },
+  });
+});
 
 /** A TCP relay in front of a service, so a test can reset the edge's upstream connection. */
 async function startRelay(targetPort: number): Promise<{ url: string; reset(): void; close(): void }> {

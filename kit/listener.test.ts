@@ -22,16 +22,9 @@ import { closedByServer, slowloris } from "./testing/network.ts";
 import { TestIssuer } from "./testing/tokens.ts";
 
 const issuer = new TestIssuer();
-const fixture: ServiceDefinition = {
-  name: "user",
-  entities: [],
-  migrations: [],
-  publicKeys: () => () => issuer.jwks(),
-  serviceCredentials: () => ({ token: () => issuer.service("user") }),
-  routes(router) {
-    router.service(UserService, {});
-  },
-};
+const fixture = issuer.fixture("user", (router) => {
+  router.service(UserService, {});
+});
 
 let mesh: TestMesh;
 let url: string;

@@ -36,6 +36,11 @@ export class TestIssuer {
     return this.sign({ sub: `service:${name}`, roles: [serviceRole], svc: name }, 900, omit);
   }
 
+  /** A service without tables that trusts this issuer: a few handlers under a service's name, for tests of the kit and the edge. */
+  fixture(name: AnyServiceDefinition["name"], routes: AnyServiceDefinition["routes"]): AnyServiceDefinition {
+    return this.trustedBy({ name, entities: [], migrations: [], routes } as AnyServiceDefinition);
+  }
+
   /** The same service, trusting this issuer's tokens and using its service credential instead of Auth's. */
   trustedBy<Def extends AnyServiceDefinition>(def: Def): Def {
     return { ...def, publicKeys: () => () => this.jwks(), serviceCredentials: () => ({ token: () => this.service(def.name) }) };
