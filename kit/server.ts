@@ -10,7 +10,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { createRegistry, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { type ConnectRouter, type ContextValues, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { serverCompressions } from "./compression.ts";
+import { compressMinBytes, serverCompressions } from "./compression.ts";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { ServiceCredentials, type ServiceTokenSource } from "./auth/credentials.ts";
 import { type PublicKeySource, TokenVerifier } from "./auth/verifier.ts";
@@ -249,6 +249,7 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
     acceptCompression: serverCompressions,
+    compressMinBytes,
     // No maxTimeoutMs: unary deadlines are clamped above (connect-node would refuse them), streams are not capped.
     shutdownSignal: shutdown.signal,
     fallback(req, res) {

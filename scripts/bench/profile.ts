@@ -6,7 +6,9 @@
  * (gateway/edge.ts, in this process too) with Connect JSON over HTTP/1.1, as the
  * bench's "via edge" row does ("edge"); or SearchProducts through the edge at
  * concurrency 8, the bench's request over its words on a catalog of PROFILE_PRODUCTS
- * (default 5000) seeded products ("search": the page's cost does not grow with the catalog). Prints the functions with the most self
+ * (default 5000) seeded products ("search": the page's cost does not grow with the catalog);
+ * or GetProduct at concurrency 8 on that catalog, over gRPC ("product") or through the edge
+ * with Connect JSON ("product-edge"). Prints the functions with the most self
  * time, grouped by package, and writes the .cpuprofile (open it in Chrome DevTools).
  * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each;
  * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
@@ -15,6 +17,7 @@
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
+import pg from "pg";
 import { Session } from "node:inspector/promises";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -33,8 +36,16 @@ import { Generator } from "./load.ts";
 const which = process.argv[2] ?? "user";
 const rounds = Number(process.argv[4] ?? 4);
 const seconds = Number(process.argv[3] ?? 10);
-const mesh = await startMesh(which === "search" ? [authService, userService, productService] : [authService, userService], {});
-if (which === "search") await seedCatalog(mesh.services.product!.ctx.config.databaseUrl, { products: Number(process.env.PROFILE_PRODUCTS ?? 5000) });
+const catalog = which === "search" || which === "product" || which === "product-edge";
+const mesh = await startMesh(catalog ? [authService, userService, productService] : [authService, userService], {});
+const productIds: string[] = [];
+if (catalog) {
+  const url = mesh.services.product!.ctx.config.databaseUrl;
+  await seedCatalog(url, { products: Number(process.env.PROFILE_PRODUCTS ?? 5000) });
+  const pool = new pg.Pool({ connectionString: url, max: 1 });
+  productIds.push(...(await pool.query<{ id: string }>("select id from products where status = 'active' and is_visible order by random() limit 300")).rows.map((r) => r.id));
+  await pool.end();
+}
 const auth = createClient(AuthService, createGrpcTransport({ baseUrl: mesh.url("auth") }));
 const registered = await auth.register({ email: `profile${Date.now()}@example.test`, password: "quartz lantern bench river 8812" });
 const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
@@ -73,13 +84,15 @@ if (which === "ab" || which === "edge-ab") {
   process.exit(0);
 }
 const edge =
-  which === "edge" || which === "search"
+  which === "edge" || which === "search" || which === "product-edge"
     ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product") }, logLevel: "silent" })
     : undefined;
-const baseUrl = edge ? edge.url : which === "bare" ? bare.url : mesh.url("user");
-const concurrency = which === "search" ? 8 : 64;
+const baseUrl = edge ? edge.url : which === "bare" ? bare.url : which === "product" ? mesh.url("product") : mesh.url("user");
+const concurrency = catalog ? 8 : 64;
 const generator = await Generator.start(
-  which === "search"
+  which === "product" || which === "product-edge"
+    ? { kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.product.v1.ProductService/GetProduct", requests: productIds.map((id) => ({ id })) }
+    : which === "search"
     ? {
         kind: "rpc",
         protocol: "connect",

@@ -9,7 +9,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProductStatus } from "../../gen/ecommerce/product/v1/product_pb.js";
 import { SearchFacet, SearchOrderBy } from "../../gen/ecommerce/product/v1/search_pb.js";
-import { brotliQuality, gzipLevel } from "../../kit/compression.ts";
+import { brotliQuality, compressMinBytes, gzipLevel } from "../../kit/compression.ts";
 import { activeProduct, auth, failure, type ProductHarness, startProductHarness, unique } from "./testing.ts";
 
 let h: ProductHarness;
@@ -291,7 +291,7 @@ describe("categories on the product row", () => {
 
 describe("compressed answers (kit/compression.ts)", () => {
   /** A Connect JSON search over HTTP/1.1 with this Accept-Encoding: the body as it came, and its Content-Encoding. */
-  const raw = (acceptEncoding: string) =>
+  const raw = (acceptEncoding: string, query = "lantern") =>
     new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
       const req = httpRequest(`${h.mesh.url("product")}/ecommerce.product.v1.SearchService/SearchProducts`, {
         method: "POST",
@@ -303,13 +303,19 @@ describe("compressed answers (kit/compression.ts)", () => {
         res.on("end", () => resolve({ encoding: res.headers["content-encoding"], body: Buffer.concat(chunks) }));
       });
       req.on("error", reject);
-      req.end(JSON.stringify({ query: "running", facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] }));
+      req.end(JSON.stringify({ query, facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] }));
     });
+
+  beforeAll(async () => {
+    // Enough hits, with descriptions, for an answer above the compression threshold.
+    const description = "A storm lantern of brass and glass with a wick that burns for hours; ".repeat(4);
+    for (let i = 0; i < 14; i++) await activeProduct(h, { name: `Brass Lantern ${i}`, description, price: usd(99_000n) });
+  });
 
   it("compresses at levels meant for dynamic answers, whichever algorithm the client puts first", async () => {
     const plain = await raw("identity");
     expect(plain.encoding).toBeUndefined();
-    expect(plain.body.length).toBeGreaterThan(1024); // above connect's threshold for compressing
+    expect(plain.body.length).toBeGreaterThan(compressMinBytes);
     // brotli at its default quality (11) costs about 200 times gzip's CPU per answer: a client could make every answer cost that.
     const br = await raw("br, gzip");
     expect(br.encoding).toBe("br");
@@ -317,5 +323,12 @@ describe("compressed answers (kit/compression.ts)", () => {
     const gz = await raw("gzip, br");
     expect(gz.encoding).toBe("gzip");
     expect(gz.body).toEqual(gzipSync(plain.body, { level: gzipLevel }));
+  });
+
+  it("sends answers below the threshold as they are: compressing them would cost more CPU than the bytes are worth", async () => {
+    const small = await raw("gzip, br", "knife");
+    expect(small.body.length).toBeLessThanOrEqual(compressMinBytes);
+    expect(small.encoding).toBeUndefined();
+    expect(JSON.parse(small.body.toString("utf8")).hits[0].product.id).toBe(ids.knife);
   });
 });
