@@ -1,5 +1,5 @@
 /**
- * `node scripts/bench/profile.ts [user|bare|edge|search|product|product-edge|ab|edge-ab] [seconds] [rounds]`: a CPU profile of the servers.
+ * `node scripts/bench/profile.ts [user|bare|edge|search|product|product-edge|ab|edge-ab] [seconds] [rounds]`: a CPU profile of the servers'
  * process while one load generator (a child process, as in `npm run bench`) calls
  * GetMyProfile at concurrency 64 — the kit's user service over gRPC ("user"), the
  * bare Connect server of the bench ("bare"), or the user service through the edge
