@@ -21,6 +21,7 @@ import { UserProfileSchema, UserService } from "../gen/ecommerce/user/v1/user_pb
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { requireUser } from "./auth/principal.ts";
+import { callEnded } from "./call.ts";
 import { emOf } from "./db.ts";
 import { notFound } from "./errors.ts";
 import { maxAckPending, onEvent } from "./events/consumer.ts";
@@ -36,6 +37,8 @@ import { TestIssuer } from "./testing/tokens.ts";
 const issuer = new TestIssuer();
 let failingEmails = true;
 let slowCallStarted: () => void = () => undefined;
+/** The signal of each getMyProfile call the fixture handled, in order. */
+const profileSignals: AbortSignal[] = [];
 
 class FixtureTables extends Migration {
   override async up(): Promise<void> {
@@ -56,6 +59,7 @@ const fixture: AnyServiceDefinition = {
   routes(router) {
     router.service(UserService, {
       async getMyProfile(_req, ctx) {
+        profileSignals.push(ctx.signal);
         const me = requireUser(ctx);
         const row = await sqlOf(emOf(ctx)).one<{ email: string; first_name: string }>("select email, first_name from fixture_profiles where user_id = $1", [me.userId]);
         if (!row) throw notFound("profile", me.userId);
@@ -176,6 +180,27 @@ describe("one port, every protocol", () => {
     await expect(json.getMyProfile({}, auth(token))).rejects.toMatchObject({ code: Code.NotFound });
     const web = createClient(UserService, createGrpcWebTransport({ baseUrl: mesh.url("user"), httpVersion: "1.1" }));
     await expect(web.getMyProfile({}, auth(token))).rejects.toMatchObject({ code: Code.NotFound });
+  });
+
+  it("ends every call's signal with the kit's reason, in every protocol, whether the call succeeded or failed", async () => {
+    // connect gives none when a call ends, and Node then builds a DOMException with its stack (kit/call.ts callEnded).
+    const userId = crypto.randomUUID();
+    const token = await issuer.user(userId);
+    await sqlIn()("insert into fixture_profiles (user_id, email) values ($1, 'signals@example.test')", [userId]);
+    const stranger = await issuer.user(crypto.randomUUID());
+    const transports = [grpc, connectJson, createGrpcWebTransport({ baseUrl: mesh.url("user"), httpVersion: "1.1" })];
+    for (const transport of transports) {
+      const users = createClient(UserService, transport);
+      const before = profileSignals.length;
+      await expect(users.getMyProfile({}, auth(token))).resolves.toMatchObject({ profile: { email: "signals@example.test" } });
+      await expect(users.getMyProfile({}, auth(stranger))).rejects.toMatchObject({ code: Code.NotFound });
+      const [ok, failed] = profileSignals.slice(before);
+      await eventually(async () => (ok!.aborted && failed!.aborted ? true : undefined), 5_000, "both calls' signals aborted");
+      expect(ok!.reason).toBe(callEnded);
+      // A failed call's signal carries its error, as connect gives it.
+      expect(failed!.reason).toBeInstanceOf(ConnectError);
+      expect((failed!.reason as ConnectError).code).toBe(Code.NotFound);
+    }
   });
 
   it("lists its services through gRPC reflection", async () => {

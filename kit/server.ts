@@ -18,7 +18,7 @@ import type { ServiceName } from "./catalog.ts";
 import { PeerClients } from "./clients.ts";
 import { connectionKey } from "./client-address.ts";
 import { loadConfig, type ServiceConfig } from "./config.ts";
-import { callInterceptor } from "./call.ts";
+import { abortWithReason, callInterceptor } from "./call.ts";
 import { connectTimeoutMs, grpcTimeoutMs } from "./context.ts";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { type MigrationEntry, openDatabase, pingDatabase, type DatabaseOptions } from "./db.ts";
@@ -245,6 +245,8 @@ export async function runService(def: AnyServiceDefinition, env: Record<string, 
       ]);
     },
     interceptors,
+    // Not a gate (it refuses nothing): the hook that reaches the handler context (kit/call.ts).
+    requestGate: abortWithReason,
     contextValues: (req) => contextValues(req.socket.remoteAddress),
     readMaxBytes: config.limits.maxMessageBytes,
     writeMaxBytes: config.limits.maxResponseBytes,
