@@ -1,5 +1,5 @@
 /**
- * `node scripts/bench/profile.ts [user|bare|edge|search|product|product-edge|ab|edge-ab] [seconds] [rounds]`: a CPU profile of the servers'
+ * `node scripts/bench/profile.ts [user|user-connect|bare|edge|search|product|product-edge|ab|edge-ab] [seconds] [rounds]`: a CPU profile of the servers'
  * process while one load generator (a child process, as in `npm run bench`) calls
  * GetMyProfile at concurrency 64 — the kit's user service over gRPC ("user"), the
  * bare Connect server of the bench ("bare"), or the user service through the edge
@@ -14,6 +14,7 @@
  * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
  * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
  * on the machine than two separate runs.
+ * PROFILE_CONCURRENCY overrides the profiled modes' concurrency.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
@@ -88,7 +89,7 @@ const edge =
     ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product") }, logLevel: "silent" })
     : undefined;
 const baseUrl = edge ? edge.url : which === "bare" ? bare.url : which === "product" ? mesh.url("product") : mesh.url("user");
-const concurrency = catalog ? 8 : 64;
+const concurrency = Number(process.env.PROFILE_CONCURRENCY ?? (catalog ? 8 : 64));
 const generator = await Generator.start(
   which === "product" || which === "product-edge"
     ? { kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.product.v1.ProductService/GetProduct", requests: productIds.map((id) => ({ id })) }
@@ -100,7 +101,7 @@ const generator = await Generator.start(
         method: "ecommerce.product.v1.SearchService/SearchProducts",
         requests: benchSearchWords.map((query) => ({ query, pageSize: 20, facets: ["SEARCH_FACET_CATEGORY", "SEARCH_FACET_PRICE_BAND"] })),
       }
-    : { kind: "rpc", protocol: edge ? "connect" : "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers },
+    : { kind: "rpc", protocol: edge || which === "user-connect" ? "connect" : "grpc", baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers },
 );
 await generator.run({ kind: "closed", concurrency, durationMs: 2000 }); // warm-up (JIT, pools)
 
