@@ -14,7 +14,7 @@
  * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
  * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
  * on the machine than two separate runs.
- * PROFILE_CONCURRENCY overrides the profiled modes' concurrency.
+ * PROFILE_CONCURRENCY overrides the concurrency of every mode (ab and edge-ab too).
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
@@ -62,13 +62,14 @@ if (which === "ab" || which === "edge-ab") {
   const gens: Record<string, Generator> = edge
     ? { user: await target(mesh.url("user")), edge: await target(edge.url, "connect") }
     : { bare: await target(bare.url), user: await target(mesh.url("user")) };
-  for (const g of Object.values(gens)) await g.run({ kind: "closed", concurrency: 64, durationMs: 2000 });
+  const abConcurrency = Number(process.env.PROFILE_CONCURRENCY ?? 64);
+  for (const g of Object.values(gens)) await g.run({ kind: "closed", concurrency: abConcurrency, durationMs: 2000 });
   const ratios: number[] = [];
   for (let round = 1; round <= rounds; round++) {
     const cpuPerReq: Record<string, number> = {};
     for (const [name, g] of Object.entries(gens)) {
       const c0 = process.cpuUsage();
-      const m = await g.run({ kind: "closed", concurrency: 64, durationMs: seconds * 1000 });
+      const m = await g.run({ kind: "closed", concurrency: abConcurrency, durationMs: seconds * 1000 });
       const c = process.cpuUsage(c0);
       cpuPerReq[name] = (c.user + c.system) / m.requests;
       console.log(`round ${round} ${name}: ${m.rps.toFixed(0)} req/s, ${cpuPerReq[name].toFixed(0)} µs CPU/req, p50 ${m.p50Ms} ms`);
