@@ -14,7 +14,8 @@
  * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
  * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
  * on the machine than two separate runs.
- * PROFILE_CONCURRENCY overrides the concurrency of every mode (ab and edge-ab too).
+ * PROFILE_CONCURRENCY overrides the concurrency of every mode (ab and edge-ab too); PROFILE_HEAP=1 adds a
+ * second run under V8's sampling heap profiler and prints where what is still alive at its end was allocated.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
@@ -114,6 +115,25 @@ const cpu0 = process.cpuUsage();
 await session.post("Profiler.start");
 const measured = await generator.run({ kind: "closed", concurrency, durationMs: seconds * 1000 });
 const { profile } = await session.post("Profiler.stop");
+if (process.env.PROFILE_HEAP) {
+  // What is alive a while after it was allocated: allocation sites of the live samples after a second run.
+  await session.post("HeapProfiler.enable");
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 32 * 1024 });
+  await generator.run({ kind: "closed", concurrency, durationMs: seconds * 1000 });
+  const { profile: heap } = await session.post("HeapProfiler.stopSampling");
+  type HeapNode = { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: HeapNode[] };
+  const sites = new Map<string, number>();
+  const walk = (n: HeapNode, path: string[]) => {
+    const here = `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/(kit|services|gateway|scripts)\//, "$1/")}:${n.callFrame.lineNumber + 1}`;
+    const trail = [...path, here].slice(-3);
+    if (n.selfSize > 0) sites.set(trail.join(" <- "), (sites.get(trail.join(" <- ")) ?? 0) + n.selfSize);
+    for (const c of n.children) walk(c, trail);
+  };
+  walk(heap.head as HeapNode, []);
+  const live = [...sites.values()].reduce((a, b) => a + b, 0);
+  console.log(`\nlive sampled allocations at the end of a second ${seconds} s run: ${(live / 1e6).toFixed(1)} MB; top sites (last 3 frames):`);
+  for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${(bytes / 1e6).toFixed(2).padStart(7)} MB  ${site}`);
+}
 const cpu = process.cpuUsage(cpu0);
 const out = `/tmp/profile-${which}.cpuprofile`;
 writeFileSync(out, JSON.stringify(profile));

@@ -23,6 +23,7 @@ import { SearchFacet, SearchProductsRequestSchema, SearchService } from "../../g
 import { createLogger } from "../../kit/logger.ts";
 import { inPagingScope } from "../../kit/paging.ts";
 import { openServiceDatabase } from "../../kit/server.ts";
+import { sqlOf } from "../../kit/sql.ts";
 import { benchSearchWords } from "../../services/product/bench.ts";
 import { searchProducts } from "../../services/product/search.ts";
 import { seedCatalog } from "../../services/product/seed.ts";
@@ -78,7 +79,7 @@ for (const word of benchSearchWords.slice(0, Number(process.env.WORDS ?? benchSe
   // Inside the paging scope an RPC has (kit/paging.ts), as the service runs it.
   const statements = await captureQueries(() =>
     inPagingScope("search-explain", SearchService.method.searchProducts, req, async () => {
-      total = (await searchProducts(orm.em.fork(), { admin: false }, "USD", req)).totalCount;
+      total = (await searchProducts(sqlOf(orm.em.fork()), { admin: false }, "USD", req)).totalCount;
     }),
   );
   let sumMin = 0;

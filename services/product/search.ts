@@ -33,14 +33,13 @@ import {
   type SuggestProductsResponse,
   TagFacetValueSchema,
 } from "../../gen/ecommerce/product/v1/search_pb.js";
-import type { EntityManager } from "../../kit/db.ts";
 import { Code, domainError, permissionDenied } from "../../kit/errors.ts";
 import { pageOf } from "../../kit/paging.ts";
 import { type SummaryDbRow, summaryColumns, summaryMessage } from "./catalog.ts";
 import { categorySubtree } from "./categories.ts";
 import { customerVisible, normalizeTags, productStatuses, type Viewer } from "./mapping.ts";
 import { money } from "../../kit/money.ts";
-import { Params, type Sql, sqlOf } from "../../kit/sql.ts";
+import { Params, type Sql } from "../../kit/sql.ts";
 
 type Out<T> = Omit<T, "$typeName">;
 
@@ -352,8 +351,7 @@ function highlightsOf(r: HighlightRow): SearchHighlight[] {
  * the indexed conditions match; facets are counted over those rows only.
  * "Did you mean" runs only for queries with almost no hits.
  */
-export async function searchProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
-  const db = sqlOf(em);
+export async function searchProducts(db: Sql, viewer: Viewer, shopCurrency: string, req: SearchProductsRequest): Promise<Out<SearchProductsResponse>> {
   const query = req.query.trim();
   checkShopCurrency(req.minPrice, "min_price", shopCurrency);
   checkShopCurrency(req.maxPrice, "max_price", shopCurrency);
@@ -593,8 +591,7 @@ function prefixQuery(words: string[]): string | undefined {
   return clean.map((w, i) => (i === clean.length - 1 ? `${w}:*` : w)).join(" & ");
 }
 
-export async function suggestProducts(em: EntityManager, req: SuggestProductsRequest): Promise<Out<SuggestProductsResponse>> {
-  const db = sqlOf(em);
+export async function suggestProducts(db: Sql, req: SuggestProductsRequest): Promise<Out<SuggestProductsResponse>> {
   const limit = req.limit > 0 ? req.limit : 8;
   const words = wordsOf(req.prefix);
   if (words.length === 0) return { queryCompletions: [], products: [], categories: [] };

@@ -143,8 +143,9 @@ export const productService = defineService({
       });
 
       router.service(SearchService, {
-        searchProducts: (req, ctx) => searchProducts(emOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
-        suggestProducts: (req, ctx) => suggestProducts(emOf(ctx), req),
+        // Reads: the call's Sql, no EntityManager forked.
+        searchProducts: (req, ctx) => searchProducts(sqlOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
+        suggestProducts: (req, ctx) => suggestProducts(sqlOf(ctx), req),
       });
     },
 });
