@@ -154,8 +154,7 @@ export async function resolveItem(db: Sql, productId: string, variantId: string,
   return { productId, variantId: null };
 }
 
-export async function getStock(em: EntityManager, req: GetStockRequest): Promise<Out<GetStockResponse>> {
-  const db = sqlOf(em);
+export async function getStock(db: Sql, req: GetStockRequest): Promise<Out<GetStockResponse>> {
   const product = await productRow(db, req.productId);
   if (!product) throw notFound("product", req.productId);
   let items: ItemKey[];
@@ -170,8 +169,7 @@ export async function getStock(em: EntityManager, req: GetStockRequest): Promise
   return { items: await stockItems(db, items) };
 }
 
-export async function listStockItems(em: EntityManager, req: ListStockItemsRequest): Promise<Out<ListStockItemsResponse>> {
-  const db = sqlOf(em);
+export async function listStockItems(db: Sql, req: ListStockItemsRequest): Promise<Out<ListStockItemsResponse>> {
   const where: string[] = [];
   const p = new Params();
   if (req.productId) where.push(`s.product_id = ${p.add(req.productId)}`);

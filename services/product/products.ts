@@ -170,8 +170,7 @@ const sorts: Record<ProductOrderBy, SortSpec> = {
   },
 };
 
-export async function listProducts(em: EntityManager, viewer: Viewer, shopCurrency: string, req: ListProductsRequest): Promise<Out<ListProductsResponse>> {
-  const db = sqlOf(em);
+export async function listProducts(db: Sql, viewer: Viewer, shopCurrency: string, req: ListProductsRequest): Promise<Out<ListProductsResponse>> {
   const p = new Params();
   const where: string[] = [];
   if (!viewer.admin) {

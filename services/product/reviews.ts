@@ -167,16 +167,14 @@ export async function createReview(em: EntityManager, viewer: Viewer, userId: st
   return { review: reviewMessage((await reviewById(db, id))!, viewer) };
 }
 
-export async function getMyReview(em: EntityManager, viewer: Viewer, userId: string, req: GetMyReviewRequest): Promise<Out<GetMyReviewResponse>> {
-  const db = sqlOf(em);
+export async function getMyReview(db: Sql, viewer: Viewer, userId: string, req: GetMyReviewRequest): Promise<Out<GetMyReviewResponse>> {
   const row = await db.one<ReviewDbRow>(`${reviewSelect} where r.product_id = $1 and r.user_id = $2`, [req.productId, userId]);
   if (!row) throw notFound("review", `of product ${req.productId}`);
   const votes = await votesOf(db, viewer, [row.id]);
   return { review: reviewMessage(row, viewer, votes.has(row.id)) };
 }
 
-export async function listMyReviews(em: EntityManager, viewer: Viewer, userId: string, req: ListMyReviewsRequest): Promise<Out<ListMyReviewsResponse>> {
-  const db = sqlOf(em);
+export async function listMyReviews(db: Sql, viewer: Viewer, userId: string, req: ListMyReviewsRequest): Promise<Out<ListMyReviewsResponse>> {
   const pages = pageOf(req, { t: "timestamptz", id: "uuid" });
   const { after: cursor, size } = pages;
   const rows = await db.all<ReviewDbRow & { t: string }>(
@@ -259,8 +257,7 @@ const reviewSorts: Record<ReviewOrderBy, ReviewSort> = {
   [ReviewOrderBy.RATING_ASC]: { keys: ["(-r.rating)", "r.created_at", "r.id"], casts: ["int", "timestamptz", "uuid"] },
 };
 
-export async function listReviews(em: EntityManager, viewer: Viewer, req: ListReviewsRequest): Promise<Out<ListReviewsResponse>> {
-  const db = sqlOf(em);
+export async function listReviews(db: Sql, viewer: Viewer, req: ListReviewsRequest): Promise<Out<ListReviewsResponse>> {
   await visibleProduct(db, req.productId, viewer);
   const p = new Params();
   const where = [`r.product_id = ${p.add(req.productId)}`, "r.status = 'approved'"];
@@ -293,8 +290,8 @@ export async function listReviews(em: EntityManager, viewer: Viewer, req: ListRe
   };
 }
 
-export async function getRatingSummary(em: EntityManager, viewer: Viewer, req: GetRatingSummaryRequest): Promise<Out<GetRatingSummaryResponse>> {
-  return { ratingSummary: ratingOf(await visibleProduct(sqlOf(em), req.productId, viewer)) };
+export async function getRatingSummary(db: Sql, viewer: Viewer, req: GetRatingSummaryRequest): Promise<Out<GetRatingSummaryResponse>> {
+  return { ratingSummary: ratingOf(await visibleProduct(db, req.productId, viewer)) };
 }
 
 export async function markReviewHelpful(em: EntityManager, userId: string, req: MarkReviewHelpfulRequest): Promise<Out<MarkReviewHelpfulResponse>> {
@@ -318,8 +315,7 @@ export async function markReviewHelpful(em: EntityManager, userId: string, req: 
   });
 }
 
-export async function listReviewsForModeration(em: EntityManager, viewer: Viewer, req: ListReviewsForModerationRequest): Promise<Out<ListReviewsForModerationResponse>> {
-  const db = sqlOf(em);
+export async function listReviewsForModeration(db: Sql, viewer: Viewer, req: ListReviewsForModerationRequest): Promise<Out<ListReviewsForModerationResponse>> {
   const statuses = req.statuses.length > 0 ? req.statuses : [ReviewStatus.PENDING];
   const p = new Params();
   const where = [`r.status = any(${p.add(statuses.map(reviewStatuses.toDb))}::text[])`];

@@ -93,7 +93,7 @@ export const productService = defineService({
         // Reads: the call's Sql, no EntityManager forked.
         getProduct: (req, ctx) => getProduct(sqlOf(ctx), viewerOf(ctx), req),
         batchGetProducts: (req, ctx) => batchGetProducts(sqlOf(ctx), viewerOf(ctx), req),
-        listProducts: (req, ctx) => listProducts(emOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
+        listProducts: (req, ctx) => listProducts(sqlOf(ctx), viewerOf(ctx), cfg.shopCurrency, req),
         updateProduct: (req, ctx) => updateProduct(emOf(ctx), viewerOf(ctx), req),
         archiveProduct: (req, ctx) => archiveProduct(emOf(ctx), viewerOf(ctx), req),
         createVariant: (req, ctx) => createVariant(emOf(ctx), viewerOf(ctx), req),
@@ -118,8 +118,8 @@ export const productService = defineService({
       });
 
       router.service(InventoryService, {
-        getStock: (req, ctx) => getStock(emOf(ctx), req),
-        listStockItems: (req, ctx) => listStockItems(emOf(ctx), req),
+        getStock: (req, ctx) => getStock(sqlOf(ctx), req),
+        listStockItems: (req, ctx) => listStockItems(sqlOf(ctx), req),
         adjustStock: (req, ctx) => adjustStock(emOf(ctx), actorOf(ctx), req),
         setLowStockThreshold: (req, ctx) => setLowStockThreshold(emOf(ctx), req),
         reserveStock: (req, ctx) => reserveStock(emOf(ctx), cfg.reservationTtlSeconds, req),
@@ -131,14 +131,14 @@ export const productService = defineService({
 
       router.service(ReviewService, {
         createReview: (req, ctx) => createReview(emOf(ctx), viewerOf(ctx), me(ctx), checkPurchase, req),
-        getMyReview: (req, ctx) => getMyReview(emOf(ctx), viewerOf(ctx), me(ctx), req),
-        listMyReviews: (req, ctx) => listMyReviews(emOf(ctx), viewerOf(ctx), me(ctx), req),
+        getMyReview: (req, ctx) => getMyReview(sqlOf(ctx), viewerOf(ctx), me(ctx), req),
+        listMyReviews: (req, ctx) => listMyReviews(sqlOf(ctx), viewerOf(ctx), me(ctx), req),
         updateMyReview: (req, ctx) => updateMyReview(emOf(ctx), viewerOf(ctx), me(ctx), req),
         deleteMyReview: async (req, ctx) => (await deleteMyReview(emOf(ctx), me(ctx), req), {}),
-        listReviews: (req, ctx) => listReviews(emOf(ctx), viewerOf(ctx), req),
-        getRatingSummary: (req, ctx) => getRatingSummary(emOf(ctx), viewerOf(ctx), req),
+        listReviews: (req, ctx) => listReviews(sqlOf(ctx), viewerOf(ctx), req),
+        getRatingSummary: (req, ctx) => getRatingSummary(sqlOf(ctx), viewerOf(ctx), req),
         markReviewHelpful: (req, ctx) => markReviewHelpful(emOf(ctx), me(ctx), req),
-        listReviewsForModeration: (req, ctx) => listReviewsForModeration(emOf(ctx), viewerOf(ctx), req),
+        listReviewsForModeration: (req, ctx) => listReviewsForModeration(sqlOf(ctx), viewerOf(ctx), req),
         moderateReview: (req, ctx) => moderateReview(emOf(ctx), viewerOf(ctx), req),
       });
 
