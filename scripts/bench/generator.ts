@@ -39,7 +39,7 @@ function fresh(value: JsonValue): JsonValue {
   return value;
 }
 
-/** What fetch sends besides a request's own headers (Node 24), so the servers see a fetch's request. */
+/** What fetch sends besides a request's own headers (Node 24), so the servers see a fetch's request; a request's own headers win, as with fetch. */
 const fetchHeaders = { accept: "*/*", "accept-language": "*", "sec-fetch-mode": "cors", "user-agent": "node", "accept-encoding": "gzip, deflate" };
 const agent = new http.Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
 
@@ -53,7 +53,7 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFI
 function httpCall(url: string, method: string, headers: Record<string, string>, body: string | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const sent = body === undefined ? undefined : Buffer.from(body);
-    const req = http.request(url, { method, agent, headers: { ...headers, ...fetchHeaders, ...(sent ? { "content-length": sent.length } : {}) } }, (res) => {
+    const req = http.request(url, { method, agent, headers: { ...fetchHeaders, ...headers, ...(sent ? { "content-length": sent.length } : {}) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
       res.on("error", reject);
@@ -67,7 +67,9 @@ function httpCall(url: string, method: string, headers: Record<string, string>, 
           reject(error as Error);
           return;
         }
-        if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
+        // fetch's res.ok: any 2xx.
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status > 299) reject(new Error(`HTTP ${status}`));
         else resolve();
       });
     });
