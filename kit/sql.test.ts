@@ -2,7 +2,8 @@
  * The query helper's named statements (sql.ts `namedQuery`): reads outside a
  * transaction are prepared once per pool connection, the number kept per
  * connection is bounded, an evicted statement is deallocated in PostgreSQL,
- * and results never come from another statement's text.
+ * and results never come from another statement's text; a read asking for a
+ * generic plan gets one, on connections of its own (`genericPoolOf`).
  */
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -60,6 +61,24 @@ describe("named statements", () => {
     await expect(db().all(broken, ["x"])).rejects.toThrow(/nope_no_such_column/);
     await expect(db().all(broken, ["x"])).rejects.toThrow(/nope_no_such_column/);
     expect((await db().one<{ n: number }>("select $1::int as n", [7]))!.n).toBe(7);
+  });
+
+  it("plans a read that asks for it generically, on connections of its own, and nothing else", async () => {
+    const mode = "select current_setting('plan_cache_mode') as mode, $1::int as n";
+    expect(await db().one(mode, [1], { genericPlan: true })).toEqual({ mode: "force_generic_plan", n: 1 });
+    expect(await db().one(mode, [2])).toEqual({ mode: "auto", n: 2 });
+    await orm.em.fork().transactional(async (em) => {
+      // Inside a transaction the option does not apply: the transaction's connection plans as usual.
+      expect(await sqlOf(em).one(mode, [3], { genericPlan: true })).toEqual({ mode: "auto", n: 3 });
+    });
+    const text = "select count(*)::int as n from pg_class where relkind = $1 and relnamespace > $2";
+    for (let i = 0; i < 3; i++) expect((await db().one<{ n: number }>(text, ["r", i], { genericPlan: true }))!.n).toBeGreaterThan(0);
+    const mine = await db().all<{ generic_plans: string; custom_plans: string }>(
+      "select generic_plans::text, custom_plans::text from pg_prepared_statements where statement = $1",
+      [text],
+      { genericPlan: true },
+    );
+    expect(mine).toEqual([{ generic_plans: "3", custom_plans: "0" }]);
   });
 
   it("leaves statements inside a transaction unnamed", async () => {

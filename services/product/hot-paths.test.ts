@@ -45,6 +45,24 @@ async function statementsOf(call: () => Promise<unknown>): Promise<CapturedQuery
   return (await captureQueries(call)).filter((q) => q.text.trim() !== "select 1" && !/outbox_/.test(q.text));
 }
 
+/** The plan PostgreSQL makes of a statement for any values (a generic plan), with these values bound to it. */
+async function genericPlanOf(text: string, values: unknown[]): Promise<string> {
+  const client = await pool.connect();
+  try {
+    await client.query("set plan_cache_mode = force_generic_plan");
+    await client.query(`prepare generic_probe as ${text}`);
+    // EXPLAIN takes no bound parameters: the values go in as literals (this test's own statement, not the service's).
+    const literal = (v: unknown): string =>
+      v === null || v === undefined ? "null" : client.escapeLiteral(Array.isArray(v) ? `{${v.map((x) => `"${String(x).replace(/["\\]/g, "\\$&")}"`).join(",")}}` : String(v));
+    const { rows } = await client.query<{ "QUERY PLAN": string }>(`explain execute generic_probe(${values.map(literal).join(", ")})`);
+    return rows.map((r) => r["QUERY PLAN"]).join("\n");
+  } finally {
+    await client.query("deallocate generic_probe").catch(() => undefined);
+    await client.query("reset plan_cache_mode").catch(() => undefined);
+    client.release();
+  }
+}
+
 const texts = (statements: CapturedQuery[]) => statements.map((q) => q.text.replace(/\s+/g, " ").slice(0, 120)).join("\n");
 
 describe("statements per call", () => {
@@ -110,6 +128,26 @@ describe("SearchProducts on a seeded catalog", () => {
       const { rows } = await pool.query<{ "QUERY PLAN": string }>(`explain ${text}`, values);
       const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
       expect(plan, plan).not.toMatch(/Seq Scan on products\b/);
+    }
+  });
+
+  it("plans a query's statement generically through the indexes too (it runs with its generic plan: kit/sql.ts genericPlan)", async () => {
+    const [root] = await h.sql<{ id: string }>("select id from categories where parent_id is null order by sort_order, name limit 1");
+    const bench = { query: "merino", pageSize: 20, facets: [SearchFacet.CATEGORY, SearchFacet.PRICE_BAND] };
+    const statements = [
+      // The bench's request (the postings), every facet (the GIN path), several words, and a typo within a category.
+      ...(await statementsOf(() => h.search.searchProducts(bench, {}))),
+      ...(await statementsOf(() => h.search.searchProducts(request, {}))),
+      ...(await statementsOf(() => h.search.searchProducts({ ...bench, query: "merino wool" }, {}))),
+      ...(await statementsOf(() => h.search.searchProducts({ ...bench, query: "merinno", categoryId: root!.id }, {}))),
+    ].filter((q) => /\bpage_rows as\b/.test(q.text));
+    // The one statement of each (a typo's "did you mean" adds counts of its spellings, planned per call).
+    expect(statements, texts(statements)).toHaveLength(4);
+    for (const [i, { text, values }] of statements.entries()) {
+      const plan = await genericPlanOf(text, values);
+      expect(plan, plan).not.toMatch(/Seq Scan on products\b/);
+      expect(plan, plan).toMatch(/Bitmap Index Scan on products_search/);
+      if (i === 0) expect(plan, plan).toMatch(/Index Only Scan using search_postings_lexeme/);
     }
   });
 
