@@ -8,7 +8,7 @@
  * PORT_OFFSET=2000 puts the edge on 10080, a port that fetch refuses (the
  * browsers' blocked-port list): readiness must not depend on fetch.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -48,6 +48,8 @@ function npmStart() {
       LOG_LEVEL: "warn",
     },
     stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so that a stack that will not stop can be killed whole (afterAll).
+    detached: true,
   });
   started.push(child);
   const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
@@ -66,13 +68,44 @@ async function waitFor(run: ReturnType<typeof npmStart>, pattern: RegExp, timeou
   }
 }
 
+/** Whether a port can be listened on at 127.0.0.1 right now (what a service of the stack does). */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+  });
+}
+
 /**
- * Starts npm start and waits until it is ready. The stack's ports (50051+2000...) lie in
- * Linux's ephemeral range, so another process's outbound connection can hold one for a
- * moment: a start that fails only because a port was taken by someone else is tried again.
+ * Waits until every port of the stack can be bound. The stack's ports (50051+2000...) lie in
+ * Linux's ephemeral range (32768-60999), so a test file running beside this one can hold one as
+ * the local end of its connection to PostgreSQL or NATS until that connection closes; a port
+ * still held after a minute fails the test with the sockets that hold it (ss), not a bare
+ * EADDRINUSE from somewhere in the stack's output.
+ */
+async function stackPortsFree(ports = stackPorts(), timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const held: number[] = [];
+    for (const port of ports) if (!(await bindable(port))) held.push(port);
+    if (held.length === 0) return;
+    if (Date.now() > deadline) {
+      const holders = spawnSync("ss", ["-tanpH", held.map((p) => `sport = :${p}`).join(" or ")], { encoding: "utf8" }).stdout;
+      throw new Error(`the stack's ports ${held.join(", ")} stayed in use for ${timeoutMs / 1000} s:\n${holders}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/**
+ * Starts npm start, once the stack's ports are free, and waits until it is ready. A port can
+ * still be taken between that check and the stack's bind: a start that fails only because a
+ * port was taken by someone else is tried again.
  */
 async function npmStartReady(): Promise<ReturnType<typeof npmStart>> {
   for (let attempt = 1; ; attempt++) {
+    await stackPortsFree();
     const run = npmStart();
     try {
       await waitFor(run, /ready\. Ctrl-C stops everything/, 120_000);
@@ -94,7 +127,8 @@ afterAll(async () => {
     const exited = new Promise((r) => child.once("exit", r));
     child.kill("SIGINT");
     await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-    if (child.exitCode === null) child.kill("SIGKILL");
+    // Killing only npm start would leave its services, PostgreSQL and nats-server holding the ports.
+    if (child.exitCode === null) process.kill(-child.pid!, "SIGKILL");
   }
   rmSync(dataDir, { recursive: true, force: true });
 });
@@ -144,8 +178,12 @@ describe("npm start", () => {
       // As in npmStartReady: a service port held for a moment by another process's outbound
       // connection fails the start too, for another reason than the one tested; try again.
       const otherPortTaken = (output: string) => [...output.matchAll(/EADDRINUSE: address already in use 127\.0\.0\.1:(\d+)/g)].some((m) => Number(m[1]) !== edge);
-      let run = npmStart();
-      for (let attempt = 1; (await run.exited) === 1 && otherPortTaken(run.output) && attempt < 3; attempt++) run = npmStart();
+      const start = async () => {
+        await stackPortsFree(stackPorts().filter((p) => p !== edge));
+        return npmStart();
+      };
+      let run = await start();
+      for (let attempt = 1; (await run.exited) === 1 && otherPortTaken(run.output) && attempt < 3; attempt++) run = await start();
       expect(await run.exited).toBe(1);
       expect(run.output).toMatch(/auth is SERVING/);
       expect(run.output).toMatch(/edge exited \(code 1\) before it was ready; stopping everything/);
