@@ -15,7 +15,8 @@
  * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
  * on the machine than two separate runs.
  * PROFILE_CONCURRENCY overrides the concurrency of every mode (ab and edge-ab too); PROFILE_HEAP=1 adds a
- * second run under V8's sampling heap profiler and prints where what is still alive at its end was allocated.
+ * second run under V8's sampling heap profiler and prints where what is still alive at its end was allocated;
+ * PROFILE_HEAP=survivors prints where what outlived the young generation (was promoted) was allocated.
  * It is how the kit's per-request costs are found (docs/bench.md, "Profiling").
  */
 import { writeFileSync } from "node:fs";
@@ -118,7 +119,10 @@ const { profile } = await session.post("Profiler.stop");
 if (process.env.PROFILE_HEAP) {
   // What is alive a while after it was allocated: allocation sites of the live samples after a second run.
   await session.post("HeapProfiler.enable");
-  await session.post("HeapProfiler.startSampling", { samplingInterval: 32 * 1024 });
+  // PROFILE_HEAP=survivors keeps the samples a major GC collected too: what outlived the young generation
+  // (was promoted), the cost of a scavenge, whether or not it is still alive at the end.
+  const survivors = process.env.PROFILE_HEAP === "survivors";
+  await session.post("HeapProfiler.startSampling", { samplingInterval: 32 * 1024, includeObjectsCollectedByMajorGC: survivors });
   await generator.run({ kind: "closed", concurrency, durationMs: seconds * 1000 });
   const { profile: heap } = await session.post("HeapProfiler.stopSampling");
   type HeapNode = { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: HeapNode[] };
@@ -131,7 +135,8 @@ if (process.env.PROFILE_HEAP) {
   };
   walk(heap.head as HeapNode, []);
   const live = [...sites.values()].reduce((a, b) => a + b, 0);
-  console.log(`\nlive sampled allocations at the end of a second ${seconds} s run: ${(live / 1e6).toFixed(1)} MB; top sites (last 3 frames):`);
+  const what = survivors ? "sampled allocations that outlived the young generation during" : "live sampled allocations at the end of";
+  console.log(`\n${what} a second ${seconds} s run: ${(live / 1e6).toFixed(1)} MB; top sites (last 3 frames):`);
   for (const [site, bytes] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`${(bytes / 1e6).toFixed(2).padStart(7)} MB  ${site}`);
 }
 const cpu = process.cpuUsage(cpu0);
