@@ -52,7 +52,17 @@ async function lockTree(db: Sql): Promise<void> {
   await db.run("select pg_advisory_xact_lock(hashtext('categories:tree'))");
 }
 
-export function categoryMessage(c: CategoryRow, productCount?: number): Category {
+/** What a Category message is made of: an entity (writes) or a row of the tree (reads, timestamps as text). */
+type CategoryFields = Pick<CategoryRow, "id" | "name" | "slug" | "description" | "parentId" | "level" | "sortOrder" | "imageUrl" | "isActive"> & {
+  createdAt: Date | string;
+  updatedAt: Date | string;
+};
+
+/** The tree's columns under CategoryFields' names. */
+const categoryColumns = `id, name, slug, description, parent_id as "parentId", level, sort_order as "sortOrder", image_url as "imageUrl",
+  is_active as "isActive", created_at as "createdAt", updated_at as "updatedAt"`;
+
+export function categoryMessage(c: CategoryFields, productCount?: number): Category {
   return create(CategorySchema, {
     id: c.id,
     name: c.name,
@@ -71,18 +81,19 @@ export function categoryMessage(c: CategoryRow, productCount?: number): Category
 
 /** The whole tree in memory: by id, children by parent in sibling order, and what the viewer may see. */
 interface Tree {
-  byId: Map<string, CategoryRow>;
-  children: Map<string | null, CategoryRow[]>;
+  byId: Map<string, CategoryFields>;
+  children: Map<string | null, CategoryFields[]>;
   visible: (id: string) => boolean;
 }
 
-const siblingOrder = (a: CategoryRow, b: CategoryRow) =>
+const siblingOrder = (a: CategoryFields, b: CategoryFields) =>
   a.sortOrder - b.sortOrder || a.name.localeCompare(b.name) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-async function loadTree(em: EntityManager, showInactive: boolean): Promise<Tree> {
-  const rows = await em.find(CategoryEntity, {});
+/** Read through the query helper, not entities: the tree is read on every page of a shop, and hydrating it cost more than the read. */
+async function loadTree(db: Sql, showInactive: boolean): Promise<Tree> {
+  const rows = await db.all<CategoryFields>(`select ${categoryColumns} from categories`);
   const byId = new Map(rows.map((r) => [r.id, r]));
-  const children = new Map<string | null, CategoryRow[]>();
+  const children = new Map<string | null, CategoryFields[]>();
   for (const r of rows) {
     const list = children.get(r.parentId ?? null);
     if (list) list.push(r);
@@ -103,8 +114,8 @@ async function loadTree(em: EntityManager, showInactive: boolean): Promise<Tree>
 }
 
 /** Depth-first, siblings in order, from `start` (null: the roots), skipping what the viewer cannot see. */
-function walk(tree: Tree, start: string | null, maxDepth = Infinity): { row: CategoryRow; depth: number }[] {
-  const out: { row: CategoryRow; depth: number }[] = [];
+function walk(tree: Tree, start: string | null, maxDepth = Infinity): { row: CategoryFields; depth: number }[] {
+  const out: { row: CategoryFields; depth: number }[] = [];
   const visit = (parent: string | null, depth: number) => {
     if (depth > maxDepth) return;
     for (const c of tree.children.get(parent) ?? []) {
@@ -203,24 +214,24 @@ export async function createCategory(em: EntityManager, req: CreateCategoryReque
   );
 }
 
-export async function getCategory(em: EntityManager, viewer: Viewer, req: GetCategoryRequest): Promise<Out<GetCategoryResponse>> {
-  const tree = await loadTree(em, viewer.admin);
+export async function getCategory(db: Sql, viewer: Viewer, req: GetCategoryRequest): Promise<Out<GetCategoryResponse>> {
+  const tree = await loadTree(db, viewer.admin);
   const lookup = req.lookup;
   const row = lookup.case === "id" ? tree.byId.get(lookup.value) : lookup.case === "slug" ? [...tree.byId.values()].find((c) => c.slug === lookup.value) : undefined;
   if (!row || !tree.visible(row.id)) throw notFound("category", lookup.value ?? "");
-  const ancestors: CategoryRow[] = [];
+  const ancestors: CategoryFields[] = [];
   for (let p = row.parentId ? tree.byId.get(row.parentId) : undefined; p; p = p.parentId ? tree.byId.get(p.parentId) : undefined) ancestors.unshift(p);
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(db, [row.id, ...ancestors.map((a) => a.id)], viewer.admin) : undefined;
   return {
     category: categoryMessage(row, counts?.get(row.id)),
     ancestors: ancestors.map((a) => categoryMessage(a, counts?.get(a.id))),
   };
 }
 
-export async function listCategories(em: EntityManager, viewer: Viewer, req: ListCategoriesRequest): Promise<Out<ListCategoriesResponse>> {
+export async function listCategories(db: Sql, viewer: Viewer, req: ListCategoriesRequest): Promise<Out<ListCategoriesResponse>> {
   if (req.includeInactive && !viewer.admin) throw permissionDenied("only admins may list inactive categories");
-  const tree = await loadTree(em, viewer.admin && req.includeInactive);
-  let rows: CategoryRow[];
+  const tree = await loadTree(db, viewer.admin && req.includeInactive);
+  let rows: CategoryFields[];
   if (req.parentId) rows = tree.visible(req.parentId) ? (tree.children.get(req.parentId) ?? []).filter((c) => tree.visible(c.id)) : [];
   else if (req.rootsOnly) rows = (tree.children.get(null) ?? []).filter((c) => tree.visible(c.id));
   else rows = walk(tree, null).map((w) => w.row);
@@ -229,17 +240,17 @@ export async function listCategories(em: EntityManager, viewer: Viewer, req: Lis
   const size = pages.size;
   const offset = pages.after?.o ?? 0;
   const page = rows.slice(offset, offset + size);
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), page.map((c) => c.id), viewer.admin) : undefined;
+  const counts = req.includeProductCounts ? await productCounts(db, page.map((c) => c.id), viewer.admin) : undefined;
   return {
     categories: page.map((c) => categoryMessage(c, counts?.get(c.id))),
     nextPageToken: offset + size < rows.length ? pages.next({ o: offset + size }) : "",
   };
 }
 
-export async function getCategoryTree(em: EntityManager, viewer: Viewer, req: GetCategoryTreeRequest): Promise<Out<GetCategoryTreeResponse>> {
+export async function getCategoryTree(db: Sql, viewer: Viewer, req: GetCategoryTreeRequest): Promise<Out<GetCategoryTreeResponse>> {
   if (req.includeInactive && !viewer.admin) throw permissionDenied("only admins may see inactive categories");
-  const tree = await loadTree(em, viewer.admin && req.includeInactive);
-  let roots: CategoryRow[];
+  const tree = await loadTree(db, viewer.admin && req.includeInactive);
+  let roots: CategoryFields[];
   if (req.rootId) {
     const root = tree.byId.get(req.rootId);
     if (!root || !tree.visible(root.id)) throw notFound("category", req.rootId);
@@ -249,8 +260,8 @@ export async function getCategoryTree(em: EntityManager, viewer: Viewer, req: Ge
   }
   const maxDepth = req.maxDepth === 0 ? Infinity : req.maxDepth;
   const included = [...roots, ...roots.flatMap((r) => walk(tree, r.id, maxDepth - 1).map((w) => w.row))];
-  const counts = req.includeProductCounts ? await productCounts(sqlOf(em), included.map((c) => c.id), viewer.admin) : undefined;
-  const node = (c: CategoryRow, depth: number): CategoryNode =>
+  const counts = req.includeProductCounts ? await productCounts(db, included.map((c) => c.id), viewer.admin) : undefined;
+  const node = (c: CategoryFields, depth: number): CategoryNode =>
     create(CategoryNodeSchema, {
       category: categoryMessage(c, counts?.get(c.id)),
       children: depth < maxDepth ? (tree.children.get(c.id) ?? []).filter((k) => tree.visible(k.id)).map((k) => node(k, depth + 1)) : [],

@@ -80,6 +80,23 @@ describe("statements per call", () => {
     expect(bySlug, texts(bySlug)).toHaveLength(1);
   });
 
+  it("GetCategory and GetCategoryTree read the tree in one statement and answer what CreateCategory did", async () => {
+    const root = (
+      await h.categories.createCategory({ name: unique("Lamps"), description: "Desk and floor lamps", imageUrl: "https://img.example.com/l.jpg", sortOrder: 3, isActive: true }, auth(h.admin))
+    ).category!;
+    const child = (await h.categories.createCategory({ name: unique("Desk lamps"), parentId: root.id, isActive: true }, auth(h.admin))).category!;
+    let got: Awaited<ReturnType<typeof h.categories.getCategory>> | undefined;
+    const one = await statementsOf(async () => (got = await h.categories.getCategory({ lookup: { case: "id", value: child.id } }, {})));
+    expect(one, texts(one)).toHaveLength(1);
+    expect(got!.category).toEqual(child);
+    expect(got!.ancestors).toEqual([root]);
+    let tree: Awaited<ReturnType<typeof h.categories.getCategoryTree>> | undefined;
+    const walked = await statementsOf(async () => (tree = await h.categories.getCategoryTree({ rootId: root.id }, {})));
+    expect(walked, texts(walked)).toHaveLength(1);
+    expect(tree!.roots[0]!.category).toEqual(root);
+    expect(tree!.roots[0]!.children.map((c) => c.category)).toEqual([child]);
+  });
+
   it("ReserveStock takes the same few statements for one line and for five", async () => {
     const products = await Promise.all(Array.from({ length: 5 }, () => activeProduct(h, {}, 10)));
     const ttl = { seconds: 600n, nanos: 0 };

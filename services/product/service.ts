@@ -109,9 +109,9 @@ export const productService = defineService({
 
       router.service(CategoryService, {
         createCategory: (req, ctx) => createCategory(emOf(ctx), req),
-        getCategory: (req, ctx) => getCategory(emOf(ctx), viewerOf(ctx), req),
-        listCategories: (req, ctx) => listCategories(emOf(ctx), viewerOf(ctx), req),
-        getCategoryTree: (req, ctx) => getCategoryTree(emOf(ctx), viewerOf(ctx), req),
+        getCategory: (req, ctx) => getCategory(sqlOf(ctx), viewerOf(ctx), req),
+        listCategories: (req, ctx) => listCategories(sqlOf(ctx), viewerOf(ctx), req),
+        getCategoryTree: (req, ctx) => getCategoryTree(sqlOf(ctx), viewerOf(ctx), req),
         updateCategory: (req, ctx) => updateCategory(emOf(ctx), req),
         moveCategory: (req, ctx) => moveCategory(emOf(ctx), req),
         deleteCategory: async (req, ctx) => (await deleteCategory(emOf(ctx), req), {}),
