@@ -11,13 +11,15 @@
  * - `generator-per-call`: the same generator as a function expression made per call, which is what
  *   TypeScript's downlevel of `async function*` emits (`__asyncGenerator(this, arguments, function* () {…})`),
  *   and what connect's ES2017 build runs several times per RPC.
+ * - `constructor-per-call`: a plain function made per call and instantiated with `new` (also given
+ *   its own initial map on first use): the same effect, so the cost is the per-function map, not generators.
  * - `http2`: a node:http2 server answering gRPC-framed unary requests, one at a time, from a client process.
  * - `connect`: connect-node's adapter answering the same requests (grpc.health.v1 Health/Check).
  */
 import { fork, spawnSync } from "node:child_process";
 import http2 from "node:http2";
 
-const cases = ["generator-declared", "generator-per-call", "http2", "connect"] as const;
+const cases = ["generator-declared", "generator-per-call", "constructor-per-call", "http2", "connect"] as const;
 type Case = (typeof cases)[number];
 const seconds = 4;
 
@@ -52,6 +54,17 @@ function* declared(payload: object) {
 
 async function run(c: Case): Promise<void> {
   const end = Date.now() + seconds * 1000;
+  if (c === "constructor-per-call") {
+    while (Date.now() < end) {
+      const payload = { values: new Array(50).fill(0) };
+      const Holder = function (this: { payload: object }) {
+        this.payload = payload;
+      } as unknown as new () => { payload: object };
+      void new Holder();
+      await null;
+    }
+    return;
+  }
   if (c === "generator-declared" || c === "generator-per-call") {
     while (Date.now() < end) {
       const payload = { values: new Array(50).fill(0) };
