@@ -18,10 +18,9 @@
 import { createHash, createHmac, createSecretKey, type KeyObject, timingSafeEqual } from "node:crypto";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { currentScope, runInScope } from "./context.ts";
-import type { EntityManager } from "./db.ts";
 import { invalidArgument } from "./errors.ts";
 import { requestHash } from "./idempotency.ts";
-import { Params, sqlOf } from "./sql.ts";
+import { Params, type Sql } from "./sql.ts";
 
 export const defaultPageSize = 20;
 export const maxPageSize = 100;
@@ -209,7 +208,7 @@ function read<S extends CursorSchema>(scope: PagingScope, token: string, binding
  * PostgreSQL's microseconds) and `id`.
  */
 export async function newestFirstPage<Row extends { id: string; created_key: string }>(
-  em: EntityManager,
+  db: Sql,
   req: { pageSize: number; pageToken: string; $typeName: string },
   query: { select: string; alias: string; where: (p: Params) => string[] },
 ): Promise<{ rows: Row[]; next: string }> {
@@ -218,7 +217,7 @@ export async function newestFirstPage<Row extends { id: string; created_key: str
   const { alias } = query;
   const where = query.where(p);
   if (pages.after) where.push(`(${alias}.created_at, ${alias}.id) < (${p.add(pages.after.t)}::timestamptz, ${p.add(pages.after.i)}::uuid)`);
-  const rows = await sqlOf(em).all<Row>(
+  const rows = await db.all<Row>(
     `${query.select} ${where.length ? `where ${where.join(" and ")}` : ""} order by ${alias}.created_at desc, ${alias}.id desc limit ${p.add(pages.size + 1)}`,
     p.values,
   );

@@ -265,7 +265,7 @@ async function listUsage(
   const select = `select u.id, u.coupon_id, c.code as coupon_code, u.promotion_id, u.user_id, u.order_id, u.discount_amount_minor, u.currency,
             u.created_at, u.created_at::text as created_key, u.released_at
        from ${table} u left join coupons c on c.id = u.coupon_id`;
-  return newestFirstPage<UsageRow>(em, req, { select, alias: "u", where });
+  return newestFirstPage<UsageRow>(sqlOf(em), req, { select, alias: "u", where });
 }
 
 export async function listCouponUsage(em: EntityManager, req: ListCouponUsageRequest): Promise<Out<ListCouponUsageResponse>> {

@@ -40,7 +40,7 @@ function page<Row extends { id: string; created_key: string }>(
   select: string,
   filters: (add: (v: unknown) => string) => string[],
 ): Promise<{ rows: Row[]; next: string }> {
-  return newestFirstPage<Row>(em, req, { select, alias: "n", where: (p) => filters((v) => p.add(v)) });
+  return newestFirstPage<Row>(sqlOf(em), req, { select, alias: "n", where: (p) => filters((v) => p.add(v)) });
 }
 
 /** Scheduled notifications are not listed to their user before they are sent. */

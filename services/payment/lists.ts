@@ -25,7 +25,7 @@ type Out<T> = Omit<T, "$typeName">;
 const paymentsSelect = paymentSelect.replace("select p.*,", "select p.*, p.created_at::text as created_key,");
 
 export async function listPaymentsForOrder(em: EntityManager, userId: string, req: ListPaymentsForOrderRequest): Promise<Out<ListPaymentsForOrderResponse>> {
-  const { rows, next } = await newestFirstPage<PaymentRow & { created_key: string }>(em, req, {
+  const { rows, next } = await newestFirstPage<PaymentRow & { created_key: string }>(sqlOf(em), req, {
     select: paymentsSelect,
     alias: "p",
     where: (p) => [`p.order_id = ${p.add(req.orderId)}::uuid`, `p.user_id = ${p.add(userId)}::uuid`],
@@ -50,7 +50,7 @@ export async function listPayments(em: EntityManager, req: ListPaymentsRequest):
     if (req.createdBefore) w.push(`p.created_at < ${p.add(dateOf(req.createdBefore))}`);
     return w;
   };
-  const { rows, next } = await newestFirstPage<PaymentRow & { created_key: string }>(em, req, { select: paymentsSelect, alias: "p", where });
+  const { rows, next } = await newestFirstPage<PaymentRow & { created_key: string }>(sqlOf(em), req, { select: paymentsSelect, alias: "p", where });
   return { payments: rows.map((r) => paymentMessage(r, "admin")), nextPageToken: next };
 }
 
@@ -66,6 +66,6 @@ export async function listRefunds(em: EntityManager, req: ListRefundsRequest): P
     return w;
   };
   const select = "select r.*, r.created_at::text as created_key from refunds r";
-  const { rows, next } = await newestFirstPage<RefundRow & { created_key: string }>(em, req, { select, alias: "r", where });
+  const { rows, next } = await newestFirstPage<RefundRow & { created_key: string }>(sqlOf(em), req, { select, alias: "r", where });
   return { refunds: rows.map((r) => refundMessage(r, "admin")), nextPageToken: next };
 }

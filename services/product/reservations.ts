@@ -458,7 +458,7 @@ export async function returnStockOfCancelledOrder(db: Sql, orderId: string, reas
   await db.em.flush();
 }
 
-export async function listReservations(em: EntityManager, req: ListReservationsRequest): Promise<Out<ListReservationsResponse>> {
+export async function listReservations(db: Sql, req: ListReservationsRequest): Promise<Out<ListReservationsResponse>> {
   const where = (p: Params) => {
     const w: string[] = [];
     if (req.orderId) w.push(`r.order_id = ${p.add(req.orderId)}`);
@@ -467,6 +467,6 @@ export async function listReservations(em: EntityManager, req: ListReservationsR
     return w;
   };
   const select = `select ${reservationColumns}, r.created_at::text as created_key from stock_reservations r`;
-  const { rows, next } = await newestFirstPage<ReservationDbRow & { created_key: string }>(em, req, { select, alias: "r", where });
-  return { reservations: await reservationMessages(sqlOf(em), rows), nextPageToken: next };
+  const { rows, next } = await newestFirstPage<ReservationDbRow & { created_key: string }>(db, req, { select, alias: "r", where });
+  return { reservations: await reservationMessages(db, rows), nextPageToken: next };
 }

@@ -126,7 +126,7 @@ export const productService = defineService({
         releaseReservation: (req, ctx) => releaseReservation(emOf(ctx), req),
         commitReservation: (req, ctx) => commitReservation(emOf(ctx), req),
         restockItems: (req, ctx) => restockItems(emOf(ctx), actorOf(ctx), req),
-        listReservations: (req, ctx) => listReservations(emOf(ctx), req),
+        listReservations: (req, ctx) => listReservations(sqlOf(ctx), req),
       });
 
       router.service(ReviewService, {
