@@ -2,7 +2,7 @@
  * `node scripts/bench/gc-survivors.ts [case ...]`: how much memory survives each scavenge (V8's
  * young-generation collection), per case, and how long the scavenges take. Each case runs for
  * a few seconds in a child process under `--trace-gc-nvp`; the figures are the medians of its
- * scavenges after the first second. What survives a scavenge is copied, and here nearly all of it
+ * scavenges after the first three (start-up). What survives a scavenge is copied, and here nearly all of it
  * is promoted to the old generation, which then needs full collections: the cost the bench's
  * open-loop p99s show (docs/bench.md, "What the scavenges find alive").
  *
