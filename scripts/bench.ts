@@ -8,9 +8,10 @@
  * Runs on a private nats-server and throwaway databases on the local PostgreSQL
  * (like the tests), so it needs what `npm test` needs. BENCH_SECONDS sets the
  * duration of each measurement (default 5), BENCH_PRODUCTS the seeded catalog
- * (default 100000). The servers (and the edge) run in this process, which meters its
- * own CPU; each load generator is a child process. On the 2-core machines,
- * generators, servers and PostgreSQL share the cores.
+ * (default 100000). The servers run in this process; the edge runs in its own, as
+ * `npm start` runs it, and the meter counts both processes' CPU; each load generator
+ * is a child process. On the 2-core machines, generators, servers, the edge and
+ * PostgreSQL share the cores.
  */
 import { cpus, loadavg } from "node:os";
 import { createServer } from "node:http";
@@ -19,7 +20,6 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { AuthService } from "../gen/ecommerce/auth/v1/auth_pb.js";
 import { UserService } from "../gen/ecommerce/user/v1/user_pb.js";
-import { startEdge } from "../gateway/edge.ts";
 import { postgresAdminUrl } from "../kit/testing/infra.ts";
 import { eventually, startMesh } from "../kit/testing/mesh.ts";
 import { authService } from "../services/auth/service.ts";
@@ -32,6 +32,7 @@ import type { AuthRuntime } from "../services/auth/runtime.ts";
 import { productService } from "../services/product/service.ts";
 import { userService } from "../services/user/service.ts";
 import { bareUserServer } from "./bench/bare.ts";
+import { startEdgeProcess } from "./bench/edge-process.ts";
 import { installSqlCounter, Meter } from "./bench/meter.ts";
 import { cartBench } from "./bench/cart.ts";
 import { discountBench } from "./bench/discount.ts";
@@ -65,13 +66,9 @@ const mesh = await startMesh([keptAuth, userService, productService, cartService
   CART_RATE_LIMIT_WRITES: "1000000",
   DISCOUNT_RATE_LIMIT_CODE_CHECKS: "1000000",
 });
-const edge = await startEdge({
-  port: 0,
-  host: "127.0.0.1",
-  upstreams: { auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product"), cart: mesh.url("cart"), discount: mesh.url("discount"), shipping: mesh.url("shipping") },
-  logLevel: "silent",
-});
+const edge = await startEdgeProcess({ auth: mesh.url("auth"), user: mesh.url("user"), product: mesh.url("product"), cart: mesh.url("cart"), discount: mesh.url("discount"), shipping: mesh.url("shipping") });
 const meter = await Meter.start(postgresAdminUrl, mesh);
+meter.watchProcess(edge.cpuUs);
 const bench = new Bench(meter, seconds, concurrencies, say);
 
 try {

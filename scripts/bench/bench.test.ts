@@ -8,7 +8,7 @@
  */
 import { equals } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/ecommerce/auth/v1/auth_pb.js";
@@ -21,6 +21,7 @@ import { seedCatalog } from "../../services/product/seed.ts";
 import { startProductHarness, type ProductHarness } from "../../services/product/testing.ts";
 import { userService } from "../../services/user/service.ts";
 import { bareProductServer, bareUserServer } from "./bare.ts";
+import { startEdgeProcess } from "./edge-process.ts";
 import { installSqlCounter, Meter, sqlCounters } from "./meter.ts";
 import { checkoutOutboxRows, startCheckoutBaseline } from "./checkout.ts";
 import { Exhausted, runPhase } from "./load.ts";
@@ -95,6 +96,37 @@ describe("bench: GetMyProfile and the SQL counter", () => {
     } finally {
       await pool.end();
     }
+  });
+
+  it("runs the edge as a process of its own and counts its CPU as the servers'", async () => {
+    const edge = await startEdgeProcess({ auth: mesh.url("auth"), user: mesh.url("user") });
+    const meter = await Meter.start(postgresAdminUrl, mesh);
+    meter.watchProcess(edge.cpuUs);
+    try {
+      const auth = createClient(AuthService, createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" }));
+      const registered = await auth.register({ email: `bench-edge-${Date.now()}@example.test`, password: "quartz lantern bench river 8812" });
+      const users = createClient(UserService, createConnectTransport({ baseUrl: edge.url, httpVersion: "1.1" }));
+      const headers = { authorization: `Bearer ${registered.tokens!.accessToken}` };
+      await eventually(() => users.getMyProfile({}, { headers }).catch(() => undefined), 15_000, "profile through the edge");
+
+      const edgeBefore = await edge.cpuUs();
+      const a = await meter.snapshot();
+      for (let i = 0; i < 200; i++) await users.getMyProfile({}, { headers });
+      const b = await meter.snapshot();
+      const edgeUs = (await edge.cpuUs()) - edgeBefore;
+      const ownUs = b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system;
+      // The edge parsed 200 HTTP/1.1 requests and made 200 HTTP/2 calls: well over a millisecond of its own CPU.
+      expect(edgeUs).toBeGreaterThan(1_000);
+      // The servers' CPU is this process's and the edge's (the edge's read a moment after the second snapshot).
+      const usage = meter.diff(a, b);
+      expect(usage.cpuUs).toBeGreaterThan(ownUs);
+      expect(usage.cpuUs).toBeLessThanOrEqual(ownUs + edgeUs);
+    } finally {
+      await meter.close();
+      await edge.stop();
+    }
+    // Stopped: a later read says so instead of waiting forever.
+    await expect(edge.cpuUs()).rejects.toThrow(/not running|exited/);
   });
 });
 

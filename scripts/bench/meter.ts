@@ -1,9 +1,11 @@
 /**
- * What the bench measures on the server side, in the bench's main process (where
- * the services, the edge, the bare Connect and node:http servers run; the load
- * generators are child processes, so none of this includes them):
+ * What the bench measures on the server side: the bench's main process (where the
+ * services, the bare Connect and node:http servers run) and the edge's process
+ * (scripts/bench/edge-process.ts); the load generators are child processes that
+ * none of this includes:
  *
- * - server CPU: process.cpuUsage() of this process (all its threads);
+ * - server CPU: process.cpuUsage() of this process (all its threads), plus the CPU of
+ *   the server processes it watches (the edge: `watchProcess`), as they report it;
  * - PostgreSQL CPU: utime + stime from /proc/<pid>/stat of the backends connected
  *   to the bench's databases (pids from pg_stat_activity), when /proc shows them;
  * - SQL: every statement this process puts on the wire to PostgreSQL, counted by a
@@ -123,6 +125,8 @@ function procCpuTicks(pid: number): number | undefined {
 export interface Snapshot {
   at: number;
   cpu: NodeJS.CpuUsage;
+  /** CPU µs of each watched server process so far. */
+  watched: number[];
   sql: SqlCounters;
   /** Ticks per PostgreSQL backend pid; undefined when /proc does not show them. */
   pg: Map<number, number> | undefined;
@@ -131,7 +135,7 @@ export interface Snapshot {
 
 export interface Usage {
   seconds: number;
-  /** Server process CPU, µs. */
+  /** Server processes' CPU (this one and the watched ones), µs. */
   cpuUs: number;
   /** PostgreSQL backends' CPU, µs (undefined when not readable). */
   pgCpuUs: number | undefined;
@@ -149,6 +153,7 @@ export class Meter {
   private readonly mesh: TestMesh;
   private readonly ticksPerSecond = clockTicks();
   private pgVisible = true;
+  private readonly watched: (() => Promise<number>)[] = [];
 
   private constructor(monitor: pg.Client, databases: string[], mesh: TestMesh) {
     this.monitor = monitor;
@@ -168,6 +173,11 @@ export class Meter {
   /** Adds a database whose backends' CPU counts (a baseline's own database). */
   watchDatabase(name: string): void {
     if (!this.databases.includes(name)) this.databases.push(name);
+  }
+
+  /** Adds a server process (the edge) whose CPU counts as the servers' CPU: `cpuUs` reads its CPU time so far, µs. */
+  watchProcess(cpuUs: () => Promise<number>): void {
+    this.watched.push(cpuUs);
   }
 
   /** Runs a statement on the monitor connection (not counted): for EXPLAIN and look-ups. */
@@ -193,7 +203,8 @@ export class Meter {
     for (const s of Object.values(this.mesh.services)) {
       for (const v of (await s!.ctx.metrics.rpcTotal.get()).values) rpcs += v.value;
     }
-    return { at: performance.now(), cpu: process.cpuUsage(), sql: sqlCounters(), pg: pgTicks, rpcs };
+    const watched = await Promise.all(this.watched.map((cpuUs) => cpuUs()));
+    return { at: performance.now(), cpu: process.cpuUsage(), watched, sql: sqlCounters(), pg: pgTicks, rpcs };
   }
 
   diff(a: Snapshot, b: Snapshot): Usage {
@@ -204,9 +215,11 @@ export class Meter {
       for (const [pid, t] of b.pg) ticks += t - (a.pg.get(pid) ?? 0);
       pgCpuUs = (ticks / this.ticksPerSecond) * 1e6;
     }
+    let watchedUs = 0;
+    for (const [i, us] of b.watched.entries()) watchedUs += us - (a.watched[i] ?? us);
     return {
       seconds: (b.at - a.at) / 1000,
-      cpuUs: b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system,
+      cpuUs: b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system + watchedUs,
       pgCpuUs,
       statements: b.sql.statements - a.sql.statements,
       rounds: b.sql.rounds - a.sql.rounds,
