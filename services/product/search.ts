@@ -324,18 +324,27 @@ const highlightFields = ["name", "tags", "short_description", "description", "at
 /** Headlines come as highlight_<field>: the summary columns already use the plain names. */
 type HighlightRow = Partial<Record<`highlight_${(typeof highlightFields)[number]}`, string | null>>;
 
-/** Highlight columns over the page's products aliased `p` (only a page of rows ever pays for ts_headline). */
+/**
+ * Highlight columns over the page's products aliased `p` (only a page of rows ever pays for ts_headline).
+ * A field is headlined only where the product's stored search document matches the query in that
+ * field's weight (product_search_vector: name A, tags and category names B, short description and
+ * description C, attribute values D): ts_filter on the stored tsvector parses nothing, where
+ * `to_tsvector(field) @@ query` parsed every field of every row of the page once more before
+ * ts_headline parsed it again. A weight that matches through another field of it (a category name
+ * for B) still yields no marked headline, and highlightsOf keeps only headlines with a marker.
+ */
 function highlightColumns(p: Params, query: string): string {
   const options = `StartSel=${markStart}, StopSel=${markStop}`;
   const all = p.add(`${options}, HighlightAll=true`);
   const long = p.add(`${options}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`);
   const q = `websearch_to_tsquery(${tsConfig}, ${p.add(query)})`;
-  const headline = (text: string, opts: string) => `case when to_tsvector(${tsConfig}, ${text}) @@ ${q} then ts_headline(${tsConfig}, ${text}, ${q}, ${opts}) end`;
-  return `${headline("p.name", all)} as highlight_name,
-    ${headline("(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as highlight_tags,
-    ${headline("p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as highlight_short_description,
-    ${headline("p.description", long)} as highlight_description,
-    ${headline("(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as highlight_attributes`;
+  const headline = (weight: "a" | "b" | "c" | "d", text: string, opts: string) =>
+    `case when ts_filter(p.search_vector, '{${weight}}') @@ ${q} then ts_headline(${tsConfig}, ${text}, ${q}, ${opts}) end`;
+  return `${headline("a", "p.name", all)} as highlight_name,
+    ${headline("b", "(select coalesce(string_agg(tag, ', ' order by tag), '') from product_tags where product_id = p.id)", all)} as highlight_tags,
+    ${headline("c", "p.short_description", `case when length(p.short_description) <= 200 then ${all} else ${long} end`)} as highlight_short_description,
+    ${headline("c", "p.description", long)} as highlight_description,
+    ${headline("d", "(select coalesce(string_agg(key || ': ' || value, ', ' order by key), '') from jsonb_each_text(p.attributes))", long)} as highlight_attributes`;
 }
 
 function highlightsOf(r: HighlightRow): SearchHighlight[] {
