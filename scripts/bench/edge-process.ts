@@ -22,13 +22,16 @@ export interface EdgeProcess {
 const gatewayMain = join(import.meta.dirname, "..", "..", "gateway", "main.ts");
 const cpuReporter = join(import.meta.dirname, "cpu-reporter.ts");
 
-/** Starts the edge in front of `upstreams` on a free port; resolves once it answers /healthz. */
-export async function startEdgeProcess(upstreams: Partial<Record<ServiceName, string>>): Promise<EdgeProcess> {
+/**
+ * Starts the edge in front of `upstreams` on a free port; resolves once it answers /healthz.
+ * `nodeOptions`: more options for its node (a profile: `--cpu-prof`, written when it stops).
+ */
+export async function startEdgeProcess(upstreams: Partial<Record<ServiceName, string>>, nodeOptions: string[] = []): Promise<EdgeProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const env: Record<string, string> = { PATH: process.env.PATH ?? "", HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "error" };
   for (const [name, base] of Object.entries(upstreams)) env[peerUrlVariable(name as ServiceName)] = base!;
-  const child: ChildProcess = spawn(process.execPath, ["--import", cpuReporter, gatewayMain], { env, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  const child: ChildProcess = spawn(process.execPath, [...nodeOptions, "--import", cpuReporter, gatewayMain], { env, stdio: ["ignore", "pipe", "pipe", "ipc"] });
   const output: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) {
     stream.setEncoding("utf8");

@@ -34,9 +34,12 @@ import { productService } from "../../services/product/service.ts";
 import { benchSearchWords } from "../../services/product/bench.ts";
 import { seedCatalog } from "../../services/product/seed.ts";
 import { bareUserServer } from "./bare.ts";
+import { startEdgeProcess } from "./edge-process.ts";
 import { Generator } from "./load.ts";
 
 const which = process.argv[2] ?? "user";
+// PROFILE_EDGE_NODE_OPTIONS: Node options of edge-ab's edge process (e.g. --cpu-prof --cpu-prof-dir=/tmp/edge).
+const edgeNodeOptions = (process.env.PROFILE_EDGE_NODE_OPTIONS ?? "").split(" ").filter(Boolean);
 const rounds = Number(process.argv[4] ?? 4);
 const seconds = Number(process.argv[3] ?? 10);
 const catalog = which === "search" || which === "product" || which === "product-edge";
@@ -59,7 +62,12 @@ if (which === "ab" || which === "edge-ab") {
   // Interleaved rounds, so that a busy machine slows both alike: CPU per request of each and their ratio.
   const target = (baseUrl: string, protocol: "grpc" | "connect" = "grpc") =>
     Generator.start({ kind: "rpc", protocol, baseUrl, method: "ecommerce.user.v1.UserService/GetMyProfile", requests: [{}], headers });
-  const edge = which === "edge-ab" ? await startEdge({ port: 0, host: "127.0.0.1", upstreams: { auth: mesh.url("auth"), user: mesh.url("user") }, logLevel: "silent" }) : undefined;
+  // The edge as the bench runs it: a process of its own, whose CPU counts with this process's.
+  const edge = which === "edge-ab" ? await startEdgeProcess({ auth: mesh.url("auth"), user: mesh.url("user") }, edgeNodeOptions) : undefined;
+  const serversCpuUs = async () => {
+    const own = process.cpuUsage();
+    return own.user + own.system + (edge ? await edge.cpuUs() : 0);
+  };
   const [a, b] = edge ? (["user", "edge"] as const) : (["bare", "user"] as const);
   const gens: Record<string, Generator> = edge
     ? { user: await target(mesh.url("user")), edge: await target(edge.url, "connect") }
@@ -70,10 +78,9 @@ if (which === "ab" || which === "edge-ab") {
   for (let round = 1; round <= rounds; round++) {
     const cpuPerReq: Record<string, number> = {};
     for (const [name, g] of Object.entries(gens)) {
-      const c0 = process.cpuUsage();
+      const c0 = await serversCpuUs();
       const m = await g.run({ kind: "closed", concurrency: abConcurrency, durationMs: seconds * 1000 });
-      const c = process.cpuUsage(c0);
-      cpuPerReq[name] = (c.user + c.system) / m.requests;
+      cpuPerReq[name] = ((await serversCpuUs()) - c0) / m.requests;
       console.log(`round ${round} ${name}: ${m.rps.toFixed(0)} req/s, ${cpuPerReq[name].toFixed(0)} µs CPU/req, p50 ${m.p50Ms} ms`);
     }
     ratios.push(cpuPerReq[b]! / cpuPerReq[a]!);
