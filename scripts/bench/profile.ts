@@ -13,7 +13,8 @@
  * "ab" profiles nothing: it alternates bare and kit rounds and prints CPU per request of each;
  * "edge-ab" likewise alternates gRPC straight to the user service and the same call through the
  * edge (Connect JSON over HTTP/1.1), the ratio issue 8 bounds (≤ 1.3×), less moved by other work
- * on the machine than two separate runs.
+ * on the machine than two separate runs; its edge is a process of its own, as in the bench (the
+ * profiling modes keep the edge in this process, so that one profile shows both).
  * PROFILE_CONCURRENCY overrides the concurrency of every mode (ab and edge-ab too); PROFILE_HEAP=1 adds a
  * second run under V8's sampling heap profiler and prints where what is still alive at its end was allocated;
  * PROFILE_HEAP=survivors prints where what outlived the young generation (was promoted) was allocated.
