@@ -215,6 +215,13 @@ describe("filters, facets, sorting and paging", () => {
   it("filters by price (product or variant), stock, and sorts by price", async () => {
     const cheap = await h.search.searchProducts({ maxPrice: usd(4_200n), orderBy: SearchOrderBy.PRICE_ASC }, {});
     expect(cheap.hits.map((x) => x.product!.id)).toEqual([ids.cleaner, ids.canvas]);
+    // The price bands ignore the price filter, so the total is not their sum there: it counts the filtered hits.
+    const cheapBands = await h.search.searchProducts({ maxPrice: usd(4_200n), facets: [SearchFacet.PRICE_BAND] }, {});
+    expect(cheapBands.totalCount).toBe(2);
+    const unfiltered = await h.search.searchProducts({ facets: [SearchFacet.PRICE_BAND] }, {});
+    expect(cheapBands.priceBandFacet.map((b) => b.count)).toEqual(unfiltered.priceBandFacet.map((b) => b.count));
+    expect(unfiltered.priceBandFacet.reduce((sum, b) => sum + b.count, 0)).toBe(unfiltered.totalCount);
+    expect(unfiltered.totalCount).toBeGreaterThan(2);
     const variantPriced = await h.search.searchProducts({ minPrice: usd(4_400n), maxPrice: usd(4_600n) }, {});
     expect(variantPriced.hits.map((x) => x.product!.id)).toEqual([ids.canvas]);
     const inStock = await h.search.searchProducts({ inStockOnly: true, orderBy: SearchOrderBy.PRICE_DESC }, {});
