@@ -10,7 +10,7 @@ import { type DescMessage, fromBinary, type MessageShape, toBinary, toJson } fro
 import type { EntityManager } from "./db.ts";
 import { Code } from "@connectrpc/connect";
 import { domainError } from "./errors.ts";
-import { sqlOf } from "./sql.ts";
+import { lockTimeoutForCall, sqlOf } from "./sql.ts";
 
 export interface IdempotencyOptions<Req extends DescMessage, Res extends DescMessage> {
   /** What the key is scoped to: the RPC and the caller, e.g. "PlaceOrder:user:<id>". */
@@ -21,6 +21,14 @@ export interface IdempotencyOptions<Req extends DescMessage, Res extends DescMes
   responseSchema: Res;
   /** How long the stored response answers retries (default 24 h). */
   ttlMs?: number;
+  /**
+   * Bound every lock wait of the transaction by the call's deadline (sql.ts lockTimeoutForCall):
+   * the key's insert waits while another call holds the same key, and the work may lock rows. A
+   * wait that runs out answers ABORTED / CONTENDED (retry) before the deadline instead of holding a
+   * connection until the cancel. Opt-in, like lockTimeoutForCall itself (docs/kit.md, db.ts): it
+   * changes the RPC's answer under contention from DEADLINE_EXCEEDED, so its contract must say so.
+   */
+  boundLockWaits?: boolean;
 }
 
 /** Canonical hash of a request: JSON with sorted keys, so map order does not matter. */
@@ -44,7 +52,17 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
   const ttlMs = options.ttlMs ?? 24 * 3600 * 1000;
   return em.transactional(async (tx) => {
     const db = sqlOf(tx);
-    await db.run("delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now()", [options.scope, options.key]);
+    if (options.boundLockWaits) {
+      // In the first statement, so no extra round trip: a data-modifying CTE always runs, and the
+      // select's one row always sets the limit for the rest of the transaction.
+      await db.run(
+        `with expired as (delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now() returning 1)
+         select set_config('lock_timeout', $3, true)`,
+        [options.scope, options.key, lockTimeoutForCall()],
+      );
+    } else {
+      await db.run("delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now()", [options.scope, options.key]);
+    }
     // Blocks while another transaction holds the same key; then sees its committed row.
     const inserted = await db.run(
       `insert into idempotency_keys (scope, key, request_hash, expires_at)

@@ -162,6 +162,31 @@ describe("reservations", () => {
     expect(await stockOf(p.id)).toMatchObject({ reservedQuantity: 1, availableQuantity: 4 });
   });
 
+  it("answers AdjustStock ABORTED (retry) before the deadline while another transaction holds the stock level, and applies it once free", async () => {
+    const p = await activeProduct(h, {}, 5);
+    const holder = new pg.Client({ connectionString: h.mesh.services.product!.ctx.config.databaseUrl });
+    await holder.connect();
+    const adjust = { productId: p.id, change: { case: "delta" as const, value: 3 }, reason: StockAdjustmentReason.RECEIVED, idempotencyKey: unique("adjust") };
+    try {
+      await holder.query("begin");
+      await holder.query("select id from product_inventory where product_id = $1 for update", [p.id]);
+      const timeoutMs = 2_000;
+      const sent = Date.now();
+      const refused = await failure(h.inventory.adjustStock(adjust, { ...auth(h.admin), timeoutMs }));
+      // The idempotent transaction's lock waits are bounded by the deadline (kit/idempotency.ts): PostgreSQL gave up.
+      expect(refused).toMatchObject({ code: Code.Aborted, reason: "CONTENDED" });
+      expect(Date.now() - sent).toBeLessThan(timeoutMs);
+      await holder.query("rollback");
+    } finally {
+      await holder.end();
+    }
+    // Nothing of the refused call stayed: the same key applies the change now, once.
+    const applied = await h.inventory.adjustStock(adjust, auth(h.admin));
+    expect(applied.item!.quantityOnHand).toBe(8);
+    expect((await h.inventory.adjustStock(adjust, auth(h.admin))).item!.quantityOnHand).toBe(8);
+    expect(await stockOf(p.id)).toMatchObject({ quantityOnHand: 8, availableQuantity: 8 });
+  });
+
   it("gives the stock of a cancelled order back on order.cancelled", async () => {
     const p = await activeProduct(h, {}, 8);
     const pending = uuidv7();

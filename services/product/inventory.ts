@@ -211,7 +211,8 @@ async function lockedLevel(db: Sql, item: ItemKey, location: string): Promise<Le
 export async function adjustStock(em: EntityManager, actor: string, req: AdjustStockRequest): Promise<AdjustStockResponse> {
   return idempotent(
     em,
-    { scope: "AdjustStock", key: req.idempotencyKey, requestSchema: AdjustStockRequestSchema, request: req, responseSchema: AdjustStockResponseSchema },
+    // The item's stock level is locked by reservations and other adjustments: a wait past the deadline answers CONTENDED.
+    { scope: "AdjustStock", key: req.idempotencyKey, requestSchema: AdjustStockRequestSchema, request: req, responseSchema: AdjustStockResponseSchema, boundLockWaits: true },
     async (tx) => {
       const db = sqlOf(tx);
       const item = await resolveItem(db, req.productId, req.variantId);

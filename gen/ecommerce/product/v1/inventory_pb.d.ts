@@ -1235,7 +1235,9 @@ export declare const InventoryService: GenService<{
    * NEGATIVE_STOCK when on hand would fall below 0, QUANTITY_BELOW_RESERVED
    * when it would fall below the reserved quantity at that location (metadata
    * {"reserved": "…"}), or IDEMPOTENCY_KEY_REUSED when the key was used for a
-   * different request.
+   * different request; ABORTED with reason CONTENDED when other transactions
+   * hold the item's stock level for longer than the call's deadline allows
+   * (nothing was changed: retry with the same key).
    *
    * @generated from rpc ecommerce.product.v1.InventoryService.AdjustStock
    */
