@@ -52,17 +52,13 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
   const ttlMs = options.ttlMs ?? 24 * 3600 * 1000;
   return em.transactional(async (tx) => {
     const db = sqlOf(tx);
-    if (options.boundLockWaits) {
-      // In the first statement, so no extra round trip: a data-modifying CTE always runs, and the
-      // select's one row always sets the limit for the rest of the transaction.
-      await db.run(
-        `with expired as (delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now() returning 1)
-         select set_config('lock_timeout', $3, true)`,
-        [options.scope, options.key, lockTimeoutForCall()],
-      );
-    } else {
-      await db.run("delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now()", [options.scope, options.key]);
-    }
+    const expired = "delete from idempotency_keys where scope = $1 and key = $2 and expires_at < now()";
+    // boundLockWaits in the same first statement, so no extra round trip: a data-modifying CTE always
+    // runs, and the select's one row always sets the limit for the rest of the transaction.
+    await db.run(
+      options.boundLockWaits ? `with expired as (${expired} returning 1) select set_config('lock_timeout', $3, true)` : expired,
+      options.boundLockWaits ? [options.scope, options.key, lockTimeoutForCall()] : [options.scope, options.key],
+    );
     // Blocks while another transaction holds the same key; then sees its committed row.
     const inserted = await db.run(
       `insert into idempotency_keys (scope, key, request_hash, expires_at)
