@@ -6,6 +6,7 @@
  * checkout's rows in one transaction, and a phase over prepared requests ends when
  * they are used up.
  */
+import { createServer } from "node:http";
 import { equals } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -24,7 +25,7 @@ import { bareProductServer, bareUserServer } from "./bare.ts";
 import { startEdgeProcess } from "./edge-process.ts";
 import { installSqlCounter, Meter, sqlCounters } from "./meter.ts";
 import { checkoutOutboxRows, startCheckoutBaseline } from "./checkout.ts";
-import { Exhausted, runPhase } from "./load.ts";
+import { Exhausted, Generator, runPhase } from "./load.ts";
 
 describe("bench: GetMyProfile and the SQL counter", () => {
   let mesh: TestMesh;
@@ -221,5 +222,27 @@ describe("bench: checkout", () => {
     left = 3;
     const seq = await runPhase(call, { kind: "sequential", durationMs: 60_000, maxRequests: 1_000 });
     expect({ requests: seq.requests, errors: seq.errors }).toEqual({ requests: 3, errors: 0 });
+  });
+
+  it("an HTTP/1.1 load generator's open loop uses at most 64 connections, and a request due while all are busy waits, counted from its schedule", async () => {
+    const sockets = new Set<string>();
+    const server = createServer((req, res) => {
+      sockets.add(`${req.socket.remoteAddress}:${req.socket.remotePort}`);
+      setTimeout(() => res.end("ok"), 50); // slower than the arrivals: far more than 64 would be outstanding
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const generator = await Generator.start({ kind: "http", urls: [`http://127.0.0.1:${(server.address() as { port: number }).port}/`] });
+    try {
+      const open = await generator.run({ kind: "open", rate: 2_000, durationMs: 500 });
+      expect({ requests: open.requests, errors: open.errors }).toEqual({ requests: 1_000, errors: 0 });
+      expect(sockets.size).toBeLessThanOrEqual(64);
+      expect(sockets.size).toBeGreaterThan(8);
+      // 1,000 requests of 50 ms over 64 connections take about 0.8 s: the last ones waited for a connection,
+      // and their latency counts from when they were due, not from when a connection was free.
+      expect(open.p99Ms).toBeGreaterThan(200);
+    } finally {
+      await generator.stop();
+      server.close();
+    }
   });
 });
